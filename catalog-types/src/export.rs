@@ -1,4 +1,256 @@
-//! Renders the catalog as JSON, SQL and Markdown.
+//! Renders the catalog for people and other systems: a text table, JSON, idempotent SQL and
+//! the Markdown page `docs/catalog.md`.
 
-/// Placeholder until the export lands.
-pub fn placeholder() {}
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::{Category, ExportedEntry, Registry};
+
+/// A fixed-width table of every event, for terminals.
+pub fn table(registry: &Registry) -> String {
+    let mut out = String::new();
+    let width = registry
+        .entries()
+        .iter()
+        .map(|e| e.event_type.len())
+        .max()
+        .unwrap_or(10);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<18}  {:<40}  SCHEMA REF",
+        "EVENT TYPE", "CATEGORY", "NAME"
+    );
+    for entry in registry.entries() {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<18}  {:<40}  {}",
+            entry.event_type,
+            entry.category.name(),
+            entry.name,
+            entry.schema_ref
+        );
+    }
+    let _ = writeln!(out, "{} events", registry.len());
+    out
+}
+
+/// Every entry with its payload schema, as a pretty JSON array.
+pub fn json(registry: &Registry) -> Result<String, serde_json::Error> {
+    let entries: Vec<ExportedEntry<'_>> = registry.entries().iter().map(|e| e.exported()).collect();
+    Ok(serde_json::to_string_pretty(&entries)? + "\n")
+}
+
+fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// An idempotent SQL script that creates `system_event_catalog` if absent and upserts every
+/// entry; running it twice leaves the same rows.
+pub fn sql(registry: &Registry) -> Result<String, serde_json::Error> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "-- Workflow Event Catalog v2: {} events. Idempotent: safe to run again.",
+        registry.len()
+    );
+    out.push_str(
+        "BEGIN;\n\
+         CREATE TABLE IF NOT EXISTS system_event_catalog (\n\
+         \x20   event_type         text PRIMARY KEY,\n\
+         \x20   name               text NOT NULL,\n\
+         \x20   description        text NOT NULL,\n\
+         \x20   category           text NOT NULL,\n\
+         \x20   payload_schema     jsonb NOT NULL,\n\
+         \x20   payload_schema_ref text NOT NULL UNIQUE\n\
+         );\n\
+         INSERT INTO system_event_catalog\n\
+         \x20   (event_type, name, description, category, payload_schema, payload_schema_ref)\n\
+         VALUES\n",
+    );
+    let rows: Vec<String> = registry
+        .entries()
+        .iter()
+        .map(|entry| {
+            Ok(format!(
+                "    ({}, {}, {}, {}, {}::jsonb, {})",
+                sql_text(entry.event_type),
+                sql_text(entry.name),
+                sql_text(entry.description),
+                sql_text(entry.category.name()),
+                sql_text(&serde_json::to_string(&entry.schema)?),
+                sql_text(entry.schema_ref)
+            ))
+        })
+        .collect::<Result<_, serde_json::Error>>()?;
+    out.push_str(&rows.join(",\n"));
+    out.push_str(
+        "\nON CONFLICT (event_type) DO UPDATE SET\n\
+         \x20   name = EXCLUDED.name,\n\
+         \x20   description = EXCLUDED.description,\n\
+         \x20   category = EXCLUDED.category,\n\
+         \x20   payload_schema = EXCLUDED.payload_schema,\n\
+         \x20   payload_schema_ref = EXCLUDED.payload_schema_ref;\n\
+         COMMIT;\n",
+    );
+    Ok(out)
+}
+
+/// Follows a local `$ref`.
+fn deref<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
+    match node.get("$ref").and_then(Value::as_str) {
+        Some(reference) => root
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or(node),
+        None => node,
+    }
+}
+
+/// A short human description of a schema node's type.
+fn describe(root: &Value, node: &Value) -> String {
+    if let Some(branches) = node.get("anyOf").and_then(Value::as_array) {
+        let parts: Vec<String> = branches
+            .iter()
+            .filter(|b| b.get("type") != Some(&Value::from("null")))
+            .map(|b| describe(root, b))
+            .collect();
+        return parts.join(" or ");
+    }
+    let resolved = deref(root, node);
+    if let Some(values) = resolved.get("enum").and_then(Value::as_array) {
+        let names: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
+        return format!("`{}`", names.join("` \\| `"));
+    }
+    if let Some(branches) = resolved.get("oneOf").and_then(Value::as_array) {
+        let names: Vec<String> = branches
+            .iter()
+            .filter_map(|b| {
+                b.get("const")
+                    .and_then(Value::as_str)
+                    .map(|c| format!("`{c}`"))
+            })
+            .collect();
+        if !names.is_empty() {
+            return names.join(" \\| ");
+        }
+    }
+    let types: Vec<&str> = match resolved.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| *t != "null")
+            .collect(),
+        _ => Vec::new(),
+    };
+    let base = match (
+        types.first().copied(),
+        resolved.get("format").and_then(Value::as_str),
+    ) {
+        (Some("string"), Some("uuid")) => "uuid".to_owned(),
+        (Some("string"), Some("date-time")) => "timestamp (RFC 3339 UTC)".to_owned(),
+        (Some("string"), Some("date")) => "date".to_owned(),
+        (Some("string"), _)
+            if resolved.get("pattern").and_then(Value::as_str) == Some("^[A-Z]{3}$") =>
+        {
+            "currency (ISO 4217)".to_owned()
+        }
+        (Some("integer"), _) => "integer".to_owned(),
+        (Some("array"), _) => {
+            let items = resolved
+                .get("items")
+                .map(|i| describe(root, i))
+                .unwrap_or_default();
+            format!("array of {items}")
+        }
+        (Some("object"), _) if resolved.get("properties").is_some() => {
+            let keys: Vec<String> = resolved
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| {
+                    let required = required_of(resolved);
+                    p.keys()
+                        .map(|k| {
+                            if required.contains(k) {
+                                k.clone()
+                            } else {
+                                format!("{k}?")
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!("object {{{}}}", keys.join(", "))
+        }
+        (Some("object"), _)
+            if resolved
+                .get("additionalProperties")
+                .is_some_and(Value::is_object) =>
+        {
+            "object (field → {previous, new})".to_owned()
+        }
+        (Some(t), _) => t.to_owned(),
+        (None, _) => "any JSON".to_owned(),
+    };
+    base
+}
+
+fn required_of(node: &Value) -> Vec<String> {
+    node.get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The catalog page: events grouped by category, each with its fields, types and optionality.
+pub fn markdown(registry: &Registry) -> String {
+    let mut out = String::new();
+    out.push_str("# Workflow Event Catalog v2\n\n");
+    out.push_str("<!-- Generated by `outbox-relay catalog export --format markdown`; a test fails when it is stale. -->\n\n");
+    let _ = writeln!(
+        out,
+        "{} events. Every payload is JSON with camelCase fields; optional fields are omitted when absent. \
+         Money amounts are integers in minor units (cents) beside an ISO 4217 `currency`.\n",
+        registry.len()
+    );
+    for category in Category::ALL {
+        let entries: Vec<_> = registry
+            .entries()
+            .iter()
+            .filter(|e| e.category == category)
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "## {} ({})\n", category.name(), entries.len());
+        for entry in entries {
+            let _ = writeln!(out, "### `{}` — {}\n", entry.event_type, entry.name);
+            let _ = writeln!(out, "{}\n", entry.description);
+            let _ = writeln!(
+                out,
+                "Schema ref `{}` · routing key `{}`\n",
+                entry.schema_ref,
+                entry.routing_key()
+            );
+            out.push_str("| field | type | required |\n| --- | --- | --- |\n");
+            let required = required_of(&entry.schema);
+            if let Some(properties) = entry.schema.get("properties").and_then(Value::as_object) {
+                for (name, node) in properties {
+                    let _ = writeln!(
+                        out,
+                        "| `{name}` | {} | {} |",
+                        describe(&entry.schema, node),
+                        if required.contains(name) { "yes" } else { "no" }
+                    );
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out
+}

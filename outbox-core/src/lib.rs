@@ -1,1 +1,30 @@
-//! placeholder
+//! The producer and consumer halves of the transactional outbox.
+//!
+//! Domain code writes its own rows and its catalog events in **one** Postgres transaction:
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::PgPool, event: catalog_types::TicketCreated) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut tx = pool.begin().await?;
+//! // ... insert the ticket row with `&mut *tx` ...
+//! let event_id = outbox_core::emit(&mut *tx, &event).await?;
+//! tx.commit().await?; // the ticket and its event exist together, or neither does
+//! # let _ = event_id; Ok(()) }
+//! ```
+//!
+//! A relay later publishes the row; a consumer applies each message once with [`inbox`].
+
+mod emit;
+mod error;
+pub mod inbox;
+mod migrate;
+mod options;
+pub mod trace;
+
+pub use emit::{NewEvent, emit, emit_batch, emit_untyped, emit_with};
+pub use error::EmitError;
+pub use inbox::InboxOutcome;
+pub use migrate::{MIGRATOR, MigrateError, migrate, sync_catalog};
+pub use options::EmitOptions;
+
+/// Re-exported so callers name the same catalog types the outbox stores.
+pub use catalog_types;

@@ -1,1 +1,210 @@
-fn main() {}
+//! `outbox-relay`: run the relay, or operate the outbox (migrate, catalog, ...).
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use cli::{CatalogCommand, Cli, Command, DatabaseArgs, ExportFormat, LogFormat, RunArgs};
+use outbox_relay::backoff::BackoffPolicy;
+use outbox_relay::mask::mask_url;
+use outbox_relay::relay::{Health, pool_for};
+use outbox_relay::{RelayConfig, http, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Migrate(args) => migrate(&args).await.map(|()| ExitCode::SUCCESS),
+        Command::Catalog(args) => catalog(args.command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn migrate(args: &DatabaseArgs) -> Result<()> {
+    let pool = pool_for(&args.database_url, 2)?;
+    outbox_core::migrate(&pool)
+        .await
+        .with_context(|| format!("migrating {}", mask_url(&args.database_url)))?;
+    info!(database = %mask_url(&args.database_url), "migrations applied and catalog synced");
+    pool.close().await;
+    Ok(())
+}
+
+fn catalog(command: CatalogCommand) -> Result<()> {
+    use std::io::Write;
+    let registry = catalog_types::registry();
+    let text = match command {
+        CatalogCommand::List => catalog_types::export::table(registry),
+        CatalogCommand::Schema { event } => {
+            let Some(entry) = registry.find(&event) else {
+                bail!(
+                    "`{event}` is neither an event type nor a schema ref of the catalog (see `outbox-relay catalog list`)"
+                );
+            };
+            serde_json::to_string_pretty(&entry.schema)? + "\n"
+        }
+        CatalogCommand::Export { format, output } => {
+            let text = match format {
+                ExportFormat::Json => catalog_types::export::json(registry)?,
+                ExportFormat::Sql => catalog_types::export::sql(registry)?,
+                ExportFormat::Markdown => catalog_types::export::markdown(registry),
+            };
+            if let Some(path) = output {
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                return Ok(());
+            }
+            text
+        }
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
+    args.amqp_url
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|e| anyhow::anyhow!("--amqp-url {}: {e}", mask_url(&args.amqp_url)))?;
+    if !(args.retry_factor >= 1.0 && args.retry_factor.is_finite()) {
+        bail!(
+            "--retry-factor must be a number >= 1, got {}",
+            args.retry_factor
+        );
+    }
+    if args.lease <= args.confirm_timeout {
+        bail!(
+            "--lease ({:?}) must be longer than --confirm-timeout ({:?}), or leases expire while confirms are outstanding",
+            args.lease,
+            args.confirm_timeout
+        );
+    }
+    let mut config = RelayConfig::new(&args.database.database_url, &args.amqp_url);
+    config.exchange = args.exchange.clone();
+    config.routing_key_template = args.routing_key.clone();
+    config.batch_size = args.batch_size;
+    config.poll_interval = args.poll_interval;
+    config.listen = !args.no_listen;
+    config.max_attempts = args.max_attempts;
+    config.retry = BackoffPolicy {
+        base: args.retry_base,
+        factor: args.retry_factor,
+        cap: args.retry_cap,
+    };
+    config.lease = args.lease;
+    config.confirm_timeout = args.confirm_timeout;
+    config.shutdown_timeout = args.shutdown_timeout;
+    config.retention = args.retention;
+    if let Some(id) = &args.relay_id {
+        config.relay_id = id.clone();
+    }
+    Ok(config)
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let config = relay_config(&args)?;
+    if args.migrate {
+        migrate(&args.database).await?;
+    }
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ])
+        .context("metric buckets")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    telemetry::describe();
+
+    let cancel = CancellationToken::new();
+    let health = Arc::new(Health::default());
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    let router = http::router(health.clone(), Some(metrics));
+    let http_cancel = cancel.clone();
+    tokio::spawn(async move {
+        info!(addr = %args.http_addr, "serving /healthz, /readyz and /metrics");
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await
+        {
+            error!(error = %e, "HTTP server failed");
+        }
+    });
+    tokio::spawn(stop_on_signal(cancel.clone()));
+
+    let shutdown_timeout = config.shutdown_timeout;
+    let relay = outbox_relay::run(config, cancel.clone(), health);
+    tokio::pin!(relay);
+    let drained = tokio::select! {
+        result = &mut relay => { result?; true }
+        () = async { cancel.cancelled().await; tokio::time::sleep(shutdown_timeout).await } => false,
+    };
+    if drained {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        warn!(
+            ?shutdown_timeout,
+            "shutdown bound reached with work outstanding; its leases will expire"
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Cancels on the first SIGTERM or SIGINT.
+async fn stop_on_signal(cancel: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: draining"),
+    }
+    cancel.cancel();
+}

@@ -1,1 +1,389 @@
-//! Shared test kit.
+//! Test kit: every test gets its own Postgres database and its own RabbitMQ names, so the
+//! suite runs in parallel against the real servers and leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use outbox_relay::RelayConfig;
+use outbox_relay::relay::{Health, RelayError};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// `DATABASE_URL`, or the local default.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// `AMQP_URL`, or the local default.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A short unique suffix for database, exchange and queue names.
+pub fn unique_suffix() -> String {
+    Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Prefix of every database the kit creates (the test script drops leftovers by it).
+pub const DB_PREFIX: &str = "outbox_t_";
+
+/// A fresh database with the outbox schema migrated.
+pub struct TestDb {
+    /// Pool on the test database.
+    pub pool: PgPool,
+    /// The database's name.
+    pub name: String,
+    /// Connect options of the test database.
+    pub options: PgConnectOptions,
+}
+
+impl TestDb {
+    /// Creates and migrates a new database.
+    pub async fn new() -> Result<Self> {
+        let db = Self::empty().await?;
+        outbox_core::migrate(&db.pool).await.context("migrate")?;
+        Ok(db)
+    }
+
+    /// Creates a new database without migrating it.
+    pub async fn empty() -> Result<Self> {
+        let admin: PgConnectOptions = database_url().parse().context("DATABASE_URL")?;
+        let name = format!("{DB_PREFIX}{}", unique_suffix());
+        let mut conn = admin.connect().await.context("connect to Postgres")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let options = admin.database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        Ok(TestDb {
+            pool,
+            name,
+            options,
+        })
+    }
+
+    /// A URL of the test database (for the relay binary or a listener).
+    pub fn url(&self) -> String {
+        let mut url = url::Url::parse(&database_url()).unwrap_or_else(|_| {
+            url::Url::parse("postgres://postgres@127.0.0.1:5432/test")
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        url.set_path(&self.name);
+        url.to_string()
+    }
+
+    /// A dedicated connection (outside the pool).
+    pub async fn connect(&self) -> Result<PgConnection> {
+        Ok(self.options.connect().await?)
+    }
+
+    /// Drops the database.
+    pub async fn cleanup(self) -> Result<()> {
+        self.pool.close().await;
+        let admin: PgConnectOptions = database_url().parse()?;
+        let mut conn = admin.connect().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Number of rows in `outbox_events`.
+    pub async fn count_events(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox_events")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true, failing after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Counts rows of `outbox_events` per status.
+pub async fn count_status(pool: &PgPool, status: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = $1")
+            .bind(status)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// One message as a consumer saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// AMQP `message_id`.
+    pub message_id: String,
+    /// AMQP `type`.
+    pub kind: String,
+    /// AMQP `content_type`.
+    pub content_type: String,
+    /// AMQP `delivery_mode`.
+    pub delivery_mode: u8,
+    /// AMQP `timestamp`.
+    pub timestamp: Option<u64>,
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// String and integer headers, as text.
+    pub headers: BTreeMap<String, String>,
+    /// The JSON envelope.
+    pub body: serde_json::Value,
+}
+
+/// A durable topic exchange and queue of the test's own, on the real broker.
+pub struct TestBroker {
+    /// Exchange name (unique per test).
+    pub exchange: String,
+    /// Queue name (unique per test).
+    pub queue: String,
+    connection: Connection,
+    channel: Channel,
+}
+
+impl TestBroker {
+    /// Declares an exchange and a queue bound with each of `binding_keys`.
+    pub async fn new(binding_keys: &[&str]) -> Result<Self> {
+        let suffix = unique_suffix();
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .context("connect to RabbitMQ")?;
+        let channel = connection.create_channel().await?;
+        let broker = TestBroker {
+            exchange: format!("outbox.test.{suffix}"),
+            queue: format!("outbox.test.{suffix}.q"),
+            connection,
+            channel,
+        };
+        broker
+            .channel
+            .exchange_declare(
+                broker.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        broker
+            .channel
+            .queue_declare(
+                broker.queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for key in binding_keys {
+            broker.bind(key).await?;
+        }
+        Ok(broker)
+    }
+
+    /// Binds the queue to the exchange with `key`.
+    pub async fn bind(&self, key: &str) -> Result<()> {
+        self.channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Consumes (and acks) messages until `count` arrived or none arrived for `idle`.
+    pub async fn collect(&self, count: usize, idle: Duration) -> Result<Vec<Received>> {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let mut consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                format!("collector-{}", unique_suffix()).as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let mut received = Vec::with_capacity(count);
+        while received.len() < count {
+            match tokio::time::timeout(idle, consumer.next()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(delivery)) => received.push(to_received(&delivery?)?),
+            }
+        }
+        let _ = connection.close(200, "done".into()).await;
+        Ok(received)
+    }
+
+    /// Deletes the queue and the exchange.
+    pub async fn cleanup(self) -> Result<()> {
+        let channel = match self.channel.status().connected() {
+            true => self.channel,
+            false => self.connection.create_channel().await?,
+        };
+        channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        channel
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await?;
+        let _ = self.connection.close(200, "done".into()).await;
+        Ok(())
+    }
+}
+
+fn text_of(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn to_received(delivery: &lapin::message::Delivery) -> Result<Received> {
+    let properties = &delivery.properties;
+    let headers = properties
+        .headers()
+        .as_ref()
+        .map(|table| {
+            table
+                .inner()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), text_of(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Received {
+        message_id: properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        kind: properties
+            .kind()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        content_type: properties
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        delivery_mode: properties.delivery_mode().unwrap_or_default(),
+        timestamp: *properties.timestamp(),
+        routing_key: delivery.routing_key.as_str().to_owned(),
+        headers,
+        body: serde_json::from_slice(&delivery.data)?,
+    })
+}
+
+/// Relay settings for tests: fast polling and retries, this test's database and exchange.
+pub fn relay_config(db: &TestDb, broker: &TestBroker) -> RelayConfig {
+    let mut config = RelayConfig::new(db.url(), amqp_url());
+    config.exchange = broker.exchange.clone();
+    config.poll_interval = Duration::from_millis(200);
+    config.retry.base = Duration::from_millis(50);
+    config.retry.cap = Duration::from_millis(500);
+    config.lease = Duration::from_secs(20);
+    config.confirm_timeout = Duration::from_secs(10);
+    config.gauge_interval = Duration::from_millis(500);
+    config
+}
+
+/// A relay running in this process.
+pub struct RunningRelay {
+    cancel: CancellationToken,
+    handle: JoinHandle<Result<(), RelayError>>,
+    /// Its health flags.
+    pub health: Arc<Health>,
+}
+
+impl RunningRelay {
+    /// Starts a relay task.
+    pub fn start(config: RelayConfig) -> Self {
+        let cancel = CancellationToken::new();
+        let health = Arc::new(Health::default());
+        let handle = tokio::spawn(outbox_relay::run(config, cancel.clone(), health.clone()));
+        RunningRelay {
+            cancel,
+            handle,
+            health,
+        }
+    }
+
+    /// Requests shutdown and waits for the relay to drain.
+    pub async fn stop(self) -> Result<()> {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle).await???;
+        Ok(())
+    }
+}
+
+/// The `outbox-relay` binary next to the test executable (built by `cargo build`).
+pub fn relay_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test executable has no target directory")?;
+    let binary = dir.join("outbox-relay");
+    if !binary.exists() {
+        bail!(
+            "{} is missing: run `cargo build -p outbox-relay` first",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}

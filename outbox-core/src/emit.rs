@@ -1,0 +1,307 @@
+//! Writing events into the outbox inside the caller's transaction.
+
+use catalog_types::{CatalogEvent, registry};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::trace::{self, is_valid_traceparent};
+use crate::{EmitError, EmitOptions};
+
+/// An event ready to be written: validated payload plus its outbox metadata.
+///
+/// Build one with [`NewEvent::new`] (typed) or [`NewEvent::untyped`] (validated against the
+/// catalog), then write many at once with [`emit_batch`].
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    id: Uuid,
+    tenant_id: Option<Uuid>,
+    event_type: String,
+    schema_ref: String,
+    category: String,
+    ordering_key: Option<String>,
+    payload: Value,
+    options: EmitOptions,
+}
+
+impl NewEvent {
+    /// A typed catalog event.
+    pub fn new<E: CatalogEvent>(event: &E) -> Result<Self, EmitError> {
+        Ok(NewEvent {
+            id: Uuid::now_v7(),
+            tenant_id: event.tenant_id(),
+            event_type: E::EVENT_TYPE.to_owned(),
+            schema_ref: E::SCHEMA_REF.to_owned(),
+            category: E::CATEGORY.name().to_owned(),
+            ordering_key: event.ordering_key(),
+            payload: serde_json::to_value(event)?,
+            options: EmitOptions::default(),
+        })
+    }
+
+    /// An untyped payload, validated against the catalog schema of `event_type`.
+    ///
+    /// Refused with [`EmitError::UnknownEventType`] or [`EmitError::InvalidPayload`] (naming
+    /// each offending field path) before anything touches the database.
+    pub fn untyped(event_type: &str, payload: Value) -> Result<Self, EmitError> {
+        let entry = registry()
+            .by_event_type(event_type)
+            .ok_or_else(|| EmitError::UnknownEventType(event_type.to_owned()))?;
+        let valid = entry.validate(payload)?;
+        Ok(NewEvent {
+            id: Uuid::now_v7(),
+            tenant_id: valid.tenant_id,
+            event_type: entry.event_type.to_owned(),
+            schema_ref: entry.schema_ref.to_owned(),
+            category: entry.category.name().to_owned(),
+            ordering_key: valid.ordering_key,
+            payload: valid.payload,
+            options: EmitOptions::default(),
+        })
+    }
+
+    /// Sets the options of this event.
+    pub fn with_options(mut self, options: EmitOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The id the event will have if it is stored (a dedupe hit returns the earlier id instead).
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    fn dedupe_key(&self) -> String {
+        self.options
+            .dedupe_key
+            .clone()
+            .unwrap_or_else(|| self.id.to_string())
+    }
+
+    fn ordering_key(&self) -> Option<String> {
+        match &self.options.ordering_key {
+            Some(overridden) => overridden.clone(),
+            None => self.ordering_key.clone(),
+        }
+    }
+
+    /// Extra headers plus the W3C trace context (explicit, else ambient).
+    fn headers(&self) -> Result<Value, EmitError> {
+        let mut headers: Map<String, Value> = self.options.headers.clone();
+        let ambient = trace::current();
+        let traceparent = self
+            .options
+            .traceparent
+            .clone()
+            .or_else(|| ambient.as_ref().map(|c| c.traceparent().to_owned()));
+        let tracestate = self.options.tracestate.clone().or_else(|| {
+            ambient
+                .as_ref()
+                .and_then(|c| c.tracestate().map(str::to_owned))
+        });
+        if let Some(traceparent) = traceparent {
+            if !is_valid_traceparent(&traceparent) {
+                return Err(EmitError::InvalidOption(format!(
+                    "`{traceparent}` is not a W3C traceparent"
+                )));
+            }
+            headers.insert("traceparent".to_owned(), Value::String(traceparent));
+            if let Some(tracestate) = tracestate {
+                headers.insert("tracestate".to_owned(), Value::String(tracestate));
+            }
+        }
+        Ok(Value::Object(headers))
+    }
+}
+
+/// Writes one typed event in the caller's transaction and returns its id.
+///
+/// Pass `&mut *tx` for a transaction. If an event with the same tenant and dedupe key is
+/// already stored (see [`EmitOptions::dedupe_key`]), nothing is written and that event's id is
+/// returned.
+pub async fn emit<E: CatalogEvent>(conn: &mut PgConnection, event: &E) -> Result<Uuid, EmitError> {
+    emit_with(conn, event, EmitOptions::default()).await
+}
+
+/// [`emit`] with options (dedupe key, ordering key, delay, headers).
+pub async fn emit_with<E: CatalogEvent>(
+    conn: &mut PgConnection,
+    event: &E,
+    options: EmitOptions,
+) -> Result<Uuid, EmitError> {
+    let event = NewEvent::new(event)?.with_options(options);
+    single(emit_batch(conn, std::slice::from_ref(&event)).await?)
+}
+
+/// Validates an untyped payload against the catalog and writes it; see [`NewEvent::untyped`].
+pub async fn emit_untyped(
+    conn: &mut PgConnection,
+    event_type: &str,
+    payload: Value,
+    options: EmitOptions,
+) -> Result<Uuid, EmitError> {
+    let event = NewEvent::untyped(event_type, payload)?.with_options(options);
+    single(emit_batch(conn, std::slice::from_ref(&event)).await?)
+}
+
+fn single(ids: Vec<Uuid>) -> Result<Uuid, EmitError> {
+    ids.into_iter()
+        .next()
+        .ok_or_else(|| EmitError::Database(sqlx::Error::RowNotFound))
+}
+
+/// Writes many events with one statement and returns their ids in input order.
+///
+/// Events whose (tenant, dedupe key) is already stored are not written again; their
+/// position in the result holds the stored id.
+pub async fn emit_batch(
+    conn: &mut PgConnection,
+    events: &[NewEvent],
+) -> Result<Vec<Uuid>, EmitError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut columns = Columns::with_capacity(events.len());
+    for event in events {
+        columns.push(event)?;
+    }
+    let inserted: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
+        "INSERT INTO outbox_events
+             (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
+              dedupe_key, occurred_at, available_at)
+         SELECT id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
+                dedupe_key, COALESCE(occurred_at, now()), COALESCE(available_at, now())
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::jsonb[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+                AS input(id, tenant_id, event_type, schema_ref, category, ordering_key, payload,
+                         headers, dedupe_key, occurred_at, available_at)
+         ON CONFLICT ON CONSTRAINT outbox_events_tenant_dedupe DO NOTHING
+         RETURNING id, tenant_id, dedupe_key",
+    )
+    .bind(&columns.ids)
+    .bind(&columns.tenant_ids)
+    .bind(&columns.event_types)
+    .bind(&columns.schema_refs)
+    .bind(&columns.categories)
+    .bind(&columns.ordering_keys)
+    .bind(&columns.payloads)
+    .bind(&columns.headers)
+    .bind(&columns.dedupe_keys)
+    .bind(&columns.occurred_at)
+    .bind(&columns.available_at)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    if inserted.len() == events.len() {
+        return Ok(columns.ids);
+    }
+    resolve_duplicates(conn, &columns, inserted).await
+}
+
+/// Maps every input row to the id stored under its (tenant, dedupe key): the row just
+/// inserted, or the one stored before (a second round trip, only when duplicates occurred).
+async fn resolve_duplicates(
+    conn: &mut PgConnection,
+    columns: &Columns,
+    inserted: Vec<(Uuid, Option<Uuid>, String)>,
+) -> Result<Vec<Uuid>, EmitError> {
+    use std::collections::HashMap;
+    let mut stored: HashMap<(Option<Uuid>, String), Uuid> = inserted
+        .into_iter()
+        .map(|(id, tenant, key)| ((tenant, key), id))
+        .collect();
+    let missing: Vec<usize> = (0..columns.ids.len())
+        .filter(|&i| !stored.contains_key(&columns.key(i)))
+        .collect();
+    if !missing.is_empty() {
+        let tenants: Vec<Option<Uuid>> = missing.iter().map(|&i| columns.tenant_ids[i]).collect();
+        let keys: Vec<String> = missing
+            .iter()
+            .map(|&i| columns.dedupe_keys[i].clone())
+            .collect();
+        let existing: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
+            "SELECT e.id, e.tenant_id, e.dedupe_key
+               FROM unnest($1::uuid[], $2::text[]) AS wanted(tenant_id, dedupe_key)
+               JOIN outbox_events e
+                 ON e.dedupe_key = wanted.dedupe_key
+                AND e.tenant_id IS NOT DISTINCT FROM wanted.tenant_id",
+        )
+        .bind(&tenants)
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await?;
+        stored.extend(
+            existing
+                .into_iter()
+                .map(|(id, tenant, key)| ((tenant, key), id)),
+        );
+    }
+    (0..columns.ids.len())
+        .map(|i| {
+            stored.get(&columns.key(i)).copied().ok_or_else(|| {
+                EmitError::Database(sqlx::Error::Protocol(format!(
+                    "dedupe key `{}` is held by a transaction this one cannot see",
+                    columns.dedupe_keys[i]
+                )))
+            })
+        })
+        .collect()
+}
+
+/// The batch as column arrays, the shape `unnest` takes.
+struct Columns {
+    ids: Vec<Uuid>,
+    tenant_ids: Vec<Option<Uuid>>,
+    event_types: Vec<String>,
+    schema_refs: Vec<String>,
+    categories: Vec<String>,
+    ordering_keys: Vec<Option<String>>,
+    payloads: Vec<Value>,
+    headers: Vec<Value>,
+    dedupe_keys: Vec<String>,
+    occurred_at: Vec<Option<DateTime<Utc>>>,
+    available_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            ids: Vec::with_capacity(n),
+            tenant_ids: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            schema_refs: Vec::with_capacity(n),
+            categories: Vec::with_capacity(n),
+            ordering_keys: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            dedupe_keys: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            available_at: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, event: &NewEvent) -> Result<(), EmitError> {
+        self.headers.push(event.headers()?);
+        self.ids.push(event.id);
+        self.tenant_ids.push(event.tenant_id);
+        self.event_types.push(event.event_type.clone());
+        self.schema_refs.push(event.schema_ref.clone());
+        self.categories.push(event.category.clone());
+        self.ordering_keys.push(event.ordering_key());
+        self.payloads.push(event.payload.clone());
+        self.dedupe_keys.push(event.dedupe_key());
+        self.occurred_at.push(event.options.occurred_at);
+        self.available_at.push(event.options.available_at);
+        Ok(())
+    }
+
+    fn key(&self, i: usize) -> (Option<Uuid>, String) {
+        (self.tenant_ids[i], self.dedupe_keys[i].clone())
+    }
+}

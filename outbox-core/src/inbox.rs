@@ -1,0 +1,42 @@
+//! The consumer's inbox: apply each message once, even though the broker delivers at least once.
+//!
+//! Call [`record`] inside the same transaction that applies the message's effects. The
+//! first delivery inserts `(consumer, message_id)` and gets [`InboxOutcome::Process`]; a
+//! redelivery — even one racing in a concurrent transaction — gets
+//! [`InboxOutcome::AlreadyProcessed`] and must skip the effects. If the transaction rolls
+//! back, the record goes with it and the next delivery processes the message.
+
+use sqlx::PgConnection;
+
+/// What a consumer should do with a delivered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxOutcome {
+    /// First time this consumer sees the message: apply its effects, then commit.
+    Process,
+    /// The consumer already applied this message: acknowledge it and do nothing.
+    AlreadyProcessed,
+}
+
+/// Records `message_id` for `consumer` in the caller's transaction.
+///
+/// A concurrent transaction recording the same id waits for this one to finish, then sees
+/// [`InboxOutcome::AlreadyProcessed`] if this one committed.
+pub async fn record(
+    conn: &mut PgConnection,
+    consumer: &str,
+    message_id: &str,
+) -> Result<InboxOutcome, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO outbox_inbox (consumer, message_id) VALUES ($1, $2)
+         ON CONFLICT (consumer, message_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(message_id)
+    .execute(conn)
+    .await?;
+    Ok(if result.rows_affected() == 1 {
+        InboxOutcome::Process
+    } else {
+        InboxOutcome::AlreadyProcessed
+    })
+}

@@ -1,0 +1,65 @@
+//! The embedded schema migrations and the catalog rows the database resolves events from.
+
+use catalog_types::registry;
+use sqlx::PgPool;
+
+/// The SQL migrations of `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// A migration failed or the applied history differs from the embedded one.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The catalog rows could not be written.
+    #[error("catalog sync failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Applies the pending migrations and upserts the catalog into `system_event_catalog`.
+///
+/// Safe to run concurrently from several processes (the migrator holds an advisory lock)
+/// and idempotent: a second run changes nothing.
+pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
+    MIGRATOR.run(pool).await?;
+    sync_catalog(pool).await?;
+    Ok(())
+}
+
+/// Upserts every catalog entry into `system_event_catalog`, in one statement.
+pub async fn sync_catalog(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let entries = registry().entries();
+    let event_types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
+    let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
+    let descriptions: Vec<&str> = entries.iter().map(|e| e.description).collect();
+    let categories: Vec<&str> = entries.iter().map(|e| e.category.name()).collect();
+    let schemas: Vec<&serde_json::Value> = entries.iter().map(|e| &e.schema).collect();
+    let refs: Vec<&str> = entries.iter().map(|e| e.schema_ref).collect();
+    let result = sqlx::query(
+        "INSERT INTO system_event_catalog
+             (event_type, name, description, category, payload_schema, payload_schema_ref)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
+         ON CONFLICT (event_type) DO UPDATE
+            SET name = EXCLUDED.name,
+                description = EXCLUDED.description,
+                category = EXCLUDED.category,
+                payload_schema = EXCLUDED.payload_schema,
+                payload_schema_ref = EXCLUDED.payload_schema_ref
+          WHERE (system_event_catalog.name, system_event_catalog.description,
+                 system_event_catalog.category, system_event_catalog.payload_schema,
+                 system_event_catalog.payload_schema_ref)
+                IS DISTINCT FROM
+                (EXCLUDED.name, EXCLUDED.description, EXCLUDED.category,
+                 EXCLUDED.payload_schema, EXCLUDED.payload_schema_ref)",
+    )
+    .bind(&event_types)
+    .bind(&names)
+    .bind(&descriptions)
+    .bind(&categories)
+    .bind(&schemas)
+    .bind(&refs)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

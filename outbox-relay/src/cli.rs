@@ -1,0 +1,161 @@
+//! Command-line interface: flags, their environment variables and defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Parses `1s`, `500ms`, `2h`, `7d` ...
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 500ms, 1s, 2h or 7d ({e})"))
+}
+
+/// The outbox relay: publishes outbox events to RabbitMQ, and the operator commands around it.
+#[derive(Debug, Parser)]
+#[command(name = "outbox-relay", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay: deliver pending events until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Apply the database migrations and sync the catalog table (idempotent).
+    Migrate(DatabaseArgs),
+    /// Inspect and export the event catalog.
+    Catalog(CatalogArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL; `?options=-c search_path=<schema>` selects another schema.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// AMQP URL (`amqp://` or `amqps://` for TLS).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+    /// Durable topic exchange to publish to (declared on start).
+    #[arg(long, env = "OUTBOX_EXCHANGE", default_value = "outbox.events")]
+    pub exchange: String,
+    /// Routing key template: `{category}` (slug), `{event_type}` (lower case), `{tenant_id}`.
+    #[arg(long, env = "OUTBOX_ROUTING_KEY", default_value = outbox_relay::config::DEFAULT_ROUTING_KEY)]
+    pub routing_key: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value = "0.0.0.0:9187")]
+    pub http_addr: SocketAddr,
+    /// Events claimed per batch.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Fallback poll interval (NOTIFY usually wakes the relay sooner).
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Do not LISTEN (PgBouncer in transaction mode, or the notify trigger disabled): poll only.
+    #[arg(long, env = "OUTBOX_NO_LISTEN")]
+    pub no_listen: bool,
+    /// Publish attempts before an event becomes dead.
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_attempts: u32,
+    /// First retry delay (doubles per attempt by default, with jitter).
+    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// Growth factor of retry delays.
+    #[arg(long, env = "OUTBOX_RETRY_FACTOR", default_value_t = 2.0)]
+    pub retry_factor: f32,
+    /// Longest retry delay.
+    #[arg(long, env = "OUTBOX_RETRY_CAP", default_value = "5m", value_parser = parse_duration)]
+    pub retry_cap: Duration,
+    /// Claim lease; a crashed relay's events are claimable again after it.
+    #[arg(long, env = "OUTBOX_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// How long to wait for a publisher confirm.
+    #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub confirm_timeout: Duration,
+    /// Longest wait for outstanding confirms on SIGTERM.
+    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Delete delivered events older than this, periodically (off by default).
+    #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+    /// Apply migrations before starting.
+    #[arg(long, env = "OUTBOX_MIGRATE")]
+    pub migrate: bool,
+    /// This instance's name in `locked_by` (default: host-pid-random).
+    #[arg(long, env = "OUTBOX_RELAY_ID")]
+    pub relay_id: Option<String>,
+}
+
+/// Flags of `catalog`.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// What to show.
+    #[command(subcommand)]
+    pub command: CatalogCommand,
+}
+
+/// The catalog subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// A table of every event: type, category, name, schema ref.
+    List,
+    /// The whole catalog as JSON, idempotent SQL, or a Markdown page.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// The JSON Schema of one event, by event type or schema ref.
+    Schema {
+        /// `TICKET_STATUS_CHANGED` or `payload.TicketStatusChanged.v1`.
+        event: String,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Every entry with its payload schema.
+    Json,
+    /// Upserts into `system_event_catalog` (creates the table if absent).
+    Sql,
+    /// The human-readable catalog page.
+    Markdown,
+}

@@ -1,0 +1,79 @@
+//! Everything the relay loop needs to know, independent of how it was configured.
+
+use std::time::Duration;
+
+use crate::backoff::BackoffPolicy;
+
+/// The relay's settings; the binary fills them from flags and environment.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Postgres URL (may carry a password: never log it unmasked).
+    pub database_url: String,
+    /// AMQP URL (`amqp://` or `amqps://`).
+    pub amqp_url: String,
+    /// The durable topic exchange events are published to (declared on start).
+    pub exchange: String,
+    /// Routing key template; `{category}` and `{event_type}` are replaced by the category
+    /// slug and the lower-case event type, `{tenant_id}` by the tenant (or `none`).
+    pub routing_key_template: String,
+    /// Rows claimed per batch.
+    pub batch_size: u32,
+    /// Fallback poll interval when no notification arrives.
+    pub poll_interval: Duration,
+    /// Whether to LISTEN for insert notifications (off behind PgBouncer in transaction mode).
+    pub listen: bool,
+    /// Publish attempts before a row becomes `dead`.
+    pub max_attempts: u32,
+    /// Retry delays between failed attempts.
+    pub retry: BackoffPolicy,
+    /// How long a claim lease lasts; a crashed relay's rows are claimable again after it.
+    pub lease: Duration,
+    /// How long to wait for a publisher confirm before counting the attempt as failed.
+    pub confirm_timeout: Duration,
+    /// How long shutdown may wait for outstanding confirms.
+    pub shutdown_timeout: Duration,
+    /// Delete delivered rows older than this, periodically (off when `None`).
+    pub retention: Option<Duration>,
+    /// How often to refresh the backlog gauges.
+    pub gauge_interval: Duration,
+    /// This instance's name in `locked_by`.
+    pub relay_id: String,
+}
+
+impl RelayConfig {
+    /// The documented defaults, with the local development URLs.
+    pub fn new(database_url: impl Into<String>, amqp_url: impl Into<String>) -> Self {
+        RelayConfig {
+            database_url: database_url.into(),
+            amqp_url: amqp_url.into(),
+            exchange: "outbox.events".to_owned(),
+            routing_key_template: DEFAULT_ROUTING_KEY.to_owned(),
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            listen: true,
+            max_attempts: 10,
+            retry: BackoffPolicy::default(),
+            lease: Duration::from_secs(60),
+            confirm_timeout: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(30),
+            retention: None,
+            gauge_interval: Duration::from_secs(5),
+            relay_id: default_relay_id(),
+        }
+    }
+}
+
+/// `<category slug>.<event type lower case>`, e.g. `tickets.ticket_status_changed`.
+pub const DEFAULT_ROUTING_KEY: &str = "{category}.{event_type}";
+
+/// `<host>-<pid>-<random>`: unique per process, readable in `locked_by`.
+pub fn default_relay_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..6])
+}

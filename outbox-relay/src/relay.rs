@@ -1,0 +1,332 @@
+//! The delivery loop: wake up → claim → publish in waves → settle, until shutdown.
+
+use std::collections::VecDeque;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::backoff::BackoffPolicy;
+use crate::claim::{self, ClaimedEvent, Outcome, Settled};
+use crate::config::RelayConfig;
+use crate::mask::mask_url;
+use crate::message;
+use crate::publisher::{PublishResult, Publisher};
+use crate::telemetry;
+use crate::wakeup::Wakeup;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A setting is malformed (the message names it).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Reachability of the two servers, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    database: AtomicBool,
+    broker: AtomicBool,
+}
+
+impl Health {
+    /// Whether the last database operation succeeded.
+    pub fn database_ok(&self) -> bool {
+        self.database.load(Ordering::Relaxed)
+    }
+
+    /// Whether the broker link is up.
+    pub fn broker_ok(&self) -> bool {
+        self.broker.load(Ordering::Relaxed)
+    }
+
+    fn set_database(&self, ok: bool) {
+        self.database.store(ok, Ordering::Relaxed);
+    }
+
+    fn set_broker(&self, ok: bool) {
+        self.broker.store(ok, Ordering::Relaxed);
+    }
+}
+
+/// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
+pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| RelayError::Config(format!("--database-url {}: {e}", mask_url(url))))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options))
+}
+
+/// Runs the relay until `cancel` fires, then drains: the wave in flight finishes (bounded by
+/// the confirm timeout), unpublished rows are released, and the function returns.
+pub async fn run(
+    config: RelayConfig,
+    cancel: CancellationToken,
+    health: Arc<Health>,
+) -> Result<(), RelayError> {
+    let pool = pool_for(&config.database_url, 4)?;
+    let background = cancel.child_token();
+    let wakeup = if config.listen {
+        Wakeup::listening(&pool, config.poll_interval, background.clone())
+    } else {
+        Wakeup::polling(config.poll_interval)
+    };
+    tokio::spawn(telemetry::refresh_gauges(
+        pool.clone(),
+        config.gauge_interval,
+        background.clone(),
+    ));
+    if let Some(retention) = config.retention {
+        tokio::spawn(crate::retention::purge_periodically(
+            pool.clone(),
+            retention,
+            background.clone(),
+        ));
+    }
+    let mut publisher = Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout);
+    let mut db_retry = BackoffPolicy {
+        base: Duration::from_millis(200),
+        factor: 2.0,
+        cap: Duration::from_secs(10),
+    }
+    .delay_iter();
+    info!(
+        relay_id = %config.relay_id,
+        database = %mask_url(&config.database_url),
+        broker = %mask_url(&config.amqp_url),
+        exchange = %config.exchange,
+        batch_size = config.batch_size,
+        "relay started"
+    );
+
+    while !cancel.is_cancelled() {
+        // 1. The broker first: claiming rows we cannot publish would only park them.
+        if !publisher.ensure_connected(&cancel).await {
+            break;
+        }
+        health.set_broker(true);
+
+        // 2. Claim the due head runs of each ordering key.
+        let batch =
+            match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease).await {
+                Ok(batch) => {
+                    health.set_database(true);
+                    batch
+                }
+                Err(error) => {
+                    health.set_database(false);
+                    let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
+                    warn!(%error, retry_in = ?delay, "claim failed; retrying");
+                    sleep_or_cancel(delay, &cancel).await;
+                    continue;
+                }
+            };
+        if batch.is_empty() {
+            wakeup.wait(&cancel).await;
+            continue;
+        }
+        metrics::histogram!(telemetry::BATCH_SIZE).record(batch.len() as f64);
+        debug!(claimed = batch.len(), "claimed a batch");
+
+        // 3. Publish in waves, awaiting confirms between waves.
+        let outcomes = publish_in_waves(&mut publisher, &config, &batch, &cancel).await;
+        health.set_broker(publisher.is_connected());
+
+        // 4. Settle the whole batch in one statement.
+        let settled = settle(&pool, &config, &outcomes, &cancel).await;
+        health.set_database(settled.is_some());
+        if let Some(settled) = settled {
+            db_retry = BackoffPolicy {
+                base: Duration::from_millis(200),
+                factor: 2.0,
+                cap: Duration::from_secs(10),
+            }
+            .delay_iter();
+            metrics::counter!(telemetry::PUBLISHED).increment(settled.delivered);
+            metrics::counter!(telemetry::DEAD).increment(settled.dead);
+            if settled.dead > 0 {
+                warn!(
+                    dead = settled.dead,
+                    "events reached the attempt limit and are now dead"
+                );
+            }
+        }
+    }
+
+    publisher.disconnect().await;
+    health.set_broker(false);
+    background.cancel();
+    info!(relay_id = %config.relay_id, "relay stopped");
+    Ok(())
+}
+
+/// Publishes a batch so that no event goes out before the earlier events of its key are
+/// confirmed: wave *n* holds the *n*-th event of every key. An event that fails releases
+/// the rest of its key unpublished; cancellation releases everything not yet sent.
+async fn publish_in_waves(
+    publisher: &mut Publisher,
+    config: &RelayConfig,
+    batch: &[ClaimedEvent],
+    cancel: &CancellationToken,
+) -> Vec<(Uuid, Outcome)> {
+    let mut lanes = lanes_by_ordering_key(batch);
+    let mut outcomes = Vec::with_capacity(batch.len());
+    loop {
+        let wave: Vec<(usize, &ClaimedEvent)> = lanes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(lane, events)| events.pop_front().map(|event| (lane, event)))
+            .collect();
+        if wave.is_empty() {
+            break;
+        }
+        if cancel.is_cancelled() || !publisher.is_connected() {
+            outcomes.extend(wave.iter().map(|(_, event)| (event.id, Outcome::Released)));
+            outcomes.extend(
+                lanes
+                    .iter_mut()
+                    .flat_map(|lane| lane.drain(..))
+                    .map(|event| (event.id, Outcome::Released)),
+            );
+            break;
+        }
+
+        let mut messages = Vec::with_capacity(wave.len());
+        let mut sendable = Vec::with_capacity(wave.len());
+        for &(lane, event) in &wave {
+            match message::build(event, &config.routing_key_template) {
+                Ok(built) => {
+                    messages.push(built);
+                    sendable.push((lane, event));
+                }
+                Err(error) => {
+                    outcomes.push((
+                        event.id,
+                        failure(config, event, format!("cannot encode the message: {error}")),
+                    ));
+                    release_lane(&mut lanes[lane], &mut outcomes);
+                }
+            }
+        }
+        let started = Instant::now();
+        let refs: Vec<&message::OutgoingMessage> = messages.iter().collect();
+        let results = publisher.publish_wave(&refs).await;
+        metrics::histogram!(telemetry::CONFIRM_LATENCY).record(started.elapsed().as_secs_f64());
+
+        let now = Utc::now();
+        for ((lane, event), result) in sendable.into_iter().zip(results) {
+            match result {
+                PublishResult::Confirmed => {
+                    let lag = (now - event.created_at).to_std().unwrap_or_default();
+                    metrics::histogram!(telemetry::END_TO_END_LAG).record(lag.as_secs_f64());
+                    outcomes.push((event.id, Outcome::Delivered));
+                }
+                PublishResult::Failed(error) => {
+                    metrics::counter!(telemetry::FAILED, "reason" => failure_reason(&error))
+                        .increment(1);
+                    warn!(event_id = %event.id, event_type = %event.event_type, attempt = event.attempts + 1, %error, "publish attempt failed");
+                    outcomes.push((event.id, failure(config, event, error)));
+                    release_lane(&mut lanes[lane], &mut outcomes);
+                }
+                PublishResult::NotSent => {
+                    outcomes.push((event.id, Outcome::Released));
+                    release_lane(&mut lanes[lane], &mut outcomes);
+                }
+            }
+        }
+    }
+    outcomes
+}
+
+/// Splits a seq-ordered batch into one queue per ordering key (events without a key each
+/// get their own), preserving seq order within every queue.
+fn lanes_by_ordering_key(batch: &[ClaimedEvent]) -> Vec<VecDeque<&ClaimedEvent>> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut lanes: Vec<VecDeque<&ClaimedEvent>> = Vec::new();
+    for event in batch {
+        match event.ordering_key.as_deref() {
+            Some(key) => {
+                let lane = *index.entry(key).or_insert_with(|| {
+                    lanes.push(VecDeque::new());
+                    lanes.len() - 1
+                });
+                lanes[lane].push_back(event);
+            }
+            None => lanes.push(VecDeque::from([event])),
+        }
+    }
+    lanes
+}
+
+fn release_lane(lane: &mut VecDeque<&ClaimedEvent>, outcomes: &mut Vec<(Uuid, Outcome)>) {
+    outcomes.extend(lane.drain(..).map(|event| (event.id, Outcome::Released)));
+}
+
+fn failure(config: &RelayConfig, event: &ClaimedEvent, error: String) -> Outcome {
+    let attempt = u32::try_from(event.attempts).unwrap_or(0).saturating_add(1);
+    Outcome::Failed {
+        error,
+        retry_in: config.retry.delay_for(attempt),
+    }
+}
+
+fn failure_reason(error: &str) -> &'static str {
+    if error.starts_with("unroutable") {
+        "unroutable"
+    } else if error.starts_with("nacked") {
+        "nack"
+    } else if error.starts_with("no publisher confirm") {
+        "timeout"
+    } else {
+        "connection"
+    }
+}
+
+/// Settles outcomes, retrying while the database is away. Gives up only during shutdown
+/// (the leases then expire and the rows are published again: at least once, never lost).
+async fn settle(
+    pool: &PgPool,
+    config: &RelayConfig,
+    outcomes: &[(Uuid, Outcome)],
+    cancel: &CancellationToken,
+) -> Option<Settled> {
+    let mut delays = BackoffPolicy {
+        base: Duration::from_millis(100),
+        factor: 2.0,
+        cap: Duration::from_secs(5),
+    }
+    .delay_iter();
+    let mut tries = 0;
+    loop {
+        match claim::settle(pool, &config.relay_id, config.max_attempts, outcomes).await {
+            Ok(settled) => return Some(settled),
+            Err(error) => {
+                tries += 1;
+                if cancel.is_cancelled() && tries >= 3 {
+                    error!(%error, rows = outcomes.len(), "could not record outcomes before shutdown; leases will expire and the rows will be published again");
+                    return None;
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                warn!(%error, retry_in = ?delay, "settle failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = cancel.cancelled() => {}
+    }
+}
