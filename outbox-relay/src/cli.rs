@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// Delete delivered events older than this, periodically (off by default).
     #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
+    /// How often the backlog gauges are refreshed from the database.
+    #[arg(long, env = "OUTBOX_GAUGE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub gauge_interval: Duration,
     /// Apply migrations before starting.
     #[arg(long, env = "OUTBOX_MIGRATE")]
     pub migrate: bool,

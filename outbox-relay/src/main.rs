@@ -133,6 +133,7 @@ fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
     config.confirm_timeout = args.confirm_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
     config.retention = args.retention;
+    config.gauge_interval = args.gauge_interval;
     if let Some(id) = &args.relay_id {
         config.relay_id = id.clone();
     }

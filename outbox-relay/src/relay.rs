@@ -59,6 +59,12 @@ impl Health {
 
 /// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
 pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(RelayError::Config(format!(
+            "--database-url {}: expected a postgres:// or postgresql:// URL",
+            mask_url(url)
+        )));
+    }
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| RelayError::Config(format!("--database-url {}: {e}", mask_url(url))))?;
     Ok(PgPoolOptions::new()

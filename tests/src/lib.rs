@@ -178,6 +178,28 @@ pub struct TestBroker {
     channel: Channel,
 }
 
+/// Runs a service-control command (used by the fault tests), failing with its output.
+pub async fn run_command(program: &str, args: &[&str]) -> Result<()> {
+    let output = tokio::process::Command::new(program).args(args).output().await?;
+    if !output.status.success() {
+        bail!(
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The local Postgres cluster's version directory (as `pg_ctlcluster` wants it).
+pub fn postgres_version() -> Result<String> {
+    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    versions.sort();
+    versions.pop().context("no cluster under /etc/postgresql")
+}
+
 impl TestBroker {
     /// Declares an exchange and a queue bound with each of `binding_keys`.
     pub async fn new(binding_keys: &[&str]) -> Result<Self> {
@@ -263,20 +285,17 @@ impl TestBroker {
 
     /// Deletes the queue and the exchange.
     pub async fn cleanup(self) -> Result<()> {
-        let channel = match self.channel.status().connected() {
-            true => self.channel,
-            false => self.connection.create_channel().await?,
-        };
+        // A fresh connection: the test may have restarted the broker under the old one.
+        if self.connection.status().connected() {
+            let _ = self.connection.close(200, "done".into()).await;
+        }
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await?;
         channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .exchange_delete(self.exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await?;
-        channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await?;
-        let _ = self.connection.close(200, "done".into()).await;
+        let _ = connection.close(200, "done".into()).await;
         Ok(())
     }
 }
@@ -386,4 +405,121 @@ pub fn relay_binary() -> Result<PathBuf> {
         );
     }
     Ok(binary)
+}
+
+/// An `outbox-relay run` child process on the test's database and exchange.
+pub struct RelayProcess {
+    /// The child.
+    pub child: tokio::process::Child,
+    /// Where its HTTP endpoints listen.
+    pub http_addr: std::net::SocketAddr,
+}
+
+impl RelayProcess {
+    /// Starts `outbox-relay run` with fast test settings plus `extra` flags; its stderr goes
+    /// to `log` (a file the test may read).
+    pub fn start(db: &TestDb, broker: &TestBroker, extra: &[&str], log: &std::path::Path) -> Result<Self> {
+        let http_addr = free_local_addr()?;
+        let stderr = std::fs::File::create(log)?;
+        let child = tokio::process::Command::new(relay_binary()?)
+            .arg("run")
+            .args(["--database-url", &db.url()])
+            .args(["--amqp-url", &amqp_url()])
+            .args(["--exchange", &broker.exchange])
+            .args(["--http-addr", &http_addr.to_string()])
+            .args(["--poll-interval", "200ms", "--retry-base", "50ms", "--retry-cap", "500ms"])
+            .args(["--gauge-interval", "200ms"])
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(RelayProcess { child, http_addr })
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...) with the system's `kill`.
+    pub async fn signal(&self, name: &str) -> Result<()> {
+        let pid = self.child.id().context("the relay already exited")?;
+        let status = tokio::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{name} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// GETs `path` from the relay's HTTP server; returns (status code, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.http_addr, path).await
+    }
+}
+
+/// A loopback address with a port nobody listens on right now.
+pub fn free_local_addr() -> Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// A minimal HTTP/1.1 GET (the relay's endpoints are plain text).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("malformed HTTP response")?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of an unlabelled Prometheus sample in `text`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (metric, value) = line.rsplit_once(' ')?;
+            (metric == name).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Emits `n` ticket events on `keys` tickets (round-robin) in chunks of 1,000; returns the ids.
+pub async fn emit_tickets(pool: &PgPool, n: usize, keys: usize) -> Result<Vec<Uuid>> {
+    use catalog_types::CatalogEvent;
+    let tenant = Uuid::now_v7();
+    let tickets: Vec<Uuid> = (0..keys.max(1)).map(|_| Uuid::now_v7()).collect();
+    let mut ids = Vec::with_capacity(n);
+    let mut chunk = Vec::new();
+    for i in 0..n {
+        let event = catalog_types::TicketUpdated {
+            tenant_id: tenant,
+            ticket_id: tickets[i % tickets.len()],
+            ..catalog_types::TicketUpdated::example()
+        };
+        chunk.push(outbox_core::NewEvent::new(&event)?);
+        if chunk.len() == 1000 || i + 1 == n {
+            let mut tx = pool.begin().await?;
+            ids.extend(outbox_core::emit_batch(&mut tx, &chunk).await?);
+            tx.commit().await?;
+            chunk.clear();
+        }
+    }
+    Ok(ids)
+}
+
+/// A scratch file path for a test's logs.
+pub fn log_path(test: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("outbox-{test}-{}.log", unique_suffix()))
 }

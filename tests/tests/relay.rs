@@ -291,3 +291,43 @@ async fn listen_publishes_an_event_long_before_the_poll_interval() -> Result<()>
     broker.cleanup().await?;
     db.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_listen_connection_is_replaced_and_events_still_flow_promptly() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let mut config = relay_config(&db, &broker);
+    config.poll_interval = Duration::from_secs(30);
+    let relay = RunningRelay::start(config);
+    wait_until(Duration::from_secs(10), "a LISTEN session", || async {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        Ok(listeners > 0)
+    })
+    .await?;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query ILIKE 'LISTEN%') AS t",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert!(killed > 0);
+
+    for _ in 0..2 {
+        let started = Instant::now();
+        let mut conn = db.pool.acquire().await?;
+        let ticket = TicketUpdated { tenant_id: Uuid::now_v7(), ticket_id: Uuid::now_v7(), ..TicketUpdated::example() };
+        outbox_core::emit(&mut conn, &ticket).await?;
+        drop(conn);
+        let received = broker.collect(1, Duration::from_secs(10)).await?;
+        assert_eq!(received.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?} with a 30 s poll", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
