@@ -143,7 +143,7 @@ fn describe(root: &Value, node: &Value) -> String {
             .collect(),
         _ => Vec::new(),
     };
-    let base = match (
+    match (
         types.first().copied(),
         resolved.get("format").and_then(Value::as_str),
     ) {
@@ -191,8 +191,7 @@ fn describe(root: &Value, node: &Value) -> String {
         }
         (Some(t), _) => t.to_owned(),
         (None, _) => "any JSON".to_owned(),
-    };
-    base
+    }
 }
 
 fn required_of(node: &Value) -> Vec<String> {

@@ -1,6 +1,8 @@
 //! Properties every catalog entry must have: examples round-trip and validate, refs and
 //! types are unique and well formed, and bad payloads are refused with the field path.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
 use std::collections::HashSet;
 
 use catalog_types::{Category, ValidationError, registry};

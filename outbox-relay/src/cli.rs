@@ -37,7 +37,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay: deliver pending events until SIGTERM/SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Apply the database migrations and sync the catalog table (idempotent).
     Migrate(DatabaseArgs),
     /// Inspect and export the event catalog.

@@ -53,7 +53,7 @@ fn init_logging(format: LogFormat) {
 
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Migrate(args) => migrate(&args).await.map(|()| ExitCode::SUCCESS),
         Command::Catalog(args) => catalog(args.command).map(|()| ExitCode::SUCCESS),
     }

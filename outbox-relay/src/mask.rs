@@ -46,7 +46,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 /// The password of a URL, if it has one (to pass to [`redact`]).
 pub fn password_of(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
-    let from_userinfo = parsed.password().map(|p| percent_decode(p));
+    let from_userinfo = parsed.password().map(percent_decode);
     from_userinfo.or_else(|| {
         parsed
             .query_pairs()

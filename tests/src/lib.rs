@@ -180,7 +180,10 @@ pub struct TestBroker {
 
 /// Runs a service-control command (used by the fault tests), failing with its output.
 pub async fn run_command(program: &str, args: &[&str]) -> Result<()> {
-    let output = tokio::process::Command::new(program).args(args).output().await?;
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await?;
     if !output.status.success() {
         bail!(
             "{program} {args:?} failed: {}{}",
@@ -291,9 +294,14 @@ impl TestBroker {
         }
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
-        channel.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await?;
         channel
-            .exchange_delete(self.exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        channel
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
             .await?;
         let _ = connection.close(200, "done".into()).await;
         Ok(())
@@ -418,7 +426,12 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts `outbox-relay run` with fast test settings plus `extra` flags; its stderr goes
     /// to `log` (a file the test may read).
-    pub fn start(db: &TestDb, broker: &TestBroker, extra: &[&str], log: &std::path::Path) -> Result<Self> {
+    pub fn start(
+        db: &TestDb,
+        broker: &TestBroker,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> Result<Self> {
         let http_addr = free_local_addr()?;
         let stderr = std::fs::File::create(log)?;
         let child = tokio::process::Command::new(relay_binary()?)
@@ -427,7 +440,14 @@ impl RelayProcess {
             .args(["--amqp-url", &amqp_url()])
             .args(["--exchange", &broker.exchange])
             .args(["--http-addr", &http_addr.to_string()])
-            .args(["--poll-interval", "200ms", "--retry-base", "50ms", "--retry-cap", "500ms"])
+            .args([
+                "--poll-interval",
+                "200ms",
+                "--retry-base",
+                "50ms",
+                "--retry-cap",
+                "500ms",
+            ])
             .args(["--gauge-interval", "200ms"])
             .args(extra)
             .env_remove("DATABASE_URL")
@@ -472,7 +492,9 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
@@ -481,7 +503,10 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, St
         .nth(1)
         .and_then(|code| code.parse().ok())
         .context("malformed HTTP response")?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

@@ -1,6 +1,8 @@
 //! The producer side against the real Postgres: same-transaction emit, dedupe, batch,
 //! NOTIFY, untyped validation, inbox and migrations.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
 use std::time::Duration;
 
 use anyhow::Result;
@@ -37,7 +39,7 @@ async fn commit_stores_the_business_row_and_the_event_together() -> Result<()> {
         .bind(event.ticket_id)
         .execute(&mut *tx)
         .await?;
-    let id = outbox_core::emit(&mut *tx, &event).await?;
+    let id = outbox_core::emit(&mut tx, &event).await?;
     tx.commit().await?;
 
     let (event_type, schema_ref, category, key, payload, status, tenant): (
@@ -81,7 +83,7 @@ async fn rollback_stores_neither() -> Result<()> {
         .bind(event.ticket_id)
         .execute(&mut *tx)
         .await?;
-    outbox_core::emit(&mut *tx, &event).await?;
+    outbox_core::emit(&mut tx, &event).await?;
     tx.rollback().await?;
 
     assert_eq!(db.count_events().await?, 0);
@@ -127,7 +129,7 @@ async fn a_dedupe_key_racing_in_two_transactions_stores_one_event() -> Result<()
     let tenant = Uuid::now_v7();
     let mut tx1 = db.pool.begin().await?;
     let id1 = outbox_core::emit_with(
-        &mut *tx1,
+        &mut tx1,
         &ticket(tenant),
         EmitOptions::new().dedupe_key("race"),
     )
@@ -136,7 +138,7 @@ async fn a_dedupe_key_racing_in_two_transactions_stores_one_event() -> Result<()
     let racer = tokio::spawn(async move {
         let mut tx2 = pool.begin().await?;
         let id = outbox_core::emit_with(
-            &mut *tx2,
+            &mut tx2,
             &ticket(tenant),
             EmitOptions::new().dedupe_key("race"),
         )
@@ -186,14 +188,14 @@ async fn listeners_are_notified_on_commit_and_not_on_rollback() -> Result<()> {
 
     // Rollback: nothing arrives.
     let mut tx = db.pool.begin().await?;
-    outbox_core::emit(&mut *tx, &ticket(Uuid::now_v7())).await?;
+    outbox_core::emit(&mut tx, &ticket(Uuid::now_v7())).await?;
     tx.rollback().await?;
     let nothing = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
     assert!(nothing.is_err(), "a rolled-back insert must not notify");
 
     // Commit: a notification arrives.
     let mut tx = db.pool.begin().await?;
-    outbox_core::emit(&mut *tx, &ticket(Uuid::now_v7())).await?;
+    outbox_core::emit(&mut tx, &ticket(Uuid::now_v7())).await?;
     let early = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
     assert!(early.is_err(), "no notification before commit");
     tx.commit().await?;
@@ -251,25 +253,24 @@ async fn an_invalid_untyped_payload_is_refused_and_the_transaction_still_commits
         .await?;
 
     let bad = json!({ "tenantId": tenant, "ticketId": "not-a-uuid" });
-    let error = outbox_core::emit_untyped(&mut *tx, "TICKET_CREATED", bad, EmitOptions::new())
+    let error = outbox_core::emit_untyped(&mut tx, "TICKET_CREATED", bad, EmitOptions::new())
         .await
         .expect_err("invalid payload accepted");
     assert!(matches!(error, EmitError::InvalidPayload(_)), "{error:?}");
     assert!(error.to_string().contains("/ticketId"), "{error}");
 
     let missing = json!({ "tenantId": tenant });
-    let error = outbox_core::emit_untyped(&mut *tx, "TICKET_CREATED", missing, EmitOptions::new())
+    let error = outbox_core::emit_untyped(&mut tx, "TICKET_CREATED", missing, EmitOptions::new())
         .await
         .expect_err("missing field accepted");
     assert!(error.to_string().contains("ticketId"), "{error}");
 
     let unknown =
-        outbox_core::emit_untyped(&mut *tx, "NOT_AN_EVENT", json!({}), EmitOptions::new()).await;
+        outbox_core::emit_untyped(&mut tx, "NOT_AN_EVENT", json!({}), EmitOptions::new()).await;
     assert!(matches!(unknown, Err(EmitError::UnknownEventType(_))));
 
     let good = json!({ "tenantId": tenant, "ticketId": Uuid::now_v7() });
-    let id =
-        outbox_core::emit_untyped(&mut *tx, "TICKET_CREATED", good, EmitOptions::new()).await?;
+    let id = outbox_core::emit_untyped(&mut tx, "TICKET_CREATED", good, EmitOptions::new()).await?;
     tx.commit().await?;
 
     assert_eq!(db.count_events().await?, 1);

@@ -1,12 +1,15 @@
 //! The `outbox-relay` binary as operators run it: SIGTERM drains, SIGKILL loses nothing,
 //! HTTP endpoints report health and metrics, and logs never show passwords.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use integration_tests::{
-    RelayProcess, TestBroker, TestDb, amqp_url, count_status, emit_tickets, log_path, metric, wait_until,
+    RelayProcess, TestBroker, TestDb, amqp_url, count_status, emit_tickets, log_path, metric,
+    wait_until,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,11 +28,16 @@ async fn sigterm_during_a_drain_exits_zero_and_leaves_no_lease() -> Result<()> {
     let started = Instant::now();
     let status = tokio::time::timeout(Duration::from_secs(15), relay.child.wait()).await??;
     let took = started.elapsed();
-    assert!(status.success(), "exit status {status:?}; log: {}", std::fs::read_to_string(&log)?);
+    assert!(
+        status.success(),
+        "exit status {status:?}; log: {}",
+        std::fs::read_to_string(&log)?
+    );
     assert!(took < Duration::from_secs(10), "drain took {took:?}");
-    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE locked_by IS NOT NULL")
-        .fetch_one(&db.pool)
-        .await?;
+    let leased: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE locked_by IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await?;
     assert_eq!(leased, 0, "no row stays leased after a graceful stop");
 
     // Nothing was lost: a new relay delivers the rest.
@@ -60,7 +68,10 @@ async fn sigkill_mid_batch_then_restart_delivers_everything() -> Result<()> {
     relay.signal("KILL").await?;
     relay.child.wait().await?;
     let delivered_at_kill = count_status(&db.pool, "delivered").await?;
-    assert!(delivered_at_kill < 20_000, "the kill came too late to test anything");
+    assert!(
+        delivered_at_kill < 20_000,
+        "the kill came too late to test anything"
+    );
 
     let mut relay = RelayProcess::start(&db, &broker, &lease, &log)?;
     wait_until(Duration::from_secs(60), "every row delivered", || async {
@@ -70,7 +81,10 @@ async fn sigkill_mid_batch_then_restart_delivers_everything() -> Result<()> {
     let received = broker.collect(25_000, Duration::from_secs(3)).await?;
     let seen: HashSet<String> = received.iter().map(|m| m.message_id.clone()).collect();
     let expected: HashSet<String> = ids.iter().map(ToString::to_string).collect();
-    assert_eq!(seen, expected, "every event arrives; duplicates only as redeliveries of the same id");
+    assert_eq!(
+        seen, expected,
+        "every event arrives; duplicates only as redeliveries of the same id"
+    );
     eprintln!(
         "killed after {delivered_at_kill} deliveries; {} messages for {} events ({} redelivered)",
         received.len(),
@@ -92,15 +106,25 @@ async fn http_endpoints_report_health_and_metrics_and_logs_hide_passwords() -> R
     let log = log_path("metrics");
     let mut relay = RelayProcess::start(&db, &broker, &["--log-format", "json"], &log)?;
     wait_until(Duration::from_secs(30), "readiness", || async {
-        Ok(relay.get("/readyz").await.map(|(code, _)| code == 200).unwrap_or(false))
+        Ok(relay
+            .get("/readyz")
+            .await
+            .map(|(code, _)| code == 200)
+            .unwrap_or(false))
     })
     .await?;
     assert_eq!(relay.get("/healthz").await?.0, 200);
-    wait_until(Duration::from_secs(30), "published = events and backlog = 0", || async {
-        let (_, text) = relay.get("/metrics").await?;
-        Ok(metric(&text, "outbox_published_total") == Some(ids.len() as f64)
-            && metric(&text, "outbox_pending_backlog") == Some(0.0))
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "published = events and backlog = 0",
+        || async {
+            let (_, text) = relay.get("/metrics").await?;
+            Ok(
+                metric(&text, "outbox_published_total") == Some(ids.len() as f64)
+                    && metric(&text, "outbox_pending_backlog") == Some(0.0),
+            )
+        },
+    )
     .await?;
     let (_, text) = relay.get("/metrics").await?;
     for name in [
@@ -110,17 +134,27 @@ async fn http_endpoints_report_health_and_metrics_and_logs_hide_passwords() -> R
         "outbox_end_to_end_lag_seconds_count",
         "outbox_dead_events",
     ] {
-        assert!(metric(&text, name).is_some(), "{name} missing from /metrics:\n{text}");
+        assert!(
+            metric(&text, name).is_some(),
+            "{name} missing from /metrics:\n{text}"
+        );
     }
     relay.signal("TERM").await?;
     relay.child.wait().await?;
 
     let logs = std::fs::read_to_string(&log)?;
-    let password = url::Url::parse(&amqp_url())?.password().unwrap_or("guest").to_owned();
+    let password = url::Url::parse(&amqp_url())?
+        .password()
+        .unwrap_or("guest")
+        .to_owned();
     assert!(logs.contains("relay started"), "{logs}");
-    assert!(!logs.contains(&format!(":{password}@")), "a password leaked into the logs:\n{logs}");
+    assert!(
+        !logs.contains(&format!(":{password}@")),
+        "a password leaked into the logs:\n{logs}"
+    );
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
-        serde_json::from_str::<serde_json::Value>(line).map_err(|e| anyhow::anyhow!("not JSON: {line}: {e}"))?;
+        serde_json::from_str::<serde_json::Value>(line)
+            .map_err(|e| anyhow::anyhow!("not JSON: {line}: {e}"))?;
     }
     broker.cleanup().await?;
     let _ = std::fs::remove_file(&log);
@@ -134,7 +168,11 @@ async fn bad_flags_and_urls_are_refused_with_their_names() -> Result<()> {
     let run = |args: &[&str]| {
         let description = format!("{args:?}");
         let mut command = tokio::process::Command::new(&binary);
-        command.args(args).env_remove("DATABASE_URL").env_remove("AMQP_URL").kill_on_drop(true);
+        command
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("AMQP_URL")
+            .kill_on_drop(true);
         async move {
             tokio::time::timeout(Duration::from_secs(20), command.output())
                 .await
@@ -145,12 +183,25 @@ async fn bad_flags_and_urls_are_refused_with_their_names() -> Result<()> {
     let out = run(&["run", "--amqp-url", "amqp://user:hunter2@[::1"]).await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("--amqp-url") && !stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("--amqp-url") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
 
-    let out = run(&["run", "--database-url", "mysql://user:hunter2@db/x", "--http-addr", "127.0.0.1:0"]).await?;
+    let out = run(&[
+        "run",
+        "--database-url",
+        "mysql://user:hunter2@db/x",
+        "--http-addr",
+        "127.0.0.1:0",
+    ])
+    .await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("--database-url") && !stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("--database-url") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
 
     let out = run(&["run", "--batch-size", "0"]).await?;
     assert!(!out.status.success());
@@ -159,7 +210,12 @@ async fn bad_flags_and_urls_are_refused_with_their_names() -> Result<()> {
     let out = run(&["run", "--poll-interval", "soon"]).await?;
     assert!(String::from_utf8_lossy(&out.stderr).contains("--poll-interval"));
 
-    for args in [&["--help"][..], &["migrate", "--help"], &["run", "--help"], &["catalog", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["migrate", "--help"],
+        &["run", "--help"],
+        &["catalog", "--help"],
+    ] {
         let out = run(args).await?;
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));

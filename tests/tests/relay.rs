@@ -1,6 +1,8 @@
 //! The relay against the real Postgres and RabbitMQ: delivery, headers, per-key order with
 //! several relays, dead-lettering of unroutable events, LISTEN latency.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -319,12 +321,20 @@ async fn a_dropped_listen_connection_is_replaced_and_events_still_flow_promptly(
     for _ in 0..2 {
         let started = Instant::now();
         let mut conn = db.pool.acquire().await?;
-        let ticket = TicketUpdated { tenant_id: Uuid::now_v7(), ticket_id: Uuid::now_v7(), ..TicketUpdated::example() };
+        let ticket = TicketUpdated {
+            tenant_id: Uuid::now_v7(),
+            ticket_id: Uuid::now_v7(),
+            ..TicketUpdated::example()
+        };
         outbox_core::emit(&mut conn, &ticket).await?;
         drop(conn);
         let received = broker.collect(1, Duration::from_secs(10)).await?;
         assert_eq!(received.len(), 1);
-        assert!(started.elapsed() < Duration::from_secs(5), "took {:?} with a 30 s poll", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?} with a 30 s poll",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     relay.stop().await?;
