@@ -42,6 +42,122 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Inspect and export the event catalog.
     Catalog(CatalogArgs),
+    /// Send dead (or delivered) events again, with their original ids.
+    Replay(ReplayArgs),
+    /// Counts by status and event type, backlog, oldest pending age; alerts with --max-lag.
+    Status(StatusArgs),
+    /// Print one event's full row (payload, headers, attempts, last error) as JSON.
+    Inspect(InspectArgs),
+    /// Delete delivered events (or inbox records) older than the retention, in small batches.
+    Purge(PurgeArgs),
+}
+
+/// Status an event is replayed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayStatus {
+    /// Events that reached the attempt limit.
+    Dead,
+    /// Events already delivered.
+    Delivered,
+}
+
+/// Flags of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Replay this event (repeatable).
+    #[arg(long = "id", value_name = "UUID")]
+    pub ids: Vec<uuid::Uuid>,
+    /// Take events with this status.
+    #[arg(long, value_enum, default_value_t = ReplayStatus::Dead)]
+    pub status: ReplayStatus,
+    /// Only this catalog event type.
+    #[arg(long)]
+    pub event_type: Option<String>,
+    /// Only this category (display name or slug).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Only this tenant.
+    #[arg(long, value_name = "UUID")]
+    pub tenant: Option<uuid::Uuid>,
+    /// Only this ordering key.
+    #[arg(long)]
+    pub ordering_key: Option<String>,
+    /// Only events written at or after: RFC 3339 or an age like 2h / 7d.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events written before: RFC 3339 or an age like 30m.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many events (oldest first).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub limit: Option<i64>,
+    /// Allow a replay without any filter.
+    #[arg(long)]
+    pub all: bool,
+    /// Show what would be replayed (count and a sample) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who is replaying, for the audit record (default: $USER).
+    #[arg(long, env = "OUTBOX_ACTOR")]
+    pub actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Output formats of the operator commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for a terminal.
+    Text,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Flags of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Event types listed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub top: i64,
+    /// Exit with code 2 when the oldest pending event is older than this (an alert for cron or CI).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_lag: Option<Duration>,
+}
+
+/// Flags of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The event id.
+    pub id: uuid::Uuid,
+}
+
+/// Flags of `purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Delete what is older than this (delivered_at, or processed_at with --inbox).
+    #[arg(long, visible_alias = "retention", default_value = "7d", value_parser = parse_duration)]
+    pub older_than: Duration,
+    /// Purge the consumer inbox table instead of delivered events.
+    #[arg(long)]
+    pub inbox: bool,
+    /// Rows deleted per statement.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
+    /// Count what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the database is.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod mask;
 pub mod message;
+pub mod ops;
 pub mod publisher;
 pub mod relay;
 pub mod retention;

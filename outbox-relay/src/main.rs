@@ -11,10 +11,17 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use cli::{CatalogCommand, Cli, Command, DatabaseArgs, ExportFormat, LogFormat, RunArgs};
+use cli::{
+    CatalogCommand, Cli, Command, DatabaseArgs, ExportFormat, InspectArgs, LogFormat, OutputFormat,
+    PurgeArgs, ReplayArgs, ReplayStatus, RunArgs, StatusArgs,
+};
 use outbox_relay::backoff::BackoffPolicy;
 use outbox_relay::mask::mask_url;
+use outbox_relay::ops::filter::parse_time;
+use outbox_relay::ops::replay::ReplayRequest;
+use outbox_relay::ops::{EventFilter, ReplayableStatus};
 use outbox_relay::relay::{Health, pool_for};
+use outbox_relay::retention;
 use outbox_relay::{RelayConfig, http, telemetry};
 
 fn main() -> ExitCode {
@@ -56,7 +63,141 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run(*args).await,
         Command::Migrate(args) => migrate(&args).await.map(|()| ExitCode::SUCCESS),
         Command::Catalog(args) => catalog(args.command).map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => replay(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => status(args).await,
+        Command::Inspect(args) => inspect(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Purge(args) => purge(args).await.map(|()| ExitCode::SUCCESS),
     }
+}
+
+async fn replay(args: ReplayArgs) -> Result<()> {
+    let now = chrono::Utc::now();
+    let mut filter = EventFilter {
+        ids: args.ids.clone(),
+        tenant: args.tenant,
+        ..EventFilter::default()
+    };
+    if let Some(value) = &args.event_type {
+        filter = filter.event_type(value)?;
+    }
+    if let Some(value) = &args.category {
+        filter = filter.category(value)?;
+    }
+    if let Some(value) = &args.ordering_key {
+        filter = filter.ordering_key(value)?;
+    }
+    if let Some(value) = &args.since {
+        filter.since = Some(parse_time("--since", value, now)?);
+    }
+    if let Some(value) = &args.until {
+        filter.until = Some(parse_time("--until", value, now)?);
+    }
+    let request = ReplayRequest {
+        status: match args.status {
+            ReplayStatus::Dead => ReplayableStatus::Dead,
+            ReplayStatus::Delivered => ReplayableStatus::Delivered,
+        },
+        filter,
+        limit: args.limit,
+        all: args.all,
+    };
+    let actor = args
+        .actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    let pool = pool_for(&args.database.database_url, 2)?;
+    let report = outbox_relay::ops::replay::replay(&pool, &request, &actor, args.dry_run).await?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => {
+            let verb = if report.dry_run {
+                "would replay"
+            } else {
+                "replayed"
+            };
+            println!("{verb} {} event(s)", report.count);
+            if let Some(audit) = report.audit_id {
+                println!("audit record {audit}");
+            }
+            for event in &report.sample {
+                println!(
+                    "  {}  {}  {}  key={}  attempts={}",
+                    event.id,
+                    event.created_at.to_rfc3339(),
+                    event.event_type,
+                    event.ordering_key.as_deref().unwrap_or("-"),
+                    event.attempts
+                );
+            }
+            if report.count > report.sample.len() {
+                println!("  ... and {} more", report.count - report.sample.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> Result<ExitCode> {
+    let pool = pool_for(&args.database.database_url, 2)?;
+    let report = outbox_relay::ops::status::status(&pool, args.top).await?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", report.to_text()),
+    }
+    if let Some(max_lag) = args.max_lag
+        && report.oldest_pending_age_seconds > max_lag.as_secs_f64()
+    {
+        eprintln!(
+            "ALERT: the oldest pending event is {:.1}s old, over --max-lag {:?}",
+            report.oldest_pending_age_seconds, max_lag
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn inspect(args: InspectArgs) -> Result<()> {
+    let pool = pool_for(&args.database.database_url, 2)?;
+    match outbox_relay::ops::inspect::inspect(&pool, args.id).await? {
+        Some(row) => println!("{}", serde_json::to_string_pretty(&row)?),
+        None => bail!("no event with id {}", args.id),
+    }
+    Ok(())
+}
+
+async fn purge(args: PurgeArgs) -> Result<()> {
+    let pool = pool_for(&args.database.database_url, 2)?;
+    let what = if args.inbox {
+        "inbox records"
+    } else {
+        "delivered events"
+    };
+    if args.dry_run {
+        let count = if args.inbox {
+            retention::count_inbox_purgeable(&pool, args.older_than).await?
+        } else {
+            retention::count_purgeable(&pool, args.older_than).await?
+        };
+        println!(
+            "would delete {count} {what} older than {:?}",
+            args.older_than
+        );
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let deleted = if args.inbox {
+        retention::purge_inbox(&pool, args.older_than, args.batch_size).await?
+    } else {
+        retention::purge_delivered(&pool, args.older_than, args.batch_size).await?
+    };
+    info!(deleted, what, "purged");
+    println!(
+        "deleted {deleted} {what} older than {:?} in {:.1?}",
+        args.older_than,
+        started.elapsed()
+    );
+    Ok(())
 }
 
 async fn migrate(args: &DatabaseArgs) -> Result<()> {

@@ -548,3 +548,31 @@ pub async fn emit_tickets(pool: &PgPool, n: usize, keys: usize) -> Result<Vec<Uu
 pub fn log_path(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("outbox-{test}-{}.log", unique_suffix()))
 }
+
+/// Runs `outbox-relay <args>` against `db` and returns (exit code, stdout, stderr).
+pub async fn relay_cli(db: &TestDb, args: &[&str]) -> Result<(i32, String, String)> {
+    let mut command = tokio::process::Command::new(relay_binary()?);
+    command
+        .args(args)
+        .env("DATABASE_URL", db.url())
+        .env_remove("AMQP_URL")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .map_err(|_| anyhow::anyhow!("outbox-relay {args:?} did not finish"))??;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// Every row of `outbox_events` as text, in seq order (to prove a command changed nothing).
+pub async fn snapshot(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT to_jsonb(e)::text FROM outbox_events e ORDER BY seq")
+            .fetch_all(pool)
+            .await?,
+    )
+}

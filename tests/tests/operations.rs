@@ -1,0 +1,400 @@
+//! Operator commands against the real services: replay, dry runs, hostile filters, purge
+//! under load, status alerts, inspect.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use catalog_types::{CatalogEvent, InvoiceGenerated, TicketUpdated};
+use integration_tests::{
+    RunningRelay, TestBroker, TestDb, count_status, emit_tickets, relay_cli, relay_config,
+    snapshot, wait_until,
+};
+use uuid::Uuid;
+
+fn invoice(tenant: Uuid) -> InvoiceGenerated {
+    InvoiceGenerated {
+        tenant_id: tenant,
+        invoice_id: Uuid::now_v7(),
+        ..InvoiceGenerated::example()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_events_are_replayed_once_a_binding_exists_with_their_original_ids() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["tickets.#"]).await?;
+    let tenant = Uuid::now_v7();
+    let mut conn = db.pool.acquire().await?;
+    let mut dead = Vec::new();
+    for _ in 0..5 {
+        dead.push(outbox_core::emit(&mut conn, &invoice(tenant)).await?);
+    }
+    drop(conn);
+    let mut config = relay_config(&db, &broker);
+    config.max_attempts = 2;
+    let relay = RunningRelay::start(config);
+    wait_until(Duration::from_secs(30), "five dead events", || async {
+        Ok(count_status(&db.pool, "dead").await? == 5)
+    })
+    .await?;
+
+    broker.bind("billing.#").await?;
+    let (code, stdout, stderr) = relay_cli(
+        &db,
+        &[
+            "replay",
+            "--status",
+            "dead",
+            "--event-type",
+            "INVOICE_GENERATED",
+            "--actor",
+            "ops-test",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("replayed 5 event(s)"), "{stdout}");
+
+    let received = broker.collect(5, Duration::from_secs(20)).await?;
+    let ids: HashSet<String> = received.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        dead.iter().map(ToString::to_string).collect::<HashSet<_>>()
+    );
+    assert!(
+        received
+            .iter()
+            .all(|m| m.headers.get("x-attempt").map(String::as_str) == Some("1"))
+    );
+    wait_until(Duration::from_secs(10), "all delivered", || async {
+        Ok(count_status(&db.pool, "delivered").await? == 5)
+    })
+    .await?;
+    let (actor, count): (String, i32) =
+        sqlx::query_as("SELECT actor, event_count FROM outbox_replay_audit")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!((actor.as_str(), count), ("ops-test", 5));
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_of_one_tenant_in_a_window_are_replayed_and_others_untouched() -> Result<()>
+{
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let (tenant_a, tenant_b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut conn = db.pool.acquire().await?;
+    let mut a_ids = Vec::new();
+    for _ in 0..4 {
+        a_ids.push(outbox_core::emit(&mut conn, &invoice(tenant_a)).await?);
+        outbox_core::emit(&mut conn, &invoice(tenant_b)).await?;
+    }
+    // An old event of tenant A, outside the window.
+    let old = outbox_core::emit(&mut conn, &invoice(tenant_a)).await?;
+    sqlx::query("UPDATE outbox_events SET created_at = now() - interval '3 days' WHERE id = $1")
+        .bind(old)
+        .execute(&mut *conn)
+        .await?;
+    drop(conn);
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    assert_eq!(broker.collect(9, Duration::from_secs(20)).await?.len(), 9);
+    wait_until(Duration::from_secs(10), "delivered", || async {
+        Ok(count_status(&db.pool, "delivered").await? == 9)
+    })
+    .await?;
+    let before: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT id, delivered_at FROM outbox_events WHERE NOT (id = ANY($1)) ORDER BY id",
+    )
+    .bind(&a_ids)
+    .fetch_all(&db.pool)
+    .await?;
+
+    let tenant = tenant_a.to_string();
+    let (code, stdout, stderr) = relay_cli(
+        &db,
+        &[
+            "replay",
+            "--status",
+            "delivered",
+            "--tenant",
+            &tenant,
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["count"], 4);
+
+    let again = broker.collect(4, Duration::from_secs(20)).await?;
+    let ids: HashSet<String> = again.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(
+        ids,
+        a_ids
+            .iter()
+            .map(ToString::to_string)
+            .collect::<HashSet<_>>()
+    );
+    wait_until(Duration::from_secs(10), "re-delivered", || async {
+        Ok(count_status(&db.pool, "delivered").await? == 9)
+    })
+    .await?;
+    let after: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT id, delivered_at FROM outbox_events WHERE NOT (id = ANY($1)) ORDER BY id",
+    )
+    .bind(&a_ids)
+    .fetch_all(&db.pool)
+    .await?;
+    assert_eq!(
+        before, after,
+        "other tenants and the old event are untouched"
+    );
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn dry_runs_and_hostile_filters_change_nothing() -> Result<()> {
+    let db = TestDb::new().await?;
+    let tenant = Uuid::now_v7();
+    let mut conn = db.pool.acquire().await?;
+    for _ in 0..6 {
+        outbox_core::emit(&mut conn, &invoice(tenant)).await?;
+    }
+    drop(conn);
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'dead', attempts = 10, last_error = 'unroutable'",
+    )
+    .execute(&db.pool)
+    .await?;
+    let before = snapshot(&db.pool).await?;
+
+    let (code, stdout, stderr) = relay_cli(&db, &["replay", "--all", "--dry-run"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("would replay 6 event(s)"), "{stdout}");
+    assert_eq!(snapshot(&db.pool).await?, before, "--dry-run changed rows");
+
+    let long = "x".repeat(100_000);
+    let refused: [(&[&str], &str); 7] = [
+        (&["replay"], "refusing to replay without a filter"),
+        (
+            &[
+                "replay",
+                "--event-type",
+                "INVOICE_GENERATED'; DROP TABLE outbox_events; --",
+            ],
+            "--event-type",
+        ),
+        (
+            &[
+                "replay",
+                "--category",
+                "Billing\"; DELETE FROM outbox_events",
+            ],
+            "--category",
+        ),
+        (&["replay", "--tenant", "not-a-uuid"], "--tenant"),
+        (&["replay", "--id", "1 OR 1=1"], "--id"),
+        (&["replay", "--since", "last tuesday"], "--since"),
+        (&["replay", "--ordering-key", &long], "--ordering-key"),
+    ];
+    for (args, expected) in refused {
+        let (code, _, stderr) = relay_cli(&db, args).await?;
+        assert_ne!(code, 0, "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Hostile but well-formed values simply match nothing.
+    for key in ["' OR '1'='1", "invoice:%", "*; TRUNCATE outbox_events"] {
+        let (code, stdout, stderr) = relay_cli(&db, &["replay", "--ordering-key", key]).await?;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("replayed 0 event(s)"), "{key}: {stdout}");
+    }
+    assert_eq!(
+        snapshot(&db.pool).await?,
+        before,
+        "a refused or empty replay changed rows"
+    );
+    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(audits, 0);
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let tenant = Uuid::now_v7();
+    let template = serde_json::to_value(TicketUpdated {
+        tenant_id: tenant,
+        ..TicketUpdated::example()
+    })?;
+    sqlx::query(
+        "INSERT INTO outbox_events (event_type, schema_ref, category, tenant_id, ordering_key, payload,
+                                    status, attempts, delivered_at, created_at)
+         SELECT 'TICKET_UPDATED', 'payload.TicketUpdated.v1', 'Tickets', $1, 'ticket:' || (g % 1000),
+                $2, 'delivered', 1, now() - interval '8 days', now() - interval '8 days'
+           FROM generate_series(1, 100000) AS g",
+    )
+    .bind(tenant)
+    .bind(&template)
+    .execute(&db.pool)
+    .await?;
+    // Rows purge must leave alone: a dead one, and an old pending one far in the future.
+    let dead = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
+    sqlx::query("UPDATE outbox_events SET status = 'dead', delivered_at = NULL, created_at = now() - interval '30 days' WHERE id = $1")
+        .bind(dead)
+        .execute(&db.pool)
+        .await?;
+    let parked = outbox_core::emit_with(
+        &mut *db.pool.acquire().await?,
+        &invoice(tenant),
+        outbox_core::EmitOptions::new().delay(Duration::from_secs(86_400)),
+    )
+    .await?;
+
+    let (code, stdout, _) = relay_cli(&db, &["purge", "--dry-run"]).await?;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("would delete 100000 delivered events"),
+        "{stdout}"
+    );
+
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let purge = tokio::spawn({
+        let db_url = db.url();
+        async move {
+            let pool = sqlx::PgPool::connect(&db_url).await?;
+            let started = Instant::now();
+            let deleted = outbox_relay::retention::purge_delivered(
+                &pool,
+                Duration::from_secs(7 * 86_400),
+                1000,
+            )
+            .await?;
+            anyhow::Ok((deleted, started.elapsed()))
+        }
+    });
+    // Keep producing while the purge runs; each event must be delivered promptly.
+    let mut worst = Duration::ZERO;
+    let mut produced = 0;
+    while !purge.is_finished() || produced < 20 {
+        let started = Instant::now();
+        let ids = emit_tickets(&db.pool, 1, 1).await?;
+        let id = ids[0];
+        wait_until(
+            Duration::from_secs(10),
+            "a live event during the purge",
+            || async {
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&db.pool)
+                        .await?;
+                Ok(status == "delivered")
+            },
+        )
+        .await?;
+        worst = worst.max(started.elapsed());
+        produced += 1;
+    }
+    let (deleted, took) = purge.await??;
+    eprintln!(
+        "purged {deleted} rows in {took:?}; {produced} live events delivered meanwhile, slowest {worst:?}"
+    );
+    assert_eq!(deleted, 100_000);
+    assert!(
+        worst < Duration::from_secs(5),
+        "a live event waited {worst:?} during the purge"
+    );
+    let left: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, status FROM outbox_events WHERE id = ANY($1) ORDER BY status")
+            .bind(vec![dead, parked])
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(
+        left,
+        vec![(dead, "dead".to_owned()), (parked, "pending".to_owned())]
+    );
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_alerts_on_stale_pending_events_and_inspect_shows_the_row() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let id = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(Uuid::now_v7())).await?;
+    sqlx::query("UPDATE outbox_events SET created_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+
+    let (code, stdout, stderr) = relay_cli(&db, &["status", "--max-lag", "1s"]).await?;
+    assert_ne!(code, 0, "a minute-old pending event must alert: {stdout}");
+    assert!(stderr.contains("ALERT"), "{stderr}");
+    assert!(
+        stdout.contains("pending") && stdout.contains("INVOICE_GENERATED"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = relay_cli(&db, &["inspect", &id.to_string()]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(row["id"], serde_json::json!(id));
+    assert_eq!(row["event_type"], "INVOICE_GENERATED");
+    assert!(row["payload"].is_object() && row["headers"].is_object());
+    let (code, _, stderr) = relay_cli(&db, &["inspect", &Uuid::now_v7().to_string()]).await?;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("no event with id"), "{stderr}");
+
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    wait_until(Duration::from_secs(20), "delivery", || async {
+        Ok(count_status(&db.pool, "delivered").await? == 1)
+    })
+    .await?;
+    let (code, stdout, stderr) =
+        relay_cli(&db, &["status", "--max-lag", "1s", "--format", "json"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["pending"], 0);
+    assert_eq!(report["delivered"], 1);
+    assert!(report["lastDeliveredAt"].is_string());
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn purge_inbox_deletes_only_old_records() -> Result<()> {
+    let db = TestDb::new().await?;
+    let mut tx = db.pool.begin().await?;
+    for n in 0..10 {
+        outbox_core::inbox::record(&mut tx, "billing", &format!("m{n}")).await?;
+    }
+    tx.commit().await?;
+    sqlx::query("UPDATE outbox_inbox SET processed_at = now() - interval '40 days' WHERE message_id IN ('m0','m1','m2')")
+        .execute(&db.pool)
+        .await?;
+    let (code, stdout, stderr) =
+        relay_cli(&db, &["purge", "--inbox", "--older-than", "30d"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("deleted 3 inbox records"), "{stdout}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_inbox")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(left, 7);
+    db.cleanup().await
+}
