@@ -206,7 +206,7 @@ pub enum CsatAlertWindow {
 }
 
 impl fmt::Display for CsatAlertWindow {
-    /// Writes the JSON value (`daily`, `weekly`, `monthly`); used in the ordering key.
+    /// Writes the JSON value (`daily`, `weekly`, `monthly`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             CsatAlertWindow::Daily => "daily",
@@ -261,7 +261,9 @@ catalog_event!(CsatAlertTriggered {
     name: "CSAT Alert Triggered",
     description: "CSAT dropped / low score alert.",
     category: Surveys,
-    ordering_key: "csat_window" => window,
+    // Alerts have no entity id; keying by tenant keeps one tenant's alerts in order
+    // without funnelling every tenant's alerts through one key.
+    ordering_key: "csat_alert" => tenant_id,
     example: CsatAlertTriggered {
         tenant_id: sample::TENANT,
         window: CsatAlertWindow::Weekly,
