@@ -128,9 +128,30 @@ pub struct Settled {
     pub released: u64,
 }
 
-/// Records the outcomes of a batch in one statement; only rows still leased by `relay_id`
-/// change (a row whose lease expired and was taken over is left to its new owner).
+/// Outcomes recorded per statement: a whole default batch (500) in one statement, while the
+/// per-row array look-up stays cheap for the largest batches.
+const SETTLE_CHUNK: usize = 1000;
+
+/// Records the outcomes of a batch (one statement per 1,000 rows); only rows still leased by
+/// `relay_id` change (a row whose lease expired and was taken over is left to its new owner).
 pub async fn settle(
+    pool: &PgPool,
+    relay_id: &str,
+    max_attempts: u32,
+    outcomes: &[(Uuid, Outcome)],
+) -> Result<Settled, sqlx::Error> {
+    let mut total = Settled::default();
+    for chunk in outcomes.chunks(SETTLE_CHUNK) {
+        let settled = settle_chunk(pool, relay_id, max_attempts, chunk).await?;
+        total.delivered += settled.delivered;
+        total.retrying += settled.retrying;
+        total.dead += settled.dead;
+        total.released += settled.released;
+    }
+    Ok(total)
+}
+
+async fn settle_chunk(
     pool: &PgPool,
     relay_id: &str,
     max_attempts: u32,
@@ -163,28 +184,32 @@ pub async fn settle(
             }
         }
     }
+    // Each row finds its outcome by its position in the id array. (Joining `unnest(...)`
+    // instead lets the planner, which expects few leased rows, pick a nested loop that
+    // rescans the whole array per row: ten times slower at 500 rows.)
     let rows: Vec<(String, String)> = sqlx::query_as(
         "UPDATE outbox_events o
-            SET status = CASE
-                    WHEN s.kind = 'delivered' THEN 'delivered'
-                    WHEN s.kind = 'failed' AND o.attempts + 1 >= $5 THEN 'dead'
+            SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                    WHEN 'delivered' THEN 'delivered'
+                    WHEN 'failed' THEN CASE WHEN o.attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END
                     ELSE o.status END,
-                attempts = CASE WHEN s.kind = 'released' THEN o.attempts ELSE o.attempts + 1 END,
-                delivered_at = CASE WHEN s.kind = 'delivered' THEN now() ELSE o.delivered_at END,
-                last_error = CASE
-                    WHEN s.kind = 'failed' THEN s.error
-                    WHEN s.kind = 'delivered' THEN NULL
+                attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                    WHEN 'released' THEN o.attempts ELSE o.attempts + 1 END,
+                delivered_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                    WHEN 'delivered' THEN now() ELSE o.delivered_at END,
+                last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                    WHEN 'failed' THEN ($3::text[])[array_position($1::uuid[], o.id)]
+                    WHEN 'delivered' THEN NULL
                     ELSE o.last_error END,
-                available_at = CASE
-                    WHEN s.kind = 'failed' THEN now() + make_interval(secs => s.delay)
+                available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                    WHEN 'failed' THEN now() + make_interval(secs => ($4::float8[])[array_position($1::uuid[], o.id)])
                     ELSE o.available_at END,
                 locked_by = NULL,
                 locked_until = NULL
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) AS s(id, kind, error, delay)
-          WHERE o.id = s.id
+          WHERE o.id = ANY($1::uuid[])
             AND o.locked_by = $6
             AND o.status = 'pending'
-         RETURNING s.kind, o.status",
+         RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status",
     )
     .bind(&ids)
     .bind(&kinds)

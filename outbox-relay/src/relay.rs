@@ -123,6 +123,7 @@ pub async fn run(
         health.set_broker(true);
 
         // 2. Claim the due head runs of each ordering key.
+        let claim_started = Instant::now();
         let batch =
             match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease).await {
                 Ok(batch) => {
@@ -144,12 +145,24 @@ pub async fn run(
         metrics::histogram!(telemetry::BATCH_SIZE).record(batch.len() as f64);
         debug!(claimed = batch.len(), "claimed a batch");
 
+        let claimed_in = claim_started.elapsed();
+
         // 3. Publish in waves, awaiting confirms between waves.
+        let publish_started = Instant::now();
         let outcomes = publish_in_waves(&mut publisher, &config, &batch, &cancel).await;
         health.set_broker(publisher.is_connected());
+        let published_in = publish_started.elapsed();
 
         // 4. Settle the whole batch in one statement.
+        let settle_started = Instant::now();
         let settled = settle(&pool, &config, &outcomes, &cancel).await;
+        debug!(
+            batch = batch.len(),
+            claim_ms = claimed_in.as_secs_f64() * 1e3,
+            publish_ms = published_in.as_secs_f64() * 1e3,
+            settle_ms = settle_started.elapsed().as_secs_f64() * 1e3,
+            "batch settled"
+        );
         health.set_database(settled.is_some());
         if let Some(settled) = settled {
             db_retry = BackoffPolicy {
