@@ -22,8 +22,15 @@ fn the_catalog_page_is_up_to_date() {
 fn the_page_lists_every_event_with_its_fields() {
     let page = export::markdown(registry());
     for entry in registry().entries() {
-        assert!(page.contains(&format!("### `{}`", entry.event_type)), "{} missing", entry.event_type);
+        assert!(
+            page.contains(&format!("### `{}`", entry.event_type)),
+            "{} missing",
+            entry.event_type
+        );
     }
     assert!(page.contains("| `tenantId` | uuid | yes |"));
-    assert!(page.contains("`public` \\| `internal`"), "enums are listed with their values");
+    assert!(
+        page.contains("`public` \\| `internal`"),
+        "enums are listed with their values"
+    );
 }

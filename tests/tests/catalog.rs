@@ -15,7 +15,9 @@ async fn the_sql_export_loads_into_a_fresh_database_twice() -> Result<()> {
     let db = TestDb::empty().await?;
     let script = catalog_types::export::sql(registry())?;
     for _ in 0..2 {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(script.clone())).execute(&db.pool).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script.clone()))
+            .execute(&db.pool)
+            .await?;
     }
     let (rows, with_schema, refs): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE payload_schema IS NOT NULL AND payload_schema ? 'properties'),
@@ -39,7 +41,11 @@ async fn the_catalog_commands_list_export_and_show_schemas() -> Result<()> {
     assert_eq!(code, 0);
     let entries: Vec<serde_json::Value> = serde_json::from_str(&stdout)?;
     assert_eq!(entries.len(), 134);
-    assert!(entries.iter().all(|e| e["payloadSchema"]["properties"].is_object()));
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["payloadSchema"]["properties"].is_object())
+    );
 
     let (code, stdout, _) = relay_cli(&db, &["catalog", "list"]).await?;
     assert_eq!(code, 0);
@@ -49,7 +55,12 @@ async fn the_catalog_commands_list_export_and_show_schemas() -> Result<()> {
         let (code, stdout, _) = relay_cli(&db, &["catalog", "schema", name]).await?;
         assert_eq!(code, 0);
         let schema: serde_json::Value = serde_json::from_str(&stdout)?;
-        assert!(schema["required"].as_array().unwrap().contains(&serde_json::json!("previousStatusId")));
+        assert!(
+            schema["required"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("previousStatusId"))
+        );
     }
     let (code, _, stderr) = relay_cli(&db, &["catalog", "schema", "NOPE"]).await?;
     assert_ne!(code, 0);
@@ -72,10 +83,11 @@ async fn a_domain_service_emits_an_event_of_every_category() -> Result<()> {
     outbox_core::emit_batch(&mut tx, &events).await?;
     tx.commit().await?;
 
-    let stored: Vec<String> = sqlx::query_scalar("SELECT DISTINCT category FROM outbox_events WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_all(&db.pool)
-        .await?;
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT category FROM outbox_events WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(&db.pool)
+            .await?;
     let stored: HashSet<String> = stored.into_iter().collect();
     let all: HashSet<String> = Category::ALL.iter().map(|c| c.name().to_owned()).collect();
     assert_eq!(stored, all);

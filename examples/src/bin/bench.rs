@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use catalog_types::{CatalogEvent, TicketUpdated};
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use outbox_core::NewEvent;
@@ -28,7 +30,11 @@ fn events(n: usize, keys: usize) -> Result<Vec<NewEvent>> {
     let tickets: Vec<Uuid> = (0..keys).map(|_| Uuid::now_v7()).collect();
     (0..n)
         .map(|i| {
-            let event = TicketUpdated { tenant_id: tenant, ticket_id: tickets[i % keys], ..TicketUpdated::example() };
+            let event = TicketUpdated {
+                tenant_id: tenant,
+                ticket_id: tickets[i % keys],
+                ..TicketUpdated::example()
+            };
             Ok(NewEvent::new(&event)?)
         })
         .collect()
@@ -80,8 +86,16 @@ async fn set_notify_trigger(pool: &PgPool, on: bool) -> Result<()> {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
@@ -89,17 +103,31 @@ fn peak_rss_mib() -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
     }
-    let n: usize = std::env::args().nth(1).map(|v| v.parse()).transpose().context("EVENTS is a number")?.unwrap_or(50_000);
-    let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|v| v.parse())
+        .transpose()
+        .context("EVENTS is a number")?
+        .unwrap_or(50_000);
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let amqp_url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let admin: PgConnectOptions = admin_url.parse()?;
     let name = format!("outbox_bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
     let mut conn = admin.connect().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
     let options = admin.clone().database(&name);
-    let pool = PgPoolOptions::new().max_connections(10).connect_with(options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(options)
+        .await?;
     outbox_core::migrate(&pool).await?;
 
     println!("| measurement | result |\n| --- | --- |");
@@ -110,7 +138,9 @@ async fn main() -> Result<()> {
         println!("| emit, {n} events in transactions of 500, {label} | {rate:.0} events/s |");
         sqlx::query("TRUNCATE outbox_events").execute(&pool).await?;
         let rate = emit_single(&pool, 5_000, 8).await?;
-        println!("| emit, 5000 one-event transactions from 8 connections, {label} | {rate:.0} tx/s |");
+        println!(
+            "| emit, 5000 one-event transactions from 8 connections, {label} | {rate:.0} tx/s |"
+        );
     }
     set_notify_trigger(&pool, true).await?;
 
@@ -119,18 +149,50 @@ async fn main() -> Result<()> {
     let amqp = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
     let channel = amqp.create_channel().await?;
     channel
-        .exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
-    channel.queue_declare(name.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
-    channel.queue_bind(name.as_str().into(), exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default()).await?;
+    channel
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     emit_batched(&pool, n).await?;
     let mut config = RelayConfig::new(format!("{}", url_for(&admin_url, &name)), amqp_url.clone());
     config.exchange = exchange.clone();
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let relay = tokio::spawn(outbox_relay::run(config, cancel.clone(), Arc::new(Health::default())));
+    let relay = tokio::spawn(outbox_relay::run(
+        config,
+        cancel.clone(),
+        Arc::new(Health::default()),
+    ));
     loop {
-        let delivered: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = 'delivered'").fetch_one(&pool).await?;
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = 'delivered'")
+                .fetch_one(&pool)
+                .await?;
         if delivered as usize >= n {
             break;
         }
@@ -143,12 +205,23 @@ async fn main() -> Result<()> {
     );
     cancel.cancel();
     relay.await??;
-    println!("| peak resident memory of this process (emitters + relay) | {:.0} MiB |", peak_rss_mib());
+    println!(
+        "| peak resident memory of this process (emitters + relay) | {:.0} MiB |",
+        peak_rss_mib()
+    );
 
-    channel.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await?;
-    channel.exchange_delete(exchange.as_str().into(), Default::default()).await?;
+    channel
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await?;
     pool.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
     Ok(())
 }
 

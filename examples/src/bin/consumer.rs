@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use outbox_core::InboxOutcome;
@@ -17,23 +20,61 @@ const CONSUMER: &str = "demo-projection";
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let setup_only = args.iter().any(|a| a == "--setup-only");
-    let expect: usize = flag("--expect").map(|v| v.parse()).transpose().context("--expect takes a number")?.unwrap_or(usize::MAX);
-    let idle = Duration::from_secs(flag("--idle").map(|v| v.parse()).transpose().context("--idle takes seconds")?.unwrap_or(10));
-    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let amqp_url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let expect: usize = flag("--expect")
+        .map(|v| v.parse())
+        .transpose()
+        .context("--expect takes a number")?
+        .unwrap_or(usize::MAX);
+    let idle = Duration::from_secs(
+        flag("--idle")
+            .map(|v| v.parse())
+            .transpose()
+            .context("--idle takes seconds")?
+            .unwrap_or(10),
+    );
+    let database_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let amqp_url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let exchange = std::env::var("OUTBOX_EXCHANGE").unwrap_or_else(|_| "outbox.events".to_owned());
     let queue = format!("{exchange}.{CONSUMER}");
 
     let connection = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    channel.exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    channel.queue_declare(queue.as_str().into(), durable, FieldTable::default()).await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     channel
-        .queue_bind(queue.as_str().into(), exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     if setup_only {
         println!("queue {queue} bound to {exchange} with #");
@@ -46,14 +87,31 @@ async fn main() -> Result<()> {
         .await?;
     channel.basic_qos(50, BasicQosOptions::default()).await?;
     let mut deliveries = channel
-        .basic_consume(queue.as_str().into(), CONSUMER.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            CONSUMER.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let (mut applied, mut skipped) = (0usize, 0usize);
     while applied + skipped < expect {
-        let Ok(Some(delivery)) = tokio::time::timeout(idle, deliveries.next()).await else { break };
+        let Ok(Some(delivery)) = tokio::time::timeout(idle, deliveries.next()).await else {
+            break;
+        };
         let delivery = delivery?;
-        let message_id = delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
-        let event_type = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned()).unwrap_or_default();
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        let event_type = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default();
         let mut tx = pool.begin().await?;
         match outbox_core::inbox::record(&mut tx, CONSUMER, &message_id).await? {
             InboxOutcome::Process => {

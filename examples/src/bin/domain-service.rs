@@ -8,13 +8,15 @@ use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let pool = sqlx::PgPool::connect(&url).await?;
     let tenant = Uuid::now_v7();
 
     let mut tx = pool.begin().await?;
     outbox_examples::create_business_tables(&mut tx).await?;
-    let (ticket, event) = outbox_examples::open_ticket(&mut tx, tenant, "VPN is down for the Denver office").await?;
+    let (ticket, event) =
+        outbox_examples::open_ticket(&mut tx, tenant, "VPN is down for the Denver office").await?;
     tx.commit().await?;
     println!("opened ticket {ticket} (event {event})");
 
