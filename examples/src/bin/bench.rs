@@ -179,7 +179,7 @@ async fn main() -> Result<()> {
         )
         .await?;
     emit_batched(&pool, n).await?;
-    let mut config = RelayConfig::new(format!("{}", url_for(&admin_url, &name)), amqp_url.clone());
+    let mut config = RelayConfig::new(url_for(&admin_url, &name), amqp_url.clone());
     config.exchange = exchange.clone();
     let cancel = CancellationToken::new();
     let started = Instant::now();
