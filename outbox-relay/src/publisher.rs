@@ -1,5 +1,6 @@
 //! The AMQP side: one connection, one confirm-mode channel, waves of pipelined publishes.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -21,6 +22,13 @@ pub enum PublishResult {
     /// The attempt failed (nack, unroutable, confirm timeout, connection lost).
     Failed(String),
     /// Never sent (the channel broke before its turn).
+    NotSent,
+}
+
+/// A confirm as awaited, before returns are matched to their messages.
+enum Waited {
+    Confirmed(Confirmation),
+    Failed(String),
     NotSent,
 }
 
@@ -125,7 +133,8 @@ impl Publisher {
         false
     }
 
-    async fn connect_once(&self) -> Result<(Connection, Channel), lapin::Error> {
+    /// One connection attempt: connect, open a channel, declare the exchange, enable confirms.
+    pub async fn connect_once(&self) -> Result<(Connection, Channel), lapin::Error> {
         let properties = ConnectionProperties::default()
             .with_connection_name("outbox-relay".into())
             .enable_auto_recover();
@@ -210,24 +219,72 @@ impl Publisher {
         let timeout = self.confirm_timeout;
         let waits = pending.into_iter().map(|slot| async move {
             match slot {
-                None => PublishResult::NotSent,
-                Some(Err(text)) => PublishResult::Failed(text),
+                None => Waited::NotSent,
+                Some(Err(text)) => Waited::Failed(text),
                 Some(Ok(confirm)) => match tokio::time::timeout(timeout, confirm).await {
-                    Err(_) => PublishResult::Failed(format!("no publisher confirm within {timeout:?}")),
-                    Ok(Err(error)) => PublishResult::Failed(format!("connection lost before the confirm: {error}")),
-                    Ok(Ok(Confirmation::Ack(None))) => PublishResult::Confirmed,
-                    Ok(Ok(Confirmation::Ack(Some(returned)))) => PublishResult::Failed(format!(
-                        "unroutable: returned by the broker ({} {}): no queue is bound for routing key `{}`",
-                        returned.reply_code, returned.reply_text, returned.delivery.routing_key
-                    )),
-                    Ok(Ok(Confirmation::Nack(_))) => PublishResult::Failed("nacked by the broker".to_owned()),
-                    Ok(Ok(Confirmation::NotRequested)) => {
-                        PublishResult::Failed("the channel is not in confirm mode".to_owned())
+                    Err(_) => Waited::Failed(format!("no publisher confirm within {timeout:?}")),
+                    Ok(Err(error)) => {
+                        Waited::Failed(format!("connection lost before the confirm: {error}"))
                     }
+                    Ok(Ok(confirmation)) => Waited::Confirmed(confirmation),
                 },
             }
         });
-        let results = join_all(waits).await;
+        let waited = join_all(waits).await;
+
+        // lapin hands each basic.return to whichever confirm it resolves next, and a
+        // `multiple` ack resolves several at once in no set order: a return can ride on
+        // another message's ack. Returns carry our message id, so match them by it.
+        let mut returned: HashMap<String, String> = HashMap::new();
+        let mut unattributed_return = false;
+        for outcome in &waited {
+            if let Waited::Confirmed(
+                Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)),
+            ) = outcome
+            {
+                let reason = format!(
+                    "unroutable: returned by the broker ({} {}): no queue is bound for routing key `{}`",
+                    message.reply_code, message.reply_text, message.delivery.routing_key
+                );
+                match message.delivery.properties.message_id() {
+                    Some(id) => {
+                        returned.insert(id.as_str().to_owned(), reason);
+                    }
+                    None => unattributed_return = true,
+                }
+            }
+        }
+        let results: Vec<PublishResult> = waited
+            .into_iter()
+            .zip(messages)
+            .map(|(outcome, message)| {
+                let id = message
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str().to_owned());
+                if let Some(reason) = id.as_ref().and_then(|id| returned.get(id)) {
+                    return PublishResult::Failed(reason.clone());
+                }
+                match outcome {
+                    Waited::NotSent => PublishResult::NotSent,
+                    Waited::Failed(text) => PublishResult::Failed(text),
+                    Waited::Confirmed(Confirmation::Ack(carried)) => {
+                        if carried.is_some() && unattributed_return {
+                            PublishResult::Failed("unroutable: returned by the broker".to_owned())
+                        } else {
+                            PublishResult::Confirmed
+                        }
+                    }
+                    Waited::Confirmed(Confirmation::Nack(_)) => {
+                        PublishResult::Failed("nacked by the broker".to_owned())
+                    }
+                    Waited::Confirmed(Confirmation::NotRequested) => {
+                        PublishResult::Failed("the channel is not in confirm mode".to_owned())
+                    }
+                }
+            })
+            .collect();
         let lost = results.iter().any(|r| match r {
             PublishResult::Failed(text) => {
                 !text.starts_with("unroutable") && !text.starts_with("nacked")

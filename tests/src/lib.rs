@@ -1,7 +1,7 @@
 //! Test kit: every test gets its own Postgres database and its own RabbitMQ names, so the
 //! suite runs in parallel against the real servers and leaves nothing behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -286,6 +286,18 @@ impl TestBroker {
         Ok(received)
     }
 
+    /// Consumes until `at_least` messages arrived (or `idle` passes without one) and
+    /// returns the distinct message ids with the number of messages (duplicates included).
+    pub async fn received_ids(
+        &self,
+        at_least: usize,
+        idle: Duration,
+    ) -> Result<(HashSet<String>, usize)> {
+        let received = self.collect(at_least, idle).await?;
+        let count = received.len();
+        Ok((received.into_iter().map(|m| m.message_id).collect(), count))
+    }
+
     /// Deletes the queue and the exchange.
     pub async fn cleanup(self) -> Result<()> {
         // A fresh connection: the test may have restarted the broker under the old one.
@@ -542,6 +554,11 @@ pub async fn emit_tickets(pool: &PgPool, n: usize, keys: usize) -> Result<Vec<Uu
         }
     }
     Ok(ids)
+}
+
+/// Event ids as the message ids a consumer sees.
+pub fn id_set(ids: &[Uuid]) -> HashSet<String> {
+    ids.iter().map(ToString::to_string).collect()
 }
 
 /// A scratch file path for a test's logs.

@@ -398,3 +398,36 @@ async fn purge_inbox_deletes_only_old_records() -> Result<()> {
     assert_eq!(left, 7);
     db.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_retention_purges_old_delivered_rows_by_itself() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let old = emit_tickets(&db.pool, 50, 5).await?;
+    let fresh = emit_tickets(&db.pool, 5, 5).await?;
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'delivered', delivered_at = now() - interval '10 days'
+          WHERE id = ANY($1)",
+    )
+    .bind(&old)
+    .execute(&db.pool)
+    .await?;
+    let mut config = relay_config(&db, &broker);
+    config.retention = Some(Duration::from_secs(7 * 86_400));
+    let relay = RunningRelay::start(config);
+    wait_until(
+        Duration::from_secs(20),
+        "old rows purged and fresh ones delivered",
+        || async {
+            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_events")
+                .fetch_one(&db.pool)
+                .await?;
+            Ok(total == fresh.len() as i64
+                && count_status(&db.pool, "delivered").await? == fresh.len() as i64)
+        },
+    )
+    .await?;
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use catalog_types::{CatalogEvent, InvoiceGenerated, TicketUpdated};
-use integration_tests::{RunningRelay, TestBroker, TestDb, count_status, relay_config, wait_until};
+use integration_tests::{
+    RunningRelay, TestBroker, TestDb, count_status, emit_tickets, relay_config, wait_until,
+};
 use outbox_core::{EmitOptions, NewEvent};
 use uuid::Uuid;
 
@@ -48,6 +50,15 @@ async fn emit_ticket_updates(
         tx.commit().await?;
     }
     Ok(expected)
+}
+
+/// Emits one event and waits until a consumer receives it; returns how long that took.
+async fn time_one_event(db: &TestDb, broker: &TestBroker) -> Result<Duration> {
+    let started = Instant::now();
+    emit_tickets(&db.pool, 1, 1).await?;
+    let received = broker.collect(1, Duration::from_secs(10)).await?;
+    assert_eq!(received.len(), 1, "the event did not arrive");
+    Ok(started.elapsed())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +239,7 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
     assert!(last_error.unwrap_or_default().contains("unroutable"));
 
     // The unordered copy also fails on its own (not blocked by the dead head) ...
-    wait_until(
+    let unordered_dead = wait_until(
         Duration::from_secs(30),
         "the unordered event to die too",
         || async {
@@ -240,7 +251,15 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
             Ok(status == "dead")
         },
     )
-    .await?;
+    .await;
+    if unordered_dead.is_err() {
+        let row: serde_json::Value =
+            sqlx::query_scalar("SELECT to_jsonb(e) - 'payload' FROM outbox_events e WHERE id = $1")
+                .bind(unordered)
+                .fetch_one(&db.pool)
+                .await?;
+        panic!("the unordered event did not die: {row}");
+    }
     // ... while the later event of the dead event's key waits, never attempted.
     let (status, attempts): (String, i32) =
         sqlx::query_as("SELECT status, attempts FROM outbox_events WHERE id = $1")
@@ -270,18 +289,7 @@ async fn listen_publishes_an_event_long_before_the_poll_interval() -> Result<()>
 
     let mut worst = Duration::ZERO;
     for _ in 0..3 {
-        let started = Instant::now();
-        let mut conn = db.pool.acquire().await?;
-        let ticket = TicketUpdated {
-            tenant_id: Uuid::now_v7(),
-            ticket_id: Uuid::now_v7(),
-            ..TicketUpdated::example()
-        };
-        outbox_core::emit(&mut conn, &ticket).await?;
-        drop(conn);
-        let received = broker.collect(1, Duration::from_secs(5)).await?;
-        assert_eq!(received.len(), 1);
-        worst = worst.max(started.elapsed());
+        worst = worst.max(time_one_event(&db, &broker).await?);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     eprintln!("worst commit-to-consume latency while idle: {worst:?}");
@@ -319,24 +327,69 @@ async fn a_dropped_listen_connection_is_replaced_and_events_still_flow_promptly(
     assert!(killed > 0);
 
     for _ in 0..2 {
-        let started = Instant::now();
-        let mut conn = db.pool.acquire().await?;
-        let ticket = TicketUpdated {
-            tenant_id: Uuid::now_v7(),
-            ticket_id: Uuid::now_v7(),
-            ..TicketUpdated::example()
-        };
-        outbox_core::emit(&mut conn, &ticket).await?;
-        drop(conn);
-        let received = broker.collect(1, Duration::from_secs(10)).await?;
-        assert_eq!(received.len(), 1);
+        let took = time_one_event(&db, &broker).await?;
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "took {:?} with a 30 s poll",
-            started.elapsed()
+            took < Duration::from_secs(5),
+            "took {took:?} with a 30 s poll"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_are_matched_to_their_own_messages_in_a_mixed_wave() -> Result<()> {
+    // RabbitMQ acks several publishes at once and lapin hands a return to whichever confirm
+    // it resolves first; a routable event must never be failed for another's return, nor an
+    // unroutable one counted as delivered.
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["tickets.#"]).await?;
+    let tenant = Uuid::now_v7();
+    let mut batch = Vec::new();
+    for i in 0..400 {
+        let event = if i % 2 == 0 {
+            NewEvent::new(&TicketUpdated {
+                tenant_id: tenant,
+                ticket_id: Uuid::now_v7(),
+                ..TicketUpdated::example()
+            })?
+        } else {
+            NewEvent::new(&InvoiceGenerated {
+                tenant_id: tenant,
+                invoice_id: Uuid::now_v7(),
+                ..InvoiceGenerated::example()
+            })?
+        };
+        batch.push(event);
+    }
+    let mut tx = db.pool.begin().await?;
+    outbox_core::emit_batch(&mut tx, &batch).await?;
+    tx.commit().await?;
+
+    let mut config = relay_config(&db, &broker);
+    config.max_attempts = 1;
+    let relay = RunningRelay::start(config);
+    wait_until(Duration::from_secs(30), "every event settled", || async {
+        Ok(count_status(&db.pool, "pending").await? == 0)
+    })
+    .await?;
+    let wrong: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT event_type, status, attempts FROM outbox_events
+          WHERE (event_type = 'TICKET_UPDATED') <> (status = 'delivered')",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    assert!(
+        wrong.is_empty(),
+        "{} events settled wrongly, e.g. {:?}",
+        wrong.len(),
+        wrong.first()
+    );
+    let received = broker.collect(200, Duration::from_secs(5)).await?;
+    assert_eq!(received.len(), 200);
+    assert!(received.iter().all(|m| m.kind == "TICKET_UPDATED"));
     relay.stop().await?;
     broker.cleanup().await?;
     db.cleanup().await
