@@ -27,7 +27,7 @@ pub enum PublishResult {
 
 /// A confirm as awaited, before returns are matched to their messages.
 enum Waited {
-    Confirmed(Confirmation),
+    Confirmed(Box<Confirmation>),
     Failed(String),
     NotSent,
 }
@@ -226,7 +226,7 @@ impl Publisher {
                     Ok(Err(error)) => {
                         Waited::Failed(format!("connection lost before the confirm: {error}"))
                     }
-                    Ok(Ok(confirmation)) => Waited::Confirmed(confirmation),
+                    Ok(Ok(confirmation)) => Waited::Confirmed(Box::new(confirmation)),
                 },
             }
         });
@@ -238,9 +238,9 @@ impl Publisher {
         let mut returned: HashMap<String, String> = HashMap::new();
         let mut unattributed_return = false;
         for outcome in &waited {
-            if let Waited::Confirmed(
-                Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)),
-            ) = outcome
+            if let Waited::Confirmed(confirmation) = outcome
+                && let Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)) =
+                    confirmation.as_ref()
             {
                 let reason = format!(
                     "unroutable: returned by the broker ({} {}): no queue is bound for routing key `{}`",
@@ -266,20 +266,23 @@ impl Publisher {
                 if let Some(reason) = id.as_ref().and_then(|id| returned.get(id)) {
                     return PublishResult::Failed(reason.clone());
                 }
-                match outcome {
-                    Waited::NotSent => PublishResult::NotSent,
-                    Waited::Failed(text) => PublishResult::Failed(text),
-                    Waited::Confirmed(Confirmation::Ack(carried)) => {
+                let confirmation = match outcome {
+                    Waited::NotSent => return PublishResult::NotSent,
+                    Waited::Failed(text) => return PublishResult::Failed(text),
+                    Waited::Confirmed(confirmation) => *confirmation,
+                };
+                match confirmation {
+                    Confirmation::Ack(carried) => {
                         if carried.is_some() && unattributed_return {
                             PublishResult::Failed("unroutable: returned by the broker".to_owned())
                         } else {
                             PublishResult::Confirmed
                         }
                     }
-                    Waited::Confirmed(Confirmation::Nack(_)) => {
+                    Confirmation::Nack(_) => {
                         PublishResult::Failed("nacked by the broker".to_owned())
                     }
-                    Waited::Confirmed(Confirmation::NotRequested) => {
+                    Confirmation::NotRequested => {
                         PublishResult::Failed("the channel is not in confirm mode".to_owned())
                     }
                 }
