@@ -191,13 +191,15 @@ pub async fn run(
 
 /// Publishes a batch so that no event goes out before the earlier events of its key are
 /// confirmed: wave *n* holds the *n*-th event of every key. An event that fails releases
-/// the rest of its key unpublished; cancellation releases everything not yet sent.
+/// the rest of its key unpublished; cancellation, a broken link, or half the lease gone
+/// releases everything not yet sent.
 async fn publish_in_waves(
     publisher: &mut Publisher,
     config: &RelayConfig,
     batch: &[ClaimedEvent],
     cancel: &CancellationToken,
 ) -> Vec<(Uuid, Outcome)> {
+    let claimed_at = Instant::now();
     let mut lanes = lanes_by_ordering_key(batch);
     let mut outcomes = Vec::with_capacity(batch.len());
     loop {
@@ -209,7 +211,10 @@ async fn publish_in_waves(
         if wave.is_empty() {
             break;
         }
-        if cancel.is_cancelled() || !publisher.is_connected() {
+        // Stop before the lease runs out: rows whose lease expired may already be claimed
+        // by another relay, and publishing them here too would only add duplicates.
+        let lease_running_out = claimed_at.elapsed() > config.lease / 2;
+        if cancel.is_cancelled() || !publisher.is_connected() || lease_running_out {
             outcomes.extend(wave.iter().map(|(_, event)| (event.id, Outcome::Released)));
             outcomes.extend(
                 lanes
