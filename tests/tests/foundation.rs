@@ -28,6 +28,24 @@ fn ticket(tenant: Uuid) -> TicketCreated {
     }
 }
 
+/// Inserts the ticket row and emits its event in the caller's transaction.
+async fn write_ticket_and_event(
+    conn: &mut sqlx::PgConnection,
+    event: &TicketCreated,
+) -> Result<Uuid> {
+    sqlx::query("INSERT INTO tickets VALUES ($1, 'printer on fire')")
+        .bind(event.ticket_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(outbox_core::emit(conn, event).await?)
+}
+
+async fn count_tickets(db: &TestDb) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM tickets")
+        .fetch_one(&db.pool)
+        .await?)
+}
+
 #[tokio::test]
 async fn commit_stores_the_business_row_and_the_event_together() -> Result<()> {
     let db = TestDb::new().await?;
@@ -35,11 +53,7 @@ async fn commit_stores_the_business_row_and_the_event_together() -> Result<()> {
     let event = ticket(Uuid::now_v7());
 
     let mut tx = db.pool.begin().await?;
-    sqlx::query("INSERT INTO tickets VALUES ($1, 'printer on fire')")
-        .bind(event.ticket_id)
-        .execute(&mut *tx)
-        .await?;
-    let id = outbox_core::emit(&mut tx, &event).await?;
+    let id = write_ticket_and_event(&mut tx, &event).await?;
     tx.commit().await?;
 
     let (event_type, schema_ref, category, key, payload, status, tenant): (
@@ -65,10 +79,7 @@ async fn commit_stores_the_business_row_and_the_event_together() -> Result<()> {
     assert_eq!(status, "pending");
     assert_eq!(tenant, Some(event.tenant_id));
     assert_eq!(id.get_version_num(), 7, "library ids are UUIDv7");
-    let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-        .fetch_one(&db.pool)
-        .await?;
-    assert_eq!(tickets, 1);
+    assert_eq!(count_tickets(&db).await?, 1);
     db.cleanup().await
 }
 
@@ -79,18 +90,11 @@ async fn rollback_stores_neither() -> Result<()> {
     let event = ticket(Uuid::now_v7());
 
     let mut tx = db.pool.begin().await?;
-    sqlx::query("INSERT INTO tickets VALUES ($1, 'x')")
-        .bind(event.ticket_id)
-        .execute(&mut *tx)
-        .await?;
-    outbox_core::emit(&mut tx, &event).await?;
+    write_ticket_and_event(&mut tx, &event).await?;
     tx.rollback().await?;
 
     assert_eq!(db.count_events().await?, 0);
-    let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-        .fetch_one(&db.pool)
-        .await?;
-    assert_eq!(tickets, 0);
+    assert_eq!(count_tickets(&db).await?, 0);
     db.cleanup().await
 }
 
@@ -278,10 +282,7 @@ async fn an_invalid_untyped_payload_is_refused_and_the_transaction_still_commits
         .fetch_one(&db.pool)
         .await?;
     assert_eq!(stored, id);
-    let tickets: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets")
-        .fetch_one(&db.pool)
-        .await?;
-    assert_eq!(tickets, 1);
+    assert_eq!(count_tickets(&db).await?, 1);
     db.cleanup().await
 }
 
