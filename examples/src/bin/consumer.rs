@@ -1,7 +1,8 @@
 //! A consumer that applies each event exactly once: the inbox record and the effect (a row in
 //! `demo_projection`) commit together, and the message is acked only after the commit.
 //!
-//! `consumer [--setup-only] [--expect N] [--idle SECONDS]`
+//! `consumer [--setup-only] [--reset] [--expect N] [--idle SECONDS]` (`--reset` deletes the
+//! queue first, so a demo starts from an empty queue).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
@@ -48,6 +49,11 @@ async fn main() -> Result<()> {
 
     let connection = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
+    if args.iter().any(|a| a == "--reset") {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
