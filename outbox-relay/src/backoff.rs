@@ -26,6 +26,13 @@ impl Default for BackoffPolicy {
 }
 
 impl BackoffPolicy {
+    /// Retrying a lost connection (database, broker, LISTEN): 200 ms doubling to 10 s.
+    pub const RECONNECT: BackoffPolicy = BackoffPolicy {
+        base: Duration::from_millis(200),
+        factor: 2.0,
+        cap: Duration::from_secs(10),
+    };
+
     /// A `backon` builder for this policy (with jitter, without a retry limit).
     pub fn builder(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()

@@ -82,12 +82,7 @@ impl Publisher {
             return true;
         }
         self.disconnect().await;
-        let mut delays = BackoffPolicy {
-            base: Duration::from_millis(200),
-            factor: 2.0,
-            cap: Duration::from_secs(10),
-        }
-        .delay_iter();
+        let mut delays = BackoffPolicy::RECONNECT.delay_iter();
         loop {
             match self.connect_once().await {
                 Ok(link) => {

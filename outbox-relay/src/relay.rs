@@ -100,12 +100,7 @@ pub async fn run(
         ));
     }
     let mut publisher = Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout);
-    let mut db_retry = BackoffPolicy {
-        base: Duration::from_millis(200),
-        factor: 2.0,
-        cap: Duration::from_secs(10),
-    }
-    .delay_iter();
+    let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
     info!(
         relay_id = %config.relay_id,
         database = %mask_url(&config.database_url),
@@ -165,12 +160,7 @@ pub async fn run(
         );
         health.set_database(settled.is_some());
         if let Some(settled) = settled {
-            db_retry = BackoffPolicy {
-                base: Duration::from_millis(200),
-                factor: 2.0,
-                cap: Duration::from_secs(10),
-            }
-            .delay_iter();
+            db_retry = BackoffPolicy::RECONNECT.delay_iter();
             metrics::counter!(telemetry::PUBLISHED).increment(settled.delivered);
             metrics::counter!(telemetry::DEAD).increment(settled.dead);
             if settled.dead > 0 {

@@ -56,12 +56,7 @@ impl Wakeup {
 }
 
 async fn listen(pool: PgPool, notify: Arc<Notify>, cancel: CancellationToken) {
-    let mut delays = BackoffPolicy {
-        base: Duration::from_millis(200),
-        factor: 2.0,
-        cap: Duration::from_secs(10),
-    }
-    .delay_iter();
+    let mut delays = BackoffPolicy::RECONNECT.delay_iter();
     let mut listener: Option<PgListener> = None;
     loop {
         if cancel.is_cancelled() {
