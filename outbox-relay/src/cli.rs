@@ -44,6 +44,9 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// Send dead (or delivered) events again, with their original ids.
     Replay(ReplayArgs),
+    /// Give up dead events for good (status `discarded`), so the later events of their keys
+    /// flow again. Never automatic.
+    Discard(DiscardArgs),
     /// Counts by status and event type, backlog, oldest pending age; alerts with --max-lag.
     Status(StatusArgs),
     /// Print one event's full row (payload, headers, attempts, last error) as JSON.
@@ -59,19 +62,35 @@ pub enum ReplayStatus {
     Dead,
     /// Events already delivered.
     Delivered,
+    /// Events an operator discarded.
+    Discarded,
 }
 
 /// Flags of `replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Replay this event (repeatable).
-    #[arg(long = "id", value_name = "UUID")]
-    pub ids: Vec<uuid::Uuid>,
     /// Take events with this status.
     #[arg(long, value_enum, default_value_t = ReplayStatus::Dead)]
     pub status: ReplayStatus,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// Flags of `discard` (dead events only).
+#[derive(Debug, Args)]
+pub struct DiscardArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// Which events `replay` and `discard` act on, and how.
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// This event (repeatable).
+    #[arg(long = "id", value_name = "UUID")]
+    pub ids: Vec<uuid::Uuid>,
     /// Only this catalog event type.
     #[arg(long)]
     pub event_type: Option<String>,
@@ -93,13 +112,13 @@ pub struct ReplayArgs {
     /// At most this many events (oldest first).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: Option<i64>,
-    /// Allow a replay without any filter.
+    /// Allow acting without any filter.
     #[arg(long)]
     pub all: bool,
-    /// Show what would be replayed (count and a sample) and change nothing.
+    /// Show what would change (count and a sample) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Who is replaying, for the audit record (default: $USER).
+    /// Who is acting, for the audit record (default: $USER).
     #[arg(long, env = "OUTBOX_ACTOR")]
     pub actor: Option<String>,
     /// Output format.
@@ -222,6 +241,14 @@ pub struct RunArgs {
     /// How long to wait for a publisher confirm.
     #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub confirm_timeout: Duration,
+    /// How long handing a wave to the broker may take (a broker blocking publishers on an
+    /// alarm stops reading); the lease must exceed this plus --confirm-timeout plus 1s.
+    #[arg(long, env = "OUTBOX_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+    /// Largest message body published, in bytes; a larger event is dead at once (match the
+    /// broker's max_message_size).
+    #[arg(long, env = "OUTBOX_MAX_MESSAGE_SIZE", default_value_t = outbox_relay::config::DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
     /// Longest wait for outstanding confirms on SIGTERM.
     #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -30,6 +30,12 @@ pub struct RelayConfig {
     pub lease: Duration,
     /// How long to wait for a publisher confirm before counting the attempt as failed.
     pub confirm_timeout: Duration,
+    /// How long handing one message to the broker connection may take (a broker that blocks
+    /// publishers on a memory or disk alarm stops reading): the link is then dropped.
+    pub publish_timeout: Duration,
+    /// The largest message body published; a larger event is dead at once (RabbitMQ's own
+    /// `max_message_size` refuses it and closes the channel).
+    pub max_message_size: usize,
     /// How long shutdown may wait for outstanding confirms.
     pub shutdown_timeout: Duration,
     /// Delete delivered rows older than this, periodically (off when `None`).
@@ -55,11 +61,64 @@ impl RelayConfig {
             retry: BackoffPolicy::default(),
             lease: Duration::from_secs(60),
             confirm_timeout: Duration::from_secs(15),
+            publish_timeout: Duration::from_secs(5),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             shutdown_timeout: Duration::from_secs(30),
             retention: None,
             gauge_interval: Duration::from_secs(5),
             relay_id: default_relay_id(),
         }
+    }
+}
+
+/// RabbitMQ's default `max_message_size` since 4.0 (16 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Time a lease keeps in reserve after the last wave, for the settle statement.
+pub const SETTLE_RESERVE: Duration = Duration::from_secs(1);
+
+/// Why a configuration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl RelayConfig {
+    /// The longest one wave can take: every message handed over, then every confirm
+    /// awaited. A wave starts only while this much of the lease (plus [`SETTLE_RESERVE`])
+    /// remains, so no event is published after its lease has run out.
+    pub fn worst_case_wave(&self) -> Duration {
+        self.publish_timeout + self.confirm_timeout
+    }
+
+    /// Refuses settings the relay cannot honour, naming the flag.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |text: String| Err(ConfigError(text));
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".to_owned());
+        }
+        if self.max_attempts == 0 {
+            return bad("--max-attempts must be at least 1".to_owned());
+        }
+        if self.publish_timeout.is_zero() || self.confirm_timeout.is_zero() {
+            return bad("--publish-timeout and --confirm-timeout must be above zero".to_owned());
+        }
+        let needed = self.worst_case_wave() + SETTLE_RESERVE;
+        if self.lease <= needed {
+            return bad(format!(
+                "--lease ({:?}) must be longer than --publish-timeout + --confirm-timeout + {:?} for the settle ({:?}): a wave could outlive its lease, and another relay publish the same events meanwhile",
+                self.lease, SETTLE_RESERVE, needed
+            ));
+        }
+        if self.max_message_size < 1024 {
+            return bad(format!(
+                "--max-message-size ({}) must be at least 1024 bytes",
+                self.max_message_size
+            ));
+        }
+        if self.relay_id.is_empty() || self.relay_id.len() > 200 {
+            return bad("--relay-id must be 1 to 200 bytes".to_owned());
+        }
+        Ok(())
     }
 }
 

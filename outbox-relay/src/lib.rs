@@ -3,11 +3,22 @@
 //!
 //! [`relay::run`] is the whole delivery loop — wake up, claim, publish in waves with
 //! publisher confirms, settle — and reads top to bottom in `relay.rs`. The other modules are
-//! its parts: [`claim`] (the SQL), [`publisher`] (AMQP), [`message`] (the wire format),
-//! [`wakeup`] (LISTEN/NOTIFY plus polling), [`http`] (health and metrics).
+//! its parts: [`store`] (every statement on the outbox table, and its state machine),
+//! [`publisher`] (AMQP), [`message`] (the wire format), [`wakeup`] (LISTEN/NOTIFY plus
+//! polling), [`http`] (health and metrics).
+//!
+//! Nothing a row holds may stop the relay, so the library denies panicking shortcuts.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod backoff;
-pub mod claim;
 pub mod config;
 pub mod http;
 pub mod mask;
@@ -16,6 +27,7 @@ pub mod ops;
 pub mod publisher;
 pub mod relay;
 pub mod retention;
+pub mod store;
 pub mod telemetry;
 pub mod wakeup;
 

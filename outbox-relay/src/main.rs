@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use cli::{
     CatalogCommand, Cli, Command, DatabaseArgs, ExportFormat, InspectArgs, LogFormat, OutputFormat,
-    PurgeArgs, ReplayArgs, ReplayStatus, RunArgs, StatusArgs,
+    PurgeArgs, ReplayStatus, RunArgs, SelectArgs, StatusArgs,
 };
 use outbox_relay::backoff::BackoffPolicy;
 use outbox_relay::mask::mask_url;
@@ -21,7 +21,7 @@ use outbox_relay::ops::filter::parse_time;
 use outbox_relay::ops::replay::ReplayRequest;
 use outbox_relay::ops::{EventFilter, ReplayableStatus};
 use outbox_relay::relay::{Health, pool_for};
-use outbox_relay::retention;
+use outbox_relay::store::purge::{self, Purgeable};
 use outbox_relay::{RelayConfig, http, telemetry};
 
 fn main() -> ExitCode {
@@ -63,14 +63,27 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run(*args).await,
         Command::Migrate(args) => migrate(&args).await.map(|()| ExitCode::SUCCESS),
         Command::Catalog(args) => catalog(args.command).map(|()| ExitCode::SUCCESS),
-        Command::Replay(args) => replay(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => {
+            let status = match args.status {
+                ReplayStatus::Dead => ReplayableStatus::Dead,
+                ReplayStatus::Delivered => ReplayableStatus::Delivered,
+                ReplayStatus::Discarded => ReplayableStatus::Discarded,
+            };
+            change(args.select, status, false)
+                .await
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Discard(args) => change(args.select, ReplayableStatus::Dead, true)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status(args).await,
         Command::Inspect(args) => inspect(args).await.map(|()| ExitCode::SUCCESS),
         Command::Purge(args) => purge(args).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
-async fn replay(args: ReplayArgs) -> Result<()> {
+/// `replay` (or, with `discard`, `discard`) of the events `args` select.
+async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Result<()> {
     let now = chrono::Utc::now();
     let mut filter = EventFilter {
         ids: args.ids.clone(),
@@ -93,10 +106,7 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         filter.until = Some(parse_time("--until", value, now)?);
     }
     let request = ReplayRequest {
-        status: match args.status {
-            ReplayStatus::Dead => ReplayableStatus::Dead,
-            ReplayStatus::Delivered => ReplayableStatus::Delivered,
-        },
+        status,
         filter,
         limit: args.limit,
         all: args.all,
@@ -107,14 +117,19 @@ async fn replay(args: ReplayArgs) -> Result<()> {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".to_owned());
     let pool = pool_for(&args.database.database_url, 2)?;
-    let report = outbox_relay::ops::replay::replay(&pool, &request, &actor, args.dry_run).await?;
+    let report = if discard {
+        outbox_relay::ops::replay::discard(&pool, &request, &actor, args.dry_run).await?
+    } else {
+        outbox_relay::ops::replay::replay(&pool, &request, &actor, args.dry_run).await?
+    };
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => {
-            let verb = if report.dry_run {
-                "would replay"
-            } else {
-                "replayed"
+            let verb = match (report.dry_run, discard) {
+                (true, false) => "would replay",
+                (false, false) => "replayed",
+                (true, true) => "would discard",
+                (false, true) => "discarded",
             };
             println!("{verb} {} event(s)", report.count);
             if let Some(audit) = report.audit_id {
@@ -168,17 +183,19 @@ async fn inspect(args: InspectArgs) -> Result<()> {
 
 async fn purge(args: PurgeArgs) -> Result<()> {
     let pool = pool_for(&args.database.database_url, 2)?;
-    let what = if args.inbox {
-        "inbox records"
+    let (what, kinds): (&str, &[Purgeable]) = if args.inbox {
+        ("inbox records", &[Purgeable::Inbox])
     } else {
-        "delivered events"
+        (
+            "delivered and discarded events",
+            &[Purgeable::Delivered, Purgeable::Discarded],
+        )
     };
     if args.dry_run {
-        let count = if args.inbox {
-            retention::count_inbox_purgeable(&pool, args.older_than).await?
-        } else {
-            retention::count_purgeable(&pool, args.older_than).await?
-        };
+        let mut count = 0;
+        for kind in kinds {
+            count += purge::count(&pool, *kind, args.older_than).await?;
+        }
         println!(
             "would delete {count} {what} older than {:?}",
             args.older_than
@@ -186,11 +203,15 @@ async fn purge(args: PurgeArgs) -> Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let deleted = if args.inbox {
-        retention::purge_inbox(&pool, args.older_than, args.batch_size).await?
-    } else {
-        retention::purge_delivered(&pool, args.older_than, args.batch_size).await?
-    };
+    let mut deleted = 0;
+    for kind in kinds {
+        deleted += purge::purge(&pool, *kind, args.older_than, args.batch_size).await?;
+    }
+    if !args.inbox {
+        while purge::idle_key_locks(&pool, args.batch_size).await?
+            >= u64::try_from(args.batch_size).unwrap_or(u64::MAX)
+        {}
+    }
     info!(deleted, what, "purged");
     println!(
         "deleted {deleted} {what} older than {:?} in {:.1?}",
@@ -251,13 +272,6 @@ fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
             args.retry_factor
         );
     }
-    if args.lease <= args.confirm_timeout {
-        bail!(
-            "--lease ({:?}) must be longer than --confirm-timeout ({:?}), or leases expire while confirms are outstanding",
-            args.lease,
-            args.confirm_timeout
-        );
-    }
     let mut config = RelayConfig::new(&args.database.database_url, &args.amqp_url);
     config.exchange = args.exchange.clone();
     config.routing_key_template = args.routing_key.clone();
@@ -272,12 +286,15 @@ fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
     };
     config.lease = args.lease;
     config.confirm_timeout = args.confirm_timeout;
+    config.publish_timeout = args.publish_timeout;
+    config.max_message_size = args.max_message_size;
     config.shutdown_timeout = args.shutdown_timeout;
     config.retention = args.retention;
     config.gauge_interval = args.gauge_interval;
     if let Some(id) = &args.relay_id {
         config.relay_id = id.clone();
     }
+    config.validate()?;
     Ok(config)
 }
 

@@ -1,28 +1,40 @@
 //! The AMQP wire format of an outbox event (DESIGN: "AMQP message").
+//!
+//! Building a message never panics, whatever a row holds: a value AMQP cannot carry (a
+//! short string over 255 bytes, a body over the broker's limit) is a [`BuildError`], and
+//! the relay makes that one event dead with the reason.
 
 use catalog_types::Category;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use serde::Serialize;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use crate::claim::ClaimedEvent;
+use crate::store::claim::ClaimedEvent;
 
-/// The JSON body of every message.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Envelope<'a> {
-    /// Event id (also the AMQP `message_id`).
-    pub id: uuid::Uuid,
-    /// Catalog event type.
-    pub event_type: &'a str,
-    /// Payload schema ref.
-    pub schema_ref: &'a str,
-    /// Tenant, `null` when the event has none.
-    pub tenant_id: Option<uuid::Uuid>,
-    /// RFC 3339 UTC.
-    pub occurred_at: String,
-    /// The catalog payload.
-    pub payload: &'a serde_json::Value,
+/// AMQP short strings (type, header names, routing key) hold at most this many bytes.
+pub const SHORT_STRING_MAX: usize = 255;
+
+/// Why an event can never be published as stored. Permanent: retrying cannot help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A value that must be an AMQP short string is longer than 255 bytes.
+    #[error("{what} is {len} bytes, over AMQP's 255-byte short-string limit")]
+    TooLong {
+        /// Which value (`event type`, `routing key`, `header name ...`).
+        what: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The message body is larger than the broker accepts.
+    #[error("the message body is {len} bytes, over the {max}-byte limit (--max-message-size)")]
+    TooLarge {
+        /// Body size.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The stored headers are not a JSON object.
+    #[error("the stored headers are not a JSON object")]
+    HeadersNotObject,
 }
 
 /// A message ready to publish.
@@ -53,6 +65,9 @@ pub fn category_slug(category: &str) -> String {
     }
 }
 
+/// The placeholders a routing key template may use.
+pub const ROUTING_KEY_PLACEHOLDERS: [&str; 3] = ["{category}", "{event_type}", "{tenant_id}"];
+
 /// Expands a routing key template (`{category}`, `{event_type}`, `{tenant_id}`).
 pub fn routing_key(template: &str, event: &ClaimedEvent) -> String {
     template
@@ -71,31 +86,100 @@ fn long(text: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(text.as_bytes().to_vec()))
 }
 
-/// Builds the message of a claimed event; `attempt` is the 1-based number of this publish.
-pub fn build(event: &ClaimedEvent, template: &str) -> Result<OutgoingMessage, serde_json::Error> {
-    let envelope = Envelope {
-        id: event.id,
-        event_type: &event.event_type,
-        schema_ref: &event.schema_ref,
-        tenant_id: event.tenant_id,
-        occurred_at: event
-            .occurred_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        payload: &event.payload,
-    };
-    let body = serde_json::to_vec(&envelope)?;
-
-    let mut headers = FieldTable::default();
-    // Extra headers stored at emit come first, so the standard ones below always win.
-    if let Some(extra) = event.headers.as_object() {
-        for (name, value) in extra {
-            let text = match value {
-                serde_json::Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            headers.insert(ShortString::from(name.as_str()), long(&text));
-        }
+fn short(what: impl FnOnce() -> String, text: &str) -> Result<ShortString, BuildError> {
+    if text.len() > SHORT_STRING_MAX {
+        return Err(BuildError::TooLong {
+            what: what(),
+            len: text.len(),
+        });
     }
+    Ok(ShortString::from(text))
+}
+
+/// A stored header value as the closest AMQP field value: strings, integers, floats,
+/// booleans, null, arrays and objects keep their type.
+fn header_value(value: &serde_json::Value) -> Result<AMQPValue, BuildError> {
+    Ok(match value {
+        serde_json::Value::Null => AMQPValue::Void,
+        serde_json::Value::Bool(b) => AMQPValue::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => long(s),
+        serde_json::Value::Array(items) => {
+            let mut array = FieldArray::default();
+            for item in items {
+                array.push(header_value(item)?);
+            }
+            AMQPValue::FieldArray(array)
+        }
+        serde_json::Value::Object(fields) => AMQPValue::FieldTable(header_table(fields)?),
+    })
+}
+
+fn header_table(
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> Result<FieldTable, BuildError> {
+    let mut table = FieldTable::default();
+    for (name, value) in fields {
+        let key = short(|| format!("header name `{}…`", prefix(name)), name)?;
+        table.insert(key, header_value(value)?);
+    }
+    Ok(table)
+}
+
+/// The first few characters of a long value, for an error message.
+fn prefix(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// The JSON body of a message: `{"id", "eventType", "schemaRef", "tenantId", "occurredAt",
+/// "payload"}`. The payload is copied as stored (Postgres wrote valid JSON), never parsed.
+pub fn envelope(event: &ClaimedEvent) -> Vec<u8> {
+    let text = |s: &str| serde_json::Value::from(s).to_string();
+    let tenant = event
+        .tenant_id
+        .map(|t| format!("\"{t}\""))
+        .unwrap_or_else(|| "null".to_owned());
+    let occurred_at = event
+        .occurred_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    format!(
+        "{{\"id\":\"{}\",\"eventType\":{},\"schemaRef\":{},\"tenantId\":{},\"occurredAt\":\"{}\",\"payload\":{}}}",
+        event.id,
+        text(&event.event_type),
+        text(&event.schema_ref),
+        tenant,
+        occurred_at,
+        event.payload
+    )
+    .into_bytes()
+}
+
+/// Builds the message of a claimed event (its attempt number is `attempts + 1`), refusing
+/// what AMQP or the broker cannot carry; `max_body` is the largest body allowed.
+pub fn build(
+    event: &ClaimedEvent,
+    template: &str,
+    max_body: usize,
+) -> Result<OutgoingMessage, BuildError> {
+    let body = envelope(event);
+    if body.len() > max_body {
+        return Err(BuildError::TooLarge {
+            len: body.len(),
+            max: max_body,
+        });
+    }
+    let routing_key = routing_key(template, event);
+    short(|| "the routing key".to_owned(), &routing_key)?;
+    let kind = short(|| "the event type".to_owned(), &event.event_type)?;
+
+    // Extra headers stored at emit come first, so the standard ones below always win.
+    let mut headers = match &event.headers {
+        serde_json::Value::Object(fields) => header_table(fields)?,
+        _ => return Err(BuildError::HeadersNotObject),
+    };
     headers.insert("x-dedupe-key".into(), long(&event.dedupe_key));
     if let Some(tenant) = event.tenant_id {
         headers.insert("x-tenant-id".into(), long(&tenant.to_string()));
@@ -111,14 +195,14 @@ pub fn build(event: &ClaimedEvent, template: &str) -> Result<OutgoingMessage, se
     let timestamp = u64::try_from(event.occurred_at.timestamp()).unwrap_or_default();
     let properties = BasicProperties::default()
         .with_message_id(ShortString::from(event.id.to_string()))
-        .with_type(ShortString::from(event.event_type.as_str()))
+        .with_type(kind)
         .with_content_type(ShortString::from("application/json"))
         .with_timestamp(timestamp)
         .with_delivery_mode(2)
         .with_app_id(ShortString::from("outbox-relay"))
         .with_headers(headers);
     Ok(OutgoingMessage {
-        routing_key: routing_key(template, event),
+        routing_key,
         properties,
         body,
     })

@@ -38,6 +38,7 @@ pub struct Publisher {
     secrets: Vec<String>,
     exchange: String,
     confirm_timeout: Duration,
+    publish_timeout: Duration,
     link: Option<(Connection, Channel)>,
 }
 
@@ -59,8 +60,16 @@ impl Publisher {
             secrets: password_of(url).into_iter().collect(),
             exchange: exchange.to_owned(),
             confirm_timeout,
+            publish_timeout: Duration::from_secs(5),
             link: None,
         }
+    }
+
+    /// Bounds how long handing one wave to the connection may take (default 5 s): a broker
+    /// that stops reading (memory or disk alarm) cannot hold a wave past it.
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
     }
 
     /// Whether the channel is open and in confirm mode.
@@ -130,6 +139,12 @@ impl Publisher {
 
     /// One connection attempt: connect, open a channel, declare the exchange, enable confirms.
     pub async fn connect_once(&self) -> Result<(Connection, Channel), lapin::Error> {
+        if self.exchange.len() > crate::message::SHORT_STRING_MAX {
+            return Err(lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the exchange name is over 255 bytes",
+            )));
+        }
         let properties = ConnectionProperties::default()
             .with_connection_name("outbox-relay".into())
             .enable_auto_recover();
@@ -182,13 +197,15 @@ impl Publisher {
         };
         let mut pending = Vec::with_capacity(messages.len());
         let mut broken = None;
+        let handed_over_by = tokio::time::Instant::now() + self.publish_timeout;
         for message in messages {
-            if broken.is_some() {
+            if broken.is_some() || message.routing_key.len() > crate::message::SHORT_STRING_MAX {
                 pending.push(None);
                 continue;
             }
-            let sent = channel
-                .basic_publish(
+            let sent = tokio::time::timeout_at(
+                handed_over_by,
+                channel.basic_publish(
                     ShortString::from(self.exchange.as_str()),
                     ShortString::from(message.routing_key.as_str()),
                     BasicPublishOptions {
@@ -197,11 +214,20 @@ impl Publisher {
                     },
                     &message.body,
                     message.properties.clone(),
-                )
-                .await;
+                ),
+            )
+            .await;
             match sent {
-                Ok(confirm) => pending.push(Some(Ok(confirm))),
-                Err(error) => {
+                Ok(Ok(confirm)) => pending.push(Some(Ok(confirm))),
+                Err(_) => {
+                    let text = format!(
+                        "the broker did not take the message within {:?} (blocked connection?)",
+                        self.publish_timeout
+                    );
+                    broken = Some(text.clone());
+                    pending.push(Some(Err(text)));
+                }
+                Ok(Err(error)) => {
                     let text = format!(
                         "publish failed: {}",
                         redact(&error.to_string(), &self.secrets)

@@ -14,11 +14,12 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
-use crate::claim::{self, ClaimedEvent, Outcome, Settled};
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, SETTLE_RESERVE};
 use crate::mask::mask_url;
 use crate::message;
 use crate::publisher::{PublishResult, Publisher};
+use crate::store::claim::{self, Claim, ClaimedEvent};
+use crate::store::settle::{self, Outcome, Settled};
 use crate::telemetry;
 use crate::wakeup::Wakeup;
 
@@ -80,6 +81,7 @@ pub async fn run(
     cancel: CancellationToken,
     health: Arc<Health>,
 ) -> Result<(), RelayError> {
+    config.validate().map_err(|e| RelayError::Config(e.0))?;
     let pool = pool_for(&config.database_url, 4)?;
     let background = cancel.child_token();
     let wakeup = if config.listen {
@@ -99,7 +101,8 @@ pub async fn run(
             background.clone(),
         ));
     }
-    let mut publisher = Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout);
+    let mut publisher = Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout)
+        .with_publish_timeout(config.publish_timeout);
     let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
     info!(
         relay_id = %config.relay_id,
@@ -117,13 +120,15 @@ pub async fn run(
         }
         health.set_broker(true);
 
-        // 2. Claim the due head runs of each ordering key.
+        // 2. Claim the heads of keys and the runs behind them, under a fresh token. The
+        //    lease is counted from before the claim: the database's deadline is later.
         let claim_started = Instant::now();
-        let batch =
+        let lease_ends = claim_started + config.lease;
+        let claim =
             match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease).await {
-                Ok(batch) => {
+                Ok(claim) => {
                     health.set_database(true);
-                    batch
+                    claim
                 }
                 Err(error) => {
                     health.set_database(false);
@@ -133,26 +138,24 @@ pub async fn run(
                     continue;
                 }
             };
-        if batch.is_empty() {
+        if claim.is_empty() {
             wakeup.wait(&cancel).await;
             continue;
         }
-        metrics::histogram!(telemetry::BATCH_SIZE).record(batch.len() as f64);
-        debug!(claimed = batch.len(), "claimed a batch");
-
+        metrics::histogram!(telemetry::BATCH_SIZE).record(claim.len() as f64);
         let claimed_in = claim_started.elapsed();
 
-        // 3. Publish in waves, awaiting confirms between waves.
+        // 3. Publish in waves, awaiting confirms between waves, while the lease allows.
         let publish_started = Instant::now();
-        let outcomes = publish_in_waves(&mut publisher, &config, &batch, &cancel).await;
+        let outcomes = publish_in_waves(&mut publisher, &config, &claim, lease_ends, &cancel).await;
         health.set_broker(publisher.is_connected());
         let published_in = publish_started.elapsed();
 
-        // 4. Settle the whole batch in one statement.
+        // 4. Settle the whole claim in one transaction.
         let settle_started = Instant::now();
-        let settled = settle(&pool, &config, &outcomes, &cancel).await;
+        let settled = settle_outcomes(&pool, &config, claim.token, &outcomes, &cancel).await;
         debug!(
-            batch = batch.len(),
+            batch = claim.len(),
             claim_ms = claimed_in.as_secs_f64() * 1e3,
             publish_ms = published_in.as_secs_f64() * 1e3,
             settle_ms = settle_started.elapsed().as_secs_f64() * 1e3,
@@ -166,7 +169,13 @@ pub async fn run(
             if settled.dead > 0 {
                 warn!(
                     dead = settled.dead,
-                    "events reached the attempt limit and are now dead"
+                    "events are now dead and block their keys (replay or discard them)"
+                );
+            }
+            if settled.lost > 0 {
+                warn!(
+                    rows = settled.lost,
+                    "the lease of these events was taken over before the settle; they will be published again"
                 );
             }
         }
@@ -179,19 +188,30 @@ pub async fn run(
     Ok(())
 }
 
-/// Publishes a batch so that no event goes out before the earlier events of its key are
+/// Publishes a claim so that no event goes out before the earlier events of its key are
 /// confirmed: wave *n* holds the *n*-th event of every key. An event that fails releases
-/// the rest of its key unpublished; cancellation, a broken link, or half the lease gone
-/// releases everything not yet sent.
+/// the rest of its key unpublished. A wave starts only while the lease has room for the
+/// worst case of a wave plus the settle; cancellation, a broken link, or a lease running
+/// short releases everything not yet sent.
 async fn publish_in_waves(
     publisher: &mut Publisher,
     config: &RelayConfig,
-    batch: &[ClaimedEvent],
+    claim: &Claim,
+    lease_ends: Instant,
     cancel: &CancellationToken,
 ) -> Vec<(Uuid, Outcome)> {
-    let claimed_at = Instant::now();
-    let mut lanes = lanes_by_ordering_key(batch);
-    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut outcomes = Vec::with_capacity(claim.len());
+    for (id, error) in &claim.undecodable {
+        metrics::counter!(telemetry::REJECTED).increment(1);
+        warn!(event_id = %id, %error, "event cannot be read; it is now dead");
+        outcomes.push((
+            *id,
+            Outcome::Rejected {
+                error: error.clone(),
+            },
+        ));
+    }
+    let mut lanes = lanes_by_ordering_key(&claim.events);
     loop {
         let wave: Vec<(usize, &ClaimedEvent)> = lanes
             .iter_mut()
@@ -201,34 +221,43 @@ async fn publish_in_waves(
         if wave.is_empty() {
             break;
         }
-        // Stop before the lease runs out: rows whose lease expired may already be claimed
-        // by another relay, and publishing them here too would only add duplicates.
-        let lease_running_out = claimed_at.elapsed() > config.lease / 2;
-        if cancel.is_cancelled() || !publisher.is_connected() || lease_running_out {
+        // Rows whose lease runs out may be claimed by another relay: publishing them here
+        // too could put a later event of their key out first there.
+        let lease_short = Instant::now() + config.worst_case_wave() + SETTLE_RESERVE >= lease_ends;
+        if cancel.is_cancelled() || !publisher.is_connected() || lease_short {
+            if lease_short {
+                warn!(
+                    unpublished = wave.len(),
+                    "the lease is running short; releasing the rest of the batch"
+                );
+            }
             outcomes.extend(wave.iter().map(|(_, event)| (event.id, Outcome::Released)));
-            outcomes.extend(
-                lanes
-                    .iter_mut()
-                    .flat_map(|lane| lane.drain(..))
-                    .map(|event| (event.id, Outcome::Released)),
-            );
+            for lane in &mut lanes {
+                release_lane(lane, &mut outcomes);
+            }
             break;
         }
 
         let mut messages = Vec::with_capacity(wave.len());
         let mut sendable = Vec::with_capacity(wave.len());
         for &(lane, event) in &wave {
-            match message::build(event, &config.routing_key_template) {
+            match message::build(event, &config.routing_key_template, config.max_message_size) {
                 Ok(built) => {
                     messages.push(built);
                     sendable.push((lane, event));
                 }
                 Err(error) => {
+                    metrics::counter!(telemetry::REJECTED).increment(1);
+                    warn!(event_id = %event.id, event_type = %shorten(&event.event_type), %error, "event cannot be published; it is now dead");
                     outcomes.push((
                         event.id,
-                        failure(config, event, format!("cannot encode the message: {error}")),
+                        Outcome::Rejected {
+                            error: format!("cannot be published: {error}"),
+                        },
                     ));
-                    release_lane(&mut lanes[lane], &mut outcomes);
+                    if let Some(rest) = lanes.get_mut(lane) {
+                        release_lane(rest, &mut outcomes);
+                    }
                 }
             }
         }
@@ -244,22 +273,29 @@ async fn publish_in_waves(
                     let lag = (now - event.created_at).to_std().unwrap_or_default();
                     metrics::histogram!(telemetry::END_TO_END_LAG).record(lag.as_secs_f64());
                     outcomes.push((event.id, Outcome::Delivered));
+                    continue;
                 }
                 PublishResult::Failed(error) => {
                     metrics::counter!(telemetry::FAILED, "reason" => failure_reason(&error))
                         .increment(1);
                     warn!(event_id = %event.id, event_type = %event.event_type, attempt = event.attempts + 1, %error, "publish attempt failed");
                     outcomes.push((event.id, failure(config, event, error)));
-                    release_lane(&mut lanes[lane], &mut outcomes);
                 }
                 PublishResult::NotSent => {
                     outcomes.push((event.id, Outcome::Released));
-                    release_lane(&mut lanes[lane], &mut outcomes);
                 }
+            }
+            if let Some(rest) = lanes.get_mut(lane) {
+                release_lane(rest, &mut outcomes);
             }
         }
     }
     outcomes
+}
+
+/// The first 80 characters of a value for a log line.
+fn shorten(text: &str) -> String {
+    text.chars().take(80).collect()
 }
 
 /// Splits a seq-ordered batch into one queue per ordering key (events without a key each
@@ -274,7 +310,9 @@ fn lanes_by_ordering_key(batch: &[ClaimedEvent]) -> Vec<VecDeque<&ClaimedEvent>>
                     lanes.push(VecDeque::new());
                     lanes.len() - 1
                 });
-                lanes[lane].push_back(event);
+                if let Some(queue) = lanes.get_mut(lane) {
+                    queue.push_back(event);
+                }
             }
             None => lanes.push(VecDeque::from([event])),
         }
@@ -308,9 +346,10 @@ fn failure_reason(error: &str) -> &'static str {
 
 /// Settles outcomes, retrying while the database is away. Gives up only during shutdown
 /// (the leases then expire and the rows are published again: at least once, never lost).
-async fn settle(
+async fn settle_outcomes(
     pool: &PgPool,
     config: &RelayConfig,
+    token: Uuid,
     outcomes: &[(Uuid, Outcome)],
     cancel: &CancellationToken,
 ) -> Option<Settled> {
@@ -322,7 +361,7 @@ async fn settle(
     .delay_iter();
     let mut tries = 0;
     loop {
-        match claim::settle(pool, &config.relay_id, config.max_attempts, outcomes).await {
+        match settle::settle(pool, token, config.max_attempts, outcomes).await {
             Ok(settled) => return Some(settled),
             Err(error) => {
                 tries += 1;

@@ -16,6 +16,14 @@ pub const DEAD: &str = "outbox_dead_total";
 pub const BACKLOG: &str = "outbox_pending_backlog";
 /// Age of the oldest pending event, seconds (gauge).
 pub const OLDEST_PENDING_AGE: &str = "outbox_oldest_pending_age_seconds";
+/// Leased (in-flight) events (gauge).
+pub const IN_FLIGHT: &str = "outbox_in_flight_events";
+/// Keys whose head event is dead, so all their later events wait (gauge).
+pub const BLOCKED_KEYS: &str = "outbox_blocked_keys";
+/// Events waiting behind the dead heads of blocked keys (gauge).
+pub const BLOCKED_EVENTS: &str = "outbox_blocked_events";
+/// Events found unpublishable (too large, unreadable) and made dead at once (counter).
+pub const REJECTED: &str = "outbox_rejected_total";
 /// Dead events in the table (gauge).
 pub const DEAD_ROWS: &str = "outbox_dead_events";
 /// Dead tuples in `outbox_events` (gauge; grows when a long transaction pins the horizon).
@@ -43,6 +51,19 @@ pub fn describe() {
         "Age of the oldest pending event in seconds"
     );
     metrics::describe_gauge!(DEAD_ROWS, "Dead events in the outbox");
+    metrics::describe_gauge!(IN_FLIGHT, "Events leased by a relay right now");
+    metrics::describe_gauge!(
+        BLOCKED_KEYS,
+        "Ordering keys whose head event is dead (replay or discard it)"
+    );
+    metrics::describe_gauge!(
+        BLOCKED_EVENTS,
+        "Events waiting behind dead heads (estimated beyond 10,000 per key)"
+    );
+    metrics::describe_counter!(
+        REJECTED,
+        "Events that can never be published as stored, made dead at once"
+    );
     metrics::describe_gauge!(DEAD_TUPLES, "Dead tuples in outbox_events");
     metrics::describe_histogram!(BATCH_SIZE, "Events claimed per batch");
     metrics::describe_histogram!(
@@ -56,47 +77,17 @@ pub fn describe() {
     metrics::describe_counter!(PURGED, "Delivered events deleted by retention");
 }
 
-/// Backlog figures of the outbox table.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Backlog {
-    /// Pending rows.
-    pub pending: i64,
-    /// Seconds since the oldest pending row was written (0 when none).
-    pub oldest_pending_age: f64,
-    /// Dead rows.
-    pub dead: i64,
-    /// Dead tuples reported by the statistics collector.
-    pub dead_tuples: i64,
-}
-
-/// Reads the backlog figures (index-only on the pending partial index).
-pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
-    let (pending, oldest_pending_age, dead, dead_tuples): (i64, f64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM outbox_events WHERE status = 'pending'),
-                COALESCE((SELECT extract(epoch FROM now() - min(created_at))::float8
-                            FROM outbox_events WHERE status = 'pending'), 0),
-                (SELECT count(*) FROM outbox_events WHERE status = 'dead'),
-                COALESCE((SELECT n_dead_tup FROM pg_stat_user_tables
-                           WHERE relid = 'outbox_events'::regclass), 0)",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(Backlog {
-        pending,
-        oldest_pending_age,
-        dead,
-        dead_tuples,
-    })
-}
-
 /// Refreshes the backlog gauges every `interval` until cancelled.
 pub async fn refresh_gauges(pool: PgPool, interval: Duration, cancel: CancellationToken) {
     loop {
-        match backlog(&pool).await {
+        match crate::store::stats::gauges(&pool).await {
             Ok(figures) => {
                 metrics::gauge!(BACKLOG).set(figures.pending as f64);
+                metrics::gauge!(IN_FLIGHT).set(figures.in_flight as f64);
                 metrics::gauge!(OLDEST_PENDING_AGE).set(figures.oldest_pending_age);
                 metrics::gauge!(DEAD_ROWS).set(figures.dead as f64);
+                metrics::gauge!(BLOCKED_KEYS).set(figures.blocked_keys as f64);
+                metrics::gauge!(BLOCKED_EVENTS).set(figures.blocked_events as f64);
                 metrics::gauge!(DEAD_TUPLES).set(figures.dead_tuples as f64);
             }
             Err(error) => warn!(%error, "could not read the backlog"),

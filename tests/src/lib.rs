@@ -377,6 +377,7 @@ pub fn relay_config(db: &TestDb, broker: &TestBroker) -> RelayConfig {
     config.retry.cap = Duration::from_millis(500);
     config.lease = Duration::from_secs(20);
     config.confirm_timeout = Duration::from_secs(10);
+    config.publish_timeout = Duration::from_secs(2);
     config.gauge_interval = Duration::from_millis(500);
     config
 }

@@ -58,7 +58,14 @@ async fn sigkill_mid_batch_then_restart_delivers_everything() -> Result<()> {
     let broker = TestBroker::new(&["#"]).await?;
     let ids = emit_tickets(&db.pool, 20_000, 2_000).await?;
     let log = log_path("sigkill");
-    let lease = ["--lease", "3s", "--confirm-timeout", "2s"];
+    let lease = [
+        "--lease",
+        "4s",
+        "--confirm-timeout",
+        "1s",
+        "--publish-timeout",
+        "1s",
+    ];
     let mut relay = RelayProcess::start(&db, &broker, &lease, &log)?;
     wait_until(Duration::from_secs(30), "some deliveries", || async {
         Ok(count_status(&db.pool, "delivered").await? > 1_000)

@@ -17,15 +17,23 @@ pub enum ReplayableStatus {
     Dead,
     /// Events already delivered (to send again, e.g. for a consumer that lost data).
     Delivered,
+    /// Events an operator discarded (to undo the discard).
+    Discarded,
 }
 
 impl ReplayableStatus {
+    /// The stored status.
+    pub fn status(self) -> crate::store::Status {
+        match self {
+            ReplayableStatus::Dead => crate::store::Status::Dead,
+            ReplayableStatus::Delivered => crate::store::Status::Delivered,
+            ReplayableStatus::Discarded => crate::store::Status::Discarded,
+        }
+    }
+
     /// The value of `outbox_events.status`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReplayableStatus::Dead => "dead",
-            ReplayableStatus::Delivered => "delivered",
-        }
+        self.status().as_str()
     }
 }
 
@@ -42,9 +50,9 @@ pub enum FilterError {
     },
     /// A replay without any filter would resend everything.
     #[error(
-        "refusing to replay without a filter: name events with --id, --event-type, --category, --tenant, --ordering-key, --since or --until, or pass --all"
+        "refusing to {0} without a filter: name events with --id, --event-type, --category, --tenant, --ordering-key, --since or --until, or pass --all"
     )]
-    NoFilter,
+    NoFilter(&'static str),
 }
 
 /// The selection of events; unset fields match everything.
@@ -184,34 +192,6 @@ pub fn parse_time(
             flag,
             reason: format!("`{text}` is too long ago"),
         })
-}
-
-/// The `WHERE` clause of a filter, with parameters `$1`..`$8` bound by [`bind`]: the
-/// statement text never contains a value.
-pub(crate) const WHERE: &str = "status = $1
-   AND (cardinality($2::uuid[]) = 0 OR id = ANY($2::uuid[]))
-   AND ($3::text IS NULL OR event_type = $3)
-   AND ($4::text IS NULL OR category = $4)
-   AND ($5::uuid IS NULL OR tenant_id = $5)
-   AND ($6::text IS NULL OR ordering_key = $6)
-   AND ($7::timestamptz IS NULL OR created_at >= $7)
-   AND ($8::timestamptz IS NULL OR created_at < $8)";
-
-/// Binds `status` and the filter's values to a query using [`WHERE`].
-pub(crate) fn bind<'q, O>(
-    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    status: &'q str,
-    filter: &'q EventFilter,
-) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    query
-        .bind(status)
-        .bind(&filter.ids)
-        .bind(filter.event_type.as_deref())
-        .bind(filter.category.as_deref())
-        .bind(filter.tenant)
-        .bind(filter.ordering_key.as_deref())
-        .bind(filter.since)
-        .bind(filter.until)
 }
 
 #[cfg(test)]

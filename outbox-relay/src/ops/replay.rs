@@ -1,18 +1,24 @@
-//! `replay`: put dead or delivered events back to `pending` so the relay sends them again,
-//! with their original id (consumers' inboxes drop what they already applied).
+//! `replay` and `discard`: an operator's decisions about dead (or delivered) events.
+//!
+//! `replay` puts events back to `pending` so the relay sends them again with their original
+//! id (consumers' inboxes drop what they already applied); `discard` gives dead events up
+//! (`discarded`, terminal), which lets the later events of their keys flow. Both need a
+//! filter (or `--all`), show what they would do with `--dry-run`, and leave an audit record.
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use super::filter::{self, EventFilter, FilterError, ReplayableStatus};
+use super::filter::{EventFilter, FilterError, ReplayableStatus};
+use crate::store::Status;
+use crate::store::operator::{self, Action};
 
-/// What to replay.
+pub use crate::store::operator::SelectedEvent as ReplayedEvent;
+
+/// What to replay or discard.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayRequest {
-    /// Status the events are taken from.
+    /// Status the events are taken from (`discard` takes dead events only).
     pub status: ReplayableStatus,
     /// The selection.
     pub filter: EventFilter,
@@ -23,33 +29,15 @@ pub struct ReplayRequest {
     pub all: bool,
 }
 
-/// One event a replay touches (or would touch).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplayedEvent {
-    /// Event id (the message id it will carry again).
-    pub id: Uuid,
-    /// Event type.
-    pub event_type: String,
-    /// Tenant.
-    pub tenant_id: Option<Uuid>,
-    /// Ordering key.
-    pub ordering_key: Option<String>,
-    /// When it was written.
-    pub created_at: DateTime<Utc>,
-    /// Attempts so far (reset to 0 by the replay).
-    pub attempts: i32,
-    /// Last failure, if any.
-    pub last_error: Option<String>,
-}
-
-/// The result of a replay or a dry run.
+/// The result of a replay, a discard, or a dry run of either.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplayReport {
+    /// `replay` or `discard`.
+    pub action: Action,
     /// Whether nothing was changed.
     pub dry_run: bool,
-    /// How many events matched (and, unless a dry run, were replayed).
+    /// How many events matched (and, unless a dry run, were changed).
     pub count: usize,
     /// Up to 10 of them, oldest first.
     pub sample: Vec<ReplayedEvent>,
@@ -58,7 +46,7 @@ pub struct ReplayReport {
     pub audit_id: Option<i64>,
 }
 
-/// Why a replay did not happen.
+/// Why a replay or discard did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The filter was refused.
@@ -72,16 +60,40 @@ pub enum ReplayError {
 const SAMPLE: usize = 10;
 
 /// Replays (or, with `dry_run`, lists) the matching events, recording `actor` in the audit
-/// table. Matching rows are locked for the update, so a concurrent replay cannot double
-/// them; the events keep their `seq`, so they stay in order with their key's other events.
+/// table. The events keep their `seq`, so they stay in order with their key's other events.
 pub async fn replay(
     pool: &PgPool,
     request: &ReplayRequest,
     actor: &str,
     dry_run: bool,
 ) -> Result<ReplayReport, ReplayError> {
+    change(pool, Action::Replay, request, actor, dry_run).await
+}
+
+/// Discards (or, with `dry_run`, lists) the matching dead events, recording `actor` in the
+/// audit table; their keys' later events are published next.
+pub async fn discard(
+    pool: &PgPool,
+    request: &ReplayRequest,
+    actor: &str,
+    dry_run: bool,
+) -> Result<ReplayReport, ReplayError> {
+    change(pool, Action::Discard, request, actor, dry_run).await
+}
+
+async fn change(
+    pool: &PgPool,
+    action: Action,
+    request: &ReplayRequest,
+    actor: &str,
+    dry_run: bool,
+) -> Result<ReplayReport, ReplayError> {
+    let verb = match action {
+        Action::Replay => "replay",
+        Action::Discard => "discard",
+    };
     if request.filter.is_empty() && !request.all {
-        return Err(FilterError::NoFilter.into());
+        return Err(FilterError::NoFilter(verb).into());
     }
     request.filter.validate()?;
     if let Some(limit) = request.limit
@@ -93,62 +105,31 @@ pub async fn replay(
         }
         .into());
     }
-    let mut tx = pool.begin().await?;
-    let select = format!(
-        "SELECT id, event_type, tenant_id, ordering_key, created_at, attempts, last_error
-           FROM outbox_events
-          WHERE {}
-          ORDER BY seq
-          LIMIT $9
-          {}",
-        filter::WHERE,
-        if dry_run { "" } else { "FOR UPDATE" }
-    );
-    let matched: Vec<ReplayedEvent> = filter::bind(
-        sqlx::query_as(sqlx::AssertSqlSafe(select)),
-        request.status.as_str(),
-        &request.filter,
-    )
-    .bind(request.limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    let sample: Vec<ReplayedEvent> = matched.iter().take(SAMPLE).cloned().collect();
-    if dry_run || matched.is_empty() {
-        tx.rollback().await?;
-        return Ok(ReplayReport {
-            dry_run,
-            count: matched.len(),
-            sample,
-            audit_id: None,
-        });
-    }
-    let ids: Vec<Uuid> = matched.iter().map(|e| e.id).collect();
-    sqlx::query(
-        "UPDATE outbox_events
-            SET status = 'pending', attempts = 0, available_at = now(), last_error = NULL,
-                delivered_at = NULL, locked_by = NULL, locked_until = NULL
-          WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .execute(&mut *tx)
-    .await?;
+    let from = match action {
+        Action::Replay => request.status.status(),
+        Action::Discard => Status::Dead,
+    };
     let audit = serde_json::to_value(request).unwrap_or_default();
-    let audit_id: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox_replay_audit (actor, filter, event_count, event_ids)
-         VALUES ($1, $2, $3, $4) RETURNING id",
-    )
-    .bind(actor)
-    .bind(audit)
-    .bind(i32::try_from(ids.len()).unwrap_or(i32::MAX))
-    .bind(&ids)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    tracing::info!(actor, audit_id, count = ids.len(), filter = %serde_json::to_string(request).unwrap_or_default(), "replayed events");
-    Ok(ReplayReport {
+    let applied = operator::apply(
+        pool,
+        action,
+        from,
+        &request.filter,
+        request.limit,
+        actor,
+        &audit,
         dry_run,
-        count: ids.len(),
-        sample,
-        audit_id: Some(audit_id),
+    )
+    .await?;
+    let count = applied.events.len();
+    if let Some(audit_id) = applied.audit_id {
+        tracing::info!(actor, audit_id, count, action = verb, filter = %audit, "operator change applied");
+    }
+    Ok(ReplayReport {
+        action,
+        dry_run,
+        count,
+        sample: applied.events.into_iter().take(SAMPLE).collect(),
+        audit_id: applied.audit_id,
     })
 }

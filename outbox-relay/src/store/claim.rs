@@ -1,0 +1,281 @@
+//! Claiming: lease a batch of events that may be published now, under a fresh token.
+//!
+//! A claim, under the exclusive claim lock:
+//! 1. reaps expired leases (a crashed relay's rows become claimable again);
+//! 2. unparks the heads of keys a settle left for re-checking;
+//! 3. scans the *ready* index — unparked, unleased, due pending rows: the heads of keys and
+//!    unkeyed events — and confirms each is its key's head (no earlier undelivered event);
+//!    a row that is not (an event replayed behind it, say) is parked;
+//! 4. extends each head with the run of due, unleased events behind it (through the key
+//!    index, parked or not), so a hot key moves a batch at a time, not an event;
+//! 5. leases the chosen rows: `claim_token`, `locked_by`, `locked_until` from the clock
+//!    *after* the lock wait.
+//!
+//! Nothing here reads rows behind a blocked head, so its cost follows the batch size, not
+//! the backlog. Row content is decoded row by row: a row that cannot be decoded is returned
+//! in [`Claim::undecodable`] (to be marked dead), never fails the claim.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{ClaimLock, begin_locked, unpark_heads};
+
+/// One claimed row, with everything needed to publish it.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    /// Event id (the AMQP `message_id`).
+    pub id: Uuid,
+    /// Insertion order (commit order within an ordering key).
+    pub seq: i64,
+    /// Tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Catalog event type.
+    pub event_type: String,
+    /// Payload schema ref.
+    pub schema_ref: String,
+    /// Catalog category display name.
+    pub category: String,
+    /// Ordering key (events sharing one are published in seq order).
+    pub ordering_key: Option<String>,
+    /// The payload as JSON text, exactly as stored (never re-parsed by the relay).
+    pub payload: String,
+    /// Extra headers (`traceparent`, ...), a JSON object.
+    pub headers: serde_json::Value,
+    /// Dedupe key.
+    pub dedupe_key: String,
+    /// When the business fact happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When the row was written (for end-to-end lag).
+    pub created_at: DateTime<Utc>,
+    /// Publish attempts so far.
+    pub attempts: i32,
+}
+
+/// A leased batch.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// This claim's token: only a settle presenting it changes these rows.
+    pub token: Uuid,
+    /// The leased events in seq order.
+    pub events: Vec<ClaimedEvent>,
+    /// Leased rows whose content cannot be read (id, why): settle them as permanent failures.
+    pub undecodable: Vec<(Uuid, String)>,
+}
+
+impl Claim {
+    /// Whether nothing was leased.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.undecodable.is_empty()
+    }
+
+    /// Rows leased.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.undecodable.len()
+    }
+}
+
+/// A ready row as scanned, with the seq of the undelivered event before it in its key.
+struct Candidate {
+    id: Uuid,
+    seq: i64,
+    ordering_key: Option<String>,
+    predecessor: Option<i64>,
+}
+
+/// Claims up to `limit` events for `relay_id`, leased for `lease`.
+pub async fn claim(
+    pool: &PgPool,
+    relay_id: &str,
+    limit: u32,
+    lease: Duration,
+) -> Result<Claim, sqlx::Error> {
+    let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
+
+    // 1. Reap expired leases; learn whether any key waits for a re-check.
+    let (_reaped, recheck): (i64, bool) = sqlx::query_as(
+        "WITH reaped AS (
+             UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
+              WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp()
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+
+    // 2. Keys whose head a settle could not unpark while a writer held them.
+    if recheck {
+        let free: Vec<String> = sqlx::query_scalar(
+            "SELECT k.ordering_key
+               FROM outbox_key_recheck r JOIN outbox_key_locks k USING (ordering_key)
+              ORDER BY k.ordering_key
+              LIMIT 1000
+                FOR UPDATE OF k SKIP LOCKED",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        unpark_heads(&mut tx, &free).await?;
+        sqlx::query("DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])")
+            .bind(&free)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    // 3. Ready rows, each with its key's previous undelivered event (none for a head).
+    let candidates: Vec<Candidate> = sqlx::query(
+        "SELECT r.id, r.seq, r.ordering_key,
+                (SELECT b.seq FROM outbox_events b
+                  WHERE b.ordering_key = r.ordering_key AND b.seq < r.seq
+                    AND b.status IN ('pending', 'dead')
+                  ORDER BY b.seq DESC LIMIT 1) AS predecessor
+           FROM (SELECT id, seq, ordering_key FROM outbox_events
+                  WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
+                    AND available_at <= statement_timestamp()
+                  ORDER BY available_at, seq
+                  LIMIT $1) AS r",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .try_map(|row: PgRow| {
+        Ok(Candidate {
+            id: row.try_get("id")?,
+            seq: row.try_get("seq")?,
+            ordering_key: row.try_get("ordering_key")?,
+            predecessor: row.try_get("predecessor")?,
+        })
+    })
+    .fetch_all(&mut *tx)
+    .await?;
+    let (heads, behind): (Vec<Candidate>, Vec<Candidate>) = candidates
+        .into_iter()
+        .partition(|c| c.predecessor.is_none());
+    let to_park: Vec<Uuid> = behind.iter().map(|c| c.id).collect();
+
+    // 4. The run behind each keyed head, sharing what the heads leave of the batch.
+    let mut chosen: Vec<Uuid> = heads.iter().map(|c| c.id).collect();
+    let keyed: Vec<&Candidate> = heads.iter().filter(|c| c.ordering_key.is_some()).collect();
+    let room = limit.saturating_sub(chosen.len());
+    if room > 0 && !keyed.is_empty() {
+        let share = i32::try_from(room.div_ceil(keyed.len())).unwrap_or(i32::MAX);
+        chosen.extend(
+            runs_behind(&mut tx, &keyed, share)
+                .await?
+                .into_iter()
+                .take(room),
+        );
+    }
+
+    // 5. Lease the chosen rows and park the rows found behind another event.
+    let token = Uuid::now_v7();
+    let rows: Vec<PgRow> = sqlx::query(
+        "WITH parked AS (
+             UPDATE outbox_events SET parked = true
+              WHERE id = ANY($5::uuid[]) AND status = 'pending' AND claim_token IS NULL
+             RETURNING 1)
+         UPDATE outbox_events o
+            SET claim_token = $2, locked_by = $3,
+                locked_until = clock_timestamp() + make_interval(secs => $4)
+          WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending' AND o.claim_token IS NULL
+         RETURNING o.id, o.seq, o.tenant_id, o.event_type, o.schema_ref, o.category,
+                   o.ordering_key, o.payload::text AS payload, o.headers::text AS headers,
+                   o.dedupe_key, o.occurred_at, o.created_at, o.attempts",
+    )
+    .bind(&chosen)
+    .bind(token)
+    .bind(relay_id)
+    .bind(lease.as_secs_f64())
+    .bind(&to_park)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let mut events = Vec::with_capacity(rows.len());
+    let mut undecodable = Vec::new();
+    for row in &rows {
+        match decode(row) {
+            Ok(event) => events.push(event),
+            Err(error) => {
+                let id: Uuid = row.try_get("id")?;
+                undecodable.push((id, format!("cannot read the stored row: {error}")));
+            }
+        }
+    }
+    events.sort_by_key(|e| e.seq);
+    Ok(Claim {
+        token,
+        events,
+        undecodable,
+    })
+}
+
+/// Follows each head's key in seq order and returns the ids of the run behind it: the
+/// consecutive undelivered events that are pending, due and unleased, at most `share` per
+/// key, heads in the order given.
+async fn runs_behind(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    heads: &[&Candidate],
+    share: i32,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let keys: Vec<&str> = heads
+        .iter()
+        .filter_map(|c| c.ordering_key.as_deref())
+        .collect();
+    let seqs: Vec<i64> = heads.iter().map(|c| c.seq).collect();
+    let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(
+        "SELECT h.key, x.id,
+                x.status = 'pending' AND x.claim_token IS NULL
+                    AND x.available_at <= statement_timestamp() AS ready
+           FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(key, seq, n)
+           CROSS JOIN LATERAL (
+                SELECT e.id, e.seq, e.status, e.claim_token, e.available_at
+                  FROM outbox_events e
+                 WHERE e.ordering_key = h.key AND e.seq > h.seq
+                   AND e.status IN ('pending', 'dead')
+                 ORDER BY e.seq
+                 LIMIT $3) AS x
+          ORDER BY h.n, x.seq",
+    )
+    .bind(&keys)
+    .bind(&seqs)
+    .bind(share)
+    .fetch_all(&mut **tx)
+    .await?;
+    // Rows arrive grouped by key in seq order; a run ends at its first row that is not ready.
+    let mut stopped: HashMap<String, bool> = HashMap::new();
+    let mut run = Vec::new();
+    for (key, id, ready) in rows {
+        let stop = stopped.entry(key).or_insert(false);
+        if *stop || !ready {
+            *stop = true;
+            continue;
+        }
+        run.push(id);
+    }
+    Ok(run)
+}
+
+/// Reads one claimed row; any column that cannot be decoded makes the row unpublishable.
+fn decode(row: &PgRow) -> Result<ClaimedEvent, sqlx::Error> {
+    let headers_text: String = row.try_get("headers")?;
+    let headers = serde_json::from_str(&headers_text)
+        .map_err(|e| sqlx::Error::Decode(format!("headers are not readable JSON ({e})").into()))?;
+    Ok(ClaimedEvent {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        tenant_id: row.try_get("tenant_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_ref: row.try_get("schema_ref")?,
+        category: row.try_get("category")?,
+        ordering_key: row.try_get("ordering_key")?,
+        payload: row.try_get("payload")?,
+        headers,
+        dedupe_key: row.try_get("dedupe_key")?,
+        occurred_at: row.try_get("occurred_at")?,
+        created_at: row.try_get("created_at")?,
+        attempts: row.try_get("attempts")?,
+    })
+}

@@ -1,0 +1,174 @@
+//! Operators' changes: replay (dead, delivered or discarded → `pending`) and discard
+//! (dead → `discarded`), each on the events an [`EventFilter`] selects, with an audit record.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{ClaimLock, Status, begin_locked, heads_moved};
+use crate::ops::EventFilter;
+
+/// What an operator does to the selected events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Back to `pending` with attempts reset, keeping id and seq: published again, in order
+    /// with the rest of its key.
+    Replay,
+    /// `dead` → `discarded`: never published; its key's later events flow on.
+    Discard,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Replay => "replay",
+            Action::Discard => "discard",
+        }
+    }
+}
+
+/// One event an operator command touches (or would touch).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedEvent {
+    /// Event id (the message id it carries).
+    pub id: Uuid,
+    /// Event type.
+    pub event_type: String,
+    /// Tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Ordering key.
+    pub ordering_key: Option<String>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// The result of an operator change or its dry run.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Every matching event, oldest first.
+    pub events: Vec<SelectedEvent>,
+    /// The audit record written (none for a dry run or when nothing matched).
+    pub audit_id: Option<i64>,
+}
+
+/// The `WHERE` clause of a filter, with parameters `$1`..`$8`: the statement text never
+/// contains a value.
+const WHERE: &str = "status = $1
+   AND (cardinality($2::uuid[]) = 0 OR id = ANY($2::uuid[]))
+   AND ($3::text IS NULL OR event_type = $3)
+   AND ($4::text IS NULL OR category = $4)
+   AND ($5::uuid IS NULL OR tenant_id = $5)
+   AND ($6::text IS NULL OR ordering_key = $6)
+   AND ($7::timestamptz IS NULL OR created_at >= $7)
+   AND ($8::timestamptz IS NULL OR created_at < $8)";
+
+/// Applies `action` to the events with status `from` that `filter` selects (at most
+/// `limit`, oldest first), recording `actor` and `audit` in `outbox_replay_audit`; with
+/// `dry_run`, only lists them. Matching rows are locked, so concurrent commands cannot
+/// double an event.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    pool: &PgPool,
+    action: Action,
+    from: Status,
+    filter: &EventFilter,
+    limit: Option<i64>,
+    actor: &str,
+    audit: &serde_json::Value,
+    dry_run: bool,
+) -> Result<Applied, sqlx::Error> {
+    let mut tx = begin_locked(pool, ClaimLock::Shared).await?;
+    let select = format!(
+        "SELECT id, event_type, tenant_id, ordering_key, created_at, attempts, last_error
+           FROM outbox_events
+          WHERE {WHERE}
+          ORDER BY seq
+          LIMIT $9
+          {}",
+        if dry_run { "" } else { "FOR UPDATE" }
+    );
+    let events: Vec<SelectedEvent> = sqlx::query_as(sqlx::AssertSqlSafe(select))
+        .bind(from.as_str())
+        .bind(&filter.ids)
+        .bind(filter.event_type.as_deref())
+        .bind(filter.category.as_deref())
+        .bind(filter.tenant)
+        .bind(filter.ordering_key.as_deref())
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    if dry_run || events.is_empty() {
+        tx.rollback().await?;
+        return Ok(Applied {
+            events,
+            audit_id: None,
+        });
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    match action {
+        Action::Replay => {
+            sqlx::query(
+                "UPDATE outbox_events
+                    SET status = 'pending', attempts = 0, available_at = now(), last_error = NULL,
+                        delivered_at = NULL, parked = false, claim_token = NULL,
+                        locked_by = NULL, locked_until = NULL
+                  WHERE id = ANY($1)",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Action::Discard => {
+            sqlx::query(
+                "UPDATE outbox_events
+                    SET status = 'discarded', parked = false,
+                        last_error = left('discarded by ' || $2 || '; last error: ' || COALESCE(last_error, 'none'), 2000)
+                  WHERE id = ANY($1) AND status = 'dead'",
+            )
+            .bind(&ids)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+            let mut keys: Vec<String> = events
+                .iter()
+                .filter_map(|e| e.ordering_key.clone())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            heads_moved(&mut tx, &keys).await?;
+        }
+    }
+    let audit_id: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox_replay_audit (actor, action, filter, event_count, event_ids)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(actor)
+    .bind(action.as_str())
+    .bind(audit)
+    .bind(i32::try_from(ids.len()).unwrap_or(i32::MAX))
+    .bind(&ids)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Applied {
+        events,
+        audit_id: Some(audit_id),
+    })
+}
+
+/// One event's full row as a JSON object, or `None` when there is no such event.
+pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar("SELECT to_jsonb(e) FROM outbox_events e WHERE e.id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}

@@ -1,0 +1,162 @@
+//! Settling: record what happened to each event of a claim, in one statement per chunk.
+//!
+//! Only rows still held under the claim's token change: a claim whose lease expired and was
+//! reaped (or taken over by another relay) settles nothing, and its rows go out again from
+//! their new owner — at least once, never lost, never out of order. Settles hold the claim
+//! lock in shared mode, so a claim never reads a half-settled key.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{ClaimLock, Status, begin_locked, heads_moved};
+
+/// What happened to one claimed event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The broker confirmed it (routed and stored).
+    Delivered,
+    /// The attempt failed and may succeed later: retry after `retry_in`, or `dead` once the
+    /// attempt limit is reached.
+    Failed {
+        /// Why (nack, unroutable, timeout, connection lost).
+        error: String,
+        /// Backoff before the next attempt.
+        retry_in: Duration,
+    },
+    /// The event can never be published as stored (too large, unreadable, ...): `dead` now.
+    Rejected {
+        /// Why.
+        error: String,
+    },
+    /// Not published (an earlier event of its key failed, the lease ran short, or shutdown):
+    /// unleased untouched.
+    Released,
+}
+
+impl Outcome {
+    fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+/// Counts of a settled claim.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Rows now `delivered`.
+    pub delivered: u64,
+    /// Rows that failed and will be retried.
+    pub retrying: u64,
+    /// Rows now `dead` (attempt limit reached, or rejected).
+    pub dead: u64,
+    /// Rows released unpublished.
+    pub released: u64,
+    /// Rows not changed: the claim no longer holds them (its lease was reaped).
+    pub lost: u64,
+}
+
+/// Outcomes recorded per statement: a whole default batch in one, while the per-row array
+/// look-up stays cheap for the largest batches.
+const CHUNK: usize = 1000;
+
+/// Records the outcomes of the claim `token`, all in one transaction.
+pub async fn settle(
+    pool: &PgPool,
+    token: Uuid,
+    max_attempts: u32,
+    outcomes: &[(Uuid, Outcome)],
+) -> Result<Settled, sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(Settled::default());
+    }
+    let mut tx = begin_locked(pool, ClaimLock::Shared).await?;
+    let mut total = Settled::default();
+    let mut moved = BTreeSet::new();
+    for chunk in outcomes.chunks(CHUNK) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut kinds = Vec::with_capacity(chunk.len());
+        let mut errors: Vec<Option<&str>> = Vec::with_capacity(chunk.len());
+        let mut delays = Vec::with_capacity(chunk.len());
+        for (id, outcome) in chunk {
+            ids.push(*id);
+            kinds.push(outcome.kind());
+            match outcome {
+                Outcome::Failed { error, retry_in } => {
+                    errors.push(Some(error));
+                    delays.push(retry_in.as_secs_f64());
+                }
+                Outcome::Rejected { error } => {
+                    errors.push(Some(error));
+                    delays.push(0.0);
+                }
+                Outcome::Delivered | Outcome::Released => {
+                    errors.push(None);
+                    delays.push(0.0);
+                }
+            }
+        }
+        // Each row finds its outcome by its position in the id array (a join on `unnest`
+        // lets the planner rescan the array per row).
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "UPDATE outbox_events o
+                SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                        WHEN 'delivered' THEN 'delivered'
+                        WHEN 'rejected' THEN 'dead'
+                        WHEN 'failed' THEN CASE WHEN o.attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END
+                        ELSE o.status END,
+                    attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                        WHEN 'released' THEN o.attempts ELSE o.attempts + 1 END,
+                    delivered_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                        WHEN 'delivered' THEN clock_timestamp() ELSE o.delivered_at END,
+                    last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                        WHEN 'delivered' THEN NULL
+                        WHEN 'released' THEN o.last_error
+                        ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
+                    available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                        WHEN 'failed' THEN clock_timestamp() + make_interval(secs => ($4::float8[])[array_position($1::uuid[], o.id)])
+                        ELSE o.available_at END,
+                    claim_token = NULL,
+                    locked_by = NULL,
+                    locked_until = NULL
+              WHERE o.id = ANY($1::uuid[])
+                AND o.claim_token = $6
+                AND o.status = 'pending'
+             RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status, o.ordering_key",
+        )
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&errors)
+        .bind(&delays)
+        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+        .bind(token)
+        .fetch_all(&mut *tx)
+        .await?;
+        total.lost += (chunk.len() - rows.len()) as u64;
+        for (kind, status, key) in rows {
+            let status = Status::parse(&status);
+            match (kind.as_str(), status) {
+                ("delivered", _) => total.delivered += 1,
+                ("released", _) => total.released += 1,
+                (_, Some(Status::Dead)) => total.dead += 1,
+                _ => total.retrying += 1,
+            }
+            // A delivered event moves its key's head to the next undelivered event.
+            if status == Some(Status::Delivered)
+                && let Some(key) = key
+            {
+                moved.insert(key);
+            }
+        }
+    }
+    let moved: Vec<String> = moved.into_iter().collect();
+    heads_moved(&mut tx, &moved).await?;
+    tx.commit().await?;
+    Ok(total)
+}

@@ -1,0 +1,225 @@
+//! Read-only figures: the `status` report, the blocked keys, and the `/metrics` gauges.
+//!
+//! The gauges run on every relay every few seconds, so each stays cheap at a million rows:
+//! counts are exact up to [`EXACT_UP_TO`] (an index-only scan with a limit) and planner
+//! estimates beyond, and nothing scans the table.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Counts below this are exact; above it the gauges report the planner's estimate.
+pub const EXACT_UP_TO: i64 = 10_000;
+
+/// Counts of one event type.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeCounts {
+    /// Event type.
+    pub event_type: String,
+    /// Pending.
+    pub pending: i64,
+    /// Delivered.
+    pub delivered: i64,
+    /// Dead.
+    pub dead: i64,
+    /// Discarded.
+    pub discarded: i64,
+}
+
+/// A key whose head cannot go out now, so every later event of the key waits.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedKey {
+    /// The ordering key.
+    pub ordering_key: String,
+    /// The head event (its first undelivered event).
+    pub head_id: Uuid,
+    /// The head's event type.
+    pub event_type: String,
+    /// `dead` (until an operator replays or discards it) or `retrying` (backing off).
+    pub status: String,
+    /// Publish attempts of the head.
+    pub attempts: i32,
+    /// Why the head's last attempt failed.
+    pub last_error: Option<String>,
+    /// When a retrying head is tried again.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Undelivered events behind the head.
+    pub waiting: i64,
+}
+
+/// The outbox at a glance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// Pending events (the backlog), including those waiting for a retry.
+    pub pending: i64,
+    /// Pending events currently leased by a relay.
+    pub in_flight: i64,
+    /// Pending events that failed at least once and wait for a retry.
+    pub retrying: i64,
+    /// Delivered events still kept.
+    pub delivered: i64,
+    /// Dead events.
+    pub dead: i64,
+    /// Discarded events still kept.
+    pub discarded: i64,
+    /// Seconds since the oldest pending event was written (0 when none).
+    pub oldest_pending_age_seconds: f64,
+    /// When the last event was delivered.
+    pub last_delivered_at: Option<DateTime<Utc>>,
+    /// The busiest event types by total count.
+    pub by_event_type: Vec<TypeCounts>,
+    /// Keys whose head is dead or retrying, oldest first.
+    pub blocked_keys: Vec<BlockedKey>,
+}
+
+/// Reads the status; `top` bounds the per-type and blocked-key lists.
+pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error> {
+    let (pending, in_flight, retrying, delivered, dead, discarded, oldest_pending_age_seconds, last_delivered_at): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        f64,
+        Option<DateTime<Utc>>,
+    ) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'),
+                count(*) FILTER (WHERE status = 'pending' AND claim_token IS NOT NULL),
+                count(*) FILTER (WHERE status = 'pending' AND attempts > 0),
+                count(*) FILTER (WHERE status = 'delivered'),
+                count(*) FILTER (WHERE status = 'dead'),
+                count(*) FILTER (WHERE status = 'discarded'),
+                COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8, 0),
+                max(delivered_at)
+           FROM outbox_events",
+    )
+    .fetch_one(pool)
+    .await?;
+    let by_event_type: Vec<TypeCounts> = sqlx::query_as(
+        "SELECT event_type,
+                count(*) FILTER (WHERE status = 'pending') AS pending,
+                count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                count(*) FILTER (WHERE status = 'dead') AS dead,
+                count(*) FILTER (WHERE status = 'discarded') AS discarded
+           FROM outbox_events
+          GROUP BY event_type
+          ORDER BY count(*) DESC, event_type
+          LIMIT $1",
+    )
+    .bind(top)
+    .fetch_all(pool)
+    .await?;
+    let blocked_keys = blocked_keys(pool, top, true).await?;
+    Ok(StatusReport {
+        pending,
+        in_flight,
+        retrying,
+        delivered,
+        dead,
+        discarded,
+        oldest_pending_age_seconds,
+        last_delivered_at,
+        by_event_type,
+        blocked_keys,
+    })
+}
+
+/// Keys whose head is dead (or, with `retrying`, backing off), oldest head first, at most
+/// `limit`. `waiting` is exact up to [`EXACT_UP_TO`], estimated beyond.
+pub async fn blocked_keys(
+    pool: &PgPool,
+    limit: i64,
+    retrying: bool,
+) -> Result<Vec<BlockedKey>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH heads AS (
+             (SELECT d.id, d.seq FROM outbox_events d
+               WHERE d.status = 'dead' AND d.ordering_key IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM outbox_events b
+                                  WHERE b.ordering_key = d.ordering_key AND b.seq < d.seq
+                                    AND b.status IN ('pending', 'dead'))
+               ORDER BY d.seq LIMIT $1)
+             UNION ALL
+             (SELECT r.id, r.seq FROM outbox_events r
+               WHERE $2 AND r.status = 'pending' AND NOT r.parked AND r.claim_token IS NULL
+                 AND r.available_at > now() AND r.attempts > 0 AND r.ordering_key IS NOT NULL
+               ORDER BY r.available_at LIMIT $1))
+         SELECT e.ordering_key, e.id AS head_id, e.event_type,
+                CASE WHEN e.status = 'dead' THEN 'dead' ELSE 'retrying' END AS status,
+                e.attempts, e.last_error,
+                CASE WHEN e.status = 'pending' THEN e.available_at END AS retry_at,
+                CASE WHEN w.n > $3 THEN GREATEST(outbox_estimate_behind(e.ordering_key, e.seq), w.n)
+                     ELSE w.n END AS waiting
+           FROM heads h
+           JOIN outbox_events e ON e.id = h.id
+           CROSS JOIN LATERAL (
+                SELECT count(*) AS n FROM (
+                    SELECT 1 FROM outbox_events x
+                     WHERE x.ordering_key = e.ordering_key AND x.seq > e.seq
+                       AND x.status IN ('pending', 'dead')
+                     LIMIT $3 + 1) AS capped) AS w
+          ORDER BY e.seq
+          LIMIT $1",
+    )
+    .bind(limit)
+    .bind(retrying)
+    .bind(EXACT_UP_TO)
+    .fetch_all(pool)
+    .await
+}
+
+/// The figures behind the `/metrics` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Gauges {
+    /// Pending rows (exact up to [`EXACT_UP_TO`], estimated beyond).
+    pub pending: i64,
+    /// Leased rows.
+    pub in_flight: i64,
+    /// Seconds since the oldest pending row was written (0 when none).
+    pub oldest_pending_age: f64,
+    /// Dead rows (exact up to [`EXACT_UP_TO`]).
+    pub dead: i64,
+    /// Keys whose head is dead (exact up to 1,000).
+    pub blocked_keys: i64,
+    /// Undelivered events behind those heads.
+    pub blocked_events: i64,
+    /// Dead tuples reported by the statistics collector.
+    pub dead_tuples: i64,
+}
+
+/// Reads the gauges (each part an index scan bounded by a limit, or an estimate).
+pub async fn gauges(pool: &PgPool) -> Result<Gauges, sqlx::Error> {
+    let (pending, in_flight, oldest_pending_age, dead, dead_tuples): (i64, i64, f64, i64, i64) =
+        sqlx::query_as(
+            "SELECT (SELECT CASE WHEN n > $1 THEN GREATEST(outbox_estimate_pending(), n) ELSE n END
+                       FROM (SELECT count(*) AS n FROM (SELECT 1 FROM outbox_events
+                              WHERE status = 'pending' LIMIT $1 + 1) AS p) AS c),
+                    (SELECT count(*) FROM (SELECT 1 FROM outbox_events
+                              WHERE claim_token IS NOT NULL LIMIT $1) AS l),
+                    COALESCE((SELECT extract(epoch FROM now() - created_at)::float8
+                                FROM outbox_events WHERE status = 'pending'
+                               ORDER BY seq LIMIT 1), 0),
+                    (SELECT count(*) FROM (SELECT 1 FROM outbox_events
+                              WHERE status = 'dead' LIMIT $1) AS d),
+                    COALESCE((SELECT n_dead_tup FROM pg_stat_user_tables
+                               WHERE relid = 'outbox_events'::regclass), 0)",
+        )
+        .bind(EXACT_UP_TO)
+        .fetch_one(pool)
+        .await?;
+    let blocked = blocked_keys(pool, 1_000, false).await?;
+    Ok(Gauges {
+        pending,
+        in_flight,
+        oldest_pending_age,
+        dead,
+        blocked_keys: blocked.len() as i64,
+        blocked_events: blocked.iter().map(|k| k.waiting).sum(),
+        dead_tuples,
+    })
+}
