@@ -190,7 +190,7 @@ ALTER TABLE outbox_replay_audit ADD COLUMN IF NOT EXISTS action text NOT NULL DE
 -- Planner estimates for the metrics gauges, where an exact count would read every row
 -- (a million pending rows take far longer to count than a scrape should).
 CREATE OR REPLACE FUNCTION outbox_estimate_pending() RETURNS bigint
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE plan jsonb;
 BEGIN
     EXECUTE 'EXPLAIN (FORMAT JSON) SELECT 1 FROM outbox_events WHERE status = ''pending''' INTO plan;
@@ -199,7 +199,7 @@ END;
 $$;
 
 CREATE OR REPLACE FUNCTION outbox_estimate_behind(key text, head_seq bigint) RETURNS bigint
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 DECLARE plan jsonb;
 BEGIN
     EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM outbox_events WHERE ordering_key = %L AND seq > %s AND status IN (''pending'', ''dead'')', key, head_seq)

@@ -9,6 +9,9 @@ use uuid::Uuid;
 use crate::trace::{self, is_valid_traceparent};
 use crate::{EmitError, EmitOptions};
 
+/// The longest ordering key and dedupe key, in bytes (the insert trigger enforces the same).
+pub const MAX_KEY_BYTES: usize = 512;
+
 /// An event ready to be written: validated payload plus its outbox metadata.
 ///
 /// Build one with [`NewEvent::new`] (typed) or [`NewEvent::untyped`] (validated against the
@@ -171,6 +174,7 @@ pub async fn emit_batch(
     for event in events {
         columns.push(event)?;
     }
+    lock_keys_in_order(conn, &columns.ordering_keys).await?;
     let inserted: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
         "INSERT INTO outbox_events
              (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
@@ -204,6 +208,30 @@ pub async fn emit_batch(
     resolve_duplicates(conn, &columns, inserted).await
 }
 
+/// Takes the per-key locks of a batch that spans several ordering keys in sorted order,
+/// before the insert takes them in event order: two batches over the same keys then queue
+/// instead of deadlocking. (The insert trigger takes each key's lock again, at no cost.)
+async fn lock_keys_in_order(
+    conn: &mut PgConnection,
+    keys: &[Option<String>],
+) -> Result<(), EmitError> {
+    let mut distinct: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 2 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox_key_locks AS l (ordering_key)
+         SELECT k FROM unnest($1::text[]) AS k ORDER BY k
+         ON CONFLICT (ordering_key) DO UPDATE SET ordering_key = l.ordering_key WHERE false",
+    )
+    .bind(&distinct)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Maps every input row to the id stored under its (tenant, dedupe key): the row just
 /// inserted, or the one stored before (a second round trip, only when duplicates occurred).
 async fn resolve_duplicates(
@@ -225,12 +253,19 @@ async fn resolve_duplicates(
             .iter()
             .map(|&i| columns.dedupe_keys[i].clone())
             .collect();
+        // Two arms, so each probe is an equality (or IS NULL) on the unique index
+        // `(tenant_id, dedupe_key)`; `IS NOT DISTINCT FROM` would scan the table.
         let existing: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
             "SELECT e.id, e.tenant_id, e.dedupe_key
                FROM unnest($1::uuid[], $2::text[]) AS wanted(tenant_id, dedupe_key)
                JOIN outbox_events e
-                 ON e.dedupe_key = wanted.dedupe_key
-                AND e.tenant_id IS NOT DISTINCT FROM wanted.tenant_id",
+                 ON e.tenant_id = wanted.tenant_id AND e.dedupe_key = wanted.dedupe_key
+             UNION ALL
+             SELECT e.id, e.tenant_id, e.dedupe_key
+               FROM unnest($1::uuid[], $2::text[]) AS wanted(tenant_id, dedupe_key)
+               JOIN outbox_events e
+                 ON e.tenant_id IS NULL AND e.dedupe_key = wanted.dedupe_key
+              WHERE wanted.tenant_id IS NULL",
         )
         .bind(&tenants)
         .bind(&keys)
@@ -287,15 +322,40 @@ impl Columns {
     }
 
     fn push(&mut self, event: &NewEvent) -> Result<(), EmitError> {
-        self.headers.push(event.headers()?);
+        let ordering_key = event.ordering_key();
+        let dedupe_key = event.dedupe_key();
+        for (what, value) in [
+            ("ordering key", ordering_key.as_deref()),
+            ("dedupe key", Some(dedupe_key.as_str())),
+        ] {
+            if let Some(value) = value
+                && value.len() > MAX_KEY_BYTES
+            {
+                return Err(EmitError::InvalidOption(format!(
+                    "the {what} is {} bytes, over the {MAX_KEY_BYTES} allowed",
+                    value.len()
+                )));
+            }
+        }
+        let headers = event.headers()?;
+        if let Some(name) = headers
+            .as_object()
+            .and_then(|h| h.keys().find(|k| k.is_empty() || k.len() > 255))
+        {
+            return Err(EmitError::InvalidOption(format!(
+                "header name `{}…` is empty or over 255 bytes (AMQP short string)",
+                name.chars().take(40).collect::<String>()
+            )));
+        }
+        self.headers.push(headers);
         self.ids.push(event.id);
         self.tenant_ids.push(event.tenant_id);
         self.event_types.push(event.event_type.clone());
         self.schema_refs.push(event.schema_ref.clone());
         self.categories.push(event.category.clone());
-        self.ordering_keys.push(event.ordering_key());
+        self.ordering_keys.push(ordering_key);
         self.payloads.push(event.payload.clone());
-        self.dedupe_keys.push(event.dedupe_key());
+        self.dedupe_keys.push(dedupe_key);
         self.occurred_at.push(event.options.occurred_at);
         self.available_at.push(event.options.available_at);
         Ok(())

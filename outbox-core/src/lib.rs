@@ -20,7 +20,7 @@ mod migrate;
 mod options;
 pub mod trace;
 
-pub use emit::{NewEvent, emit, emit_batch, emit_untyped, emit_with};
+pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};
 pub use error::EmitError;
 pub use inbox::InboxOutcome;
 pub use migrate::{MIGRATOR, MigrateError, migrate, sync_catalog};

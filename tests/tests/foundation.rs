@@ -447,3 +447,90 @@ async fn migrating_twice_is_a_no_op() -> Result<()> {
     assert_eq!(first.1.len(), catalog_types::registry().len());
     db.cleanup().await
 }
+
+#[tokio::test]
+async fn oversized_keys_and_header_names_are_refused_before_any_sql() -> Result<()> {
+    let db = TestDb::new().await?;
+    business_table(&db).await?;
+    let mut tx = db.pool.begin().await?;
+    let long_key = "k".repeat(outbox_core::MAX_KEY_BYTES + 1);
+    let refused = [
+        outbox_core::emit_with(
+            &mut tx,
+            &ticket(Uuid::now_v7()),
+            EmitOptions::default().ordering_key(long_key.clone()),
+        )
+        .await,
+        outbox_core::emit_with(
+            &mut tx,
+            &ticket(Uuid::now_v7()),
+            EmitOptions::default().dedupe_key(long_key.clone()),
+        )
+        .await,
+        outbox_core::emit_with(
+            &mut tx,
+            &ticket(Uuid::now_v7()),
+            EmitOptions::default().header("h".repeat(256), "v"),
+        )
+        .await,
+    ];
+    for result in refused {
+        let error = result.expect_err("refused");
+        assert!(matches!(error, EmitError::InvalidOption(_)), "{error}");
+        assert!(error.to_string().contains("bytes"), "{error}");
+    }
+    // Nothing reached the database: the transaction still commits its own work.
+    let id = write_ticket_and_event(&mut tx, &ticket(Uuid::now_v7())).await?;
+    tx.commit().await?;
+    assert_eq!(db.count_events().await?, 1);
+    assert_eq!(count_tickets(&db).await?, 1);
+    let _ = id;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_over_the_same_keys_in_opposite_orders_queue_instead_of_deadlocking() -> Result<()>
+{
+    let db = TestDb::new().await?;
+    let keys: Vec<String> = (0..20).map(|i| format!("ticket:{i:02}")).collect();
+    let batch = |reversed: bool| {
+        let mut keys = keys.clone();
+        if reversed {
+            keys.reverse();
+        }
+        keys.into_iter()
+            .map(|key| {
+                NewEvent::new(&ticket(Uuid::now_v7()))
+                    .map(|e| e.with_options(EmitOptions::default().ordering_key(key)))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut tasks = Vec::new();
+    for round in 0..16 {
+        let pool = db.pool.clone();
+        let events = batch(round % 2 == 1)?;
+        tasks.push(tokio::spawn(async move {
+            let mut tx = pool.begin().await?;
+            outbox_core::emit_batch(&mut tx, &events).await?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.commit().await?;
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    assert_eq!(db.count_events().await?, 16 * 20);
+    // Within every key, seq order is commit order: each key's events carry increasing seqs
+    // and exactly one of them (the first) is its key's unparked head.
+    let heads: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox_events WHERE NOT parked AND ordering_key IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(
+        heads, 20,
+        "one head per key, every other event parked behind it"
+    );
+    db.cleanup().await
+}
