@@ -137,6 +137,9 @@ async fn http_endpoints_report_health_and_metrics_and_logs_hide_passwords() -> R
         "outbox_publish_confirm_seconds_count",
         "outbox_end_to_end_lag_seconds_count",
         "outbox_dead_events",
+        "outbox_in_flight_events",
+        "outbox_blocked_keys",
+        "outbox_blocked_events",
     ] {
         assert!(
             metric(&text, name).is_some(),

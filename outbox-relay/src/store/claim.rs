@@ -25,6 +25,63 @@ use uuid::Uuid;
 
 use super::{ClaimLock, begin_locked, unpark_heads};
 
+/// Step 1: reaps expired leases, and reports whether any key waits for a re-check.
+pub const REAP_SQL: &str = "WITH reaped AS (
+             UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
+              WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp()
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck)";
+
+/// Step 2: the keys noted for a re-check that no writer holds now (their key locks taken).
+pub const RECHECK_SQL: &str = "SELECT k.ordering_key
+               FROM outbox_key_recheck r JOIN outbox_key_locks k USING (ordering_key)
+              ORDER BY k.ordering_key
+              LIMIT 1000
+                FOR UPDATE OF k SKIP LOCKED";
+
+/// Step 2, after unparking: forgets the re-checked keys.
+pub const RECHECK_DONE_SQL: &str = "DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])";
+
+/// Step 3: the ready rows (the ready index), each with its key's previous undelivered event
+/// (the head probe; none for a head).
+pub const READY_SQL: &str = "SELECT r.id, r.seq, r.ordering_key,
+                (SELECT b.seq FROM outbox_events b
+                  WHERE b.ordering_key = r.ordering_key AND b.seq < r.seq
+                    AND b.status IN ('pending', 'dead')
+                  ORDER BY b.seq DESC LIMIT 1) AS predecessor
+           FROM (SELECT id, seq, ordering_key FROM outbox_events
+                  WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
+                    AND available_at <= statement_timestamp()
+                  ORDER BY available_at, seq
+                  LIMIT $1) AS r";
+
+/// Step 4: the run behind each head, through the key index (at most `$3` per key).
+pub const RUNS_SQL: &str = "SELECT h.key, x.id,
+                x.status = 'pending' AND x.claim_token IS NULL
+                    AND x.available_at <= statement_timestamp() AS ready
+           FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(key, seq, n)
+           CROSS JOIN LATERAL (
+                SELECT e.id, e.seq, e.status, e.claim_token, e.available_at
+                  FROM outbox_events e
+                 WHERE e.ordering_key = h.key AND e.seq > h.seq
+                   AND e.status IN ('pending', 'dead')
+                 ORDER BY e.seq
+                 LIMIT $3) AS x
+          ORDER BY h.n, x.seq";
+
+/// Step 5: leases the chosen rows and parks the rows found behind another event.
+pub const LEASE_SQL: &str = "WITH parked AS (
+             UPDATE outbox_events SET parked = true
+              WHERE id = ANY($5::uuid[]) AND status = 'pending' AND claim_token IS NULL
+             RETURNING 1)
+         UPDATE outbox_events o
+            SET claim_token = $2, locked_by = $3,
+                locked_until = clock_timestamp() + make_interval(secs => $4)
+          WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending' AND o.claim_token IS NULL
+         RETURNING o.id, o.seq, o.tenant_id, o.event_type, o.schema_ref, o.category,
+                   o.ordering_key, o.payload::text AS payload, o.headers::text AS headers,
+                   o.dedupe_key, o.occurred_at, o.created_at, o.attempts";
+
 /// One claimed row, with everything needed to publish it.
 #[derive(Debug, Clone)]
 pub struct ClaimedEvent {
@@ -99,11 +156,7 @@ pub async fn claim(
 
     // 1. Reap expired leases; learn whether any key waits for a re-check.
     let (_reaped, recheck): (i64, bool) = sqlx::query_as(
-        "WITH reaped AS (
-             UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
-              WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp()
-             RETURNING 1)
-         SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck)",
+        REAP_SQL,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -111,16 +164,12 @@ pub async fn claim(
     // 2. Keys whose head a settle could not unpark while a writer held them.
     if recheck {
         let free: Vec<String> = sqlx::query_scalar(
-            "SELECT k.ordering_key
-               FROM outbox_key_recheck r JOIN outbox_key_locks k USING (ordering_key)
-              ORDER BY k.ordering_key
-              LIMIT 1000
-                FOR UPDATE OF k SKIP LOCKED",
+            RECHECK_SQL,
         )
         .fetch_all(&mut *tx)
         .await?;
         unpark_heads(&mut tx, &free).await?;
-        sqlx::query("DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])")
+        sqlx::query(RECHECK_DONE_SQL)
             .bind(&free)
             .execute(&mut *tx)
             .await?;
@@ -128,16 +177,7 @@ pub async fn claim(
 
     // 3. Ready rows, each with its key's previous undelivered event (none for a head).
     let candidates: Vec<Candidate> = sqlx::query(
-        "SELECT r.id, r.seq, r.ordering_key,
-                (SELECT b.seq FROM outbox_events b
-                  WHERE b.ordering_key = r.ordering_key AND b.seq < r.seq
-                    AND b.status IN ('pending', 'dead')
-                  ORDER BY b.seq DESC LIMIT 1) AS predecessor
-           FROM (SELECT id, seq, ordering_key FROM outbox_events
-                  WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
-                    AND available_at <= statement_timestamp()
-                  ORDER BY available_at, seq
-                  LIMIT $1) AS r",
+        READY_SQL,
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .try_map(|row: PgRow| {
@@ -172,17 +212,7 @@ pub async fn claim(
     // 5. Lease the chosen rows and park the rows found behind another event.
     let token = Uuid::now_v7();
     let rows: Vec<PgRow> = sqlx::query(
-        "WITH parked AS (
-             UPDATE outbox_events SET parked = true
-              WHERE id = ANY($5::uuid[]) AND status = 'pending' AND claim_token IS NULL
-             RETURNING 1)
-         UPDATE outbox_events o
-            SET claim_token = $2, locked_by = $3,
-                locked_until = clock_timestamp() + make_interval(secs => $4)
-          WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending' AND o.claim_token IS NULL
-         RETURNING o.id, o.seq, o.tenant_id, o.event_type, o.schema_ref, o.category,
-                   o.ordering_key, o.payload::text AS payload, o.headers::text AS headers,
-                   o.dedupe_key, o.occurred_at, o.created_at, o.attempts",
+        LEASE_SQL,
     )
     .bind(&chosen)
     .bind(token)
@@ -226,18 +256,7 @@ async fn runs_behind(
         .collect();
     let seqs: Vec<i64> = heads.iter().map(|c| c.seq).collect();
     let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(
-        "SELECT h.key, x.id,
-                x.status = 'pending' AND x.claim_token IS NULL
-                    AND x.available_at <= statement_timestamp() AS ready
-           FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(key, seq, n)
-           CROSS JOIN LATERAL (
-                SELECT e.id, e.seq, e.status, e.claim_token, e.available_at
-                  FROM outbox_events e
-                 WHERE e.ordering_key = h.key AND e.seq > h.seq
-                   AND e.status IN ('pending', 'dead')
-                 ORDER BY e.seq
-                 LIMIT $3) AS x
-          ORDER BY h.n, x.seq",
+        RUNS_SQL,
     )
     .bind(&keys)
     .bind(&seqs)
@@ -256,6 +275,143 @@ async fn runs_behind(
         run.push(id);
     }
     Ok(run)
+}
+
+/// Runs the statements of one [`claim`] of up to `limit` events, each under
+/// `EXPLAIN (ANALYZE, BUFFERS)`, in a transaction that is rolled back: nothing is reaped,
+/// parked or leased. Returns (statement, plan text) in the order the claim runs them.
+///
+/// Each statement is explained with the values the claim would bind (the candidates of the
+/// ready scan feed the run extension and the lease). When the heads fill the batch the claim
+/// skips the run extension; it is then explained with a share of one event per key, and
+/// named accordingly. The re-check of step 2 is explained only when a key waits for one.
+pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
+    let mut plans = Vec::new();
+
+    plans.push((
+        "1. reap".to_owned(),
+        plan_of(&mut tx, sqlx::query(sqlx::AssertSqlSafe(explained(REAP_SQL)))).await?,
+    ));
+    // Executed again for its answer (nothing left to reap).
+    let (_, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
+    if recheck {
+        plans.push((
+            "2. re-check".to_owned(),
+            plan_of(&mut tx, sqlx::query(sqlx::AssertSqlSafe(explained(RECHECK_SQL)))).await?,
+        ));
+        let free: Vec<String> = sqlx::query_scalar(RECHECK_SQL).fetch_all(&mut *tx).await?;
+        unpark_heads(&mut tx, &free).await?;
+        sqlx::query(RECHECK_DONE_SQL)
+            .bind(&free)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
+    plans.push((
+        "3. ready scan + head probe".to_owned(),
+        plan_of(
+            &mut tx,
+            sqlx::query(sqlx::AssertSqlSafe(explained(READY_SQL))).bind(limit_param),
+        )
+        .await?,
+    ));
+    let candidates: Vec<Candidate> = sqlx::query_as(READY_SQL)
+        .bind(limit_param)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(
+            |(id, seq, ordering_key, predecessor): (Uuid, i64, Option<String>, Option<i64>)| {
+                Candidate {
+                    id,
+                    seq,
+                    ordering_key,
+                    predecessor,
+                }
+            },
+        )
+        .collect();
+    let (heads, behind): (Vec<Candidate>, Vec<Candidate>) = candidates
+        .into_iter()
+        .partition(|c| c.predecessor.is_none());
+    let to_park: Vec<Uuid> = behind.iter().map(|c| c.id).collect();
+
+    let mut chosen: Vec<Uuid> = heads.iter().map(|c| c.id).collect();
+    let keyed: Vec<&Candidate> = heads.iter().filter(|c| c.ordering_key.is_some()).collect();
+    let room = limit.saturating_sub(chosen.len());
+    if !keyed.is_empty() {
+        let (name, share) = if room > 0 {
+            (
+                "4. run extension".to_owned(),
+                i32::try_from(room.div_ceil(keyed.len())).unwrap_or(i32::MAX),
+            )
+        } else {
+            (
+                "4. run extension (skipped by the claim: the heads fill the batch; shown with a share of 1)"
+                    .to_owned(),
+                1,
+            )
+        };
+        let keys: Vec<&str> = keyed
+            .iter()
+            .filter_map(|c| c.ordering_key.as_deref())
+            .collect();
+        let seqs: Vec<i64> = keyed.iter().map(|c| c.seq).collect();
+        plans.push((
+            name,
+            plan_of(
+                &mut tx,
+                sqlx::query(sqlx::AssertSqlSafe(explained(RUNS_SQL)))
+                    .bind(&keys)
+                    .bind(&seqs)
+                    .bind(share),
+            )
+            .await?,
+        ));
+        if room > 0 {
+            chosen.extend(
+                runs_behind(&mut tx, &keyed, share)
+                    .await?
+                    .into_iter()
+                    .take(room),
+            );
+        }
+    }
+
+    plans.push((
+        "5. lease".to_owned(),
+        plan_of(
+            &mut tx,
+            sqlx::query(sqlx::AssertSqlSafe(explained(LEASE_SQL)))
+                .bind(&chosen)
+                .bind(Uuid::now_v7())
+                .bind("explain")
+                .bind(60.0_f64)
+                .bind(&to_park),
+        )
+        .await?,
+    ));
+    tx.rollback().await?;
+    Ok(plans)
+}
+
+fn explained(statement: &str) -> String {
+    format!("EXPLAIN (ANALYZE, BUFFERS) {statement}")
+}
+
+/// The plan text of an `EXPLAIN`, one line per row.
+async fn plan_of(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Result<String, sqlx::Error> {
+    let lines: Vec<String> = query
+        .try_map(|row: PgRow| row.try_get::<String, _>(0))
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(lines.join("\n"))
 }
 
 /// Reads one claimed row; any column that cannot be decoded makes the row unpublishable.
