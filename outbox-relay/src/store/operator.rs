@@ -116,6 +116,17 @@ pub async fn apply(
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     match action {
         Action::Replay => {
+            // A revived key needs its writers' lock row (purged when the key went idle).
+            sqlx::query(
+                "INSERT INTO outbox_key_locks (ordering_key)
+                 SELECT DISTINCT ordering_key FROM outbox_events
+                  WHERE id = ANY($1) AND ordering_key IS NOT NULL
+                  ORDER BY 1
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE outbox_events
                     SET status = 'pending', attempts = 0, available_at = now(), last_error = NULL,
