@@ -129,8 +129,11 @@ BEGIN
                 USING ERRCODE = 'check_violation';
         END IF;
     END IF;
-    IF NOT isfinite(NEW.occurred_at) OR NOT isfinite(NEW.available_at) THEN
-        RAISE EXCEPTION 'outbox: occurred_at and available_at must be finite timestamps'
+    -- Clients (chrono, JavaScript, ...) represent far fewer years than Postgres does.
+    IF NOT (NEW.occurred_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
+            AND NEW.available_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
+            AND NEW.created_at BETWEEN '0001-01-01Z' AND '9999-12-31Z') THEN
+        RAISE EXCEPTION 'outbox: occurred_at, available_at and created_at must lie within the years 1 to 9999'
             USING ERRCODE = 'check_violation';
     END IF;
     NEW.claim_token := NULL;
@@ -143,7 +146,8 @@ BEGIN
                 octet_length(NEW.ordering_key), outbox_max_key_bytes()
                 USING ERRCODE = 'check_violation';
         END IF;
-        -- Lock the key (held to commit), then draw seq: same-key writers queue here.
+        -- Lock the key (held to commit), then draw seq: same-key writers queue here. (The
+        -- identity default drew a value before this trigger ran; it is simply skipped.)
         INSERT INTO outbox_key_locks AS l (ordering_key) VALUES (NEW.ordering_key)
             ON CONFLICT (ordering_key) DO UPDATE SET ordering_key = l.ordering_key WHERE false;
         NEW.seq := nextval('outbox_events_seq_seq');

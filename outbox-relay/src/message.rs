@@ -35,6 +35,60 @@ pub enum BuildError {
     /// The stored headers are not a JSON object.
     #[error("the stored headers are not a JSON object")]
     HeadersNotObject,
+    /// The properties (mostly the headers) do not fit in one AMQP frame; the broker would
+    /// close the connection, failing every other message in flight.
+    #[error(
+        "the message properties take {len} bytes, over the {max} one AMQP frame carries (the broker's frame_max)"
+    )]
+    HeadersTooLarge {
+        /// Encoded size of the properties.
+        len: usize,
+        /// The most a frame carries for them.
+        max: usize,
+    },
+}
+
+/// What one message may take on the broker connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest body (`--max-message-size`).
+    pub max_body: usize,
+    /// The connection's negotiated `frame_max`: the content header frame, which carries the
+    /// properties and headers, must fit in one frame.
+    pub frame_max: usize,
+}
+
+/// RabbitMQ's default `frame_max`, used until a connection has negotiated one.
+pub const DEFAULT_FRAME_MAX: usize = 131_072;
+
+/// Bytes of a content header frame around the properties: frame header and end (8), class,
+/// weight, body size (12) and property flags (2).
+const HEADER_FRAME_OVERHEAD: usize = 22;
+
+/// The encoded size of a field value, its type tag included.
+fn value_len(value: &AMQPValue) -> usize {
+    1 + match value {
+        AMQPValue::Boolean(_) | AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => 1,
+        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => 2,
+        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) | AMQPValue::Float(_) => 4,
+        AMQPValue::LongLongInt(_) | AMQPValue::Double(_) | AMQPValue::Timestamp(_) => 8,
+        AMQPValue::DecimalValue(_) => 5,
+        AMQPValue::ShortString(text) => 1 + text.as_str().len(),
+        AMQPValue::LongString(text) => 4 + text.as_bytes().len(),
+        AMQPValue::ByteArray(bytes) => 4 + bytes.as_slice().len(),
+        AMQPValue::FieldArray(array) => 4 + array.as_slice().iter().map(value_len).sum::<usize>(),
+        AMQPValue::FieldTable(table) => table_len(table),
+        AMQPValue::Void => 0,
+    }
+}
+
+/// The encoded size of a field table.
+fn table_len(table: &FieldTable) -> usize {
+    4 + table
+        .inner()
+        .iter()
+        .map(|(name, value)| 1 + name.as_str().len() + value_len(value))
+        .sum::<usize>()
 }
 
 /// A message ready to publish.
@@ -158,17 +212,17 @@ pub fn envelope(event: &ClaimedEvent) -> Vec<u8> {
 }
 
 /// Builds the message of a claimed event (its attempt number is `attempts + 1`), refusing
-/// what AMQP or the broker cannot carry; `max_body` is the largest body allowed.
+/// what AMQP or the broker cannot carry under `limits`.
 pub fn build(
     event: &ClaimedEvent,
     template: &str,
-    max_body: usize,
+    limits: Limits,
 ) -> Result<OutgoingMessage, BuildError> {
     let body = envelope(event);
-    if body.len() > max_body {
+    if body.len() > limits.max_body {
         return Err(BuildError::TooLarge {
             len: body.len(),
-            max: max_body,
+            max: limits.max_body,
         });
     }
     let routing_key = routing_key(template, event);
@@ -191,6 +245,17 @@ pub fn build(
     }
     let attempt = event.attempts.saturating_add(1);
     headers.insert("x-attempt".into(), AMQPValue::LongInt(attempt));
+
+    // Every property but the headers: the fixed ones, the id and the event type.
+    let other_properties = 64 + event.id.to_string().len() + kind.as_str().len();
+    let properties_len = other_properties + table_len(&headers);
+    let room = limits.frame_max.saturating_sub(HEADER_FRAME_OVERHEAD);
+    if properties_len > room {
+        return Err(BuildError::HeadersTooLarge {
+            len: properties_len,
+            max: room,
+        });
+    }
 
     let timestamp = u64::try_from(event.occurred_at.timestamp()).unwrap_or_default();
     let properties = BasicProperties::default()

@@ -72,6 +72,16 @@ impl Publisher {
         self
     }
 
+    /// The connection's negotiated `frame_max` (the broker default until connected; 0, which
+    /// AMQP uses for "no limit", counts as the default too).
+    pub fn frame_max(&self) -> usize {
+        self.link
+            .as_ref()
+            .map(|(connection, _)| connection.configuration().frame_max() as usize)
+            .filter(|&max| max > 0)
+            .unwrap_or(crate::message::DEFAULT_FRAME_MAX)
+    }
+
     /// Whether the channel is open and in confirm mode.
     pub fn is_connected(&self) -> bool {
         self.link.as_ref().is_some_and(|(connection, channel)| {

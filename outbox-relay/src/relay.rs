@@ -139,7 +139,10 @@ pub async fn run(
                 }
             };
         if claim.is_empty() {
-            wakeup.wait(&cancel).await;
+            // A claim that only parked rows found more work behind them: look again now.
+            if claim.parked == 0 {
+                wakeup.wait(&cancel).await;
+            }
             continue;
         }
         metrics::histogram!(telemetry::BATCH_SIZE).record(claim.len() as f64);
@@ -201,17 +204,29 @@ async fn publish_in_waves(
     cancel: &CancellationToken,
 ) -> Vec<(Uuid, Outcome)> {
     let mut outcomes = Vec::with_capacity(claim.len());
-    for (id, error) in &claim.undecodable {
+    for unreadable in &claim.undecodable {
         metrics::counter!(telemetry::REJECTED).increment(1);
-        warn!(event_id = %id, %error, "event cannot be read; it is now dead");
+        warn!(event_id = %unreadable.id, error = %unreadable.error, "event cannot be read; it is now dead");
         outcomes.push((
-            *id,
+            unreadable.id,
             Outcome::Rejected {
-                error: error.clone(),
+                error: unreadable.error.clone(),
             },
         ));
     }
-    let mut lanes = lanes_by_ordering_key(&claim.events);
+    // An unreadable event is dead and blocks its key: nothing after it in its key goes out.
+    let (publishable, blocked): (Vec<&ClaimedEvent>, Vec<&ClaimedEvent>) =
+        claim.events.iter().partition(|event| {
+            !claim.undecodable.iter().any(|u| {
+                event.seq > u.seq
+                    && match &u.ordering_key {
+                        Some(key) => key.is_some() && *key == event.ordering_key,
+                        None => true,
+                    }
+            })
+        });
+    outcomes.extend(blocked.iter().map(|event| (event.id, Outcome::Released)));
+    let mut lanes = lanes_by_ordering_key(&publishable);
     loop {
         let wave: Vec<(usize, &ClaimedEvent)> = lanes
             .iter_mut()
@@ -238,10 +253,14 @@ async fn publish_in_waves(
             break;
         }
 
+        let limits = message::Limits {
+            max_body: config.max_message_size,
+            frame_max: publisher.frame_max(),
+        };
         let mut messages = Vec::with_capacity(wave.len());
         let mut sendable = Vec::with_capacity(wave.len());
         for &(lane, event) in &wave {
-            match message::build(event, &config.routing_key_template, config.max_message_size) {
+            match message::build(event, &config.routing_key_template, limits) {
                 Ok(built) => {
                     messages.push(built);
                     sendable.push((lane, event));
@@ -300,10 +319,10 @@ fn shorten(text: &str) -> String {
 
 /// Splits a seq-ordered batch into one queue per ordering key (events without a key each
 /// get their own), preserving seq order within every queue.
-fn lanes_by_ordering_key(batch: &[ClaimedEvent]) -> Vec<VecDeque<&ClaimedEvent>> {
+fn lanes_by_ordering_key<'a>(batch: &[&'a ClaimedEvent]) -> Vec<VecDeque<&'a ClaimedEvent>> {
     let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut lanes: Vec<VecDeque<&ClaimedEvent>> = Vec::new();
-    for event in batch {
+    for &event in batch {
         match event.ordering_key.as_deref() {
             Some(key) => {
                 let lane = *index.entry(key).or_insert_with(|| {

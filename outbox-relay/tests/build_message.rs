@@ -85,8 +85,10 @@ proptest! {
             text(),
         ],
         max_body in 1024usize..100_000,
+        frame_max in 4096usize..140_000,
     ) {
-        match message::build(&event, &template, max_body) {
+        let limits = message::Limits { max_body, frame_max };
+        match message::build(&event, &template, limits) {
             Ok(built) => {
                 prop_assert!(built.routing_key.len() <= SHORT_STRING_MAX);
                 prop_assert!(built.body.len() <= max_body);
@@ -103,6 +105,7 @@ proptest! {
             Err(BuildError::TooLong { len, .. }) => prop_assert!(len > SHORT_STRING_MAX),
             Err(BuildError::TooLarge { len, max }) => prop_assert!(len > max),
             Err(BuildError::HeadersNotObject) => prop_assert!(!event.headers.is_object()),
+            Err(BuildError::HeadersTooLarge { len, max }) => prop_assert!(len > max),
         }
     }
 }
@@ -128,7 +131,11 @@ fn header_values_keep_their_json_types() {
         created_at: Utc::now(),
         attempts: 0,
     };
-    let built = message::build(&event, "{category}.{event_type}", 1 << 20).unwrap();
+    let limits = message::Limits {
+        max_body: 1 << 20,
+        frame_max: message::DEFAULT_FRAME_MAX,
+    };
+    let built = message::build(&event, "{category}.{event_type}", limits).unwrap();
     let headers = built.properties.headers().clone().unwrap();
     let inner = headers.inner();
     let get = |k: &str| {
@@ -146,4 +153,33 @@ fn header_values_keep_their_json_types() {
     assert!(matches!(get("a"), AMQPValue::FieldArray(_)));
     assert!(matches!(get("o"), AMQPValue::FieldTable(_)));
     assert_eq!(get("x-attempt"), AMQPValue::LongInt(1));
+}
+
+#[test]
+fn headers_that_do_not_fit_in_a_frame_are_refused_before_they_reach_the_broker() {
+    let event = ClaimedEvent {
+        id: Uuid::now_v7(),
+        seq: 1,
+        tenant_id: None,
+        event_type: "TICKET_CREATED".to_owned(),
+        schema_ref: "payload.TicketCreated.v1".to_owned(),
+        category: "Tickets".to_owned(),
+        ordering_key: Some("ticket:1".to_owned()),
+        payload: "{}".to_owned(),
+        headers: serde_json::json!({ "big": "x".repeat(300_000) }),
+        dedupe_key: "d".to_owned(),
+        occurred_at: Utc::now(),
+        created_at: Utc::now(),
+        attempts: 0,
+    };
+    let limits = message::Limits {
+        max_body: 16 << 20,
+        frame_max: message::DEFAULT_FRAME_MAX,
+    };
+    let error = message::build(&event, "{category}.{event_type}", limits).unwrap_err();
+    assert!(
+        matches!(error, BuildError::HeadersTooLarge { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("frame_max"), "{error}");
 }

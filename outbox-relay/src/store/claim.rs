@@ -39,8 +39,16 @@ pub const RECHECK_SQL: &str = "SELECT k.ordering_key
               LIMIT 1000
                 FOR UPDATE OF k SKIP LOCKED";
 
+/// Step 2, first: lock rows for noted keys that lack one.
+pub const RECHECK_LOCK_ROWS_SQL: &str = "INSERT INTO outbox_key_locks (ordering_key)
+         SELECT r.ordering_key FROM outbox_key_recheck r
+          WHERE NOT EXISTS (SELECT 1 FROM outbox_key_locks k WHERE k.ordering_key = r.ordering_key)
+          ORDER BY r.ordering_key
+         ON CONFLICT DO NOTHING";
+
 /// Step 2, after unparking: forgets the re-checked keys.
-pub const RECHECK_DONE_SQL: &str = "DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])";
+pub const RECHECK_DONE_SQL: &str =
+    "DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])";
 
 /// Step 3: the ready rows (the ready index), each with its key's previous undelivered event
 /// (the head probe; none for a head).
@@ -80,7 +88,12 @@ pub const LEASE_SQL: &str = "WITH parked AS (
           WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending' AND o.claim_token IS NULL
          RETURNING o.id, o.seq, o.tenant_id, o.event_type, o.schema_ref, o.category,
                    o.ordering_key, o.payload::text AS payload, o.headers::text AS headers,
-                   o.dedupe_key, o.occurred_at, o.created_at, o.attempts";
+                   o.dedupe_key,
+                   CASE WHEN o.occurred_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
+                        THEN o.occurred_at END AS occurred_at,
+                   CASE WHEN o.created_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
+                        THEN o.created_at END AS created_at,
+                   o.attempts";
 
 /// One claimed row, with everything needed to publish it.
 #[derive(Debug, Clone)]
@@ -120,8 +133,26 @@ pub struct Claim {
     pub token: Uuid,
     /// The leased events in seq order.
     pub events: Vec<ClaimedEvent>,
-    /// Leased rows whose content cannot be read (id, why): settle them as permanent failures.
-    pub undecodable: Vec<(Uuid, String)>,
+    /// Leased rows whose content cannot be read: settle them as permanent failures, and
+    /// publish nothing behind them in their key.
+    pub undecodable: Vec<Unreadable>,
+    /// Rows this claim found behind another event of their key and parked. A claim that
+    /// leased nothing but parked rows should be followed by another at once.
+    pub parked: u64,
+}
+
+/// A leased row whose content cannot be read.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// Event id.
+    pub id: Uuid,
+    /// Its seq.
+    pub seq: i64,
+    /// Its ordering key; `None` when even the key cannot be read (then nothing of this claim
+    /// after it may go out).
+    pub ordering_key: Option<Option<String>>,
+    /// Why.
+    pub error: String,
 }
 
 impl Claim {
@@ -155,19 +186,12 @@ pub async fn claim(
     let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
 
     // 1. Reap expired leases; learn whether any key waits for a re-check.
-    let (_reaped, recheck): (i64, bool) = sqlx::query_as(
-        REAP_SQL,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let (_reaped, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
 
     // 2. Keys whose head a settle could not unpark while a writer held them.
     if recheck {
-        let free: Vec<String> = sqlx::query_scalar(
-            RECHECK_SQL,
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        create_missing_key_locks(&mut tx).await?;
+        let free: Vec<String> = sqlx::query_scalar(RECHECK_SQL).fetch_all(&mut *tx).await?;
         unpark_heads(&mut tx, &free).await?;
         sqlx::query(RECHECK_DONE_SQL)
             .bind(&free)
@@ -176,20 +200,18 @@ pub async fn claim(
     }
 
     // 3. Ready rows, each with its key's previous undelivered event (none for a head).
-    let candidates: Vec<Candidate> = sqlx::query(
-        READY_SQL,
-    )
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .try_map(|row: PgRow| {
-        Ok(Candidate {
-            id: row.try_get("id")?,
-            seq: row.try_get("seq")?,
-            ordering_key: row.try_get("ordering_key")?,
-            predecessor: row.try_get("predecessor")?,
+    let candidates: Vec<Candidate> = sqlx::query(READY_SQL)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .try_map(|row: PgRow| {
+            Ok(Candidate {
+                id: row.try_get("id")?,
+                seq: row.try_get("seq")?,
+                ordering_key: row.try_get("ordering_key")?,
+                predecessor: row.try_get("predecessor")?,
+            })
         })
-    })
-    .fetch_all(&mut *tx)
-    .await?;
+        .fetch_all(&mut *tx)
+        .await?;
     let (heads, behind): (Vec<Candidate>, Vec<Candidate>) = candidates
         .into_iter()
         .partition(|c| c.predecessor.is_none());
@@ -209,28 +231,49 @@ pub async fn claim(
         );
     }
 
+    // A row both behind another and in a run (an event replayed ahead of an unparked
+    // head) is leased, not parked: one statement must not change a row twice.
+    let in_claim: std::collections::HashSet<&Uuid> = chosen.iter().collect();
+    let to_park: Vec<Uuid> = to_park
+        .into_iter()
+        .filter(|id| !in_claim.contains(id))
+        .collect();
+
     // 5. Lease the chosen rows and park the rows found behind another event.
     let token = Uuid::now_v7();
-    let rows: Vec<PgRow> = sqlx::query(
-        LEASE_SQL,
-    )
-    .bind(&chosen)
-    .bind(token)
-    .bind(relay_id)
-    .bind(lease.as_secs_f64())
-    .bind(&to_park)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<PgRow> = sqlx::query(LEASE_SQL)
+        .bind(&chosen)
+        .bind(token)
+        .bind(relay_id)
+        .bind(lease.as_secs_f64())
+        .bind(&to_park)
+        .fetch_all(&mut *tx)
+        .await?;
     tx.commit().await?;
 
     let mut events = Vec::with_capacity(rows.len());
     let mut undecodable = Vec::new();
     for row in &rows {
-        match decode(row) {
+        // A decoder that panics on a value (sqlx's chrono conversion does, beyond chrono's
+        // range) costs this row, never the relay.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(row)))
+            .unwrap_or_else(|_| {
+                Err(sqlx::Error::Decode(
+                    "a column holds a value the relay cannot represent".into(),
+                ))
+            });
+        match decoded {
             Ok(event) => events.push(event),
             Err(error) => {
-                let id: Uuid = row.try_get("id")?;
-                undecodable.push((id, format!("cannot read the stored row: {error}")));
+                let Ok(id) = row.try_get::<Uuid, _>("id") else {
+                    continue;
+                };
+                undecodable.push(Unreadable {
+                    id,
+                    seq: row.try_get("seq").unwrap_or(i64::MIN),
+                    ordering_key: row.try_get("ordering_key").ok(),
+                    error: format!("cannot read the stored row: {error}"),
+                });
             }
         }
     }
@@ -239,7 +282,46 @@ pub async fn claim(
         token,
         events,
         undecodable,
+        parked: to_park.len() as u64,
     })
+}
+
+/// A noted key lacks a lock row when its row was purged while the key had nothing to
+/// deliver and a replay revived it since. Creating the row takes its lock, so the re-check
+/// can then proceed. If a writer is creating the same row right now, the insert would wait
+/// for that writer, under the claim lock: it may wait a few milliseconds at most, and
+/// otherwise leaves the key for the next claim.
+async fn create_missing_key_locks(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+) -> Result<(), sqlx::Error> {
+    let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
+    let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+        .fetch_one(&mut *attempt)
+        .await?;
+    sqlx::query("SELECT set_config('lock_timeout', '20ms', true)")
+        .execute(&mut *attempt)
+        .await?;
+    match sqlx::query(RECHECK_LOCK_ROWS_SQL)
+        .execute(&mut *attempt)
+        .await
+    {
+        Ok(_) => {
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(previous)
+                .execute(&mut *attempt)
+                .await?;
+            attempt.commit().await
+        }
+        Err(error) if is_lock_timeout(&error) => attempt.rollback().await,
+        Err(error) => Err(error),
+    }
+}
+
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "55P03")
 }
 
 /// Follows each head's key in seq order and returns the ids of the run behind it: the
@@ -255,14 +337,12 @@ async fn runs_behind(
         .filter_map(|c| c.ordering_key.as_deref())
         .collect();
     let seqs: Vec<i64> = heads.iter().map(|c| c.seq).collect();
-    let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(
-        RUNS_SQL,
-    )
-    .bind(&keys)
-    .bind(&seqs)
-    .bind(share)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(RUNS_SQL)
+        .bind(&keys)
+        .bind(&seqs)
+        .bind(share)
+        .fetch_all(&mut **tx)
+        .await?;
     // Rows arrive grouped by key in seq order; a run ends at its first row that is not ready.
     let mut stopped: HashMap<String, bool> = HashMap::new();
     let mut run = Vec::new();
@@ -292,14 +372,22 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
 
     plans.push((
         "1. reap".to_owned(),
-        plan_of(&mut tx, sqlx::query(sqlx::AssertSqlSafe(explained(REAP_SQL)))).await?,
+        plan_of(
+            &mut tx,
+            sqlx::query(sqlx::AssertSqlSafe(explained(REAP_SQL))),
+        )
+        .await?,
     ));
     // Executed again for its answer (nothing left to reap).
     let (_, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
     if recheck {
         plans.push((
             "2. re-check".to_owned(),
-            plan_of(&mut tx, sqlx::query(sqlx::AssertSqlSafe(explained(RECHECK_SQL)))).await?,
+            plan_of(
+                &mut tx,
+                sqlx::query(sqlx::AssertSqlSafe(explained(RECHECK_SQL))),
+            )
+            .await?,
         ));
         let free: Vec<String> = sqlx::query_scalar(RECHECK_SQL).fetch_all(&mut *tx).await?;
         unpark_heads(&mut tx, &free).await?;
@@ -414,6 +502,14 @@ async fn plan_of(
     Ok(lines.join("\n"))
 }
 
+/// A timestamp the claim returned only when it lies within the years 1 to 9999.
+fn in_range(row: &PgRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    row.try_get::<Option<DateTime<Utc>>, _>(column)?
+        .ok_or_else(|| {
+            sqlx::Error::Decode(format!("{column} is outside the years 1 to 9999").into())
+        })
+}
+
 /// Reads one claimed row; any column that cannot be decoded makes the row unpublishable.
 fn decode(row: &PgRow) -> Result<ClaimedEvent, sqlx::Error> {
     let headers_text: String = row.try_get("headers")?;
@@ -430,8 +526,8 @@ fn decode(row: &PgRow) -> Result<ClaimedEvent, sqlx::Error> {
         payload: row.try_get("payload")?,
         headers,
         dedupe_key: row.try_get("dedupe_key")?,
-        occurred_at: row.try_get("occurred_at")?,
-        created_at: row.try_get("created_at")?,
+        occurred_at: in_range(row, "occurred_at")?,
+        created_at: in_range(row, "created_at")?,
         attempts: row.try_get("attempts")?,
     })
 }

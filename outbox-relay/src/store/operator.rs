@@ -116,17 +116,9 @@ pub async fn apply(
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     match action {
         Action::Replay => {
-            // A revived key needs its writers' lock row (purged when the key went idle).
-            sqlx::query(
-                "INSERT INTO outbox_key_locks (ordering_key)
-                 SELECT DISTINCT ordering_key FROM outbox_events
-                  WHERE id = ANY($1) AND ordering_key IS NOT NULL
-                  ORDER BY 1
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+            // A revived key may have lost its writers' lock row (purged when it went idle):
+            // settles then leave it to the claim's re-check, which recreates the row. (Not
+            // here: creating it could wait for a writer while holding the claim lock.)
             sqlx::query(
                 "UPDATE outbox_events
                     SET status = 'pending', attempts = 0, available_at = now(), last_error = NULL,
