@@ -136,3 +136,46 @@ pub fn default_relay_id() -> String {
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &random[..6])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RelayConfig {
+        RelayConfig::new("postgres://localhost/db", "amqp://localhost")
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(config().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_lease_shorter_than_the_worst_wave_is_refused_by_name() {
+        let mut short = config();
+        short.lease = Duration::from_secs(20);
+        short.confirm_timeout = Duration::from_secs(15);
+        short.publish_timeout = Duration::from_secs(5);
+        let error = short.validate().unwrap_err();
+        assert!(error.0.contains("--lease"), "{error}");
+        assert!(error.0.contains("--confirm-timeout"), "{error}");
+        short.lease = Duration::from_secs(22);
+        assert_eq!(short.validate(), Ok(()));
+    }
+
+    #[test]
+    fn other_impossible_settings_are_refused() {
+        let mut c = config();
+        c.batch_size = 0;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.publish_timeout = Duration::ZERO;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.max_message_size = 10;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.relay_id = String::new();
+        assert!(c.validate().is_err());
+    }
+}

@@ -88,3 +88,90 @@ async fn the_relay_recovers_from_a_broker_restart_and_loses_nothing() -> Result<
 async fn the_relay_recovers_from_a_postgres_restart_and_loses_nothing() -> Result<()> {
     delivers_everything_across(Disruption::PostgresRestart).await
 }
+
+/// Puts the broker's memory watermark back when dropped, whatever the test did.
+struct WatermarkGuard(String);
+
+impl Drop for WatermarkGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["set_vm_memory_high_watermark", &self.0])
+            .output();
+    }
+}
+
+/// A broker that blocks publishers (a memory alarm: it stops reading from publishing
+/// connections) must not hold a wave past its lease: every publish and every confirm wait is
+/// bounded, failed waves are settled before their lease runs out, and delivery resumes once
+/// the alarm clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_blocking_publishers_cannot_hold_a_wave_past_its_lease() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."])
+        .output()
+        .await?;
+    let watermark = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let watermark = if watermark.parse::<f64>().is_ok() {
+        watermark
+    } else {
+        "0.4".to_owned()
+    };
+    let guard = WatermarkGuard(watermark.clone());
+
+    let mut config = relay_config(&db, &broker);
+    config.lease = Duration::from_secs(4);
+    config.publish_timeout = Duration::from_secs(1);
+    config.confirm_timeout = Duration::from_secs(1);
+    config.max_attempts = 1_000;
+    let relay = RunningRelay::start(config);
+    wait_until(Duration::from_secs(20), "the relay connected", || async {
+        Ok(relay.health.broker_ok())
+    })
+    .await?;
+
+    run_command("rabbitmqctl", &["set_vm_memory_high_watermark", "0"]).await?;
+    let ids = emit_tickets(&db.pool, 200, 20).await?;
+    // Two leases' worth of blocked broker: no lease may outlive its deadline unsettled.
+    let blocked_until = std::time::Instant::now() + Duration::from_secs(9);
+    let mut overdue_seen = 0;
+    while std::time::Instant::now() < blocked_until {
+        let overdue: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox_events
+              WHERE claim_token IS NOT NULL AND locked_until < clock_timestamp()",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        overdue_seen = overdue_seen.max(overdue);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (delivered_while_blocked, attempted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE attempts > 0)
+           FROM outbox_events",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+
+    run_command("rabbitmqctl", &["set_vm_memory_high_watermark", &watermark]).await?;
+    drop(guard);
+    wait_until(Duration::from_secs(60), "every row delivered", || async {
+        Ok(count_status(&db.pool, "delivered").await? == ids.len() as i64)
+    })
+    .await?;
+    eprintln!(
+        "blocked broker: {delivered_while_blocked} delivered, {attempted} events attempted, \
+         {overdue_seen} leases seen overdue"
+    );
+    assert_eq!(
+        overdue_seen, 0,
+        "a lease ran out while its wave was still waiting on the blocked broker"
+    );
+    assert!(
+        attempted > 0,
+        "the blocked waves ended as failed attempts"
+    );
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}

@@ -358,13 +358,16 @@ async fn runs_behind(
 }
 
 /// Runs the statements of one [`claim`] of up to `limit` events, each under
-/// `EXPLAIN (ANALYZE, BUFFERS)`, in a transaction that is rolled back: nothing is reaped,
+/// `EXPLAIN (ANALYZE, BUFFERS, WAL)`, in a transaction that is rolled back: nothing is reaped,
 /// parked or leased. Returns (statement, plan text) in the order the claim runs them.
 ///
 /// Each statement is explained with the values the claim would bind (the candidates of the
-/// ready scan feed the run extension and the lease). When the heads fill the batch the claim
-/// skips the run extension; it is then explained with a share of one event per key, and
-/// named accordingly. The re-check of step 2 is explained only when a key waits for one.
+/// ready scan feed the run extension and the lease). Statements with parameters are
+/// explained twice: with a custom plan (for these values), and with the generic plan, which
+/// is what a claim's cached prepared statement runs once the plan cache prefers it (from the
+/// sixth execution on a connection). When the heads fill the batch the claim skips the run
+/// extension; it is then explained with a share of one event per key, and named
+/// accordingly. The re-check of step 2 is explained only when a key waits for one.
 pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>, sqlx::Error> {
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
     let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
@@ -381,6 +384,7 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
     // Executed again for its answer (nothing left to reap).
     let (_, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
     if recheck {
+        create_missing_key_locks(&mut tx).await?;
         plans.push((
             "2. re-check".to_owned(),
             plan_of(
@@ -399,13 +403,25 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
 
     let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
     plans.push((
-        "3. ready scan + head probe".to_owned(),
+        "3. ready scan + head probe (custom plan)".to_owned(),
         plan_of(
             &mut tx,
             sqlx::query(sqlx::AssertSqlSafe(explained(READY_SQL))).bind(limit_param),
         )
         .await?,
     ));
+    let name = prepare_generic(&mut tx, READY_SQL).await?;
+    plans.push((
+        "3. ready scan + head probe (generic plan)".to_owned(),
+        plan_of(
+            &mut tx,
+            sqlx::query(sqlx::AssertSqlSafe(explained(&format!(
+                "EXECUTE {name}({limit_param})"
+            )))),
+        )
+        .await?,
+    ));
+    unprepare(&mut tx, &name).await?;
     let candidates: Vec<Candidate> = sqlx::query_as(READY_SQL)
         .bind(limit_param)
         .fetch_all(&mut *tx)
@@ -449,7 +465,7 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
             .collect();
         let seqs: Vec<i64> = keyed.iter().map(|c| c.seq).collect();
         plans.push((
-            name,
+            format!("{name} (custom plan)"),
             plan_of(
                 &mut tx,
                 sqlx::query(sqlx::AssertSqlSafe(explained(RUNS_SQL)))
@@ -459,6 +475,27 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
             )
             .await?,
         ));
+        // EXECUTE takes no protocol parameters: the values go in as literals, quoted by
+        // the server.
+        let (keys_literal, seqs_literal): (String, String) = sqlx::query_as(
+            "SELECT quote_literal($1::text[]) || '::text[]', quote_literal($2::bigint[]) || '::bigint[]'",
+        )
+        .bind(&keys)
+        .bind(&seqs)
+        .fetch_one(&mut *tx)
+        .await?;
+        let prepared = prepare_generic(&mut tx, RUNS_SQL).await?;
+        plans.push((
+            format!("{name} (generic plan)"),
+            plan_of(
+                &mut tx,
+                sqlx::query(sqlx::AssertSqlSafe(explained(&format!(
+                    "EXECUTE {prepared}({keys_literal}, {seqs_literal}, {share})"
+                )))),
+            )
+            .await?,
+        ));
+        unprepare(&mut tx, &prepared).await?;
         if room > 0 {
             chosen.extend(
                 runs_behind(&mut tx, &keyed, share)
@@ -468,9 +505,44 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
             );
         }
     }
+    // As the claim does: a row both behind another and in a run is leased, not parked.
+    let in_claim: std::collections::HashSet<&Uuid> = chosen.iter().collect();
+    let to_park: Vec<Uuid> = to_park
+        .into_iter()
+        .filter(|id| !in_claim.contains(id))
+        .collect();
 
+    // The lease runs twice, the generic plan (what a warm connection runs) first; it is
+    // undone before the custom plan runs, whose index inserts then land beside the undone
+    // ones (its timing is the pessimistic one).
+    let (chosen_literal, park_literal): (String, String) = sqlx::query_as(
+        "SELECT quote_literal($1::uuid[]) || '::uuid[]', quote_literal($2::uuid[]) || '::uuid[]'",
+    )
+    .bind(&chosen)
+    .bind(&to_park)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("SAVEPOINT outbox_explain_lease")
+        .execute(&mut *tx)
+        .await?;
+    let name = prepare_generic(&mut tx, LEASE_SQL).await?;
     plans.push((
-        "5. lease".to_owned(),
+        "5. lease (generic plan)".to_owned(),
+        plan_of(
+            &mut tx,
+            sqlx::query(sqlx::AssertSqlSafe(explained(&format!(
+                "EXECUTE {name}({chosen_literal}, '{}'::uuid, 'explain', 60.0, {park_literal})",
+                Uuid::now_v7()
+            )))),
+        )
+        .await?,
+    ));
+    sqlx::query("ROLLBACK TO SAVEPOINT outbox_explain_lease")
+        .execute(&mut *tx)
+        .await?;
+    unprepare(&mut tx, &name).await?;
+    plans.push((
+        "5. lease (custom plan, after the generic run was undone)".to_owned(),
         plan_of(
             &mut tx,
             sqlx::query(sqlx::AssertSqlSafe(explained(LEASE_SQL)))
@@ -487,7 +559,39 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
 }
 
 fn explained(statement: &str) -> String {
-    format!("EXPLAIN (ANALYZE, BUFFERS) {statement}")
+    format!("EXPLAIN (ANALYZE, BUFFERS, WAL) {statement}")
+}
+
+/// Prepares `statement` under a fresh name and makes the transaction use generic plans.
+async fn prepare_generic(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    statement: &str,
+) -> Result<String, sqlx::Error> {
+    let name = format!("outbox_explain_{}", Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PREPARE {name} AS {statement}"
+    )))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("SELECT set_config('plan_cache_mode', 'force_generic_plan', true)")
+        .execute(&mut **tx)
+        .await?;
+    Ok(name)
+}
+
+/// Drops a statement of [`prepare_generic`] (prepared statements outlive transactions) and
+/// lets the plan cache choose again.
+async fn unprepare(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!("DEALLOCATE {name}")))
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT set_config('plan_cache_mode', 'auto', true)")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// The plan text of an `EXPLAIN`, one line per row.
