@@ -167,10 +167,7 @@ async fn a_broker_blocking_publishers_cannot_hold_a_wave_past_its_lease() -> Res
         overdue_seen, 0,
         "a lease ran out while its wave was still waiting on the blocked broker"
     );
-    assert!(
-        attempted > 0,
-        "the blocked waves ended as failed attempts"
-    );
+    assert!(attempted > 0, "the blocked waves ended as failed attempts");
     relay.stop().await?;
     broker.cleanup().await?;
     db.cleanup().await
