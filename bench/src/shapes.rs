@@ -1,0 +1,566 @@
+//! `claim-shapes`: the cost of one claim on five backlog shapes.
+//!
+//! For each shape a fresh database is made, `--rows` pending rows are written through the insert
+//! trigger (a blocked head first, brought to its state by the relay's claim and settle), and
+//! `VACUUM ANALYZE` and a `CHECKPOINT` run. Then one untimed claim warms the connection (its
+//! statements are prepared, and it writes the full-page images of the pages it touches; its
+//! time is reported as `first_ms`) and `--claims` claims of `--batch` are timed
+//! one by one; after each, its rows are settled back as `Released` (untimed), so every claim
+//! sees the same shape. Claims run on a pool of one connection, like a relay's loop.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use outbox_relay::store::claim;
+use outbox_relay::store::settle::{self, Outcome};
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::load::{self, Head, KeyPlan, Payloads, TableState, Written};
+use crate::steps::{self, Steps};
+use crate::summary::{Summary, summarize};
+use crate::{Scratch, Server};
+
+/// Flags of `claim-shapes`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pending rows per shape.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: i64,
+    /// Timed claims per shape.
+    #[arg(long, default_value_t = 20)]
+    claims: usize,
+    /// Rows per claim (the relay's `--batch-size`).
+    #[arg(long, default_value_t = 500)]
+    batch: u32,
+    /// Keys of the hot-key shapes (1, and the other keys of 2, 3 and 5).
+    #[arg(long, default_value_t = 2_000)]
+    keys: i64,
+    /// Print `EXPLAIN (ANALYZE, BUFFERS)` of every statement of a claim, per shape (run after
+    /// the timed claims, in a transaction that is rolled back).
+    #[arg(long)]
+    explain: bool,
+    /// Only these shapes (1-5, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u8>,
+}
+
+/// One backlog shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Shape {
+    /// 1 to 5.
+    pub number: u8,
+    /// Short name.
+    pub name: &'static str,
+    /// What the backlog holds.
+    pub description: String,
+    /// The blocked key's head, if the shape has one.
+    pub head: Option<Head>,
+    /// How the other rows are keyed.
+    pub plan: KeyPlan,
+}
+
+fn shapes(rows: i64, keys: i64) -> Vec<Shape> {
+    vec![
+        Shape {
+            number: 1,
+            name: "hot keys",
+            description: format!("{rows} rows interleaved over {keys} keys"),
+            head: None,
+            plan: KeyPlan::spread(keys),
+        },
+        Shape {
+            number: 2,
+            name: "dead head",
+            description: format!(
+                "a dead head with 90 % of the rows behind it; 10 % on {keys} other keys"
+            ),
+            head: Some(Head::Dead),
+            plan: KeyPlan::mixed(keys, 9, 10),
+        },
+        Shape {
+            number: 3,
+            name: "leased head",
+            description: format!(
+                "a head leased by another relay for 1 h with 50 % of the rows behind it; 50 % on {keys} other keys"
+            ),
+            head: Some(Head::Leased),
+            plan: KeyPlan::mixed(keys, 1, 2),
+        },
+        Shape {
+            number: 4,
+            name: "one key per row",
+            description: format!("{rows} rows, each its own key"),
+            head: None,
+            plan: KeyPlan::spread(rows),
+        },
+        Shape {
+            number: 5,
+            name: "retrying head",
+            description: format!(
+                "a head retrying in 1 h (pending, attempts 1) with 50 % of the rows behind it; 50 % on {keys} other keys"
+            ),
+            head: Some(Head::Retrying),
+            plan: KeyPlan::mixed(keys, 1, 2),
+        },
+    ]
+}
+
+/// Plan counts of one of the claim's prepared statements on the timing connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepared {
+    /// Which statement.
+    pub statement: &'static str,
+    /// Executions on a generic plan.
+    pub generic_plans: i64,
+    /// Executions on a custom plan.
+    pub custom_plans: i64,
+}
+
+/// One statement's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Which statement.
+    pub statement: String,
+    /// `EXPLAIN (ANALYZE, BUFFERS)` text.
+    pub plan: String,
+}
+
+/// The measurements of one shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShapeResult {
+    /// The shape.
+    pub shape: Shape,
+    /// Writing the backlog through the trigger (the blocked head excluded).
+    pub written: Written,
+    /// `VACUUM ANALYZE` after writing, seconds.
+    pub vacuum_seconds: f64,
+    /// The table before the claims.
+    pub state: TableState,
+    /// `CHECKPOINT` after the load, seconds.
+    pub checkpoint_seconds: f64,
+    /// The untimed first claim (statements prepared on the connection, full-page images
+    /// written after the checkpoint), ms.
+    pub first_ms: f64,
+    /// WAL written by the cluster during the first claim, KiB.
+    pub first_wal_kib: f64,
+    /// The timed claims, ms each, in order.
+    pub claim_ms: Vec<f64>,
+    /// WAL written by the cluster (all databases: other work included) during each timed
+    /// claim, KiB.
+    pub claim_wal_kib: Vec<f64>,
+    /// When each timed claim started (UTC), to match against the server log's checkpoints.
+    pub claim_started_at: Vec<String>,
+    /// Their summary.
+    pub claim: Summary,
+    /// Rows claimed by each timed claim.
+    pub rows_claimed: Vec<usize>,
+    /// Settling each claim back (untimed in `claim_ms`), ms each.
+    pub release_ms: Vec<f64>,
+    /// The same number of claims replicated step by step (see `steps.rs`), ms per step.
+    pub steps: Vec<Steps>,
+    /// Their per-step medians.
+    pub step_medians: Steps,
+    /// Generic versus custom plans of the claim's statements on the timing connection.
+    pub prepared: Vec<Prepared>,
+    /// The claim's statements, explained (with `--explain`).
+    pub plans: Vec<Plan>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Pending rows per shape.
+    pub rows: i64,
+    /// Rows per claim.
+    pub batch: u32,
+    /// Timed claims per shape.
+    pub claims: usize,
+    /// Server version.
+    pub server: String,
+    /// `jit` as the server sets it (the claim's transaction turns it off for itself).
+    pub server_jit: String,
+    /// Per shape.
+    pub shapes: Vec<ShapeResult>,
+}
+
+/// The claim's statements by name.
+const STATEMENTS: [(&str, &str); 6] = [
+    ("reap", claim::REAP_SQL),
+    ("re-check", claim::RECHECK_SQL),
+    ("re-check done", claim::RECHECK_DONE_SQL),
+    ("ready scan + head probe", claim::READY_SQL),
+    ("run extension", claim::RUNS_SQL),
+    ("lease", claim::LEASE_SQL),
+];
+
+/// Runs every (selected) shape.
+pub async fn run(args: &Args, server: &Server, keep: bool) -> Result<Report> {
+    ensure!(args.rows >= 10, "--rows must be at least 10");
+    ensure!(args.claims >= 1, "--claims must be at least 1");
+    let payloads = Payloads::tickets()?;
+    let mut versions = None;
+    let mut results = Vec::new();
+    for shape in shapes(args.rows, args.keys) {
+        if !args.only.is_empty() && !args.only.contains(&shape.number) {
+            continue;
+        }
+        eprintln!("shape {}: {}", shape.number, shape.description);
+        // A fresh database per shape: no statistics, bloat or cached plans of the previous
+        // shape (see `docs/benchmarks.md` on the trigger's plan after a TRUNCATE).
+        let scratch = server.create(&format!("_shape{}", shape.number)).await?;
+        if versions.is_none() {
+            let found: (String, String) =
+                sqlx::query_as("SELECT current_setting('server_version'), current_setting('jit')")
+                    .fetch_one(&scratch.pool)
+                    .await?;
+            versions = Some(found);
+        }
+        let result = measure(args, &scratch, &payloads, shape).await;
+        server.drop(scratch, keep).await?;
+        results.push(result?);
+    }
+    let (server, server_jit) = versions.unwrap_or_default();
+    Ok(Report {
+        rows: args.rows,
+        batch: args.batch,
+        claims: args.claims,
+        server,
+        server_jit,
+        shapes: results,
+    })
+}
+
+async fn measure(
+    args: &Args,
+    scratch: &Scratch,
+    payloads: &Payloads,
+    shape: Shape,
+) -> Result<ShapeResult> {
+    let pool = &scratch.pool;
+    let first = if let Some(head) = shape.head {
+        load::blocked_head(pool, payloads, head).await?;
+        1
+    } else {
+        0
+    };
+    let written = load::insert_range(pool, payloads, first, args.rows - 1, shape.plan).await?;
+    eprintln!(
+        "  wrote {} rows through the trigger in {:.1} s ({:.0} rows/s)",
+        written.rows,
+        written.seconds,
+        written.rate()
+    );
+    let vacuum_seconds = load::vacuum_analyze(pool).await?;
+    let state = load::table_state(pool).await?;
+    eprintln!(
+        "  vacuum analyze {vacuum_seconds:.1} s; pending {}, parked {}, ready {}, keys {}, key locks {}, misparked keys {}, {:.0} MiB",
+        state.pending,
+        state.parked,
+        state.ready,
+        state.keys,
+        state.key_locks,
+        state.keys_misparked,
+        state.total_mib
+    );
+    ensure!(
+        state.keys_misparked == 0,
+        "the trigger left {} keys without exactly their head unparked",
+        state.keys_misparked
+    );
+
+    // The load's WAL would otherwise set off checkpoints during the timed claims; after this
+    // one, only the warm-up claim writes full-page images of the pages the claims touch.
+    let started = Instant::now();
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    let checkpoint_seconds = started.elapsed().as_secs_f64();
+
+    // One connection, like a relay's claim loop; its prepared statements are inspected below.
+    let claim_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&scratch.url)
+        .await?;
+    let lease = Duration::from_secs(60);
+    let wal_before = wal_position(pool).await?;
+    let started = Instant::now();
+    let warm = claim::claim(&claim_pool, "bench", args.batch, lease).await?;
+    let first_ms = started.elapsed().as_secs_f64() * 1e3;
+    let first_wal_kib = wal_since(pool, &wal_before).await?;
+    release(pool, &warm).await?;
+
+    let mut claim_ms = Vec::with_capacity(args.claims);
+    let mut claim_wal_kib = Vec::with_capacity(args.claims);
+    let mut claim_started_at = Vec::with_capacity(args.claims);
+    let mut rows_claimed = Vec::with_capacity(args.claims);
+    let mut release_ms = Vec::with_capacity(args.claims);
+    for _ in 0..args.claims {
+        let wal_before = wal_position(pool).await?;
+        claim_started_at.push(chrono::Utc::now().format("%H:%M:%S%.3f").to_string());
+        let started = Instant::now();
+        let claimed = claim::claim(&claim_pool, "bench", args.batch, lease).await?;
+        claim_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        claim_wal_kib.push(wal_since(pool, &wal_before).await?);
+        rows_claimed.push(claimed.len());
+        let started = Instant::now();
+        release(pool, &claimed).await?;
+        release_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let claim = summarize(&claim_ms);
+    eprintln!(
+        "  claim ms: first {first_ms:.1}, min {:.1}, median {:.1}, p95 {:.1}, max {:.1}; rows per claim (median) {}",
+        claim.min,
+        claim.median,
+        claim.p95,
+        claim.max,
+        summarize(&rows_claimed.iter().map(|&n| n as f64).collect::<Vec<f64>>()).median
+    );
+
+    let prepared = prepared_plans(&claim_pool).await?;
+    let mut step_times = Vec::with_capacity(args.claims);
+    for _ in 0..args.claims {
+        let (times, token, ids) =
+            steps::claim_in_steps(&claim_pool, "bench", args.batch, lease).await?;
+        step_times.push(times);
+        let outcomes: Vec<_> = ids.into_iter().map(|id| (id, Outcome::Released)).collect();
+        settle::settle(pool, token, 10, &outcomes).await?;
+    }
+    let step_medians = steps::medians(&step_times);
+    eprintln!(
+        "  step by step (median ms): begin+lock {:.1}, reap {:.1}, ready {:.1}, runs {:.1}, lease {:.1}, commit {:.1}, total {:.1}",
+        step_medians.begin_lock,
+        step_medians.reap,
+        step_medians.ready,
+        step_medians.runs,
+        step_medians.lease,
+        step_medians.commit,
+        step_medians.total
+    );
+    let plans = if args.explain {
+        claim::explain(&claim_pool, args.batch)
+            .await?
+            .into_iter()
+            .map(|(statement, plan)| Plan { statement, plan })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    claim_pool.close().await;
+    Ok(ShapeResult {
+        shape,
+        written,
+        vacuum_seconds,
+        state,
+        checkpoint_seconds,
+        first_ms,
+        first_wal_kib,
+        claim_ms,
+        claim_wal_kib,
+        claim_started_at,
+        claim,
+        rows_claimed,
+        release_ms,
+        steps: step_times,
+        step_medians,
+        prepared,
+        plans,
+    })
+}
+
+async fn wal_position(pool: &PgPool) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await?)
+}
+
+async fn wal_since(pool: &PgPool, position: &str) -> Result<f64> {
+    Ok(sqlx::query_scalar(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8 / 1024",
+    )
+    .bind(position)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Settles every row of a claim as `Released`: unleased, untouched otherwise.
+async fn release(pool: &PgPool, claimed: &claim::Claim) -> Result<()> {
+    let outcomes: Vec<_> = claimed
+        .events
+        .iter()
+        .map(|e| e.id)
+        .chain(claimed.undecodable.iter().map(|u| u.id))
+        .map(|id| (id, Outcome::Released))
+        .collect();
+    let settled = settle::settle(pool, claimed.token, 10, &outcomes).await?;
+    ensure!(
+        settled.released as usize == outcomes.len(),
+        "releasing a claim: {settled:?}"
+    );
+    Ok(())
+}
+
+/// How often the claim's statements ran on generic and custom plans on this pool's one
+/// connection (`pg_prepared_statements` is per session).
+async fn prepared_plans(claim_pool: &PgPool) -> Result<Vec<Prepared>> {
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+            .fetch_all(claim_pool)
+            .await?;
+    Ok(STATEMENTS
+        .iter()
+        .filter_map(|(name, sql)| {
+            rows.iter()
+                .find(|(text, _, _)| text == sql)
+                .map(|(_, generic, custom)| Prepared {
+                    statement: name,
+                    generic_plans: *generic,
+                    custom_plans: *custom,
+                })
+        })
+        .collect())
+}
+
+/// The report as Markdown.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "claim-shapes: {} rows per shape, batch {}, {} timed claims per shape (PostgreSQL {}, server jit = {})\n",
+        report.rows, report.batch, report.claims, report.server, report.server_jit
+    );
+    let _ = writeln!(
+        out,
+        "| # | shape | rows | write via trigger | ready rows | parked | first claim ms | min ms | median ms | p95 ms | max ms | rows/claim |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for r in &report.shapes {
+        let rows_per_claim = summarize(
+            &r.rows_claimed
+                .iter()
+                .map(|&n| n as f64)
+                .collect::<Vec<f64>>(),
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.1} s ({:.0} rows/s) | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            r.shape.number,
+            r.shape.name,
+            r.state.pending + r.state.dead,
+            r.written.seconds,
+            r.written.rate(),
+            r.state.ready,
+            r.state.parked,
+            r.first_ms,
+            r.claim.min,
+            r.claim.median,
+            r.claim.p95,
+            r.claim.max,
+            rows_per_claim.median
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe same claims replicated step by step from the client (median ms per step):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| # | BEGIN + claim lock | reap | ready scan + head probe | run extension | lease | COMMIT | total |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for r in &report.shapes {
+        let m = &r.step_medians;
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            r.shape.number, m.begin_lock, m.reap, m.ready, m.runs, m.lease, m.commit, m.total
+        );
+    }
+    let _ = writeln!(out);
+    for r in &report.shapes {
+        let _ = writeln!(
+            out,
+            "shape {} ({}): {}",
+            r.shape.number, r.shape.name, r.shape.description
+        );
+        let _ = writeln!(
+            out,
+            "  table {:.0} MiB, ready index {:.2} MiB, key locks {}, vacuum analyze {:.1} s",
+            r.state.total_mib, r.state.ready_index_mib, r.state.key_locks, r.vacuum_seconds
+        );
+        let samples: Vec<String> = r.claim_ms.iter().map(|ms| format!("{ms:.1}")).collect();
+        let _ = writeln!(out, "  claim ms: {}", samples.join(" "));
+        let wal: Vec<String> = r.claim_wal_kib.iter().map(|k| format!("{k:.0}")).collect();
+        let _ = writeln!(
+            out,
+            "  cluster WAL per claim, KiB: {} (first claim after the checkpoint: {:.1} ms, {:.0} KiB)",
+            wal.join(" "),
+            r.first_ms,
+            r.first_wal_kib
+        );
+        if let (Some(first), Some(last)) = (r.claim_started_at.first(), r.claim_started_at.last()) {
+            let _ = writeln!(out, "  timed claims from {first} to {last} UTC");
+        }
+        let prepared: Vec<String> = r
+            .prepared
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} generic/{} custom",
+                    p.statement, p.generic_plans, p.custom_plans
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  plans used: {}", prepared.join("; "));
+        for plan in &r.plans {
+            let text: Vec<String> = plan.plan.lines().map(abridge).collect();
+            let _ = writeln!(out, "\n  -- {}\n{}", plan.statement, text.join("\n"));
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// A plan line with its array literals (the 500 ids a lease binds) shortened to a count.
+fn abridge(line: &str) -> String {
+    let mut out = String::with_capacity(line.len().min(300));
+    let mut rest = line;
+    while let Some(start) = rest.find("'{") {
+        let Some(len) = rest[start..].find("}'") else {
+            break;
+        };
+        let inner = &rest[start + 2..start + len];
+        out.push_str(&rest[..start]);
+        if inner.len() > 60 {
+            let _ = write!(out, "'{{... {} values ...}}'", inner.split(',').count());
+        } else {
+            out.push_str(&rest[start..start + len + 2]);
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abridge;
+
+    #[test]
+    fn long_arrays_become_counts() {
+        let ids = ["01a21bd4-3b08-7afc-3184-9fb311d893c9"; 3].join(",");
+        let line = format!("Index Cond: (id = ANY ('{{{ids}}}'::uuid[]))");
+        assert_eq!(
+            abridge(&line),
+            "Index Cond: (id = ANY ('{... 3 values ...}'::uuid[]))"
+        );
+        let short = "Filter: (id = ANY ('{}'::uuid[]))";
+        assert_eq!(abridge(short), short);
+    }
+}
