@@ -198,6 +198,20 @@ impl Publisher {
         }
     }
 
+    /// Forgets the link at once and closes it in the background (bounded), so the next call
+    /// reconnects without waiting for the old connection to say goodbye.
+    fn drop_link(&mut self) {
+        if let Some((connection, _)) = self.link.take() {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    connection.close(200, "relay reconnecting".into()),
+                )
+                .await;
+            });
+        }
+    }
+
     /// Publishes `messages` back to back, then awaits all their confirms (bounded by the
     /// confirm timeout). The results are in input order. A broken channel is dropped so the
     /// next call reconnects.
@@ -328,7 +342,9 @@ impl Publisher {
         });
         if lost || broken.is_some() {
             // Outstanding confirms on this channel can no longer be trusted: start afresh.
-            self.disconnect().await;
+            // The old link closes in the background: a blocked broker may take seconds to
+            // answer, and the wave's outcomes must be settled within its lease.
+            self.drop_link();
         }
         results
     }
