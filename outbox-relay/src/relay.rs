@@ -114,7 +114,11 @@ pub async fn run(
     );
 
     while !cancel.is_cancelled() {
-        // 1. The broker first: claiming rows we cannot publish would only park them.
+        // 1. The broker first: claiming rows we cannot publish would only park them. (An
+        //    idle relay learns here that its link dropped, and says so before reconnecting.)
+        if !publisher.is_connected() {
+            health.set_broker(false);
+        }
         if !publisher.ensure_connected(&cancel).await {
             break;
         }
