@@ -18,6 +18,7 @@ mod error;
 pub mod inbox;
 mod migrate;
 mod options;
+pub mod tcp_nodelay;
 pub mod trace;
 
 pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};

@@ -18,8 +18,14 @@ pub struct RelayConfig {
     pub routing_key_template: String,
     /// Rows claimed per batch.
     pub batch_size: u32,
-    /// Fallback poll interval when no notification arrives.
+    /// The longest wait between looks for work: the safety net while notifications arrive,
+    /// the idle ceiling of adaptive polling otherwise (see [`crate::wakeup`]).
     pub poll_interval: Duration,
+    /// The shortest wait of adaptive polling: the first look after a claim found nothing.
+    pub poll_min_interval: Duration,
+    /// Batches in flight at once (claimed and not yet settled), each on a broker
+    /// connection of its own: one is claimed while another publishes and a third settles.
+    pub in_flight_batches: u32,
     /// Whether to LISTEN for insert notifications (off behind PgBouncer in transaction mode).
     pub listen: bool,
     /// Publish attempts before a row becomes `dead`.
@@ -56,6 +62,8 @@ impl RelayConfig {
             routing_key_template: DEFAULT_ROUTING_KEY.to_owned(),
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
+            poll_min_interval: DEFAULT_POLL_MIN_INTERVAL,
+            in_flight_batches: DEFAULT_IN_FLIGHT_BATCHES,
             listen: true,
             max_attempts: 10,
             retry: BackoffPolicy::default(),
@@ -70,6 +78,15 @@ impl RelayConfig {
         }
     }
 }
+
+/// Batches in flight by default: enough to keep claiming, publishing and settling all busy.
+pub const DEFAULT_IN_FLIGHT_BATCHES: u32 = 3;
+
+/// The most batches in flight: each holds a broker connection and a database connection.
+pub const MAX_IN_FLIGHT_BATCHES: u32 = 16;
+
+/// The first look for work after an empty claim, when polling.
+pub const DEFAULT_POLL_MIN_INTERVAL: Duration = Duration::from_millis(2);
 
 /// RabbitMQ's default `max_message_size` since 4.0 (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -95,6 +112,23 @@ impl RelayConfig {
         let bad = |text: String| Err(ConfigError(text));
         if self.batch_size == 0 {
             return bad("--batch-size must be at least 1".to_owned());
+        }
+        if !(1..=MAX_IN_FLIGHT_BATCHES).contains(&self.in_flight_batches) {
+            return bad(format!(
+                "--in-flight-batches must be 1 to {MAX_IN_FLIGHT_BATCHES}"
+            ));
+        }
+        if self.poll_interval.is_zero() || self.poll_min_interval.is_zero() {
+            return bad(
+                "--poll-interval and --poll-min-interval must be above zero (a relay polling without pause takes a core)"
+                    .to_owned(),
+            );
+        }
+        if self.poll_min_interval > self.poll_interval {
+            return bad(format!(
+                "--poll-min-interval ({:?}) must not exceed --poll-interval ({:?})",
+                self.poll_min_interval, self.poll_interval
+            ));
         }
         if self.max_attempts == 0 {
             return bad("--max-attempts must be at least 1".to_owned());
@@ -177,5 +211,16 @@ mod tests {
         let mut c = config();
         c.relay_id = String::new();
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.in_flight_batches = 0;
+        assert!(c.validate().is_err());
+        c.in_flight_batches = MAX_IN_FLIGHT_BATCHES + 1;
+        assert!(c.validate().is_err());
+        let mut c = config();
+        c.poll_interval = Duration::ZERO;
+        assert!(c.validate().unwrap_err().0.contains("--poll-interval"));
+        let mut c = config();
+        c.poll_min_interval = Duration::from_secs(2);
+        assert!(c.validate().unwrap_err().0.contains("--poll-min-interval"));
     }
 }

@@ -3,12 +3,12 @@
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -35,7 +35,8 @@ pub enum RelayError {
 #[derive(Debug, Default)]
 pub struct Health {
     database: AtomicBool,
-    broker: AtomicBool,
+    /// One bit per delivery loop whose broker link is up.
+    broker: AtomicU64,
 }
 
 impl Health {
@@ -44,17 +45,22 @@ impl Health {
         self.database.load(Ordering::Relaxed)
     }
 
-    /// Whether the broker link is up.
+    /// Whether a broker link is up (one is enough to deliver).
     pub fn broker_ok(&self) -> bool {
-        self.broker.load(Ordering::Relaxed)
+        self.broker.load(Ordering::Relaxed) != 0
     }
 
     fn set_database(&self, ok: bool) {
         self.database.store(ok, Ordering::Relaxed);
     }
 
-    fn set_broker(&self, ok: bool) {
-        self.broker.store(ok, Ordering::Relaxed);
+    fn set_broker(&self, lane: usize, ok: bool) {
+        let bit = 1u64 << (lane % 64);
+        if ok {
+            self.broker.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.broker.fetch_and(!bit, Ordering::Relaxed);
+        }
     }
 }
 
@@ -68,26 +74,37 @@ pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
     }
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| RelayError::Config(format!("--database-url {}: {e}", mask_url(url))))?;
-    Ok(PgPoolOptions::new()
+    Ok(outbox_core::tcp_nodelay::pool_options(&options)
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with(options))
 }
 
-/// Runs the relay until `cancel` fires, then drains: the wave in flight finishes (bounded by
+/// Runs the relay until `cancel` fires, then drains: the waves in flight finish (bounded by
 /// the confirm timeout), unpublished rows are released, and the function returns.
+///
+/// `in_flight_batches` delivery loops run side by side, each with its own broker
+/// connection: while one publishes, another claims and a third settles. They need no
+/// coordination: a claim never takes an event whose key has an earlier event leased (by
+/// this relay or another), so batches in flight never share a key.
 pub async fn run(
     config: RelayConfig,
     cancel: CancellationToken,
     health: Arc<Health>,
 ) -> Result<(), RelayError> {
     config.validate().map_err(|e| RelayError::Config(e.0))?;
-    let pool = pool_for(&config.database_url, 4)?;
+    // A connection per loop (its claim or settle), the listener, gauges and retention.
+    let pool = pool_for(&config.database_url, config.in_flight_batches + 3)?;
     let background = cancel.child_token();
     let wakeup = if config.listen {
-        Wakeup::listening(&pool, config.poll_interval, background.clone())
+        Wakeup::following_mode(
+            &pool,
+            config.poll_min_interval,
+            config.poll_interval,
+            background.clone(),
+        )
     } else {
-        Wakeup::polling(config.poll_interval)
+        Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
     };
     tokio::spawn(telemetry::refresh_gauges(
         pool.clone(),
@@ -101,98 +118,154 @@ pub async fn run(
             background.clone(),
         ));
     }
-    let mut publisher = Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout)
-        .with_publish_timeout(config.publish_timeout);
-    let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
     info!(
         relay_id = %config.relay_id,
         database = %mask_url(&config.database_url),
         broker = %mask_url(&config.amqp_url),
         exchange = %config.exchange,
         batch_size = config.batch_size,
+        in_flight_batches = config.in_flight_batches,
         "relay started"
     );
 
-    while !cancel.is_cancelled() {
-        // 1. The broker first: claiming rows we cannot publish would only park them. (An
-        //    idle relay learns here that its link dropped, and says so before reconnecting.)
-        if !publisher.is_connected() {
-            health.set_broker(false);
-        }
-        if !publisher.ensure_connected(&cancel).await {
-            break;
-        }
-        health.set_broker(true);
-
-        // 2. Claim the heads of keys and the runs behind them, under a fresh token. The
-        //    lease is counted from before the claim: the database's deadline is later.
-        let claim_started = Instant::now();
-        let lease_ends = claim_started + config.lease;
-        let claim =
-            match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease).await {
-                Ok(claim) => {
-                    health.set_database(true);
-                    claim
-                }
-                Err(error) => {
-                    health.set_database(false);
-                    let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
-                    warn!(%error, retry_in = ?delay, "claim failed; retrying");
-                    sleep_or_cancel(delay, &cancel).await;
-                    continue;
-                }
-            };
-        if claim.is_empty() {
-            // A claim that only parked rows found more work behind them: look again now.
-            if claim.parked == 0 {
-                wakeup.wait(&cancel).await;
-            }
-            continue;
-        }
-        metrics::histogram!(telemetry::BATCH_SIZE).record(claim.len() as f64);
-        let claimed_in = claim_started.elapsed();
-
-        // 3. Publish in waves, awaiting confirms between waves, while the lease allows.
-        let publish_started = Instant::now();
-        let outcomes = publish_in_waves(&mut publisher, &config, &claim, lease_ends, &cancel).await;
-        health.set_broker(publisher.is_connected());
-        let published_in = publish_started.elapsed();
-
-        // 4. Settle the whole claim in one transaction.
-        let settle_started = Instant::now();
-        let settled = settle_outcomes(&pool, &config, claim.token, &outcomes, &cancel).await;
-        debug!(
-            batch = claim.len(),
-            claim_ms = claimed_in.as_secs_f64() * 1e3,
-            publish_ms = published_in.as_secs_f64() * 1e3,
-            settle_ms = settle_started.elapsed().as_secs_f64() * 1e3,
-            "batch settled"
-        );
-        health.set_database(settled.is_some());
-        if let Some(settled) = settled {
-            db_retry = BackoffPolicy::RECONNECT.delay_iter();
-            metrics::counter!(telemetry::PUBLISHED).increment(settled.delivered);
-            metrics::counter!(telemetry::DEAD).increment(settled.dead);
-            if settled.dead > 0 {
-                warn!(
-                    dead = settled.dead,
-                    "events are now dead and block their keys (replay or discard them)"
-                );
-            }
-            if settled.lost > 0 {
-                warn!(
-                    rows = settled.lost,
-                    "the lease of these events was taken over before the settle; they will be published again"
-                );
-            }
+    let lane = Lane {
+        config: Arc::new(config),
+        pool,
+        wakeup,
+        health,
+        cancel,
+    };
+    let mut lanes = tokio::task::JoinSet::new();
+    let mut index_of = std::collections::HashMap::new();
+    for index in 0..lane.config.in_flight_batches as usize {
+        index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
+    }
+    while let Some(ended) = lanes.join_next().await {
+        // A loop only returns on cancellation; a panic costs its batch (the lease expires
+        // and the rows go out again), never the relay.
+        if let Err(error) = ended
+            && !lane.cancel.is_cancelled()
+        {
+            let index = index_of.remove(&error.id()).unwrap_or_default();
+            error!(%error, lane = index, "a delivery loop failed; starting another");
+            lane.health.set_broker(index, false);
+            index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
         }
     }
-
-    publisher.disconnect().await;
-    health.set_broker(false);
     background.cancel();
-    info!(relay_id = %config.relay_id, "relay stopped");
+    info!(relay_id = %lane.config.relay_id, "relay stopped");
     Ok(())
+}
+
+/// What every delivery loop of a relay shares.
+#[derive(Clone)]
+struct Lane {
+    config: Arc<RelayConfig>,
+    pool: PgPool,
+    wakeup: Wakeup,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+}
+
+impl Lane {
+    /// One delivery loop: claim → publish in waves → settle, until cancelled.
+    async fn deliver(self, index: usize) {
+        let Lane {
+            config,
+            pool,
+            wakeup,
+            health,
+            cancel,
+        } = self;
+        let mut publisher =
+            Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout)
+                .with_publish_timeout(config.publish_timeout);
+        let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
+        while !cancel.is_cancelled() {
+            // 1. The broker first: claiming rows we cannot publish would only park them. (An
+            //    idle loop learns here that its link dropped, and says so before reconnecting.)
+            if !publisher.is_connected() {
+                health.set_broker(index, false);
+            }
+            if !publisher.ensure_connected(&cancel).await {
+                break;
+            }
+            health.set_broker(index, true);
+
+            // 2. Claim the heads of keys and the runs behind them, under a fresh token. The
+            //    lease is counted from before the claim: the database's deadline is later.
+            let claim_started = Instant::now();
+            let lease_ends = claim_started + config.lease;
+            let claim =
+                match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease).await
+                {
+                    Ok(claim) => {
+                        health.set_database(true);
+                        claim
+                    }
+                    Err(error) => {
+                        health.set_database(false);
+                        let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
+                        warn!(%error, retry_in = ?delay, "claim failed; retrying");
+                        sleep_or_cancel(delay, &cancel).await;
+                        continue;
+                    }
+                };
+            if claim.is_empty() {
+                // A claim that only parked rows found more work behind them: look again now.
+                if claim.parked == 0 {
+                    wakeup.wait(&cancel).await;
+                }
+                continue;
+            }
+            metrics::histogram!(telemetry::BATCH_SIZE).record(claim.len() as f64);
+            let claimed_in = claim_started.elapsed();
+
+            // 3. Publish in waves, awaiting confirms between waves, while the lease allows.
+            let publish_started = Instant::now();
+            let outcomes =
+                publish_in_waves(&mut publisher, &config, &claim, lease_ends, &cancel).await;
+            health.set_broker(index, publisher.is_connected());
+            let published_in = publish_started.elapsed();
+
+            // 4. Settle the whole claim in one transaction.
+            let settle_started = Instant::now();
+            let settled = settle_outcomes(&pool, &config, claim.token, &outcomes, &cancel).await;
+            debug!(
+                lane = index,
+                batch = claim.len(),
+                claim_ms = claimed_in.as_secs_f64() * 1e3,
+                publish_ms = published_in.as_secs_f64() * 1e3,
+                settle_ms = settle_started.elapsed().as_secs_f64() * 1e3,
+                "batch settled"
+            );
+            health.set_database(settled.is_some());
+            if let Some(settled) = settled {
+                db_retry = BackoffPolicy::RECONNECT.delay_iter();
+                report(&settled);
+            }
+        }
+        publisher.disconnect().await;
+        health.set_broker(index, false);
+    }
+}
+
+/// Counts a settled claim in the metrics, and warns of what an operator should know.
+fn report(settled: &Settled) {
+    metrics::counter!(telemetry::PUBLISHED).increment(settled.delivered);
+    metrics::counter!(telemetry::DEAD).increment(settled.dead);
+    if settled.dead > 0 {
+        warn!(
+            dead = settled.dead,
+            "events are now dead and block their keys (replay or discard them)"
+        );
+    }
+    if settled.lost > 0 {
+        warn!(
+            rows = settled.lost,
+            "the lease of these events was taken over before the settle; they will be published again"
+        );
+    }
 }
 
 /// Publishes a claim so that no event goes out before the earlier events of its key are

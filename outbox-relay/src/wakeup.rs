@@ -1,7 +1,20 @@
-//! When to look for work: a NOTIFY from an insert, a reconnect of the listener, or the poll
-//! interval — whichever comes first. NOTIFY is only a hint; the poll is the safety net.
+//! When to look for work again after a claim found none.
+//!
+//! The database decides how writers announce events (`outbox_wakeup_mode()`, switched by
+//! `outbox-relay wakeup notify|poll`):
+//! - **notify**: a trigger sends `NOTIFY outbox_events` from every inserting transaction;
+//!   the relay LISTENs and wakes at once, and polls every `poll_interval` as a safety net.
+//!   Writers pay for it: a notifying commit holds a database-wide lock, so such commits
+//!   cannot be flushed together.
+//! - **poll**: writers send nothing; the relay polls adaptively. The first look comes
+//!   `poll_min_interval` after an empty claim, and each empty look doubles the wait, up to
+//!   `poll_interval`. A look is [`claim::work_waiting`], three index probes without locks.
+//!
+//! The relay reads the mode on start and every [`MODE_REFRESH`], so a switch needs no
+//! restart. Polling also covers for a lost LISTEN connection and for `--no-listen`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -11,93 +24,187 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::BackoffPolicy;
+use crate::store::claim;
 
 /// The channel the insert trigger notifies.
 pub const CHANNEL: &str = "outbox_events";
 
-/// Wake-ups for the relay loop.
+/// How often the relay re-reads the database's wake-up mode.
+pub const MODE_REFRESH: Duration = Duration::from_secs(10);
+
+/// How writers announce new events (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Writers NOTIFY; the relay listens.
+    Notify,
+    /// Writers send nothing; the relay polls adaptively.
+    Poll,
+}
+
+impl Mode {
+    /// The database's current mode. A schema older than the wake-up mode always notifies.
+    pub async fn read(pool: &PgPool) -> Result<Mode, sqlx::Error> {
+        match sqlx::query_scalar::<_, String>("SELECT outbox_wakeup_mode()")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(mode) if mode == "poll" => Ok(Mode::Poll),
+            Ok(_) => Ok(Mode::Notify),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42883") => {
+                Ok(Mode::Notify)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Wake-ups for the relay's delivery loops.
 #[derive(Debug, Clone)]
 pub struct Wakeup {
     notify: Arc<Notify>,
-    poll_interval: Duration,
+    /// Whether the database's mode is `notify`.
+    mode_notify: Arc<AtomicBool>,
+    /// Whether a LISTEN connection is up.
+    listening: Arc<AtomicBool>,
+    pool: PgPool,
+    min_interval: Duration,
+    max_interval: Duration,
 }
 
 impl Wakeup {
-    /// Wake-ups by polling only (no LISTEN).
-    pub fn polling(poll_interval: Duration) -> Self {
+    /// Wake-ups by adaptive polling only (no LISTEN), between `min_interval` and
+    /// `max_interval`.
+    pub fn polling(pool: &PgPool, min_interval: Duration, max_interval: Duration) -> Self {
         Wakeup {
             notify: Arc::new(Notify::new()),
-            poll_interval,
+            mode_notify: Arc::new(AtomicBool::new(false)),
+            listening: Arc::new(AtomicBool::new(false)),
+            pool: pool.clone(),
+            min_interval: min_interval.min(max_interval),
+            max_interval,
         }
     }
 
-    /// Wake-ups by LISTEN (in a background task that reconnects by itself) plus polling.
-    pub fn listening(pool: &PgPool, poll_interval: Duration, cancel: CancellationToken) -> Self {
-        let wakeup = Self::polling(poll_interval);
-        let notify = wakeup.notify.clone();
-        let pool = pool.clone();
-        tokio::spawn(async move { listen(pool, notify, cancel).await });
+    /// Wake-ups that follow the database's mode: LISTEN (in a background task that
+    /// reconnects by itself) while it is `notify`, adaptive polling otherwise.
+    pub fn following_mode(
+        pool: &PgPool,
+        min_interval: Duration,
+        max_interval: Duration,
+        cancel: CancellationToken,
+    ) -> Self {
+        let wakeup = Self::polling(pool, min_interval, max_interval);
+        tokio::spawn(wakeup.clone().listen(cancel.clone()));
+        tokio::spawn(wakeup.clone().follow_mode(cancel));
         wakeup
     }
 
-    /// Waits for a notification, the poll interval, or cancellation.
+    /// Waits until there may be work: a notification, a poll that finds work (or fails: the
+    /// claim will report the error), or cancellation.
     pub async fn wait(&self, cancel: &CancellationToken) {
-        tokio::select! {
-            () = self.notify.notified() => {}
-            () = tokio::time::sleep(self.poll_interval) => {}
-            () = cancel.cancelled() => {}
+        let mut interval = self.min_interval;
+        loop {
+            // Notifications can be relied on: mode `notify` and a LISTEN connection up.
+            let relying_on_notify =
+                self.mode_notify.load(Ordering::Relaxed) && self.listening.load(Ordering::Relaxed);
+            let sleep = if relying_on_notify {
+                self.max_interval
+            } else {
+                interval
+            };
+            tokio::select! {
+                () = self.notify.notified() => return,
+                () = tokio::time::sleep(sleep) => {}
+                () = cancel.cancelled() => return,
+            }
+            if relying_on_notify {
+                return;
+            }
+            match claim::work_waiting(&self.pool).await {
+                Ok(false) => interval = (interval * 2).min(self.max_interval),
+                Ok(true) | Err(_) => return,
+            }
         }
     }
 
-    /// Wakes the loop now (used after a reconnect, and by tests).
+    /// Wakes one waiting loop now (used after a reconnect, and by tests).
     pub fn poke(&self) {
         self.notify.notify_one();
     }
-}
 
-async fn listen(pool: PgPool, notify: Arc<Notify>, cancel: CancellationToken) {
-    let mut delays = BackoffPolicy::RECONNECT.delay_iter();
-    let mut listener: Option<PgListener> = None;
-    loop {
-        if cancel.is_cancelled() {
-            return;
-        }
-        let active = match listener.as_mut() {
-            Some(active) => active,
-            None => match subscribe(&pool).await {
-                Ok(fresh) => {
-                    info!(channel = CHANNEL, "listening for outbox inserts");
-                    // Notifications sent while we were away are lost: scan now.
-                    notify.notify_one();
-                    listener.insert(fresh)
-                }
-                Err(error) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                    warn!(%error, retry_in = ?delay, "LISTEN failed; relying on polling until it works");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => continue,
-                        () = cancel.cancelled() => return,
+    /// Keeps a LISTEN connection and wakes a loop per notification.
+    async fn listen(self, cancel: CancellationToken) {
+        let mut delays = BackoffPolicy::RECONNECT.delay_iter();
+        let mut listener: Option<PgListener> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            let Some(active) = listener.as_mut() else {
+                match subscribe(&self.pool).await {
+                    Ok(fresh) => {
+                        delays = BackoffPolicy::RECONNECT.delay_iter();
+                        listener = Some(fresh);
+                        self.listening.store(true, Ordering::Relaxed);
+                        // Notifications sent while we were away are lost: scan now.
+                        self.notify.notify_one();
+                    }
+                    Err(error) => {
+                        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                        warn!(%error, retry_in = ?delay, "LISTEN failed; polling until it works");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = cancel.cancelled() => return,
+                        }
                     }
                 }
-            },
-        };
-        let received = tokio::select! {
-            received = active.try_recv() => received,
-            () = cancel.cancelled() => return,
-        };
-        match received {
-            Ok(Some(_)) => {
-                debug!("notified of new outbox rows");
-                notify.notify_one();
+                continue;
+            };
+            // Only cancellation interrupts a receive (a receive cut short could lose part of
+            // a message); the mode is refreshed by its own task.
+            let received = tokio::select! {
+                received = active.try_recv() => received,
+                () = cancel.cancelled() => return,
+            };
+            match received {
+                Ok(Some(_)) => {
+                    debug!("notified of new outbox rows");
+                    self.notify.notify_one();
+                }
+                Ok(None) => {
+                    info!("LISTEN connection was lost and re-established; scanning");
+                    self.notify.notify_one();
+                }
+                Err(error) => {
+                    warn!(%error, "LISTEN connection failed");
+                    listener = None;
+                    self.listening.store(false, Ordering::Relaxed);
+                    self.notify.notify_one();
+                }
             }
-            Ok(None) => {
-                info!("LISTEN connection was lost and re-established; scanning");
-                notify.notify_one();
+        }
+    }
+
+    /// Re-reads the database's wake-up mode every [`MODE_REFRESH`].
+    async fn follow_mode(self, cancel: CancellationToken) {
+        let mut known = None;
+        loop {
+            match Mode::read(&self.pool).await {
+                Ok(mode) => {
+                    if known != Some(mode) {
+                        info!(?mode, "wake-up mode");
+                        known = Some(mode);
+                    }
+                    self.mode_notify.store(mode == Mode::Notify, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    debug!(%error, "cannot read the wake-up mode; polling meanwhile");
+                    self.mode_notify.store(false, Ordering::Relaxed);
+                }
             }
-            Err(error) => {
-                warn!(%error, "LISTEN connection failed");
-                listener = None;
-                notify.notify_one();
+            tokio::select! {
+                () = tokio::time::sleep(MODE_REFRESH) => {}
+                () = cancel.cancelled() => return,
             }
         }
     }

@@ -17,7 +17,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use outbox_relay::RelayConfig;
 use outbox_relay::relay::{Health, RelayError};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +70,7 @@ impl TestDb {
             .await?;
         conn.close().await?;
         let options = admin.database(&name);
-        let pool = PgPoolOptions::new()
+        let pool = outbox_core::tcp_nodelay::pool_options(&options)
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())

@@ -32,6 +32,21 @@ pub const REAP_SQL: &str = "WITH reaped AS (
              RETURNING 1)
          SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck)";
 
+/// Whether a claim now would find anything to do: a due, unleased head (the first entry of
+/// the ready index), an expired lease, or a key noted for a re-check. Three index probes and
+/// no lock: cheap enough to run every few milliseconds while polling.
+pub const PROBE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox_events
+                        WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
+                          AND available_at <= statement_timestamp())
+             OR EXISTS (SELECT 1 FROM outbox_events
+                         WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp())
+             OR EXISTS (SELECT 1 FROM outbox_key_recheck)";
+
+/// Runs [`PROBE_SQL`]: whether a claim now would find work.
+pub async fn work_waiting(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(PROBE_SQL).fetch_one(pool).await
+}
+
 /// Step 2: the keys noted for a re-check that no writer holds now (their key locks taken).
 pub const RECHECK_SQL: &str = "SELECT k.ordering_key
                FROM outbox_key_recheck r JOIN outbox_key_locks k USING (ordering_key)

@@ -66,6 +66,41 @@ pub struct Settled {
 /// look-up stays cheap for the largest batches.
 const CHUNK: usize = 1000;
 
+/// Deliveries: the rows still held under the token (`$2`) become `delivered`.
+const DELIVERED_SQL: &str = "UPDATE outbox_events
+        SET status = 'delivered', attempts = attempts + 1, delivered_at = clock_timestamp(),
+            last_error = NULL, claim_token = NULL, locked_by = NULL, locked_until = NULL
+      WHERE id = ANY($1::uuid[]) AND claim_token = $2 AND status = 'pending'
+     RETURNING ordering_key";
+
+/// Every other outcome, per row: `$2` holds each id's outcome kind, `$3` its error, `$4` its
+/// retry delay in seconds, `$5` the attempt limit. Each row finds its outcome by its
+/// position in the id array (a join on `unnest` lets the planner rescan the array per row).
+const OUTCOMES_SQL: &str = "UPDATE outbox_events o
+        SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                WHEN 'delivered' THEN 'delivered'
+                WHEN 'rejected' THEN 'dead'
+                WHEN 'failed' THEN CASE WHEN o.attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END
+                ELSE o.status END,
+            attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                WHEN 'released' THEN o.attempts ELSE o.attempts + 1 END,
+            delivered_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                WHEN 'delivered' THEN clock_timestamp() ELSE o.delivered_at END,
+            last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                WHEN 'delivered' THEN NULL
+                WHEN 'released' THEN o.last_error
+                ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
+            available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
+                WHEN 'failed' THEN clock_timestamp() + make_interval(secs => ($4::float8[])[array_position($1::uuid[], o.id)])
+                ELSE o.available_at END,
+            claim_token = NULL,
+            locked_by = NULL,
+            locked_until = NULL
+      WHERE o.id = ANY($1::uuid[])
+        AND o.claim_token = $6
+        AND o.status = 'pending'
+     RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status";
+
 /// Records the outcomes of the claim `token`, all in one transaction.
 pub async fn settle(
     pool: &PgPool,
@@ -79,7 +114,23 @@ pub async fn settle(
     let mut tx = begin_locked(pool, ClaimLock::Shared).await?;
     let mut total = Settled::default();
     let mut moved = BTreeSet::new();
-    for chunk in outcomes.chunks(CHUNK) {
+    // Most outcomes are deliveries: they take a plain statement; the rest the general one.
+    let (delivered, others): (Vec<_>, Vec<_>) = outcomes
+        .iter()
+        .partition(|(_, outcome)| *outcome == Outcome::Delivered);
+    for chunk in delivered.chunks(CHUNK) {
+        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+        let keys: Vec<Option<String>> = sqlx::query_scalar(DELIVERED_SQL)
+            .bind(&ids)
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?;
+        total.lost += (chunk.len() - keys.len()) as u64;
+        total.delivered += keys.len() as u64;
+        // A delivered event moves its key's head to the next undelivered event.
+        moved.extend(keys.into_iter().flatten());
+    }
+    for chunk in others.chunks(CHUNK) {
         let mut ids = Vec::with_capacity(chunk.len());
         let mut kinds = Vec::with_capacity(chunk.len());
         let mut errors: Vec<Option<&str>> = Vec::with_capacity(chunk.len());
@@ -102,56 +153,22 @@ pub async fn settle(
                 }
             }
         }
-        // Each row finds its outcome by its position in the id array (a join on `unnest`
-        // lets the planner rescan the array per row).
-        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-            "UPDATE outbox_events o
-                SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                        WHEN 'delivered' THEN 'delivered'
-                        WHEN 'rejected' THEN 'dead'
-                        WHEN 'failed' THEN CASE WHEN o.attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END
-                        ELSE o.status END,
-                    attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                        WHEN 'released' THEN o.attempts ELSE o.attempts + 1 END,
-                    delivered_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                        WHEN 'delivered' THEN clock_timestamp() ELSE o.delivered_at END,
-                    last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                        WHEN 'delivered' THEN NULL
-                        WHEN 'released' THEN o.last_error
-                        ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
-                    available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                        WHEN 'failed' THEN clock_timestamp() + make_interval(secs => ($4::float8[])[array_position($1::uuid[], o.id)])
-                        ELSE o.available_at END,
-                    claim_token = NULL,
-                    locked_by = NULL,
-                    locked_until = NULL
-              WHERE o.id = ANY($1::uuid[])
-                AND o.claim_token = $6
-                AND o.status = 'pending'
-             RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status, o.ordering_key",
-        )
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&errors)
-        .bind(&delays)
-        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
-        .bind(token)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(OUTCOMES_SQL)
+            .bind(&ids)
+            .bind(&kinds)
+            .bind(&errors)
+            .bind(&delays)
+            .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+            .bind(token)
+            .fetch_all(&mut *tx)
+            .await?;
         total.lost += (chunk.len() - rows.len()) as u64;
-        for (kind, status, key) in rows {
-            let status = Status::parse(&status);
-            match (kind.as_str(), status) {
+        for (kind, status) in rows {
+            match (kind.as_str(), Status::parse(&status)) {
                 ("delivered", _) => total.delivered += 1,
                 ("released", _) => total.released += 1,
                 (_, Some(Status::Dead)) => total.dead += 1,
                 _ => total.retrying += 1,
-            }
-            // A delivered event moves its key's head to the next undelivered event.
-            if status == Some(Status::Delivered)
-                && let Some(key) = key
-            {
-                moved.insert(key);
             }
         }
     }
