@@ -149,11 +149,15 @@ async fn heads_moved(
     if keys.is_empty() {
         return Ok(());
     }
+    // A join on `unnest`, not `= ANY($1)`: under a generic plan, on a small table, the
+    // planner filters a sequential scan by the array, comparing every row with every key
+    // (14 ms for 500 keys among 2,000; 1 ms this way).
     let locked: Vec<String> = sqlx::query_scalar(
-        "SELECT ordering_key FROM outbox_key_locks
-          WHERE ordering_key = ANY($1::text[])
-          ORDER BY ordering_key
-            FOR UPDATE SKIP LOCKED",
+        "SELECT k.ordering_key
+           FROM unnest($1::text[]) AS m(key)
+           JOIN outbox_key_locks k ON k.ordering_key = m.key
+          ORDER BY k.ordering_key
+            FOR UPDATE OF k SKIP LOCKED",
     )
     .bind(keys)
     .fetch_all(&mut **tx)
