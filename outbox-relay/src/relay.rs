@@ -17,7 +17,7 @@ use crate::backoff::BackoffPolicy;
 use crate::config::{RelayConfig, SETTLE_RESERVE};
 use crate::mask::mask_url;
 use crate::message;
-use crate::publisher::{PublishResult, Publisher};
+use crate::publisher::{Broker, PublishResult, Publisher};
 use crate::store::claim::{self, Claim, ClaimedEvent};
 use crate::store::settle::{self, Outcome, Settled};
 use crate::telemetry;
@@ -83,8 +83,8 @@ pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
 /// Runs the relay until `cancel` fires, then drains: the waves in flight finish (bounded by
 /// the confirm timeout), unpublished rows are released, and the function returns.
 ///
-/// `in_flight_batches` delivery loops run side by side, each with its own broker
-/// connection: while one publishes, another claims and a third settles. They need no
+/// `in_flight_batches` delivery loops run side by side, each on a channel of its own on the
+/// relay's broker connection: while one publishes, another claims and a third settles. They need no
 /// coordination: a claim never takes an event whose key has an earlier event leased (by
 /// this relay or another), so batches in flight never share a key.
 pub async fn run(
@@ -129,6 +129,7 @@ pub async fn run(
     );
 
     let lane = Lane {
+        broker: Broker::new(&config.amqp_url, &config.exchange),
         config: Arc::new(config),
         pool,
         wakeup,
@@ -152,6 +153,7 @@ pub async fn run(
             index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
         }
     }
+    lane.broker.close().await;
     background.cancel();
     info!(relay_id = %lane.config.relay_id, "relay stopped");
     Ok(())
@@ -162,6 +164,7 @@ pub async fn run(
 struct Lane {
     config: Arc<RelayConfig>,
     pool: PgPool,
+    broker: Arc<Broker>,
     wakeup: Wakeup,
     health: Arc<Health>,
     cancel: CancellationToken,
@@ -173,13 +176,13 @@ impl Lane {
         let Lane {
             config,
             pool,
+            broker,
             wakeup,
             health,
             cancel,
         } = self;
-        let mut publisher =
-            Publisher::new(&config.amqp_url, &config.exchange, config.confirm_timeout)
-                .with_publish_timeout(config.publish_timeout);
+        let mut publisher = Publisher::new(broker, config.confirm_timeout)
+            .with_publish_timeout(config.publish_timeout);
         let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
         while !cancel.is_cancelled() {
             // 1. The broker first: claiming rows we cannot publish would only park them. (An
@@ -245,7 +248,6 @@ impl Lane {
                 report(&settled);
             }
         }
-        publisher.disconnect().await;
         health.set_broker(index, false);
     }
 }

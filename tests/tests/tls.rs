@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use integration_tests::TestDb;
-use outbox_relay::publisher::Publisher;
+use outbox_relay::publisher::Broker;
 
 #[tokio::test]
 async fn postgres_sslmode_require_encrypts_the_connection_when_the_server_offers_tls() -> Result<()>
@@ -46,8 +46,8 @@ async fn amqps_urls_open_with_a_tls_client_hello() -> Result<()> {
     let port = listener.local_addr()?.port();
     let url = format!("amqps://guest:guest@localhost:{port}/%2f");
     let client = tokio::spawn(async move {
-        let publisher = Publisher::new(&url, "outbox.tls-probe", Duration::from_secs(2));
-        let _ = tokio::time::timeout(Duration::from_secs(5), publisher.connect_once()).await;
+        let broker = Broker::new(&url, "outbox.tls-probe");
+        let _ = tokio::time::timeout(Duration::from_secs(5), broker.connect_once()).await;
     });
     let (mut socket, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await??;
     let mut first = [0u8; 3];
