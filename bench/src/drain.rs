@@ -12,22 +12,13 @@
 //! then know only the blocked key, as after an `ANALYZE` taken while it was all the table held.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use outbox_relay::RelayConfig;
-use outbox_relay::relay::Health;
+use anyhow::{Result, bail, ensure};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::Scratch;
+use crate::broker::{self, Broker};
+use crate::harness;
 use crate::load::{self, Head, KeyPlan, Payloads, Written};
 use crate::summary::median;
 
@@ -112,84 +103,28 @@ pub async fn run(args: &Args, scratch: &Scratch, amqp_url: &str) -> Result<Repor
         args.events >= 1 && args.keys >= 1 && args.relays >= 1 && args.rounds >= 1,
         "--events, --keys, --relays and --rounds must be at least 1"
     );
-    let amqp = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .context("connecting to RabbitMQ")?;
-    let channel = amqp.create_channel().await?;
-    let exchange = format!("{}.x", scratch.name);
-    let queue = scratch.name.clone();
-    let outcome = async {
-        declare(&channel, &exchange, &queue).await?;
-        rounds(args, scratch, amqp_url, &channel, &exchange, &queue).await
-    }
-    .await;
-    let deleted = async {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-        channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await?;
-        amqp.close(200, "done".into()).await?;
-        anyhow::Ok(())
-    }
-    .await;
-    let report = outcome?;
-    deleted?;
-    Ok(report)
+    broker::with_broker(amqp_url, "blocked-drain", async |broker: &Broker| {
+        rounds(args, scratch, amqp_url, broker).await
+    })
+    .await
 }
 
-async fn declare(channel: &Channel, exchange: &str, queue: &str) -> Result<()> {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn rounds(
-    args: &Args,
-    scratch: &Scratch,
-    amqp_url: &str,
-    channel: &Channel,
-    exchange: &str,
-    queue: &str,
-) -> Result<Report> {
+async fn rounds(args: &Args, scratch: &Scratch, amqp_url: &str, broker: &Broker) -> Result<Report> {
     let payloads = Payloads::tickets()?;
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
         let mut runs = Vec::with_capacity(2);
         for blocked in [0, args.blocked] {
-            channel
-                .queue_purge(queue.into(), QueuePurgeOptions::default())
-                .await?;
-            let run = drain_once(args, scratch, amqp_url, exchange, &payloads, blocked).await?;
+            broker.purge().await?;
+            let run = drain_once(
+                args,
+                scratch,
+                amqp_url,
+                &broker.exchange,
+                &payloads,
+                blocked,
+            )
+            .await?;
             eprintln!(
                 "round {round}, {} blocked: {} events in {:.2} s = {:.0} events/s",
                 blocked, args.events, run.drain_seconds, run.events_per_second
@@ -246,82 +181,19 @@ async fn drain_once(
     if args.stale_stats {
         load::vacuum_analyze(pool).await?;
     }
-    // Keys 0.. of the spread plan: never the blocked key (-1). Every seq drawn for them is
-    // above `threshold`.
-    let threshold: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM outbox_events")
-        .fetch_one(pool)
-        .await?;
-    let written = load::insert_range(
-        pool,
-        payloads,
-        next,
-        next + args.events - 1,
-        KeyPlan::spread(args.keys),
-    )
-    .await?;
+    // Keys 0.. of the spread plan: never the blocked key (-1).
+    let backlog = harness::write_backlog(pool, payloads, next, args.events, args.keys).await?;
     if !args.stale_stats {
         load::vacuum_analyze(pool).await?;
     }
-
-    let cancel = CancellationToken::new();
-    let started = Instant::now();
-    let mut relays = Vec::with_capacity(args.relays);
-    for n in 0..args.relays {
-        let mut config = RelayConfig::new(scratch.url.clone(), amqp_url.to_owned());
-        config.exchange = exchange.to_owned();
-        config.relay_id = format!("bench-relay-{n}");
-        relays.push(tokio::spawn(outbox_relay::run(
-            config,
-            cancel.clone(),
-            Arc::new(Health::default()),
-        )));
-    }
-    let outcome = async {
-        let deadline = started + Duration::from_secs(600);
-        // A cheap probe of the pending index (a count of delivered rows every 10 ms would
-        // take a good part of a core by the end of the run).
-        loop {
-            let waiting: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM outbox_events WHERE status = 'pending' AND seq > $1)",
-            )
-            .bind(threshold)
-            .fetch_one(pool)
-            .await?;
-            if !waiting {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the events were not all delivered after 10 minutes"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let drain_seconds = started.elapsed().as_secs_f64();
-        let delivered: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox_events WHERE status = 'delivered' AND seq > $1",
-        )
-        .bind(threshold)
-        .fetch_one(pool)
-        .await?;
-        ensure!(
-            delivered == args.events,
-            "{delivered} of {} events delivered (the others failed)",
-            args.events
-        );
-        anyhow::Ok(DrainRun {
-            blocked,
-            blocked_written,
-            written,
-            drain_seconds,
-            events_per_second: args.events as f64 / drain_seconds,
-        })
-    }
-    .await;
-    cancel.cancel();
-    for relay in relays {
-        relay.await??;
-    }
-    outcome
+    let timing = harness::drain(scratch, amqp_url, exchange, &backlog, args.relays).await?;
+    Ok(DrainRun {
+        blocked,
+        blocked_written,
+        written: backlog.written,
+        drain_seconds: timing.seconds,
+        events_per_second: timing.events_per_second,
+    })
 }
 
 /// The report as Markdown.

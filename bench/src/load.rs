@@ -96,6 +96,19 @@ impl Payloads {
             payloads,
         })
     }
+
+    /// How many event types (and payloads) there are.
+    pub fn kinds(&self) -> usize {
+        self.event_types.len()
+    }
+
+    /// The `i`-th event type and its example payload.
+    pub fn get(&self, i: usize) -> Result<(&str, &serde_json::Value)> {
+        match (self.event_types.get(i), self.payloads.get(i)) {
+            (Some(event_type), Some(payload)) => Ok((event_type, payload)),
+            _ => anyhow::bail!("no payload number {i}"),
+        }
+    }
 }
 
 const INSERT_SQL: &str = "

@@ -4,13 +4,28 @@
 //! - `claim-shapes`: the cost of one claim on five backlog shapes of `--rows` pending rows,
 //!   optionally with `EXPLAIN (ANALYZE, BUFFERS)` of every statement the claim runs;
 //! - `blocked-drain`: the drain rate of in-process relays, without and with a dead head that
-//!   has `--blocked` events waiting behind it.
+//!   has `--blocked` events waiting behind it;
+//! - `ceiling`, `drain`, `scale-out`, `resources`, `latency`: what the broker takes without a
+//!   database, the relay's drain against it, several relays, the relay process's memory and
+//!   CPU, and commit → consumer latency at a fixed rate;
+//! - `all`: every scenario, one report; `render`: its plots and the generated part of
+//!   `docs/benchmarks.md` (`scripts/bench-report` does both).
 //!
 //! `cargo run --release -p outbox-bench -- claim-shapes --explain`; results and their
 //! reading are in `docs/benchmarks.md`.
 
+mod all;
+mod broker;
+mod ceiling;
 mod drain;
+mod drain_rate;
+mod harness;
+mod latency;
 mod load;
+mod machine;
+mod render;
+mod resources;
+mod scale_out;
 mod shapes;
 mod steps;
 mod summary;
@@ -62,6 +77,20 @@ enum Command {
     /// Drain rate of in-process relays, without and with a dead head holding `--blocked`
     /// events behind it.
     BlockedDrain(drain::Args),
+    /// Confirmed publishes of envelope-sized messages, no database: the broker's ceiling.
+    Ceiling(ceiling::Args),
+    /// One relay draining a backlog, as a ratio of the ceiling measured in the same run.
+    Drain(drain_rate::Args),
+    /// The drain with 1, 2 and 3 relays.
+    ScaleOut(scale_out::Args),
+    /// Peak RSS and CPU of the relay process (the release binary) draining a backlog.
+    Resources(resources::Args),
+    /// Commit → consumer latency of one-event transactions at a fixed rate.
+    Latency(latency::Args),
+    /// Every scenario with its defaults, one report (claim-shapes at fewer rows).
+    All(all::Args),
+    /// SVG plots and the generated part of `docs/benchmarks.md` from `all --json`.
+    Render(render::Args),
 }
 
 /// A database of the benchmark's own, migrated.
@@ -169,6 +198,9 @@ async fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
+    if let Command::Render(args) = &cli.command {
+        return render::run(args);
+    }
     let server = Server::new(&cli.database_url)?;
     let outcome = tokio::select! {
         outcome = run(&cli, &server) => outcome,
@@ -179,11 +211,24 @@ async fn main() -> Result<()> {
     } else {
         server.drop_leftovers().await
     };
+    let deleted = broker::delete_leftovers(&cli.amqp_url).await;
     outcome?;
-    cleaned
+    cleaned?;
+    deleted
 }
 
 async fn run(cli: &Cli, server: &Server) -> Result<()> {
+    let (amqp, keep) = (cli.amqp_url.as_str(), cli.keep_database);
+    // A scenario in a database and on an exchange of its own, printed as asked.
+    macro_rules! scenario {
+        ($module:ident, $args:expr) => {
+            harness::output(
+                cli.json,
+                &$module::run($args, server, amqp, keep).await?,
+                $module::markdown,
+            )?
+        };
+    }
     let text = match &cli.command {
         Command::ClaimShapes(args) => {
             let report = shapes::run(args, server, cli.keep_database).await?;
@@ -203,6 +248,22 @@ async fn run(cli: &Cli, server: &Server) -> Result<()> {
             } else {
                 drain::markdown(&report)
             }
+        }
+        Command::Ceiling(args) => {
+            let report = ceiling::run(args, amqp).await?;
+            harness::output(cli.json, &report, ceiling::markdown)?
+        }
+        Command::Drain(args) => scenario!(drain_rate, args),
+        Command::ScaleOut(args) => scenario!(scale_out, args),
+        Command::Resources(args) => scenario!(resources, args),
+        Command::Latency(args) => scenario!(latency, args),
+        Command::All(args) => {
+            let report = all::run(args, server, (&cli.database_url, amqp), keep).await?;
+            harness::output(cli.json, &report, |r| all::markdown(r, None))?
+        }
+        Command::Render(args) => {
+            render::run(args)?;
+            String::new()
         }
     };
     // An error (a closed pipe), not a panic: the databases are still dropped.

@@ -1,9 +1,9 @@
 //! Order statistics of a set of samples.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Minimum, median, 95th percentile (nearest rank) and maximum.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Summary {
     /// Smallest sample.
     pub min: f64,
@@ -39,6 +39,14 @@ pub fn summarize(samples: &[f64]) -> Summary {
     }
 }
 
+/// The `q`-quantile (0 to 1) of `sorted` (ascending), nearest rank: the smallest sample with
+/// at least `q` of the samples at or below it (0 when there are none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    let rank = ((n as f64 * q).ceil() as usize).clamp(1, n.max(1));
+    sorted.get(rank - 1).copied().unwrap_or(0.0)
+}
+
 /// The median of `samples`.
 pub fn median(samples: &[f64]) -> f64 {
     summarize(samples).median
@@ -56,6 +64,15 @@ mod tests {
         assert_eq!(s.median, 10.5);
         assert_eq!(s.p95, 19.0);
         assert_eq!(s.max, 20.0);
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 0.5), 50.0);
+        assert_eq!(percentile(&sorted, 0.99), 99.0);
+        assert_eq!(percentile(&sorted, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.99), 0.0);
     }
 
     #[test]
