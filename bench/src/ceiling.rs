@@ -35,12 +35,13 @@ pub struct Args {
     /// Messages to publish.
     #[arg(long, default_value_t = 50_000)]
     pub messages: usize,
-    /// Unconfirmed messages at most per connection (the relay's `--batch-size`).
+    /// Unconfirmed messages at most per channel (the relay's `--batch-size`).
     #[arg(long, default_value_t = 500)]
     pub window: usize,
-    /// Publishing connections, one confirm-mode channel each, the messages split evenly.
-    #[arg(long, default_value_t = 1)]
-    pub connections: usize,
+    /// Confirm-mode channels on one connection, the messages split evenly (the relay's
+    /// `--in-flight-batches`: its delivery loops publish side by side, each on a channel).
+    #[arg(long, default_value_t = outbox_relay::config::DEFAULT_IN_FLIGHT_BATCHES as usize)]
+    pub channels: usize,
     /// Ordering keys (tickets) the generated events are spread over.
     #[arg(long, default_value_t = 2_000)]
     pub keys: usize,
@@ -51,11 +52,11 @@ pub struct Args {
 pub struct Report {
     /// Messages published and confirmed.
     pub messages: usize,
-    /// Unconfirmed messages at most, per connection.
+    /// Unconfirmed messages at most, per channel.
     pub window: usize,
-    /// Publishing connections.
-    #[serde(default = "one")]
-    pub connections: usize,
+    /// Publishing channels, on one connection.
+    #[serde(default = "one", alias = "connections")]
+    pub channels: usize,
     /// Mean body size, bytes (the envelope).
     pub body_bytes: f64,
     /// First publish to last confirm, seconds.
@@ -79,35 +80,34 @@ pub async fn run(args: &Args, amqp_url: &str) -> Result<Report> {
 /// Publishes `args.messages` envelopes to `broker`'s exchange and times their confirms.
 pub async fn measure(args: &Args, amqp_url: &str, broker: &Broker) -> Result<Report> {
     ensure!(
-        args.messages >= 1 && args.window >= 1 && args.keys >= 1 && args.connections >= 1,
-        "--messages, --window, --connections and --keys must be at least 1"
+        args.messages >= 1 && args.window >= 1 && args.keys >= 1 && args.channels >= 1,
+        "--messages, --window, --channels and --keys must be at least 1"
     );
     let messages = envelopes(args.messages, args.keys)?;
     let body_bytes =
         messages.iter().map(|m| m.body.len()).sum::<usize>() as f64 / messages.len() as f64;
-    // Connections of their own, like the relay's publishers, all open before the clock starts.
-    let mut links = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let connection = broker::connect(amqp_url).await?;
+    // One connection and a channel per delivery loop, like the relay, open before the clock
+    // starts.
+    let connection = broker::connect(amqp_url).await?;
+    let mut channels = Vec::with_capacity(args.channels);
+    for _ in 0..args.channels {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        links.push((connection, channel));
+        channels.push(channel);
     }
-    let share = messages.len().div_ceil(args.connections);
+    let share = messages.len().div_ceil(args.channels);
     let started = Instant::now();
     let published = try_join_all(
-        links
+        channels
             .iter()
             .zip(messages.chunks(share))
-            .map(|((_, channel), chunk)| publish(channel, &broker.exchange, chunk, args.window)),
+            .map(|(channel, chunk)| publish(channel, &broker.exchange, chunk, args.window)),
     )
     .await;
     let seconds = started.elapsed().as_secs_f64();
-    for (connection, _) in &links {
-        connection.close(200, "done".into()).await?;
-    }
+    connection.close(200, "done".into()).await?;
     let failures = published?
         .into_iter()
         .fold(Failures::default(), |all, one| Failures {
@@ -123,16 +123,16 @@ pub async fn measure(args: &Args, amqp_url: &str, broker: &Broker) -> Result<Rep
     let report = Report {
         messages: messages.len(),
         window: args.window,
-        connections: args.connections,
+        channels: args.channels,
         body_bytes,
         seconds,
         messages_per_second: messages.len() as f64 / seconds,
     };
     eprintln!(
-        "  ceiling: {} messages of {:.0} B on {} connection(s) in {:.2} s = {:.0} msg/s",
+        "  ceiling: {} messages of {:.0} B on {} channel(s) in {:.2} s = {:.0} msg/s",
         report.messages,
         report.body_bytes,
-        report.connections,
+        report.channels,
         report.seconds,
         report.messages_per_second
     );
@@ -292,8 +292,8 @@ impl serde_json::ser::Formatter for JsonbFormatter {
 /// The report as Markdown.
 pub fn markdown(report: &Report) -> String {
     let caption = format!(
-        "ceiling: {} persistent, mandatory messages of {:.0} B (envelopes) on {} connection(s), at most {} unconfirmed on each, no database",
-        report.messages, report.body_bytes, report.connections, report.window
+        "ceiling: {} persistent, mandatory messages of {:.0} B (envelopes) on {} channel(s) of one connection, at most {} unconfirmed on each, no database",
+        report.messages, report.body_bytes, report.channels, report.window
     );
     let row = vec![
         report.messages.to_string(),

@@ -21,13 +21,14 @@ pub struct Args {
     /// The backlog.
     #[command(flatten)]
     pub backlog: BacklogArgs,
-    /// Unconfirmed messages at most per connection in the ceiling run (the relay's batch
+    /// Unconfirmed messages at most per channel in the ceiling run (the relay's batch
     /// size).
     #[arg(long, default_value_t = 500)]
     pub window: usize,
-    /// Publishing connections of the ceiling run.
-    #[arg(long, default_value_t = 1)]
-    pub ceiling_connections: usize,
+    /// Publishing channels of the ceiling run, on one connection (the relay's batches in
+    /// flight).
+    #[arg(long, default_value_t = outbox_relay::config::DEFAULT_IN_FLIGHT_BATCHES as usize)]
+    pub ceiling_channels: usize,
 }
 
 /// The result of `drain`.
@@ -79,7 +80,7 @@ fn ceiling_args(args: &Args) -> ceiling::Args {
     ceiling::Args {
         messages: usize::try_from(args.backlog.events).unwrap_or(1).max(1),
         window: args.window,
-        connections: args.ceiling_connections,
+        channels: args.ceiling_channels,
         keys: usize::try_from(args.backlog.keys).unwrap_or(1).max(1),
     }
 }
@@ -90,7 +91,7 @@ pub fn markdown(report: &Report) -> String {
     let d = &report.drain;
     let caption = format!(
         "drain: {} events on {} keys, one in-process relay (defaults), against the ceiling of the same run ({} envelopes of {:.0} B, {} connection(s) with at most {} unconfirmed each)",
-        d.events, report.keys, c.messages, c.body_bytes, c.connections, c.window
+        d.events, report.keys, c.messages, c.body_bytes, c.channels, c.window
     );
     let row = vec![
         format!("{:.0}", c.messages_per_second),

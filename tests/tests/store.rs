@@ -7,7 +7,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -360,6 +360,55 @@ async fn a_claim_takes_heads_first_then_runs_and_never_a_follower_without_its_pr
             "{states:?}"
         );
     }
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_heads_alone_fill_a_claim_the_oldest_come_with_runs() -> Result<()> {
+    use outbox_relay::store::claim::RUN_DEPTH;
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    // Ten keys of six events each, written key by key: ten heads for a claim of eight.
+    let mut keys = Vec::new();
+    for n in 0..10 {
+        keys.push(emit_n(pool, &format!("k{n}"), 6).await?);
+    }
+    let limit = 8;
+    let batch = claim(pool, "relay-a", limit, LEASE).await?;
+    // The two oldest heads (8 / RUN_DEPTH) with runs of three behind each.
+    let leading = (limit as usize).div_ceil(RUN_DEPTH);
+    let share = (limit as usize - leading) / leading;
+    let expected: Vec<Uuid> = keys[..leading]
+        .iter()
+        .flat_map(|events| events[..=share].iter().copied())
+        .collect();
+    assert_eq!(ids(&batch), expected);
+
+    // Delivered: each key's next head is unparked once; the next claim goes on in seq order
+    // within every key and never skips a predecessor.
+    settle(
+        pool,
+        batch.token,
+        MAX_ATTEMPTS,
+        &all(&batch, &Outcome::Delivered),
+    )
+    .await?;
+    let next = claim(pool, "relay-a", limit, LEASE).await?;
+    let delivered: HashSet<Uuid> = expected.iter().copied().collect();
+    for event in &next.events {
+        let key = keys
+            .iter()
+            .find(|events| events.contains(&event.id))
+            .unwrap();
+        let at = key.iter().position(|id| *id == event.id).unwrap();
+        assert!(
+            key[..at]
+                .iter()
+                .all(|id| delivered.contains(id) || ids(&next).contains(id)),
+            "an event was claimed before one of its predecessors"
+        );
+    }
+    assert_eq!(next.len(), limit as usize);
     db.cleanup().await
 }
 

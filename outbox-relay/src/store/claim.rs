@@ -190,6 +190,11 @@ struct Candidate {
     predecessor: Option<i64>,
 }
 
+/// A head and the events behind it that one claim takes together when heads alone would
+/// fill the batch: the next head of a key is then unparked once per run, not once per
+/// event, and a run is published in as many waves as it is long.
+pub const RUN_DEPTH: usize = 4;
+
 /// Claims up to `limit` events for `relay_id`, leased for `lease`.
 pub async fn claim(
     pool: &PgPool,
@@ -232,9 +237,20 @@ pub async fn claim(
         .partition(|c| c.predecessor.is_none());
     let to_park: Vec<Uuid> = behind.iter().map(|c| c.id).collect();
 
-    // 4. The run behind each keyed head, sharing what the heads leave of the batch.
-    let mut chosen: Vec<Uuid> = heads.iter().map(|c| c.id).collect();
-    let keyed: Vec<&Candidate> = heads.iter().filter(|c| c.ordering_key.is_some()).collect();
+    // 4. The run behind each keyed head, sharing what the heads leave of the batch. When
+    //    heads alone would fill it (then not every key can be served anyway), the oldest
+    //    heads come with runs of up to RUN_DEPTH and younger heads fill what is left.
+    let first = if heads.len() >= limit {
+        limit.div_ceil(RUN_DEPTH)
+    } else {
+        heads.len()
+    };
+    let (leading, younger) = heads.split_at(first);
+    let mut chosen: Vec<Uuid> = leading.iter().map(|c| c.id).collect();
+    let keyed: Vec<&Candidate> = leading
+        .iter()
+        .filter(|c| c.ordering_key.is_some())
+        .collect();
     let room = limit.saturating_sub(chosen.len());
     if room > 0 && !keyed.is_empty() {
         let share = i32::try_from(room.div_ceil(keyed.len())).unwrap_or(i32::MAX);
@@ -245,6 +261,8 @@ pub async fn claim(
                 .take(room),
         );
     }
+    let room = limit.saturating_sub(chosen.len());
+    chosen.extend(younger.iter().take(room).map(|c| c.id));
 
     // A row both behind another and in a run (an event replayed ahead of an unparked
     // head) is leased, not parked: one statement must not change a row twice.
