@@ -199,21 +199,21 @@ impl Lane {
             //    lease is counted from before the claim: the database's deadline is later.
             let claim_started = Instant::now();
             let lease_ends = claim_started + config.lease;
-            let claim =
-                match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease).await
-                {
-                    Ok(claim) => {
-                        health.set_database(true);
-                        claim
-                    }
-                    Err(error) => {
-                        health.set_database(false);
-                        let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
-                        warn!(%error, retry_in = ?delay, "claim failed; retrying");
-                        sleep_or_cancel(delay, &cancel).await;
-                        continue;
-                    }
-                };
+            let claim = match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease)
+                .await
+            {
+                Ok(claim) => {
+                    health.set_database(true);
+                    claim
+                }
+                Err(error) => {
+                    health.set_database(false);
+                    let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
+                    warn!(%error, retry_in = ?delay, "claim failed; retrying");
+                    sleep_or_cancel(delay, &cancel).await;
+                    continue;
+                }
+            };
             if claim.is_empty() {
                 // A claim that only parked rows found more work behind them: look again now.
                 if claim.parked == 0 {

@@ -195,7 +195,8 @@ impl Wakeup {
                         info!(?mode, "wake-up mode");
                         known = Some(mode);
                     }
-                    self.mode_notify.store(mode == Mode::Notify, Ordering::Relaxed);
+                    self.mode_notify
+                        .store(mode == Mode::Notify, Ordering::Relaxed);
                 }
                 Err(error) => {
                     debug!(%error, "cannot read the wake-up mode; polling meanwhile");
