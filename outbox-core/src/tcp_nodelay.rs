@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(flags.len(), 2, "{flags:?}");
         // Documents the sqlx 0.9.0 behaviour this module works around; when it fails, sqlx
         // sets the option again and the module can go (see the module's doc).
-        assert!(flags.iter().all(|on| !on), "sqlx sets TCP_NODELAY itself now: {flags:?}");
+        assert!(
+            flags.iter().all(|on| !on),
+            "sqlx sets TCP_NODELAY itself now: {flags:?}"
+        );
         drop(held);
         plain.close().await;
 
