@@ -19,6 +19,7 @@ mod broker;
 mod ceiling;
 mod drain;
 mod drain_rate;
+mod emit_cost;
 mod harness;
 mod latency;
 mod load;
@@ -91,6 +92,9 @@ enum Command {
     All(all::Args),
     /// SVG plots and the generated part of `docs/benchmarks.md` from `all --json`.
     Render(render::Args),
+    /// What an emitted event costs a one-row domain transaction (library, plain SQL, batch)
+    /// against a plain INSERT, and what NOTIFY costs on top.
+    EmitCost(emit_cost::Args),
 }
 
 /// A database of the benchmark's own, migrated.
@@ -247,6 +251,17 @@ async fn run(cli: &Cli, server: &Server) -> Result<()> {
                 serde_json::to_string_pretty(&report)? + "\n"
             } else {
                 drain::markdown(&report)
+            }
+        }
+        Command::EmitCost(args) => {
+            let scratch = server.create("").await?;
+            let report = emit_cost::run(args, &scratch).await;
+            server.drop(scratch, cli.keep_database).await?;
+            let report = report?;
+            if cli.json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                emit_cost::markdown(&report)
             }
         }
         Command::Ceiling(args) => {

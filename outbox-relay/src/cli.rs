@@ -53,6 +53,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Delete delivered events (or inbox records) older than the retention, in small batches.
     Purge(PurgeArgs),
+    /// Print how relays learn of new events, or switch it: `notify` (a trigger NOTIFYs from
+    /// every inserting transaction; writers pay a database-wide lock at commit) or `poll`
+    /// (writers pay nothing; relays poll adaptively).
+    Wakeup(WakeupArgs),
 }
 
 /// Status an event is replayed from.
@@ -177,6 +181,35 @@ pub struct PurgeArgs {
     /// Count what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Flags of `wakeup`.
+#[derive(Debug, Args)]
+pub struct WakeupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The mode to switch to; without it, the current mode is printed.
+    #[arg(value_enum)]
+    pub mode: Option<WakeupMode>,
+}
+
+/// How relays learn of new events (the database's `outbox_wakeup_mode()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WakeupMode {
+    /// The insert trigger sends `NOTIFY outbox_events`; relays LISTEN.
+    Notify,
+    /// No notification; relays poll adaptively.
+    Poll,
+}
+
+impl WakeupMode {
+    /// The mode's name in SQL (`outbox_set_wakeup_mode`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakeupMode::Notify => "notify",
+            WakeupMode::Poll => "poll",
+        }
+    }
 }
 
 /// Where the database is.

@@ -79,7 +79,39 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Status(args) => status(args).await,
         Command::Inspect(args) => inspect(args).await.map(|()| ExitCode::SUCCESS),
         Command::Purge(args) => purge(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Wakeup(args) => wakeup(args).await.map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// `wakeup [notify|poll]`: prints the database's wake-up mode, or switches it (running relays
+/// follow within seconds) and prints the new one.
+async fn wakeup(args: cli::WakeupArgs) -> Result<()> {
+    let pool = pool_for(&args.database.database_url, 1)?;
+    let mode: Result<String, sqlx::Error> = match args.mode {
+        None => {
+            sqlx::query_scalar("SELECT outbox_wakeup_mode()")
+                .fetch_one(&pool)
+                .await
+        }
+        Some(mode) => {
+            sqlx::query_scalar("SELECT outbox_set_wakeup_mode($1)")
+                .bind(mode.as_str())
+                .fetch_one(&pool)
+                .await
+        }
+    };
+    pool.close().await;
+    let mode = mode.with_context(|| {
+        format!(
+            "wake-up mode of {} (is the schema migrated? `outbox-relay migrate`)",
+            mask_url(&args.database.database_url)
+        )
+    })?;
+    if args.mode.is_some() {
+        info!(mode, "wake-up mode set");
+    }
+    println!("{mode}");
+    Ok(())
 }
 
 /// `replay` (or, with `discard`, `discard`) of the events `args` select.

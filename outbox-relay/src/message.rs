@@ -35,10 +35,14 @@ pub enum BuildError {
     /// The stored headers are not a JSON object.
     #[error("the stored headers are not a JSON object")]
     HeadersNotObject,
+    /// A header RabbitMQ gives a meaning to has a value it refuses (it would close the
+    /// channel): `CC` and `BCC` must be arrays of strings.
+    #[error("header `{0}` must be an array of strings (RabbitMQ's sender-selected distribution)")]
+    ReservedHeader(String),
     /// The properties (mostly the headers) do not fit in one AMQP frame; the broker would
     /// close the connection, failing every other message in flight.
     #[error(
-        "the message properties take {len} bytes, over the {max} one AMQP frame carries (the broker's frame_max)"
+        "the message properties take {len} bytes, over the {max} one AMQP frame carries (the connection's frame_max: the relay asks for 32 KiB unless the AMQP URL sets `?frame_max=`, up to the broker's own limit)"
     )]
     HeadersTooLarge {
         /// Encoded size of the properties.
@@ -231,7 +235,18 @@ pub fn build(
 
     // Extra headers stored at emit come first, so the standard ones below always win.
     let mut headers = match &event.headers {
-        serde_json::Value::Object(fields) => header_table(fields)?,
+        serde_json::Value::Object(fields) => {
+            for name in ["CC", "BCC"] {
+                if fields.get(name).is_some_and(|value| {
+                    !value
+                        .as_array()
+                        .is_some_and(|items| items.iter().all(serde_json::Value::is_string))
+                }) {
+                    return Err(BuildError::ReservedHeader(name.to_owned()));
+                }
+            }
+            header_table(fields)?
+        }
         _ => return Err(BuildError::HeadersNotObject),
     };
     headers.insert("x-dedupe-key".into(), long(&event.dedupe_key));

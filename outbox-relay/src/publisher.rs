@@ -41,19 +41,31 @@ enum Waited {
 /// fit in one.
 pub const FRAME_MAX: u32 = 32 * 1024;
 
+/// How long opening and preparing a channel may take before the connection counts as
+/// unusable.
+const CHANNEL_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The relay's connection to the broker, shared by its delivery loops (each publishes on a
 /// channel of its own). Reconnects when the broker goes away.
+///
+/// The current connection sits behind a plain mutex that is never held across an `.await`:
+/// a loop that must drop a broken connection ([`Publisher::publish_wave`]) does so at once,
+/// whatever other loops are doing, so its settle is never held up (its lease could run out).
+/// Connection attempts are serialised by a second, async lock, taken only to connect.
 pub struct Broker {
     url: String,
     secrets: Vec<String>,
     exchange: String,
-    link: tokio::sync::Mutex<Link>,
+    link: std::sync::Mutex<Link>,
+    connecting: tokio::sync::Mutex<()>,
+    /// Connections being closed in the background, awaited by [`Broker::close`].
+    closing: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// The current connection, and how many were opened before it.
 #[derive(Default)]
 struct Link {
-    connection: Option<Connection>,
+    connection: Option<Arc<Connection>>,
     generation: u64,
 }
 
@@ -73,7 +85,9 @@ impl Broker {
             url: url.to_owned(),
             secrets: password_of(url).into_iter().collect(),
             exchange: exchange.to_owned(),
-            link: tokio::sync::Mutex::new(Link::default()),
+            link: std::sync::Mutex::new(Link::default()),
+            connecting: tokio::sync::Mutex::new(()),
+            closing: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         })
     }
 
@@ -97,12 +111,18 @@ impl Broker {
             Connection::connect_uri(uri, properties),
         )
         .await
-        .map_err(|_| {
-            lapin::Error::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            ))
-        })?
+        .map_err(|_| timed_out("connect timed out"))?
+    }
+
+    /// The current connection and its generation, if any (no waiting).
+    fn current(&self) -> Option<(Arc<Connection>, u64)> {
+        let link = self
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        link.connection
+            .clone()
+            .map(|connection| (connection, link.generation))
     }
 
     /// A confirm-mode channel with the exchange declared, connecting (or reconnecting) with
@@ -110,51 +130,86 @@ impl Broker {
     async fn open_channel(&self, cancel: &CancellationToken) -> Option<OpenChannel> {
         let mut delays = BackoffPolicy::RECONNECT.delay_iter();
         loop {
-            let mut link = tokio::select! {
-                link = self.link.lock() => link,
-                () = cancel.cancelled() => return None,
-            };
-            if !link.usable(cancel).await {
-                match self.connect_once().await {
+            let Some((connection, generation)) = self.usable_connection(cancel).await? else {
+                // None usable: connect, one loop at a time (the others then find it).
+                let _turn = tokio::select! {
+                    turn = self.connecting.lock() => turn,
+                    () = cancel.cancelled() => return None,
+                };
+                if self.current().is_some() {
+                    continue;
+                }
+                let attempt = tokio::select! {
+                    attempt = self.connect_once() => attempt,
+                    () = cancel.cancelled() => return None,
+                };
+                match attempt {
                     Ok(connection) => {
                         info!(url = %mask_url(&self.url), exchange = %self.exchange, "connected to the broker");
-                        link.connection = Some(connection);
+                        let mut link = self
+                            .link
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        link.connection = Some(Arc::new(connection));
                         link.generation += 1;
                     }
                     Err(error) => {
-                        drop(link);
                         if !self.pause_after(&error, &mut delays, cancel).await {
                             return None;
                         }
-                        continue;
                     }
                 }
-            }
-            let opened = match link.connection.as_ref() {
-                Some(connection) => self
-                    .prepare_channel(connection)
-                    .await
-                    .map(|channel| (channel, connection.configuration().frame_max() as usize)),
-                None => continue,
+                continue;
             };
-            match opened {
-                Ok((channel, frame_max)) => {
+            let prepared = tokio::select! {
+                prepared = tokio::time::timeout(CHANNEL_SETUP_TIMEOUT, self.prepare_channel(&connection)) => {
+                    prepared.unwrap_or_else(|_| Err(timed_out("opening a channel timed out")))
+                }
+                () = cancel.cancelled() => return None,
+            };
+            match prepared {
+                Ok(channel) => {
                     return Some(OpenChannel {
                         channel,
-                        generation: link.generation,
-                        frame_max,
+                        frame_max: connection.configuration().frame_max() as usize,
+                        connection,
+                        generation,
                     });
                 }
                 Err(error) => {
                     // A connection that cannot open a channel is no use: start afresh.
-                    link.close_in_background();
-                    drop(link);
+                    self.reset(generation);
                     if !self.pause_after(&error, &mut delays, cancel).await {
                         return None;
                     }
                 }
             }
         }
+    }
+
+    /// The current connection if it is up, after giving lapin's own auto-recovery a short
+    /// chance; one that is not is dropped. `None` (outer) once `cancel` fires.
+    async fn usable_connection(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Option<Option<(Arc<Connection>, u64)>> {
+        let Some((connection, generation)) = self.current() else {
+            return Some(None);
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && (connection.status().reconnecting() || connection.status().connecting())
+        {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = cancel.cancelled() => return None,
+            }
+        }
+        if connection.status().connected() {
+            return Some(Some((connection, generation)));
+        }
+        self.reset(generation);
+        Some(None)
     }
 
     /// Logs a failed connection attempt and waits the next backoff delay; `false` once
@@ -197,70 +252,70 @@ impl Broker {
         Ok(channel)
     }
 
-    /// Drops connection `generation` (if it is still the current one) so the next channel
-    /// comes from a fresh connection: its channels can no longer be trusted.
-    async fn reset(&self, generation: u64) {
-        let mut link = self.link.lock().await;
-        if link.generation == generation {
-            link.close_in_background();
+    /// Drops connection `generation` at once (if it is still the current one) and closes it
+    /// in the background, bounded: the next channel comes from a fresh connection.
+    fn reset(&self, generation: u64) {
+        let taken = {
+            let mut link = self
+                .link
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if link.generation == generation {
+                link.connection.take()
+            } else {
+                None
+            }
+        };
+        if let Some(connection) = taken {
+            self.close_in_background(connection, "relay reconnecting");
         }
     }
 
-    /// Closes the connection (best effort, bounded).
+    fn close_in_background(&self, connection: Arc<Connection>, reason: &'static str) {
+        let mut closing = self
+            .closing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        closing.spawn(async move {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), connection.close(200, reason.into()))
+                    .await;
+        });
+    }
+
+    /// Closes the connection, and waits for those closing in the background (bounded).
     pub async fn close(&self) {
-        let taken = self.link.lock().await.connection.take();
+        let taken = self
+            .link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .connection
+            .take();
         if let Some(connection) = taken {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                connection.close(200, "relay stopping".into()),
-            )
-            .await;
+            self.close_in_background(connection, "relay stopping");
         }
+        let mut closing = std::mem::take(
+            &mut *self
+                .closing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        while closing.join_next().await.is_some() {}
     }
 }
 
-impl Link {
-    /// Whether the connection is up, after giving lapin's own auto-recovery a short chance;
-    /// one that is not is closed.
-    async fn usable(&mut self, cancel: &CancellationToken) -> bool {
-        let Some(connection) = self.connection.as_ref() else {
-            return false;
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline
-            && (connection.status().reconnecting() || connection.status().connecting())
-        {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                () = cancel.cancelled() => return false,
-            }
-        }
-        if connection.status().connected() {
-            return true;
-        }
-        self.close_in_background();
-        false
-    }
-
-    /// Forgets the connection at once and closes it in the background (bounded): a blocked
-    /// broker may take seconds to answer, and a wave's outcomes must be settled in time.
-    fn close_in_background(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    connection.close(200, "relay reconnecting".into()),
-                )
-                .await;
-            });
-        }
-    }
+fn timed_out(what: &str) -> lapin::Error {
+    lapin::Error::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        what.to_owned(),
+    ))
 }
 
 /// A channel as opened, with what the publisher needs to know of its connection.
 struct OpenChannel {
     channel: Channel,
-    /// The generation of the connection it is on.
+    /// The connection it is on, and that connection's generation.
+    connection: Arc<Connection>,
     generation: u64,
     /// The connection's negotiated `frame_max`.
     frame_max: usize,
@@ -342,13 +397,17 @@ impl Publisher {
         }
     }
 
-    /// Drops the channel, and its connection with it: outstanding confirms on it can no
-    /// longer be trusted, and a connection that stopped taking messages is blocked for
-    /// every channel.
-    async fn drop_link(&mut self) {
-        if let Some(open) = self.channel.take() {
-            self.broker.reset(open.generation).await;
+    /// Drops the channel, whose outstanding confirms can no longer be trusted, and its
+    /// connection too when that is down or `stalled` (a connection that stopped taking
+    /// messages or confirming them is so for every channel). Never waits.
+    fn drop_link(&mut self, stalled: bool) {
+        let Some(open) = self.channel.as_ref() else {
+            return;
+        };
+        if stalled || !open.connection.status().connected() {
+            self.broker.reset(open.generation);
         }
+        self.close_channel();
     }
 
     /// Publishes `messages` back to back, then awaits all their confirms (bounded by the
@@ -361,6 +420,7 @@ impl Publisher {
         let exchange = self.broker.exchange.as_str();
         let mut pending = Vec::with_capacity(messages.len());
         let mut broken = None;
+        let mut stalled = false;
         let handed_over_by = tokio::time::Instant::now() + self.publish_timeout;
         for message in messages {
             if broken.is_some() || message.routing_key.len() > crate::message::SHORT_STRING_MAX {
@@ -389,6 +449,7 @@ impl Publisher {
                         self.publish_timeout
                     );
                     broken = Some(text.clone());
+                    stalled = true;
                     pending.push(Some(Err(text)));
                 }
                 Ok(Err(error)) => {
@@ -416,6 +477,9 @@ impl Publisher {
             }
         });
         let waited = join_all(waits).await;
+        stalled |= waited
+            .iter()
+            .any(|outcome| matches!(outcome, Waited::Failed(text) if text.starts_with("no publisher confirm")));
 
         // lapin hands each basic.return to whichever confirm it resolves next, and a
         // `multiple` ack resolves several at once in no set order: a return can ride on
@@ -481,10 +545,9 @@ impl Publisher {
             PublishResult::Confirmed => false,
         });
         if lost || broken.is_some() {
-            // Outstanding confirms on this channel can no longer be trusted: start afresh.
-            // The old link closes in the background: a blocked broker may take seconds to
-            // answer, and the wave's outcomes must be settled within its lease.
-            self.drop_link().await;
+            // Start afresh; what is dropped closes in the background: a blocked broker may
+            // take seconds to answer, and the wave's outcomes must be settled in time.
+            self.drop_link(stalled);
         }
         results
     }

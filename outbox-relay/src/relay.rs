@@ -184,6 +184,7 @@ impl Lane {
         let mut publisher = Publisher::new(broker, config.confirm_timeout)
             .with_publish_timeout(config.publish_timeout);
         let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
+        let mut idle = wakeup.idle();
         while !cancel.is_cancelled() {
             // 1. The broker first: claiming rows we cannot publish would only park them. (An
             //    idle loop learns here that its link dropped, and says so before reconnecting.)
@@ -217,10 +218,11 @@ impl Lane {
             if claim.is_empty() {
                 // A claim that only parked rows found more work behind them: look again now.
                 if claim.parked == 0 {
-                    wakeup.wait(&cancel).await;
+                    wakeup.wait(&cancel, &mut idle).await;
                 }
                 continue;
             }
+            idle.reset();
             metrics::histogram!(telemetry::BATCH_SIZE).record(claim.len() as f64);
             let claimed_in = claim_started.elapsed();
 

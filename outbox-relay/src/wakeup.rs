@@ -99,18 +99,31 @@ impl Wakeup {
         wakeup
     }
 
-    /// Waits until there may be work: a notification, a poll that finds work (or fails: the
-    /// claim will report the error), or cancellation.
-    pub async fn wait(&self, cancel: &CancellationToken) {
-        let mut interval = self.min_interval;
-        loop {
+    /// A delivery loop's polling state: starts at `poll_min_interval`.
+    pub fn idle(&self) -> Idle {
+        Idle {
+            next: self.min_interval,
+            min: self.min_interval,
+            max: self.max_interval,
+        }
+    }
+
+    /// Waits until there may be work — a notification, a look that finds work (or fails:
+    /// the claim will report the error), cancellation — or until `poll_interval` has
+    /// passed, so an idle loop still comes back to check its broker link. Each look waits
+    /// twice as long as the one before, and `idle` carries that across calls until
+    /// [`Idle::reset`]: a look that keeps finding work no claim can take (a key waiting for
+    /// a writer to commit) slows down like an empty one.
+    pub async fn wait(&self, cancel: &CancellationToken, idle: &mut Idle) {
+        let mut waited = Duration::ZERO;
+        while waited < self.max_interval {
             // Notifications can be relied on: mode `notify` and a LISTEN connection up.
             let relying_on_notify =
                 self.mode_notify.load(Ordering::Relaxed) && self.listening.load(Ordering::Relaxed);
             let sleep = if relying_on_notify {
                 self.max_interval
             } else {
-                interval
+                idle.advance()
             };
             tokio::select! {
                 () = self.notify.notified() => return,
@@ -120,8 +133,9 @@ impl Wakeup {
             if relying_on_notify {
                 return;
             }
+            waited += sleep;
             match claim::work_waiting(&self.pool).await {
-                Ok(false) => interval = (interval * 2).min(self.max_interval),
+                Ok(false) => {}
                 Ok(true) | Err(_) => return,
             }
         }
@@ -208,6 +222,28 @@ impl Wakeup {
                 () = cancel.cancelled() => return,
             }
         }
+    }
+}
+
+/// One delivery loop's adaptive polling interval (see [`Wakeup::wait`]).
+#[derive(Debug, Clone)]
+pub struct Idle {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Idle {
+    /// Back to the shortest interval: call after a claim that leased something.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The interval to wait now; doubles the next one, up to the ceiling.
+    fn advance(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
     }
 }
 

@@ -106,14 +106,48 @@ proptest! {
             Err(BuildError::TooLarge { len, max }) => prop_assert!(len > max),
             Err(BuildError::HeadersNotObject) => prop_assert!(!event.headers.is_object()),
             Err(BuildError::HeadersTooLarge { len, max }) => prop_assert!(len > max),
+            Err(BuildError::ReservedHeader(name)) => {
+                let value = &event.headers[name.as_str()];
+                prop_assert!(!value.as_array().is_some_and(|a| a.iter().all(|v| v.is_string())));
+            }
         }
     }
 }
 
 #[test]
-fn header_values_keep_their_json_types() {
-    use lapin::types::AMQPValue;
-    let event = ClaimedEvent {
+fn cc_and_bcc_headers_must_be_arrays_of_strings() {
+    let mut event = sample_event();
+    for (headers, refused) in [
+        (serde_json::json!({"CC": "billing.audit"}), Some("CC")),
+        (serde_json::json!({"BCC": [1, 2]}), Some("BCC")),
+        (
+            serde_json::json!({"CC": ["billing.audit"], "BCC": []}),
+            None,
+        ),
+        (serde_json::json!({"cc": "not reserved"}), None),
+    ] {
+        event.headers = headers;
+        let built = message::build(
+            &event,
+            "{event_type}",
+            message::Limits {
+                max_body: 1 << 20,
+                frame_max: 131_072,
+            },
+        );
+        match refused {
+            Some(name) => assert!(
+                matches!(&built, Err(BuildError::ReservedHeader(n)) if n == name),
+                "{built:?}"
+            ),
+            None => assert!(built.is_ok(), "{built:?}"),
+        }
+    }
+}
+
+/// A plain claimed event with no extra headers.
+fn sample_event() -> ClaimedEvent {
+    ClaimedEvent {
         id: Uuid::now_v7(),
         seq: 1,
         tenant_id: None,
@@ -122,14 +156,23 @@ fn header_values_keep_their_json_types() {
         category: "Tickets".to_owned(),
         ordering_key: None,
         payload: "{}".to_owned(),
-        headers: serde_json::json!({
-            "s": "text", "i": -7, "f": 1.5, "b": true, "n": null,
-            "a": [1, "two"], "o": {"k": "v"}
-        }),
+        headers: serde_json::json!({}),
         dedupe_key: "d".to_owned(),
         occurred_at: Utc::now(),
         created_at: Utc::now(),
         attempts: 0,
+    }
+}
+
+#[test]
+fn header_values_keep_their_json_types() {
+    use lapin::types::AMQPValue;
+    let event = ClaimedEvent {
+        headers: serde_json::json!({
+            "s": "text", "i": -7, "f": 1.5, "b": true, "n": null,
+            "a": [1, "two"], "o": {"k": "v"}
+        }),
+        ..sample_event()
     };
     let limits = message::Limits {
         max_body: 1 << 20,
@@ -158,19 +201,9 @@ fn header_values_keep_their_json_types() {
 #[test]
 fn headers_that_do_not_fit_in_a_frame_are_refused_before_they_reach_the_broker() {
     let event = ClaimedEvent {
-        id: Uuid::now_v7(),
-        seq: 1,
-        tenant_id: None,
-        event_type: "TICKET_CREATED".to_owned(),
-        schema_ref: "payload.TicketCreated.v1".to_owned(),
-        category: "Tickets".to_owned(),
         ordering_key: Some("ticket:1".to_owned()),
-        payload: "{}".to_owned(),
         headers: serde_json::json!({ "big": "x".repeat(300_000) }),
-        dedupe_key: "d".to_owned(),
-        occurred_at: Utc::now(),
-        created_at: Utc::now(),
-        attempts: 0,
+        ..sample_event()
     };
     let limits = message::Limits {
         max_body: 16 << 20,

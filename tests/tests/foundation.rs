@@ -187,6 +187,10 @@ async fn a_batch_of_1000_events_is_one_statement() -> Result<()> {
 #[tokio::test]
 async fn listeners_are_notified_on_commit_and_not_on_rollback() -> Result<()> {
     let db = TestDb::new().await?;
+    // Wake-up mode `notify` (the default is `poll`: no notifications; see wakeup_mode.rs).
+    sqlx::query("SELECT outbox_set_wakeup_mode('notify')")
+        .execute(&db.pool)
+        .await?;
     let mut listener = PgListener::connect(&db.url()).await?;
     listener.listen("outbox_events").await?;
 
