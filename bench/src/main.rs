@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
@@ -137,10 +137,11 @@ impl Server {
             .await?;
         conn.close().await?;
         eprintln!("database {name}");
-        let pool = PgPoolOptions::new()
+        let options = self.admin.clone().database(&name);
+        let pool = outbox_core::tcp_nodelay::pool_options(&options)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(self.admin.clone().database(&name))
+            .connect_with(options)
             .await?;
         outbox_core::migrate(&pool).await?;
         Ok(Scratch {

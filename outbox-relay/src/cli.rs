@@ -250,10 +250,18 @@ pub struct RunArgs {
     /// Events claimed per batch.
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
-    /// Fallback poll interval (NOTIFY usually wakes the relay sooner).
+    /// Longest wait between looks for work: the safety net in wake-up mode `notify`, the idle
+    /// ceiling of adaptive polling in mode `poll` (see `outbox-relay wakeup`).
     #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
-    /// Do not LISTEN (PgBouncer in transaction mode, or the notify trigger disabled): poll only.
+    /// Shortest wait of adaptive polling: the first look after a claim found nothing (each
+    /// empty look doubles it, up to --poll-interval).
+    #[arg(long, env = "OUTBOX_POLL_MIN_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
+    pub poll_min_interval: Duration,
+    /// Batches in flight at once (claimed, not yet settled), each on a channel of its own.
+    #[arg(long, env = "OUTBOX_IN_FLIGHT_BATCHES", default_value_t = outbox_relay::config::DEFAULT_IN_FLIGHT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=i64::from(outbox_relay::config::MAX_IN_FLIGHT_BATCHES)))]
+    pub in_flight_batches: u32,
+    /// Never LISTEN, poll adaptively (PgBouncer in transaction mode).
     #[arg(long, env = "OUTBOX_NO_LISTEN")]
     pub no_listen: bool,
     /// Publish attempts before an event becomes dead.

@@ -27,7 +27,9 @@ use outbox_relay::{RelayConfig, http, telemetry};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the relay waits on its servers far more than it computes (0.4 CPU
+    // seconds per 10,000 events), and every extra thread costs a malloc arena (RSS).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -309,6 +311,8 @@ fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
     config.routing_key_template = args.routing_key.clone();
     config.batch_size = args.batch_size;
     config.poll_interval = args.poll_interval;
+    config.poll_min_interval = args.poll_min_interval;
+    config.in_flight_batches = args.in_flight_batches;
     config.listen = !args.no_listen;
     config.max_attempts = args.max_attempts;
     config.retry = BackoffPolicy {
