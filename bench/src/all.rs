@@ -14,7 +14,7 @@ use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{self, Machine};
-use crate::{Server, drain_rate, harness, latency, resources, scale_out, shapes};
+use crate::{Server, drain_rate, emit_cost, harness, latency, resources, scale_out, shapes};
 
 /// Flags of `all`.
 #[derive(Debug, Clone, clap::Args)]
@@ -142,10 +142,15 @@ pub async fn run(args: &Args, server: &Server, urls: (&str, &str), keep: bool) -
         let args: latency::Args = scenario_args("latency", &flags)?;
         report.latency = Some(latency::run(&args, server, amqp_url, keep).await?);
     }
-    // EMIT COST: runs here (when not skipped) once `emit_cost` (its own file and
-    // subcommand) is in the tree: `scenario_args("emit-cost", &[])`, its `run` in a scratch
-    // database of its own (`harness::with_scratch`), kept as `embed(&measured,
-    // emit_cost::markdown)` in `report.emit_cost`.
+    if wanted("emit-cost") {
+        eprintln!("== emit-cost");
+        let args: emit_cost::Args = scenario_args("emit-cost", &[])?;
+        let measured = harness::with_scratch(server, "_emit_cost", keep, async |scratch| {
+            emit_cost::run(&args, scratch).await
+        })
+        .await?;
+        report.emit_cost = Some(embed(&measured, emit_cost::markdown)?);
+    }
     if wanted("claim-shapes") && args.claim_rows > 0 {
         eprintln!("== claim-shapes");
         let flags = [format!("--rows={}", args.claim_rows)];
