@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod proxy;
+
 /// `DATABASE_URL`, or the local default.
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
@@ -117,6 +119,33 @@ impl TestDb {
             .fetch_one(&self.pool)
             .await?)
     }
+}
+
+/// Runs `test` with a fresh [`TestDb`] and a fresh [`TestBroker`] (its queue bound with
+/// `binding_keys`), then drops the database, the queue and the exchange whatever the outcome:
+/// an error or a panic (a failed assertion) of `test` is passed on after the cleanup.
+pub async fn with_db_and_broker<T>(
+    binding_keys: &[&str],
+    test: impl AsyncFnOnce(&TestDb, &TestBroker) -> Result<T>,
+) -> Result<T> {
+    use futures_util::FutureExt;
+    let db = TestDb::new().await?;
+    let broker = match TestBroker::new(binding_keys).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            let _ = db.cleanup().await;
+            return Err(error);
+        }
+    };
+    let outcome = std::panic::AssertUnwindSafe(test(&db, &broker))
+        .catch_unwind()
+        .await;
+    let broker_cleaned = broker.cleanup().await;
+    let db_cleaned = db.cleanup().await;
+    let value = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    broker_cleaned.context("delete the test's queue and exchange")?;
+    db_cleaned.context("drop the test database")?;
+    Ok(value)
 }
 
 /// Polls `check` every 50 ms until it returns true, failing after `timeout`.
@@ -382,9 +411,10 @@ pub fn relay_config(db: &TestDb, broker: &TestBroker) -> RelayConfig {
     config
 }
 
-/// A relay running in this process.
+/// A relay running in this process. Dropping it (a test that failed half-way) asks it to
+/// stop without waiting.
 pub struct RunningRelay {
-    cancel: CancellationToken,
+    cancel: tokio_util::sync::DropGuard,
     handle: JoinHandle<Result<(), RelayError>>,
     /// Its health flags.
     pub health: Arc<Health>,
@@ -397,7 +427,7 @@ impl RunningRelay {
         let health = Arc::new(Health::default());
         let handle = tokio::spawn(outbox_relay::run(config, cancel.clone(), health.clone()));
         RunningRelay {
-            cancel,
+            cancel: cancel.drop_guard(),
             handle,
             health,
         }
@@ -405,7 +435,7 @@ impl RunningRelay {
 
     /// Requests shutdown and waits for the relay to drain.
     pub async fn stop(self) -> Result<()> {
-        self.cancel.cancel();
+        drop(self.cancel);
         tokio::time::timeout(Duration::from_secs(30), self.handle).await???;
         Ok(())
     }
@@ -555,6 +585,65 @@ pub async fn emit_tickets(pool: &PgPool, n: usize, keys: usize) -> Result<Vec<Uu
         }
     }
     Ok(ids)
+}
+
+/// Emits one `TicketUpdated` event of `ticket` (its ordering key), with `options`, in a
+/// transaction of its own; returns its id.
+pub async fn emit_ticket(
+    pool: &PgPool,
+    ticket: Uuid,
+    options: outbox_core::EmitOptions,
+) -> Result<Uuid> {
+    use catalog_types::CatalogEvent;
+    let event = catalog_types::TicketUpdated {
+        tenant_id: Uuid::now_v7(),
+        ticket_id: ticket,
+        ..catalog_types::TicketUpdated::example()
+    };
+    let mut tx = pool.begin().await?;
+    let id = outbox_core::emit_with(&mut tx, &event, options).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Where one event stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventState {
+    /// `status`: pending, delivered, dead, ...
+    pub status: String,
+    /// Publish attempts made.
+    pub attempts: i32,
+    /// The reason of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// The state of event `id`.
+pub async fn event_state(pool: &PgPool, id: Uuid) -> Result<EventState> {
+    let (status, attempts, last_error) =
+        sqlx::query_as("SELECT status, attempts, last_error FROM outbox_events WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .with_context(|| format!("event {id}"))?;
+    Ok(EventState {
+        status,
+        attempts,
+        last_error,
+    })
+}
+
+/// Waits until none of the events `ids` is `pending` any more.
+pub async fn wait_until_settled(pool: &PgPool, ids: &[Uuid], timeout: Duration) -> Result<()> {
+    wait_until(timeout, "the events are settled", || async {
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox_events WHERE id = ANY($1) AND status = 'pending'",
+        )
+        .bind(ids)
+        .fetch_one(pool)
+        .await?;
+        Ok(pending == 0)
+    })
+    .await
 }
 
 /// Event ids as the message ids a consumer sees.
