@@ -16,8 +16,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-/// The claim lock's advisory key (`'outbox'` as bytes), as in `outbox_relay::store`.
-const CLAIM_LOCK: i64 = 0x6f75_7462_6f78;
+use outbox_relay::store::CLAIM_LOCK;
 
 /// Milliseconds per step of one claim.
 #[derive(Debug, Clone, Copy, Default, Serialize)]

@@ -22,8 +22,7 @@ use outbox_relay::store::stats::{blocked_keys, gauges, report};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-/// The claim lock's advisory key (`'outbox'` as bytes), as `store` takes it.
-const CLAIM_LOCK: i64 = 0x6f75_7462_6f78;
+use outbox_relay::store::CLAIM_LOCK;
 
 /// A lease long enough that no test sees it expire by accident.
 const LEASE: Duration = Duration::from_secs(60);
