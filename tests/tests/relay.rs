@@ -273,10 +273,20 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
     db.cleanup().await
 }
 
+/// Wake-up mode `notify` (the default is `poll`): these tests are about LISTEN.
+async fn notify_mode(db: &TestDb) -> Result<()> {
+    let mode: String = sqlx::query_scalar("SELECT outbox_set_wakeup_mode('notify')")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(mode, "notify");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_publishes_an_event_long_before_the_poll_interval() -> Result<()> {
     let db = TestDb::new().await?;
     let broker = TestBroker::new(&["#"]).await?;
+    notify_mode(&db).await?;
     let mut config = relay_config(&db, &broker);
     config.poll_interval = Duration::from_secs(10);
     let relay = RunningRelay::start(config);
@@ -306,6 +316,7 @@ async fn listen_publishes_an_event_long_before_the_poll_interval() -> Result<()>
 async fn a_dropped_listen_connection_is_replaced_and_events_still_flow_promptly() -> Result<()> {
     let db = TestDb::new().await?;
     let broker = TestBroker::new(&["#"]).await?;
+    notify_mode(&db).await?;
     let mut config = relay_config(&db, &broker);
     config.poll_interval = Duration::from_secs(30);
     let relay = RunningRelay::start(config);
