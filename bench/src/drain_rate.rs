@@ -90,7 +90,7 @@ pub fn markdown(report: &Report) -> String {
     let c = &report.ceiling;
     let d = &report.drain;
     let caption = format!(
-        "drain: {} events on {} keys, one in-process relay (defaults), against the ceiling of the same run ({} envelopes of {:.0} B, {} connection(s) with at most {} unconfirmed each)",
+        "drain: {} events on {} keys, one in-process relay (defaults), against the ceiling of the same run ({} envelopes of {:.0} B, {} channel(s) of one connection with at most {} unconfirmed on each)",
         d.events, report.keys, c.messages, c.body_bytes, c.channels, c.window
     );
     let row = vec![

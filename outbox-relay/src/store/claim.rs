@@ -34,7 +34,10 @@ pub const REAP_SQL: &str = "WITH reaped AS (
 
 /// Whether a claim now would find anything to do: a due, unleased head (the first entry of
 /// the ready index), an expired lease, or a key noted for a re-check. Three index probes and
-/// no lock: cheap enough to run every few milliseconds while polling.
+/// no lock: cheap enough to run every few milliseconds while polling (0.07 ms at a million
+/// rows once vacuumed; like the claim's own scan, it walks the dead index entries a vacuum
+/// has not yet removed — 200 ms after a million events were delivered and before autovacuum
+/// got to them).
 pub const PROBE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox_events
                         WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
                           AND available_at <= statement_timestamp())
