@@ -22,16 +22,67 @@ use crate::message::OutgoingMessage;
 pub enum PublishResult {
     /// Routed and stored: the broker acked without returning the message.
     Confirmed,
-    /// The attempt failed (nack, unroutable, confirm timeout, connection lost).
-    Failed(String),
+    /// The attempt failed.
+    Failed(PublishFailure),
     /// Never sent (the channel broke before its turn).
     NotSent,
+}
+
+/// Why a publish attempt failed. Its text is what `last_error` records; [`label`] is the
+/// `reason` of `outbox_failed_attempts_total`.
+///
+/// [`label`]: PublishFailure::label
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PublishFailure {
+    /// The broker returned the message: no queue is bound for its routing key.
+    #[error("unroutable: returned by the broker{0}")]
+    Unroutable(String),
+    /// The broker refused to take responsibility for the message.
+    #[error("nacked by the broker")]
+    Nacked,
+    /// No confirm arrived in time (a silent connection, or an overloaded broker).
+    #[error("no publisher confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    /// The connection would not take the message in time (a broker blocking publishers on
+    /// a memory or disk alarm).
+    #[error("the broker did not take the message within {0:?} (blocked connection?)")]
+    Blocked(Duration),
+    /// The channel or the connection closed before the confirm (the text says how).
+    #[error("{0}")]
+    Lost(String),
+}
+
+impl PublishFailure {
+    /// The metric label: `unroutable`, `nack`, `timeout` or `connection`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishFailure::Unroutable(_) => "unroutable",
+            PublishFailure::Nacked => "nack",
+            PublishFailure::ConfirmTimeout(_) => "timeout",
+            PublishFailure::Blocked(_) | PublishFailure::Lost(_) => "connection",
+        }
+    }
+
+    /// Whether the channel's outstanding confirms can no longer be trusted: it must be
+    /// replaced (a return or a nack is an answer; the channel is fine).
+    pub fn breaks_channel(&self) -> bool {
+        !matches!(self, PublishFailure::Unroutable(_) | PublishFailure::Nacked)
+    }
+
+    /// Whether the whole connection stopped answering or taking messages, for every
+    /// channel on it: it must be replaced too.
+    pub fn stalls_connection(&self) -> bool {
+        matches!(
+            self,
+            PublishFailure::ConfirmTimeout(_) | PublishFailure::Blocked(_)
+        )
+    }
 }
 
 /// A confirm as awaited, before returns are matched to their messages.
 enum Waited {
     Confirmed(Box<Confirmation>),
-    Failed(String),
+    Failed(PublishFailure),
     NotSent,
 }
 
@@ -419,11 +470,10 @@ impl Publisher {
         };
         let exchange = self.broker.exchange.as_str();
         let mut pending = Vec::with_capacity(messages.len());
-        let mut broken = None;
-        let mut stalled = false;
+        let mut broken = false;
         let handed_over_by = tokio::time::Instant::now() + self.publish_timeout;
         for message in messages {
-            if broken.is_some() || message.routing_key.len() > crate::message::SHORT_STRING_MAX {
+            if broken || message.routing_key.len() > crate::message::SHORT_STRING_MAX {
                 pending.push(None);
                 continue;
             }
@@ -444,21 +494,15 @@ impl Publisher {
             match sent {
                 Ok(Ok(confirm)) => pending.push(Some(Ok(confirm))),
                 Err(_) => {
-                    let text = format!(
-                        "the broker did not take the message within {:?} (blocked connection?)",
-                        self.publish_timeout
-                    );
-                    broken = Some(text.clone());
-                    stalled = true;
-                    pending.push(Some(Err(text)));
+                    broken = true;
+                    pending.push(Some(Err(PublishFailure::Blocked(self.publish_timeout))));
                 }
                 Ok(Err(error)) => {
-                    let text = format!(
+                    broken = true;
+                    pending.push(Some(Err(PublishFailure::Lost(format!(
                         "publish failed: {}",
                         redact(&error.to_string(), &self.broker.secrets)
-                    );
-                    broken = Some(text.clone());
-                    pending.push(Some(Err(text)));
+                    )))));
                 }
             }
         }
@@ -466,35 +510,32 @@ impl Publisher {
         let waits = pending.into_iter().map(|slot| async move {
             match slot {
                 None => Waited::NotSent,
-                Some(Err(text)) => Waited::Failed(text),
+                Some(Err(failure)) => Waited::Failed(failure),
                 Some(Ok(confirm)) => match tokio::time::timeout(timeout, confirm).await {
-                    Err(_) => Waited::Failed(format!("no publisher confirm within {timeout:?}")),
-                    Ok(Err(error)) => {
-                        Waited::Failed(format!("connection lost before the confirm: {error}"))
-                    }
+                    Err(_) => Waited::Failed(PublishFailure::ConfirmTimeout(timeout)),
+                    Ok(Err(error)) => Waited::Failed(PublishFailure::Lost(format!(
+                        "connection lost before the confirm: {error}"
+                    ))),
                     Ok(Ok(confirmation)) => Waited::Confirmed(Box::new(confirmation)),
                 },
             }
         });
         let waited = join_all(waits).await;
-        stalled |= waited
-            .iter()
-            .any(|outcome| matches!(outcome, Waited::Failed(text) if text.starts_with("no publisher confirm")));
 
         // lapin hands each basic.return to whichever confirm it resolves next, and a
         // `multiple` ack resolves several at once in no set order: a return can ride on
         // another message's ack. Returns carry our message id, so match them by it.
-        let mut returned: HashMap<String, String> = HashMap::new();
+        let mut returned: HashMap<String, PublishFailure> = HashMap::new();
         let mut unattributed_return = false;
         for outcome in &waited {
             if let Waited::Confirmed(confirmation) = outcome
                 && let Confirmation::Ack(Some(message)) | Confirmation::Nack(Some(message)) =
                     confirmation.as_ref()
             {
-                let reason = format!(
-                    "unroutable: returned by the broker ({} {}): no queue is bound for routing key `{}`",
+                let reason = PublishFailure::Unroutable(format!(
+                    " ({} {}): no queue is bound for routing key `{}`",
                     message.reply_code, message.reply_text, message.delivery.routing_key
-                );
+                ));
                 match message.delivery.properties.message_id() {
                     Some(id) => {
                         returned.insert(id.as_str().to_owned(), reason);
@@ -517,38 +558,89 @@ impl Publisher {
                 }
                 let confirmation = match outcome {
                     Waited::NotSent => return PublishResult::NotSent,
-                    Waited::Failed(text) => return PublishResult::Failed(text),
+                    Waited::Failed(failure) => return PublishResult::Failed(failure),
                     Waited::Confirmed(confirmation) => *confirmation,
                 };
                 match confirmation {
                     Confirmation::Ack(carried) => {
                         if carried.is_some() && unattributed_return {
-                            PublishResult::Failed("unroutable: returned by the broker".to_owned())
+                            PublishResult::Failed(PublishFailure::Unroutable(String::new()))
                         } else {
                             PublishResult::Confirmed
                         }
                     }
-                    Confirmation::Nack(_) => {
-                        PublishResult::Failed("nacked by the broker".to_owned())
-                    }
-                    Confirmation::NotRequested => {
-                        PublishResult::Failed("the channel is not in confirm mode".to_owned())
-                    }
+                    Confirmation::Nack(_) => PublishResult::Failed(PublishFailure::Nacked),
+                    Confirmation::NotRequested => PublishResult::Failed(PublishFailure::Lost(
+                        "the channel is not in confirm mode".to_owned(),
+                    )),
                 }
             })
             .collect();
         let lost = results.iter().any(|r| match r {
-            PublishResult::Failed(text) => {
-                !text.starts_with("unroutable") && !text.starts_with("nacked")
-            }
+            PublishResult::Failed(failure) => failure.breaks_channel(),
             PublishResult::NotSent => true,
             PublishResult::Confirmed => false,
         });
-        if lost || broken.is_some() {
+        let stalled = results
+            .iter()
+            .any(|r| matches!(r, PublishResult::Failed(failure) if failure.stalls_connection()));
+        if lost || broken {
             // Start afresh; what is dropped closes in the background: a blocked broker may
             // take seconds to answer, and the wave's outcomes must be settled in time.
             self.drop_link(stalled);
         }
         results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_label_and_its_consequence() {
+        let second = Duration::from_secs(1);
+        let cases = [
+            (
+                PublishFailure::Unroutable(String::new()),
+                "unroutable",
+                false,
+                false,
+            ),
+            (PublishFailure::Nacked, "nack", false, false),
+            (
+                PublishFailure::ConfirmTimeout(second),
+                "timeout",
+                true,
+                true,
+            ),
+            (PublishFailure::Blocked(second), "connection", true, true),
+            (
+                PublishFailure::Lost("closed".to_owned()),
+                "connection",
+                true,
+                false,
+            ),
+        ];
+        for (failure, label, breaks, stalls) in cases {
+            assert_eq!(failure.label(), label, "{failure}");
+            assert_eq!(failure.breaks_channel(), breaks, "{failure}");
+            assert_eq!(failure.stalls_connection(), stalls, "{failure}");
+        }
+    }
+
+    #[test]
+    fn the_recorded_text_names_the_cause() {
+        let returned = PublishFailure::Unroutable(
+            " (312 NO_ROUTE): no queue is bound for routing key `tickets.x`".to_owned(),
+        );
+        assert_eq!(
+            returned.to_string(),
+            "unroutable: returned by the broker (312 NO_ROUTE): no queue is bound for routing key `tickets.x`"
+        );
+        assert_eq!(
+            PublishFailure::ConfirmTimeout(Duration::from_secs(15)).to_string(),
+            "no publisher confirm within 15s"
+        );
     }
 }

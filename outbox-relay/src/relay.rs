@@ -17,7 +17,7 @@ use crate::backoff::BackoffPolicy;
 use crate::config::{RelayConfig, SETTLE_RESERVE};
 use crate::mask::mask_url;
 use crate::message;
-use crate::publisher::{Broker, PublishResult, Publisher};
+use crate::publisher::{Broker, PublishFailure, PublishResult, Publisher};
 use crate::store::claim::{self, Claim, ClaimedEvent};
 use crate::store::settle::{self, Outcome, Settled};
 use crate::telemetry;
@@ -376,10 +376,9 @@ async fn publish_in_waves(
                     continue;
                 }
                 PublishResult::Failed(error) => {
-                    metrics::counter!(telemetry::FAILED, "reason" => failure_reason(&error))
-                        .increment(1);
+                    metrics::counter!(telemetry::FAILED, "reason" => error.label()).increment(1);
                     warn!(event_id = %event.id, event_type = %event.event_type, attempt = event.attempts + 1, %error, "publish attempt failed");
-                    outcomes.push((event.id, failure(config, event, error)));
+                    outcomes.push((event.id, failure(config, event, &error)));
                 }
                 PublishResult::NotSent => {
                     outcomes.push((event.id, Outcome::Released));
@@ -424,23 +423,11 @@ fn release_lane(lane: &mut VecDeque<&ClaimedEvent>, outcomes: &mut Vec<(Uuid, Ou
     outcomes.extend(lane.drain(..).map(|event| (event.id, Outcome::Released)));
 }
 
-fn failure(config: &RelayConfig, event: &ClaimedEvent, error: String) -> Outcome {
+fn failure(config: &RelayConfig, event: &ClaimedEvent, error: &PublishFailure) -> Outcome {
     let attempt = u32::try_from(event.attempts).unwrap_or(0).saturating_add(1);
     Outcome::Failed {
-        error,
+        error: error.to_string(),
         retry_in: config.retry.delay_for(attempt),
-    }
-}
-
-fn failure_reason(error: &str) -> &'static str {
-    if error.starts_with("unroutable") {
-        "unroutable"
-    } else if error.starts_with("nacked") {
-        "nack"
-    } else if error.starts_with("no publisher confirm") {
-        "timeout"
-    } else {
-        "connection"
     }
 }
 
