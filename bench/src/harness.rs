@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use outbox_relay::Health;
 use outbox_relay::RelayConfig;
-use outbox_relay::relay::Health;
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -176,7 +176,7 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 /// `RelayConfig::new`), named `bench-relay-<n>`.
 pub struct Relays {
     cancel: CancellationToken,
-    handles: Vec<JoinHandle<Result<(), outbox_relay::relay::RelayError>>>,
+    handles: Vec<JoinHandle<Result<(), outbox_relay::RelayError>>>,
 }
 
 impl Relays {

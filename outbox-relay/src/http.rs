@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::relay::Health;
+use crate::health::Health;
 
 #[derive(Clone)]
 struct AppState {

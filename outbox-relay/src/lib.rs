@@ -4,8 +4,10 @@
 //! [`relay::run`] is the whole delivery loop — wake up, claim, publish in waves with
 //! publisher confirms, settle — and reads top to bottom in `relay.rs`. The other modules are
 //! its parts: [`store`] (every statement on the outbox table, and its state machine),
-//! [`publisher`] (AMQP), [`message`] (the wire format), [`wakeup`] (LISTEN/NOTIFY plus
-//! polling), [`http`] (health and metrics).
+//! [`publisher`] (AMQP: one connection, a channel per batch in flight), [`message`] (the
+//! wire format), [`wakeup`] (LISTEN or adaptive polling, by the database's wake-up mode),
+//! [`health`] (what `/readyz` reports), [`db`] (connecting), [`http`] (health and metrics
+//! endpoints).
 //!
 //! Nothing a row holds may stop the relay, so the library denies panicking shortcuts.
 #![cfg_attr(
@@ -20,6 +22,9 @@
 
 pub mod backoff;
 pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
 pub mod http;
 pub mod mask;
 pub mod message;
@@ -32,4 +37,7 @@ pub mod telemetry;
 pub mod wakeup;
 
 pub use config::RelayConfig;
+pub use db::pool_for;
+pub use error::RelayError;
+pub use health::Health;
 pub use relay::run;

@@ -20,8 +20,8 @@ use outbox_relay::mask::mask_url;
 use outbox_relay::ops::filter::parse_time;
 use outbox_relay::ops::replay::ReplayRequest;
 use outbox_relay::ops::{EventFilter, ReplayableStatus};
-use outbox_relay::relay::{Health, pool_for};
 use outbox_relay::store::purge::{self, Purgeable};
+use outbox_relay::{Health, pool_for};
 use outbox_relay::{RelayConfig, http, telemetry};
 
 fn main() -> ExitCode {

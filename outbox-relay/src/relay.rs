@@ -1,20 +1,20 @@
 //! The delivery loop: wake up → claim → publish in waves → settle, until shutdown.
 
 use std::collections::VecDeque;
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
 use crate::config::{RelayConfig, SETTLE_RESERVE};
+use crate::db::pool_for;
+use crate::error::RelayError;
+use crate::health::Health;
 use crate::mask::mask_url;
 use crate::message;
 use crate::publisher::{Broker, PublishFailure, PublishResult, Publisher};
@@ -23,70 +23,13 @@ use crate::store::settle::{self, Outcome, Settled};
 use crate::telemetry;
 use crate::wakeup::Wakeup;
 
-/// Why the relay could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    /// A setting is malformed (the message names it).
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
-/// Reachability of the two servers, for `/readyz`.
-#[derive(Debug, Default)]
-pub struct Health {
-    database: AtomicBool,
-    /// One bit per delivery loop whose broker link is up.
-    broker: AtomicU64,
-}
-
-impl Health {
-    /// Whether the last database operation succeeded.
-    pub fn database_ok(&self) -> bool {
-        self.database.load(Ordering::Relaxed)
-    }
-
-    /// Whether a broker link is up (one is enough to deliver).
-    pub fn broker_ok(&self) -> bool {
-        self.broker.load(Ordering::Relaxed) != 0
-    }
-
-    fn set_database(&self, ok: bool) {
-        self.database.store(ok, Ordering::Relaxed);
-    }
-
-    fn set_broker(&self, lane: usize, ok: bool) {
-        let bit = 1u64 << (lane % 64);
-        if ok {
-            self.broker.fetch_or(bit, Ordering::Relaxed);
-        } else {
-            self.broker.fetch_and(!bit, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
-pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(RelayError::Config(format!(
-            "--database-url {}: expected a postgres:// or postgresql:// URL",
-            mask_url(url)
-        )));
-    }
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| RelayError::Config(format!("--database-url {}: {e}", mask_url(url))))?;
-    Ok(outbox_core::tcp_nodelay::pool_options(&options)
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with(options))
-}
-
 /// Runs the relay until `cancel` fires, then drains: the waves in flight finish (bounded by
 /// the confirm timeout), unpublished rows are released, and the function returns.
 ///
 /// `in_flight_batches` delivery loops run side by side, each on a channel of its own on the
-/// relay's broker connection: while one publishes, another claims and a third settles. They need no
-/// coordination: a claim never takes an event whose key has an earlier event leased (by
-/// this relay or another), so batches in flight never share a key.
+/// relay's broker connection: while one publishes, another claims and a third settles.
+/// They need no coordination: a claim never takes an event whose key has an earlier event
+/// leased (by this relay or another), so batches in flight never share a key.
 pub async fn run(
     config: RelayConfig,
     cancel: CancellationToken,

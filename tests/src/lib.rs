@@ -16,7 +16,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use outbox_relay::RelayConfig;
-use outbox_relay::relay::{Health, RelayError};
+use outbox_relay::{Health, RelayError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;

@@ -16,7 +16,7 @@ async fn postgres_sslmode_require_encrypts_the_connection_when_the_server_offers
     let server_ssl: String = sqlx::query_scalar("SHOW ssl").fetch_one(&db.pool).await?;
     let separator = if db.url().contains('?') { '&' } else { '?' };
     let url = format!("{}{separator}sslmode=require", db.url());
-    let pool = outbox_relay::relay::pool_for(&url, 1)?;
+    let pool = outbox_relay::pool_for(&url, 1)?;
     let encrypted =
         sqlx::query_scalar::<_, bool>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             .fetch_one(&pool)

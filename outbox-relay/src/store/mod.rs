@@ -8,8 +8,8 @@
 //! | `pending`, unleased | `pending`, leased under a claim token | [`claim::claim`] | `claim.rs` |
 //! | `pending`, lease expired | `pending`, unleased | [`claim::claim`] (reaping) | `claim.rs` |
 //! | `pending`, leased | `delivered` / `pending` (retry) / `dead` / unleased | [`settle::settle`] | `settle.rs` |
-//! | `dead` or `delivered` | `pending` | [`operator::replay`] | `operator.rs` |
-//! | `dead` | `discarded` | [`operator::discard`] | `operator.rs` |
+//! | `dead`, `delivered` or `discarded` | `pending` | [`operator::apply`] (replay) | `operator.rs` |
+//! | `dead` | `discarded` | [`operator::apply`] (discard) | `operator.rs` |
 //! | `delivered`, `discarded` | (deleted) | [`purge`] | `purge.rs` |
 //!
 //! Two locks keep this consistent across relays and writers:
