@@ -190,7 +190,7 @@ impl Relays {
                 config.relay_id = format!("bench-relay-{n}");
                 tokio::spawn(outbox_relay::run(
                     config,
-                    cancel.clone(),
+                    cancel.clone().cancelled_owned(),
                     Arc::new(Health::default()),
                 ))
             })

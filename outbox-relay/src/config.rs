@@ -110,6 +110,18 @@ impl RelayConfig {
     /// Refuses settings the relay cannot honour, naming the flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |text: String| Err(ConfigError(text));
+        if let Err(error) = self.amqp_url.parse::<lapin::uri::AMQPUri>() {
+            return bad(format!(
+                "--amqp-url {}: {error}",
+                crate::mask::mask_url(&self.amqp_url)
+            ));
+        }
+        if !(self.retry.factor >= 1.0 && self.retry.factor.is_finite()) {
+            return bad(format!(
+                "--retry-factor must be a number >= 1, got {}",
+                self.retry.factor
+            ));
+        }
         if self.batch_size == 0 {
             return bad("--batch-size must be at least 1".to_owned());
         }
@@ -211,6 +223,16 @@ mod tests {
         let mut c = config();
         c.relay_id = String::new();
         assert!(c.validate().is_err());
+        let mut c = config();
+        c.amqp_url = "http://guest:secret@localhost".to_owned();
+        let error = c.validate().unwrap_err().0;
+        assert!(
+            error.contains("--amqp-url") && !error.contains("secret"),
+            "{error}"
+        );
+        let mut c = config();
+        c.retry.factor = 0.5;
+        assert!(c.validate().unwrap_err().0.contains("--retry-factor"));
         let mut c = config();
         c.in_flight_batches = 0;
         assert!(c.validate().is_err());

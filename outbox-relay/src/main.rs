@@ -297,15 +297,6 @@ fn catalog(command: CatalogCommand) -> Result<()> {
 }
 
 fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
-    args.amqp_url
-        .parse::<lapin::uri::AMQPUri>()
-        .map_err(|e| anyhow::anyhow!("--amqp-url {}: {e}", mask_url(&args.amqp_url)))?;
-    if !(args.retry_factor >= 1.0 && args.retry_factor.is_finite()) {
-        bail!(
-            "--retry-factor must be a number >= 1, got {}",
-            args.retry_factor
-        );
-    }
     let mut config = RelayConfig::new(&args.database.database_url, &args.amqp_url);
     config.exchange = args.exchange.clone();
     config.routing_key_template = args.routing_key.clone();
@@ -366,21 +357,11 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     });
     tokio::spawn(stop_on_signal(cancel.clone()));
 
-    let shutdown_timeout = config.shutdown_timeout;
-    let relay = outbox_relay::run(config, cancel.clone(), health);
-    tokio::pin!(relay);
-    let drained = tokio::select! {
-        result = &mut relay => { result?; true }
-        () = async { cancel.cancelled().await; tokio::time::sleep(shutdown_timeout).await } => false,
-    };
-    if drained {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        warn!(
-            ?shutdown_timeout,
-            "shutdown bound reached with work outstanding; its leases will expire"
-        );
-        Ok(ExitCode::FAILURE)
+    // The library enforces the shutdown bound; an overrun exits 1.
+    match outbox_relay::run(config, cancel.clone().cancelled_owned(), health).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(outbox_relay::RelayError::ShutdownTimedOut(_)) => Ok(ExitCode::FAILURE),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -23,8 +23,10 @@ use crate::store::settle::{self, Outcome, Settled};
 use crate::telemetry;
 use crate::wakeup::Wakeup;
 
-/// Runs the relay until `cancel` fires, then drains: the waves in flight finish (bounded by
-/// the confirm timeout), unpublished rows are released, and the function returns.
+/// Runs the relay until `shutdown` completes, then drains: the waves in flight finish,
+/// unpublished rows are released, and the function returns — within
+/// `config.shutdown_timeout`, or with [`RelayError::ShutdownTimedOut`] after abandoning
+/// what is still outstanding (its leases expire and the rows go out again).
 ///
 /// `in_flight_batches` delivery loops run side by side, each on a channel of its own on the
 /// relay's broker connection: while one publishes, another claims and a third settles.
@@ -32,10 +34,11 @@ use crate::wakeup::Wakeup;
 /// leased (by this relay or another), so batches in flight never share a key.
 pub async fn run(
     config: RelayConfig,
-    cancel: CancellationToken,
+    shutdown: impl Future<Output = ()> + Send,
     health: Arc<Health>,
 ) -> Result<(), RelayError> {
     config.validate().map_err(|e| RelayError::Config(e.0))?;
+    let cancel = CancellationToken::new();
     // A connection per loop (its claim or settle), the listener, gauges and retention.
     let pool = pool_for(&config.database_url, config.in_flight_batches + 3)?;
     let background = cancel.child_token();
@@ -84,22 +87,50 @@ pub async fn run(
     for index in 0..lane.config.in_flight_batches as usize {
         index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
     }
-    while let Some(ended) = lanes.join_next().await {
-        // A loop only returns on cancellation; a panic costs its batch (the lease expires
-        // and the rows go out again), never the relay.
-        if let Err(error) = ended
-            && !lane.cancel.is_cancelled()
-        {
-            let index = index_of.remove(&error.id()).unwrap_or_default();
-            error!(%error, lane = index, "a delivery loop failed; starting another");
-            lane.health.set_broker(index, false);
-            index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
+    tokio::pin!(shutdown);
+    let mut drain_by = None;
+    let outcome = loop {
+        tokio::select! {
+            () = &mut shutdown, if drain_by.is_none() => {
+                info!("shutting down: finishing the waves in flight");
+                lane.cancel.cancel();
+                drain_by = Some(tokio::time::Instant::now() + lane.config.shutdown_timeout);
+            }
+            () = sleep_until_some(drain_by) => {
+                lanes.abort_all();
+                warn!(
+                    shutdown_timeout = ?lane.config.shutdown_timeout,
+                    "shutdown bound reached with work outstanding; its leases will expire"
+                );
+                break Err(RelayError::ShutdownTimedOut(lane.config.shutdown_timeout));
+            }
+            ended = lanes.join_next() => match ended {
+                None => break Ok(()),
+                // A loop only returns on cancellation; a panic costs its batch (the lease
+                // expires and the rows go out again), never the relay.
+                Some(Err(error)) if !lane.cancel.is_cancelled() => {
+                    let index = index_of.remove(&error.id()).unwrap_or_default();
+                    error!(%error, lane = index, "a delivery loop failed; starting another");
+                    lane.health.set_broker(index, false);
+                    index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
+                }
+                Some(_) => {}
+            },
         }
-    }
+    };
+    lane.cancel.cancel();
     lane.broker.close().await;
     background.cancel();
     info!(relay_id = %lane.config.relay_id, "relay stopped");
-    Ok(())
+    outcome
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What every delivery loop of a relay shares.

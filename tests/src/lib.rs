@@ -425,7 +425,11 @@ impl RunningRelay {
     pub fn start(config: RelayConfig) -> Self {
         let cancel = CancellationToken::new();
         let health = Arc::new(Health::default());
-        let handle = tokio::spawn(outbox_relay::run(config, cancel.clone(), health.clone()));
+        let handle = tokio::spawn(outbox_relay::run(
+            config,
+            cancel.clone().cancelled_owned(),
+            health.clone(),
+        ));
         RunningRelay {
             cancel: cancel.drop_guard(),
             handle,
