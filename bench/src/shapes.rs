@@ -159,7 +159,8 @@ pub struct ShapeResult {
     pub rows_claimed: Vec<usize>,
     /// Settling each claim back (untimed in `claim_ms`), ms each.
     pub release_ms: Vec<f64>,
-    /// The same number of claims replicated step by step (see `steps.rs`), ms per step.
+    /// The same number of claims again, each step timed by the claim itself (see
+    /// `steps.rs`), ms per step.
     pub steps: Vec<Steps>,
     /// Their per-step medians.
     pub step_medians: Steps,
@@ -464,7 +465,7 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nThe same claims replicated step by step from the client (median ms per step):\n"
+        "\nThe same number of claims again, each step timed by the claim itself (median ms per step):\n"
     );
     let _ = writeln!(
         out,

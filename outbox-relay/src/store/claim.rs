@@ -198,6 +198,26 @@ struct Candidate {
 /// event, and a run is published in as many waves as it is long.
 pub const RUN_DEPTH: usize = 4;
 
+/// How long each step of one claim took, as its client saw the round trips (for the
+/// benchmarks: the claim's cost per step, from the claim itself).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClaimSteps {
+    /// `BEGIN` and the claim lock.
+    pub begin_lock: Duration,
+    /// Step 1, the reap.
+    pub reap: Duration,
+    /// Step 2, the re-check of noted keys (zero when none waits).
+    pub recheck: Duration,
+    /// Step 3, the ready scan with its head probe.
+    pub ready: Duration,
+    /// Step 4, the run extension (zero when it is not needed).
+    pub runs: Duration,
+    /// Step 5, the lease (`RETURNING` the leased rows).
+    pub lease: Duration,
+    /// `COMMIT`.
+    pub commit: Duration,
+}
+
 /// Claims up to `limit` events for `relay_id`, leased for `lease`.
 pub async fn claim(
     pool: &PgPool,
@@ -205,11 +225,30 @@ pub async fn claim(
     limit: u32,
     lease: Duration,
 ) -> Result<Claim, sqlx::Error> {
+    Ok(claim_timed(pool, relay_id, limit, lease).await?.0)
+}
+
+/// [`claim`], with the time each of its steps took.
+pub async fn claim_timed(
+    pool: &PgPool,
+    relay_id: &str,
+    limit: u32,
+    lease: Duration,
+) -> Result<(Claim, ClaimSteps), sqlx::Error> {
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+    let mut steps = ClaimSteps::default();
+    let mut at = std::time::Instant::now();
+    let mut lap = |step: &mut Duration| {
+        let now = std::time::Instant::now();
+        *step = now - at;
+        at = now;
+    };
     let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
+    lap(&mut steps.begin_lock);
 
     // 1. Reap expired leases; learn whether any key waits for a re-check.
     let (_reaped, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
+    lap(&mut steps.reap);
 
     // 2. Keys whose head a settle could not unpark while a writer held them.
     if recheck {
@@ -221,6 +260,7 @@ pub async fn claim(
             .execute(&mut *tx)
             .await?;
     }
+    lap(&mut steps.recheck);
 
     // 3. Ready rows, each with its key's previous undelivered event (none for a head).
     let candidates: Vec<Candidate> = sqlx::query(READY_SQL)
@@ -235,6 +275,7 @@ pub async fn claim(
         })
         .fetch_all(&mut *tx)
         .await?;
+    lap(&mut steps.ready);
     let (heads, behind): (Vec<Candidate>, Vec<Candidate>) = candidates
         .into_iter()
         .partition(|c| c.predecessor.is_none());
@@ -266,6 +307,7 @@ pub async fn claim(
     }
     let room = limit.saturating_sub(chosen.len());
     chosen.extend(younger.iter().take(room).map(|c| c.id));
+    lap(&mut steps.runs);
 
     // A row both behind another and in a run (an event replayed ahead of an unparked
     // head) is leased, not parked: one statement must not change a row twice.
@@ -285,7 +327,9 @@ pub async fn claim(
         .bind(&to_park)
         .fetch_all(&mut *tx)
         .await?;
+    lap(&mut steps.lease);
     tx.commit().await?;
+    lap(&mut steps.commit);
 
     let mut events = Vec::with_capacity(rows.len());
     let mut undecodable = Vec::new();
@@ -314,12 +358,13 @@ pub async fn claim(
         }
     }
     events.sort_by_key(|e| e.seq);
-    Ok(Claim {
+    let claim = Claim {
         token,
         events,
         undecodable,
         parked: to_park.len() as u64,
-    })
+    };
+    Ok((claim, steps))
 }
 
 /// A noted key lacks a lock row when its row was purged while the key had nothing to
