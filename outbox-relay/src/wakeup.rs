@@ -141,11 +141,6 @@ impl Wakeup {
         }
     }
 
-    /// Wakes one waiting loop now (used after a reconnect, and by tests).
-    pub fn poke(&self) {
-        self.notify.notify_one();
-    }
-
     /// Keeps a LISTEN connection and wakes a loop per notification.
     async fn listen(self, cancel: CancellationToken) {
         let mut delays = BackoffPolicy::RECONNECT.delay_iter();

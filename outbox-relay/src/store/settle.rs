@@ -73,21 +73,17 @@ const DELIVERED_SQL: &str = "UPDATE outbox_events
       WHERE id = ANY($1::uuid[]) AND claim_token = $2 AND status = 'pending'
      RETURNING ordering_key";
 
-/// Every other outcome, per row: `$2` holds each id's outcome kind, `$3` its error, `$4` its
+/// Every outcome but delivery, per row: `$2` holds each id's outcome kind, `$3` its error, `$4` its
 /// retry delay in seconds, `$5` the attempt limit. Each row finds its outcome by its
 /// position in the id array (a join on `unnest` lets the planner rescan the array per row).
 const OUTCOMES_SQL: &str = "UPDATE outbox_events o
         SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'delivered' THEN 'delivered'
                 WHEN 'rejected' THEN 'dead'
                 WHEN 'failed' THEN CASE WHEN o.attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END
                 ELSE o.status END,
             attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
                 WHEN 'released' THEN o.attempts ELSE o.attempts + 1 END,
-            delivered_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'delivered' THEN clock_timestamp() ELSE o.delivered_at END,
             last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'delivered' THEN NULL
                 WHEN 'released' THEN o.last_error
                 ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
             available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
@@ -165,7 +161,6 @@ pub async fn settle(
         total.lost += (chunk.len() - rows.len()) as u64;
         for (kind, status) in rows {
             match (kind.as_str(), Status::parse(&status)) {
-                ("delivered", _) => total.delivered += 1,
                 ("released", _) => total.released += 1,
                 (_, Some(Status::Dead)) => total.dead += 1,
                 _ => total.retrying += 1,
