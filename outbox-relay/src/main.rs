@@ -89,31 +89,57 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 /// follow within seconds) and prints the new one.
 async fn wakeup(args: cli::WakeupArgs) -> Result<()> {
     let pool = pool_for(&args.database.database_url, 1)?;
-    let mode: Result<String, sqlx::Error> = match args.mode {
+    let mode = match args.mode {
         None => {
             sqlx::query_scalar("SELECT outbox_wakeup_mode()")
                 .fetch_one(&pool)
                 .await
         }
-        Some(mode) => {
-            sqlx::query_scalar("SELECT outbox_set_wakeup_mode($1)")
-                .bind(mode.as_str())
-                .fetch_one(&pool)
-                .await
-        }
+        Some(mode) => switch_wakeup_mode(&pool, mode.as_str()).await,
     };
     pool.close().await;
-    let mode = mode.with_context(|| {
-        format!(
-            "wake-up mode of {} (is the schema migrated? `outbox-relay migrate`)",
-            mask_url(&args.database.database_url)
-        )
+    let database = mask_url(&args.database.database_url);
+    let mode = mode.map_err(|error| {
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        let hint = match code.as_deref() {
+            Some("42883" | "42P01") => "the schema is not migrated: run `outbox-relay migrate`",
+            Some("42501") => "switching needs the owner of the table outbox_events",
+            Some("55P03") => {
+                "writers kept the table outbox_events busy for 10 s: retry when their transactions end"
+            }
+            _ => "see the error",
+        };
+        anyhow::anyhow!("wake-up mode of {database}: {hint} ({error})")
     })?;
     if args.mode.is_some() {
         info!(mode, "wake-up mode set");
     }
     println!("{mode}");
     Ok(())
+}
+
+/// Switches the wake-up mode. Each attempt holds writers back for at most the function's
+/// 200 ms lock timeout; attempts repeat for up to 10 s while writers keep the table busy.
+async fn switch_wakeup_mode(pool: &sqlx::PgPool, mode: &str) -> Result<String, sqlx::Error> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let switched = sqlx::query_scalar("SELECT outbox_set_wakeup_mode($1)")
+            .bind(mode)
+            .fetch_one(pool)
+            .await;
+        match switched {
+            Err(sqlx::Error::Database(error))
+                if error.code().as_deref() == Some("55P03")
+                    && std::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `replay` (or, with `discard`, `discard`) of the events `args` select.
