@@ -9,12 +9,10 @@
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result};
-use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions, QueuePurgeOptions,
-};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties};
+use outbox_relay::topology;
 use uuid::Uuid;
 
 /// Exchanges and queues declared by this process and not deleted yet.
@@ -101,36 +99,8 @@ where
 }
 
 async fn declare(channel: &Channel, exchange: &str, queue: &str) -> Result<()> {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    topology::declare_exchange(channel, exchange).await?;
+    topology::declare_bound_queue(channel, queue, FieldTable::default(), exchange, &["#"]).await?;
     Ok(())
 }
 

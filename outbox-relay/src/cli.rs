@@ -1,16 +1,16 @@
-//! Command-line interface: flags, their environment variables and defaults.
+//! Command-line interface: flags and their environment variables. Every default comes from
+//! a constant of the library, the same one `RelayConfig::new` uses.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Parses `1s`, `500ms`, `2h`, `7d` ...
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration like 500ms, 1s, 2h or 7d ({e})"))
-}
+use outbox_relay::backoff::BackoffPolicy;
+use outbox_relay::config;
+use outbox_relay::human_duration::HumanDuration;
+use outbox_relay::ops::ReplayableStatus;
+use outbox_relay::wakeup::Mode as WakeupMode;
 
 /// The outbox relay: publishes outbox events to RabbitMQ, and the operator commands around it.
 #[derive(Debug, Parser)]
@@ -59,23 +59,12 @@ pub enum Command {
     Wakeup(WakeupArgs),
 }
 
-/// Status an event is replayed from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReplayStatus {
-    /// Events that reached the attempt limit.
-    Dead,
-    /// Events already delivered.
-    Delivered,
-    /// Events an operator discarded.
-    Discarded,
-}
-
 /// Flags of `replay`.
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Take events with this status.
-    #[arg(long, value_enum, default_value_t = ReplayStatus::Dead)]
-    pub status: ReplayStatus,
+    #[arg(long, value_enum, default_value_t = ReplayableStatus::Dead)]
+    pub status: ReplayableStatus,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -148,11 +137,11 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
     /// Event types listed.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    #[arg(long, default_value_t = outbox_relay::ops::status::DEFAULT_TOP, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub top: i64,
     /// Exit with code 2 when the oldest pending event is older than this (an alert for cron or CI).
-    #[arg(long, value_parser = parse_duration)]
-    pub max_lag: Option<Duration>,
+    #[arg(long)]
+    pub max_lag: Option<HumanDuration>,
 }
 
 /// Flags of `inspect`.
@@ -170,13 +159,13 @@ pub struct PurgeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Delete what is older than this (delivered_at, or processed_at with --inbox).
-    #[arg(long, visible_alias = "retention", default_value = "7d", value_parser = parse_duration)]
-    pub older_than: Duration,
+    #[arg(long, visible_alias = "retention", default_value_t = HumanDuration(outbox_relay::ops::purge::DEFAULT_OLDER_THAN))]
+    pub older_than: HumanDuration,
     /// Purge the consumer inbox table instead of delivered events.
     #[arg(long)]
     pub inbox: bool,
     /// Rows deleted per statement.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    #[arg(long, default_value_t = outbox_relay::store::purge::DEFAULT_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
     /// Count what would be deleted and delete nothing.
     #[arg(long)]
@@ -193,25 +182,6 @@ pub struct WakeupArgs {
     pub mode: Option<WakeupMode>,
 }
 
-/// How relays learn of new events (the database's `outbox_wakeup_mode()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WakeupMode {
-    /// The insert trigger sends `NOTIFY outbox_events`; relays LISTEN.
-    Notify,
-    /// No notification; relays poll adaptively.
-    Poll,
-}
-
-impl WakeupMode {
-    /// The mode's name in SQL (`outbox_set_wakeup_mode`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WakeupMode::Notify => "notify",
-            WakeupMode::Poll => "poll",
-        }
-    }
-}
-
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
@@ -219,7 +189,7 @@ pub struct DatabaseArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        default_value = config::DEFAULT_DATABASE_URL,
         hide_env_values = true
     )]
     pub database_url: String,
@@ -234,71 +204,79 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        default_value = config::DEFAULT_AMQP_URL,
         hide_env_values = true
     )]
     pub amqp_url: String,
     /// Durable topic exchange to publish to (declared on start).
-    #[arg(long, env = "OUTBOX_EXCHANGE", default_value = "outbox.events")]
+    #[arg(long, env = "OUTBOX_EXCHANGE", default_value = config::DEFAULT_EXCHANGE)]
     pub exchange: String,
     /// Routing key template: `{category}` (slug), `{event_type}` (lower case), `{tenant_id}`.
-    #[arg(long, env = "OUTBOX_ROUTING_KEY", default_value = outbox_relay::config::DEFAULT_ROUTING_KEY)]
+    #[arg(long, env = "OUTBOX_ROUTING_KEY", default_value = config::DEFAULT_ROUTING_KEY)]
     pub routing_key: String,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value = "0.0.0.0:9187")]
+    #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value_t = outbox_relay::http::DEFAULT_ADDR)]
     pub http_addr: SocketAddr,
     /// Events claimed per batch.
-    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = config::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_BATCH_SIZE)))]
     pub batch_size: u32,
     /// Longest wait between looks for work: the safety net in wake-up mode `notify`, the idle
     /// ceiling of adaptive polling in mode `poll` (see `outbox-relay wakeup`).
-    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub poll_interval: Duration,
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_POLL_INTERVAL))]
+    pub poll_interval: HumanDuration,
     /// Shortest wait of adaptive polling: the first look after a claim found nothing (each
     /// empty look doubles it, up to --poll-interval).
-    #[arg(long, env = "OUTBOX_POLL_MIN_INTERVAL", default_value = "2ms", value_parser = parse_duration)]
-    pub poll_min_interval: Duration,
+    #[arg(long, env = "OUTBOX_POLL_MIN_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_POLL_MIN_INTERVAL))]
+    pub poll_min_interval: HumanDuration,
     /// Batches in flight at once (claimed, not yet settled), each on a channel of its own.
-    #[arg(long, env = "OUTBOX_IN_FLIGHT_BATCHES", default_value_t = outbox_relay::config::DEFAULT_IN_FLIGHT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=i64::from(outbox_relay::config::MAX_IN_FLIGHT_BATCHES)))]
+    #[arg(long, env = "OUTBOX_IN_FLIGHT_BATCHES", default_value_t = config::DEFAULT_IN_FLIGHT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_IN_FLIGHT_BATCHES)))]
     pub in_flight_batches: u32,
     /// Never LISTEN, poll adaptively (PgBouncer in transaction mode).
     #[arg(long, env = "OUTBOX_NO_LISTEN")]
     pub no_listen: bool,
     /// Publish attempts before an event becomes dead.
-    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = config::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_MAX_ATTEMPTS)))]
     pub max_attempts: u32,
     /// First retry delay (doubles per attempt by default, with jitter).
-    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
-    pub retry_base: Duration,
+    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.base))]
+    pub retry_base: HumanDuration,
     /// Growth factor of retry delays.
-    #[arg(long, env = "OUTBOX_RETRY_FACTOR", default_value_t = 2.0)]
+    #[arg(long, env = "OUTBOX_RETRY_FACTOR", default_value_t = BackoffPolicy::PUBLISH_RETRY.factor)]
     pub retry_factor: f32,
     /// Longest retry delay.
-    #[arg(long, env = "OUTBOX_RETRY_CAP", default_value = "5m", value_parser = parse_duration)]
-    pub retry_cap: Duration,
+    #[arg(long, env = "OUTBOX_RETRY_CAP", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.cap))]
+    pub retry_cap: HumanDuration,
     /// Claim lease; a crashed relay's events are claimable again after it.
-    #[arg(long, env = "OUTBOX_LEASE", default_value = "60s", value_parser = parse_duration)]
-    pub lease: Duration,
+    #[arg(long, env = "OUTBOX_LEASE", default_value_t = HumanDuration(config::DEFAULT_LEASE))]
+    pub lease: HumanDuration,
     /// How long to wait for a publisher confirm.
-    #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
-    pub confirm_timeout: Duration,
+    #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_CONFIRM_TIMEOUT))]
+    pub confirm_timeout: HumanDuration,
     /// How long handing a wave to the broker may take (a broker blocking publishers on an
     /// alarm stops reading); the lease must exceed this plus --confirm-timeout plus 1s.
-    #[arg(long, env = "OUTBOX_PUBLISH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub publish_timeout: Duration,
+    #[arg(long, env = "OUTBOX_PUBLISH_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_PUBLISH_TIMEOUT))]
+    pub publish_timeout: HumanDuration,
+    /// AMQP heartbeat asked of the broker (whole seconds; a `heartbeat` in the URL wins): a
+    /// broker link silent for twice as long is dropped and reconnected.
+    #[arg(long, env = "OUTBOX_HEARTBEAT", default_value_t = HumanDuration(config::DEFAULT_HEARTBEAT))]
+    pub heartbeat: HumanDuration,
+    /// Longest wait on the database for one claim, settle or look for work; then the
+    /// connection is closed and the step retried on a new one (a silent network path).
+    #[arg(long, env = "OUTBOX_DB_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_DB_TIMEOUT))]
+    pub db_timeout: HumanDuration,
     /// Largest message body published, in bytes; a larger event is dead at once (match the
     /// broker's max_message_size).
-    #[arg(long, env = "OUTBOX_MAX_MESSAGE_SIZE", default_value_t = outbox_relay::config::DEFAULT_MAX_MESSAGE_SIZE)]
+    #[arg(long, env = "OUTBOX_MAX_MESSAGE_SIZE", default_value_t = config::DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
     /// Longest wait for outstanding confirms on SIGTERM.
-    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
+    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_SHUTDOWN_TIMEOUT))]
+    pub shutdown_timeout: HumanDuration,
     /// Delete delivered events older than this, periodically (off by default).
-    #[arg(long, env = "OUTBOX_RETENTION", value_parser = parse_duration)]
-    pub retention: Option<Duration>,
+    #[arg(long, env = "OUTBOX_RETENTION")]
+    pub retention: Option<HumanDuration>,
     /// How often the backlog gauges are refreshed from the database.
-    #[arg(long, env = "OUTBOX_GAUGE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub gauge_interval: Duration,
+    #[arg(long, env = "OUTBOX_GAUGE_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_GAUGE_INTERVAL))]
+    pub gauge_interval: HumanDuration,
     /// Apply migrations before starting.
     #[arg(long, env = "OUTBOX_MIGRATE")]
     pub migrate: bool,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::backoff::BackoffPolicy;
 
 /// The relay's settings; the binary fills them from flags and environment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RelayConfig {
     /// Postgres URL (may carry a password: never log it unmasked).
     pub database_url: String,
@@ -50,46 +50,106 @@ pub struct RelayConfig {
     pub gauge_interval: Duration,
     /// This instance's name in `locked_by`.
     pub relay_id: String,
+    /// The AMQP heartbeat the relay asks for (whole seconds, 1 to 65,535; the URL's own
+    /// `heartbeat` wins). A broker link that stays silent for twice as long is dropped and
+    /// reconnected, also while the relay is idle; without it RabbitMQ's 60 s would apply.
+    pub heartbeat: Duration,
+    /// The longest a claim, a settle or a look for work may take, taking a connection
+    /// included: a database that stops answering (a partition: nothing is closed) is then
+    /// given up on, and the connection closed, not reused. Well above a claim's lock wait.
+    pub db_timeout: Duration,
 }
 
 impl RelayConfig {
-    /// The documented defaults, with the local development URLs.
+    /// The documented defaults (the constants below, which the CLI shows as its defaults),
+    /// with the given servers.
     pub fn new(database_url: impl Into<String>, amqp_url: impl Into<String>) -> Self {
         RelayConfig {
             database_url: database_url.into(),
             amqp_url: amqp_url.into(),
-            exchange: "outbox.events".to_owned(),
+            exchange: DEFAULT_EXCHANGE.to_owned(),
             routing_key_template: DEFAULT_ROUTING_KEY.to_owned(),
-            batch_size: 500,
-            poll_interval: Duration::from_secs(1),
+            batch_size: DEFAULT_BATCH_SIZE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
             poll_min_interval: DEFAULT_POLL_MIN_INTERVAL,
             in_flight_batches: DEFAULT_IN_FLIGHT_BATCHES,
             listen: true,
-            max_attempts: 10,
-            retry: BackoffPolicy::default(),
-            lease: Duration::from_secs(60),
-            confirm_timeout: Duration::from_secs(15),
-            publish_timeout: Duration::from_secs(5),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry: BackoffPolicy::PUBLISH_RETRY,
+            lease: DEFAULT_LEASE,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             retention: None,
-            gauge_interval: Duration::from_secs(5),
+            gauge_interval: DEFAULT_GAUGE_INTERVAL,
             relay_id: default_relay_id(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            db_timeout: DEFAULT_DB_TIMEOUT,
         }
     }
 }
 
-/// Batches in flight by default: enough to keep claiming, publishing and settling all busy.
-pub const DEFAULT_IN_FLIGHT_BATCHES: u32 = 3;
+/// The local development database (what `scripts/demo` and the tests start).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
-/// The most batches in flight: each holds a broker connection and a database connection.
-pub const MAX_IN_FLIGHT_BATCHES: u32 = 16;
+/// The local development broker.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The durable topic exchange events go to.
+pub const DEFAULT_EXCHANGE: &str = "outbox.events";
+
+/// `<category slug>.<event type lower case>`, e.g. `tickets.ticket_status_changed`.
+pub const DEFAULT_ROUTING_KEY: &str = "{category}.{event_type}";
+
+/// Events claimed per batch: large enough to amortise a claim, small enough to publish well
+/// within a lease.
+pub const DEFAULT_BATCH_SIZE: u32 = 500;
+
+/// The most events one batch may claim.
+pub const MAX_BATCH_SIZE: u32 = 10_000;
+
+/// The longest wait between looks for work.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The first look for work after an empty claim, when polling.
 pub const DEFAULT_POLL_MIN_INTERVAL: Duration = Duration::from_millis(2);
 
+/// Batches in flight by default: enough to keep claiming, publishing and settling all busy.
+pub const DEFAULT_IN_FLIGHT_BATCHES: u32 = 3;
+
+/// The most batches in flight: each holds a broker channel and a database connection.
+pub const MAX_IN_FLIGHT_BATCHES: u32 = 16;
+
+/// Publish attempts before an event becomes dead.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// The most publish attempts that may be configured.
+pub const MAX_MAX_ATTEMPTS: u32 = 1_000;
+
+/// How long a claim lease lasts.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
+/// How long a publisher confirm may take.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long handing a wave to the broker may take.
+pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The AMQP heartbeat asked for: a silent broker link is noticed within twice this.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long one claim, settle or look for work may wait on the database.
+pub const DEFAULT_DB_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// RabbitMQ's default `max_message_size` since 4.0 (16 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// How long shutdown may wait for outstanding confirms.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the backlog gauges are refreshed.
+pub const DEFAULT_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Time a lease keeps in reserve after the last wave, for the settle statement.
 pub const SETTLE_RESERVE: Duration = Duration::from_secs(1);
@@ -122,8 +182,8 @@ impl RelayConfig {
                 self.retry.factor
             ));
         }
-        if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".to_owned());
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return bad(format!("--batch-size must be 1 to {MAX_BATCH_SIZE}"));
         }
         if !(1..=MAX_IN_FLIGHT_BATCHES).contains(&self.in_flight_batches) {
             return bad(format!(
@@ -142,8 +202,8 @@ impl RelayConfig {
                 self.poll_min_interval, self.poll_interval
             ));
         }
-        if self.max_attempts == 0 {
-            return bad("--max-attempts must be at least 1".to_owned());
+        if !(1..=MAX_MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return bad(format!("--max-attempts must be 1 to {MAX_MAX_ATTEMPTS}"));
         }
         if self.publish_timeout.is_zero() || self.confirm_timeout.is_zero() {
             return bad("--publish-timeout and --confirm-timeout must be above zero".to_owned());
@@ -161,15 +221,27 @@ impl RelayConfig {
                 self.max_message_size
             ));
         }
+        if !(1..=u64::from(u16::MAX)).contains(&self.heartbeat.as_secs())
+            || self.heartbeat.subsec_nanos() != 0
+        {
+            return bad(format!(
+                "--heartbeat must be whole seconds from 1s to {}s, got {:?}",
+                u16::MAX,
+                self.heartbeat
+            ));
+        }
+        if self.db_timeout < Duration::from_secs(1) {
+            return bad(format!(
+                "--db-timeout must be at least 1s, got {:?}",
+                self.db_timeout
+            ));
+        }
         if self.relay_id.is_empty() || self.relay_id.len() > 200 {
             return bad("--relay-id must be 1 to 200 bytes".to_owned());
         }
         Ok(())
     }
 }
-
-/// `<category slug>.<event type lower case>`, e.g. `tickets.ticket_status_changed`.
-pub const DEFAULT_ROUTING_KEY: &str = "{category}.{event_type}";
 
 /// `<host>-<pid>-<random>`: unique per process, readable in `locked_by`.
 pub fn default_relay_id() -> String {

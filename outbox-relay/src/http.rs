@@ -1,5 +1,6 @@
 //! `/healthz`, `/readyz` and `/metrics` for the relay's sidecar probes and Prometheus.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -7,8 +8,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
 
 use crate::health::Health;
+
+/// Where the endpoints listen unless told otherwise: every interface, port 9187.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9187);
 
 #[derive(Clone)]
 struct AppState {
@@ -23,6 +29,28 @@ pub fn router(health: Arc<Health>, metrics: Option<PrometheusHandle>) -> Router 
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(AppState { health, metrics })
+}
+
+/// Binds `addr` (a port in use is an error now, not later) and serves the endpoints in the
+/// background until `cancel` fires.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    metrics: Option<PrometheusHandle>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = router(health, metrics);
+    tokio::spawn(async move {
+        info!(%addr, "serving /healthz, /readyz and /metrics");
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+        {
+            error!(%error, "HTTP server failed");
+        }
+    });
+    Ok(())
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {

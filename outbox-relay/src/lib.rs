@@ -7,7 +7,9 @@
 //! [`publisher`] (AMQP: one connection, a channel per batch in flight), [`message`] (the
 //! wire format), [`wakeup`] (LISTEN or adaptive polling, by the database's wake-up mode),
 //! [`health`] (what `/readyz` reports), [`db`] (connecting), [`http`] (health and metrics
-//! endpoints).
+//! endpoints), [`telemetry`] (metric names and the recorder), [`retention`] (periodic
+//! purge), [`pause`] (sleeps a shutdown cuts short). [`config`] holds every default as a
+//! constant, which the binary's flags show; [`ops`] the operator commands' reports.
 //!
 //! Nothing a row holds may stop the relay, so the library denies panicking shortcuts.
 #![cfg_attr(
@@ -26,14 +28,17 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod human_duration;
 pub mod mask;
 pub mod message;
 pub mod ops;
+pub mod pause;
 pub mod publisher;
 pub mod relay;
 pub mod retention;
 pub mod store;
 pub mod telemetry;
+pub mod topology;
 pub mod wakeup;
 
 pub use config::RelayConfig;

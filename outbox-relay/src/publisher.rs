@@ -53,6 +53,10 @@ pub enum PublishFailure {
 }
 
 impl PublishFailure {
+    /// Every value [`PublishFailure::label`] returns (the failure counter starts at zero for
+    /// each, so alerts see data before the first failure).
+    pub const LABELS: [&'static str; 4] = ["unroutable", "nack", "timeout", "connection"];
+
     /// The metric label: `unroutable`, `nack`, `timeout` or `connection`.
     pub fn label(&self) -> &'static str {
         match self {
@@ -107,6 +111,8 @@ pub struct Broker {
     url: String,
     secrets: Vec<String>,
     exchange: String,
+    /// The heartbeat asked for, in seconds, unless the URL sets one.
+    heartbeat: u16,
     link: std::sync::Mutex<Link>,
     connecting: tokio::sync::Mutex<()>,
     /// Connections being closed in the background, awaited by [`Broker::close`].
@@ -130,12 +136,25 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// The broker at `url`, publishing to `exchange`; connects on first use.
+    /// The broker at `url`, publishing to `exchange`; connects on first use. Asks for the
+    /// default heartbeat ([`crate::config::DEFAULT_HEARTBEAT`]).
     pub fn new(url: &str, exchange: &str) -> Arc<Self> {
+        Self::with_heartbeat(url, exchange, crate::config::DEFAULT_HEARTBEAT)
+    }
+
+    /// [`Broker::new`], asking for an AMQP heartbeat of `heartbeat` (whole seconds, at
+    /// least one) unless the URL sets `heartbeat` itself. lapin sends heartbeats at twice
+    /// that pace and closes a connection that received nothing for twice the heartbeat
+    /// (`MissingHeartbeatError`): that is how an idle relay notices a silent broker link,
+    /// which confirm timeouts only catch while publishing. RabbitMQ's own proposal (60 s)
+    /// would take two minutes.
+    pub fn with_heartbeat(url: &str, exchange: &str, heartbeat: Duration) -> Arc<Self> {
+        let heartbeat = u16::try_from(heartbeat.as_secs().max(1)).unwrap_or(u16::MAX);
         Arc::new(Broker {
             url: url.to_owned(),
             secrets: password_of(url).into_iter().collect(),
             exchange: exchange.to_owned(),
+            heartbeat,
             link: std::sync::Mutex::new(Link::default()),
             connecting: tokio::sync::Mutex::new(()),
             closing: std::sync::Mutex::new(tokio::task::JoinSet::new()),
@@ -154,6 +173,7 @@ impl Broker {
             lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
         })?;
         uri.query.frame_max.get_or_insert(FRAME_MAX);
+        uri.query.heartbeat.get_or_insert(self.heartbeat);
         let properties = ConnectionProperties::default()
             .with_connection_name("outbox-relay".into())
             .enable_auto_recover();

@@ -11,6 +11,7 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
+use crate::pause::sleep_unless_cancelled;
 use crate::config::{RelayConfig, SETTLE_RESERVE};
 use crate::db::pool_for;
 use crate::error::RelayError;
@@ -52,6 +53,7 @@ pub async fn run(
     } else {
         Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
     };
+    let wakeup = wakeup.with_db_timeout(config.db_timeout);
     tokio::spawn(telemetry::refresh_gauges(
         pool.clone(),
         config.gauge_interval,
@@ -75,7 +77,7 @@ pub async fn run(
     );
 
     let lane = Lane {
-        broker: Broker::new(&config.amqp_url, &config.exchange),
+        broker: Broker::with_heartbeat(&config.amqp_url, &config.exchange, config.heartbeat),
         config: Arc::new(config),
         pool,
         wakeup,
@@ -174,8 +176,14 @@ impl Lane {
             //    lease is counted from before the claim: the database's deadline is later.
             let claim_started = Instant::now();
             let lease_ends = claim_started + config.lease;
-            let claim = match claim::claim(&pool, &config.relay_id, config.batch_size, config.lease)
-                .await
+            let claim = match claim::claim_within(
+                &pool,
+                config.db_timeout,
+                &config.relay_id,
+                config.batch_size,
+                config.lease,
+            )
+            .await
             {
                 Ok(claim) => {
                     health.set_database(true);
@@ -185,7 +193,7 @@ impl Lane {
                     health.set_database(false);
                     let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
                     warn!(%error, retry_in = ?delay, "claim failed; retrying");
-                    sleep_or_cancel(delay, &cancel).await;
+                    sleep_unless_cancelled(delay, &cancel).await;
                     continue;
                 }
             };
@@ -414,15 +422,12 @@ async fn settle_outcomes(
     outcomes: &[(Uuid, Outcome)],
     cancel: &CancellationToken,
 ) -> Option<Settled> {
-    let mut delays = BackoffPolicy {
-        base: Duration::from_millis(100),
-        factor: 2.0,
-        cap: Duration::from_secs(5),
-    }
-    .delay_iter();
+    let mut delays = BackoffPolicy::SETTLE_RETRY.delay_iter();
     let mut tries = 0;
     loop {
-        match settle::settle(pool, token, config.max_attempts, outcomes).await {
+        match settle::settle_within(pool, config.db_timeout, token, config.max_attempts, outcomes)
+            .await
+        {
             Ok(settled) => return Some(settled),
             Err(error) => {
                 tries += 1;
@@ -438,9 +443,3 @@ async fn settle_outcomes(
     }
 }
 
-async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) {
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        () = cancel.cancelled() => {}
-    }
-}

@@ -7,12 +7,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::pause::sleep_unless_cancelled;
+use crate::store::purge;
 use crate::telemetry;
-
-use crate::store::purge::{self, Purgeable};
-
-/// Rows deleted per statement.
-pub const DEFAULT_BATCH: i64 = 1000;
 
 /// Purges delivered and discarded events past `retention`, and the key locks of keys
 /// with nothing left to deliver, every few minutes until cancelled (the relay's
@@ -20,22 +17,16 @@ pub const DEFAULT_BATCH: i64 = 1000;
 pub async fn purge_periodically(pool: PgPool, retention: Duration, cancel: CancellationToken) {
     let every = (retention / 10).clamp(Duration::from_secs(10), Duration::from_secs(600));
     loop {
-        for what in [Purgeable::Delivered, Purgeable::Discarded] {
-            match purge::purge(&pool, what, retention, DEFAULT_BATCH).await {
-                Ok(0) => {}
-                Ok(deleted) => {
-                    metrics::counter!(telemetry::PURGED).increment(deleted);
-                    info!(deleted, ?what, "purged events past retention");
-                }
-                Err(error) => warn!(%error, "retention purge failed"),
+        match purge::finished_events(&pool, retention, purge::DEFAULT_BATCH).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                metrics::counter!(telemetry::PURGED).increment(deleted);
+                info!(deleted, "purged events past retention");
             }
+            Err(error) => warn!(%error, "retention purge failed"),
         }
-        if let Err(error) = purge::idle_key_locks(&pool, DEFAULT_BATCH).await {
-            warn!(%error, "could not remove idle key locks");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = cancel.cancelled() => return,
+        if !sleep_unless_cancelled(every, &cancel).await {
+            return;
         }
     }
 }

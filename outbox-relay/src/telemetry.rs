@@ -1,10 +1,13 @@
-//! Metric names, and the gauges refreshed from the database.
+//! Metric names, the Prometheus recorder, and the gauges refreshed from the database.
 
 use std::time::Duration;
 
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+use crate::publisher::PublishFailure;
 
 /// Events confirmed by the broker (counter).
 pub const PUBLISHED: &str = "outbox_published_total";
@@ -36,6 +39,39 @@ pub const CONFIRM_LATENCY: &str = "outbox_publish_confirm_seconds";
 pub const END_TO_END_LAG: &str = "outbox_end_to_end_lag_seconds";
 /// Delivered rows deleted by retention (counter).
 pub const PURGED: &str = "outbox_purged_total";
+
+/// Buckets of the histograms in seconds: 1 ms to 5 min.
+pub const SECONDS_BUCKETS: [f64; 15] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Buckets of [`BATCH_SIZE`], in events: up to the largest `--batch-size`.
+pub const BATCH_SIZE_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+/// Installs the process-wide Prometheus recorder, describes every metric and registers
+/// every counter at zero; returns the handle `/metrics` renders.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), &BATCH_SIZE_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    register_counters();
+    Ok(handle)
+}
+
+/// Registers every counter (and each `reason` of [`FAILED`]) at zero, so a rate or an alert
+/// over it has data before its first event.
+pub fn register_counters() {
+    for name in [PUBLISHED, DEAD, REJECTED, PURGED] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in PublishFailure::LABELS {
+        metrics::counter!(FAILED, "reason" => reason).increment(0);
+    }
+}
 
 /// Describes the metrics (HELP lines) to the installed recorder.
 pub fn describe() {
@@ -92,9 +128,8 @@ pub async fn refresh_gauges(pool: PgPool, interval: Duration, cancel: Cancellati
             }
             Err(error) => warn!(%error, "could not read the backlog"),
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = cancel.cancelled() => return,
+        if !crate::pause::sleep_unless_cancelled(interval, &cancel).await {
+            return;
         }
     }
 }

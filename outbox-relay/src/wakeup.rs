@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::BackoffPolicy;
+use crate::pause::sleep_unless_cancelled;
 use crate::store::claim;
 
 /// The channel the insert trigger notifies.
@@ -33,15 +34,23 @@ pub const CHANNEL: &str = "outbox_events";
 pub const MODE_REFRESH: Duration = Duration::from_secs(10);
 
 /// How writers announce new events (see the module's doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Writers NOTIFY; the relay listens.
+    /// The insert trigger sends `NOTIFY outbox_events`; relays LISTEN.
     Notify,
-    /// Writers send nothing; the relay polls adaptively.
+    /// No notification; relays poll adaptively.
     Poll,
 }
 
 impl Mode {
+    /// The mode's name in SQL (`outbox_wakeup_mode()`, `outbox_set_wakeup_mode`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Notify => "notify",
+            Mode::Poll => "poll",
+        }
+    }
+
     /// The database's current mode. A schema older than the wake-up mode always notifies.
     pub async fn read(pool: &PgPool) -> Result<Mode, sqlx::Error> {
         match sqlx::query_scalar::<_, String>("SELECT outbox_wakeup_mode()")
@@ -69,6 +78,8 @@ pub struct Wakeup {
     pool: PgPool,
     min_interval: Duration,
     max_interval: Duration,
+    /// Bound on one look for work (see [`Wakeup::with_db_timeout`]).
+    db_timeout: Duration,
 }
 
 impl Wakeup {
@@ -82,7 +93,17 @@ impl Wakeup {
             pool: pool.clone(),
             min_interval: min_interval.min(max_interval),
             max_interval,
+            db_timeout: crate::config::DEFAULT_DB_TIMEOUT,
         }
+    }
+
+    /// Bounds each look for work by `timeout` (default
+    /// [`crate::config::DEFAULT_DB_TIMEOUT`]): a look on a database that stopped answering
+    /// then fails, its connection is closed, and the loop goes on to its claim (which
+    /// reports the error) instead of waiting on the silent link.
+    pub fn with_db_timeout(mut self, timeout: Duration) -> Self {
+        self.db_timeout = timeout;
+        self
     }
 
     /// Wake-ups that follow the database's mode: LISTEN (in a background task that
@@ -134,7 +155,7 @@ impl Wakeup {
                 return;
             }
             waited += sleep;
-            match claim::work_waiting(&self.pool).await {
+            match claim::work_waiting_within(&self.pool, self.db_timeout).await {
                 Ok(false) => {}
                 Ok(true) | Err(_) => return,
             }
@@ -161,9 +182,8 @@ impl Wakeup {
                     Err(error) => {
                         let delay = delays.next().unwrap_or(Duration::from_secs(10));
                         warn!(%error, retry_in = ?delay, "LISTEN failed; polling until it works");
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = cancel.cancelled() => return,
+                        if !sleep_unless_cancelled(delay, &cancel).await {
+                            return;
                         }
                     }
                 }
@@ -212,9 +232,8 @@ impl Wakeup {
                     self.mode_notify.store(false, Ordering::Relaxed);
                 }
             }
-            tokio::select! {
-                () = tokio::time::sleep(MODE_REFRESH) => {}
-                () = cancel.cancelled() => return,
+            if !sleep_unless_cancelled(MODE_REFRESH, &cancel).await {
+                return;
             }
         }
     }

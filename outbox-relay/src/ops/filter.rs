@@ -9,8 +9,8 @@ use uuid::Uuid;
 /// Longest text a filter value may have.
 pub const MAX_VALUE_LEN: usize = 512;
 
-/// The statuses `replay` takes events from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The statuses `replay` takes events from (also the values of its `--status` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayableStatus {
     /// Events that reached the attempt limit.

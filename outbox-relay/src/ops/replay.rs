@@ -133,3 +133,35 @@ async fn change(
         audit_id: applied.audit_id,
     })
 }
+
+impl ReplayReport {
+    /// A count, the audit record and the sample, one event per line, for a terminal.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let verb = match (self.dry_run, self.action) {
+            (true, Action::Replay) => "would replay",
+            (false, Action::Replay) => "replayed",
+            (true, Action::Discard) => "would discard",
+            (false, Action::Discard) => "discarded",
+        };
+        let mut out = format!("{verb} {} event(s)\n", self.count);
+        if let Some(audit) = self.audit_id {
+            let _ = writeln!(out, "audit record {audit}");
+        }
+        for event in &self.sample {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}  key={}  attempts={}",
+                event.id,
+                event.created_at.to_rfc3339(),
+                event.event_type,
+                event.ordering_key.as_deref().unwrap_or("-"),
+                event.attempts
+            );
+        }
+        if self.count > self.sample.len() {
+            let _ = writeln!(out, "  ... and {} more", self.count - self.sample.len());
+        }
+        out
+    }
+}

@@ -2,6 +2,9 @@
 
 pub use crate::store::stats::{BlockedKey, StatusReport, TypeCounts, report as status};
 
+/// Event types `status` lists unless told otherwise.
+pub const DEFAULT_TOP: i64 = 10;
+
 impl StatusReport {
     /// A few aligned lines for a terminal.
     pub fn to_text(&self) -> String {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+/// Rows deleted per statement unless told otherwise: short statements, short locks.
+pub const DEFAULT_BATCH: i64 = 1000;
+
 /// What a purge deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purgeable {
@@ -79,19 +82,15 @@ pub async fn purge(
     older_than: Duration,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let deleted = sqlx::query(what.delete_batch())
+    in_batches(batch, || async {
+        Ok(sqlx::query(what.delete_batch())
             .bind(older_than.as_secs_f64())
             .bind(batch)
             .execute(pool)
             .await?
-            .rows_affected();
-        total += deleted;
-        if deleted < u64::try_from(batch).unwrap_or(u64::MAX) {
-            return Ok(total);
-        }
-    }
+            .rows_affected())
+    })
+    .await
 }
 
 /// How many rows [`purge`] would delete now.
@@ -104,6 +103,41 @@ pub async fn count(
         .bind(older_than.as_secs_f64())
         .fetch_one(pool)
         .await
+}
+
+/// Deletes the events an outbox no longer needs — delivered and discarded ones older than
+/// `older_than` — and then every key lock left idle, `batch` rows per statement; returns
+/// how many events. What the relay's `--retention` does periodically and `outbox-relay
+/// purge` once.
+pub async fn finished_events(
+    pool: &PgPool,
+    older_than: Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    for what in [Purgeable::Delivered, Purgeable::Discarded] {
+        deleted += purge(pool, what, older_than, batch).await?;
+    }
+    in_batches(batch, || idle_key_locks(pool, batch)).await?;
+    Ok(deleted)
+}
+
+/// Runs `one` (a statement deleting at most `batch` rows) until it deletes fewer; returns
+/// the total.
+async fn in_batches<F, Fut>(batch: i64, mut one: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, sqlx::Error>>,
+{
+    let full = u64::try_from(batch).unwrap_or(u64::MAX);
+    let mut total = 0;
+    loop {
+        let deleted = one().await?;
+        total += deleted;
+        if deleted < full {
+            return Ok(total);
+        }
+    }
 }
 
 /// Deletes the writers' key locks of keys that have no undelivered event left (at most
