@@ -2,10 +2,12 @@
 //!
 //! Every catalog event is a struct implementing [`CatalogEvent`]; [`registry()`] lists them
 //! all with their JSON Schemas, validates untyped payloads, and [`export`] renders the
-//! catalog as JSON, SQL or a Markdown page.
+//! catalog as JSON, SQL, a Markdown page or TypeScript declarations; [`diff`] compares two
+//! exports and tells the changes that break consumers from those that do not.
 
 mod category;
 mod common;
+pub mod diff;
 mod event;
 pub mod events;
 pub mod export;

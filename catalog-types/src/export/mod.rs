@@ -1,5 +1,12 @@
-//! Renders the catalog for people and other systems: a text table, JSON, idempotent SQL and
-//! the Markdown page `docs/catalog.md`.
+//! Renders the catalog for people and other systems: a text table, JSON, idempotent SQL (for
+//! the outbox's table and, in [`platform_sql`], for the platform's), the Markdown page
+//! `docs/catalog.md`, and TypeScript declarations ([`typescript`]).
+
+mod platform_sql;
+mod typescript;
+
+pub use platform_sql::{EVENT_ID_NAMESPACE, platform_event_id, platform_sql};
+pub use typescript::{TypeScriptError, render as typescript_of, typescript};
 
 use std::fmt::Write as _;
 
