@@ -17,15 +17,40 @@ pub enum InboxOutcome {
     AlreadyProcessed,
 }
 
+/// Why a message could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// The message has no id (`message_id` property missing or empty): the inbox cannot tell
+    /// it from any other id-less message. Reject it (dead-letter) rather than apply it; the
+    /// relay always sets the id.
+    #[error(
+        "the message has no id: it cannot be applied exactly once (the inbox needs the AMQP message_id)"
+    )]
+    EmptyMessageId,
+    /// The consumer name is empty: every consumer must have a stable name of its own.
+    #[error("the consumer name is empty: give each consumer a stable name of its own")]
+    EmptyConsumer,
+    /// The database failed; the caller's transaction is aborted.
+    #[error("database error while recording the message in the inbox: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 /// Records `message_id` for `consumer` in the caller's transaction.
 ///
 /// A concurrent transaction recording the same id waits for this one to finish, then sees
-/// [`InboxOutcome::AlreadyProcessed`] if this one committed.
+/// [`InboxOutcome::AlreadyProcessed`] if this one committed. An empty id or consumer is
+/// refused before any SQL runs, so the transaction stays usable.
 pub async fn record(
     conn: &mut PgConnection,
     consumer: &str,
     message_id: &str,
-) -> Result<InboxOutcome, sqlx::Error> {
+) -> Result<InboxOutcome, InboxError> {
+    if message_id.is_empty() {
+        return Err(InboxError::EmptyMessageId);
+    }
+    if consumer.is_empty() {
+        return Err(InboxError::EmptyConsumer);
+    }
     let result = sqlx::query(
         "INSERT INTO outbox_inbox (consumer, message_id) VALUES ($1, $2)
          ON CONFLICT (consumer, message_id) DO NOTHING",

@@ -23,7 +23,7 @@ pub mod trace;
 
 pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};
 pub use error::EmitError;
-pub use inbox::InboxOutcome;
+pub use inbox::{InboxError, InboxOutcome};
 pub use migrate::{MIGRATOR, MigrateError, migrate, sync_catalog};
 pub use options::EmitOptions;
 

@@ -1,0 +1,45 @@
+-- Least privilege for the outbox: what each kind of client may do, and nothing more.
+--
+-- Run it as the owner of the outbox tables (the role that ran `outbox-relay migrate` or
+-- `outbox_core::migrate`), in each database that has an outbox, after every migration:
+--
+--   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 \
+--        -v writer_role=orders_service -v relay_role=outbox_relay \
+--        -v operator_role=outbox_operator -v consumer_role=billing_consumer \
+--        -f deploy/postgres/grants.sql
+--
+-- The roles must exist (`CREATE ROLE outbox_relay LOGIN PASSWORD ...`). The owner keeps
+-- what no other role gets: migrations (ALTER, CREATE, DROP), and switching the wake-up mode
+-- (`outbox-relay wakeup notify|poll` recreates a trigger). Nobody but the owner may
+-- TRUNCATE, change the audit trail, or create objects (PostgreSQL 15 and later no longer
+-- let every role create in the public schema). The functions of the schema (wake-up mode,
+-- estimates, UUIDv7) are executable by everyone, as PostgreSQL's default allows.
+
+-- Writers (domain services): insert events in their own transactions. The insert trigger
+-- reads the catalog, takes the key's lock row and draws `seq`; the emit of an event with a
+-- dedupe key reads back the id stored first.
+GRANT SELECT ON system_event_catalog TO :"writer_role";
+GRANT SELECT, INSERT ON outbox_events TO :"writer_role";
+GRANT USAGE ON SEQUENCE outbox_events_seq_seq TO :"writer_role";
+GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
+
+-- The relay (`outbox-relay run`): claims, settles and, with --retention, deletes finished
+-- events. It never inserts an event and never touches the inbox or the audit trail.
+GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"relay_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
+GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
+
+-- Operators (`status`, `inspect`, `replay`, `discard`, `purge`, `wakeup` to read the mode):
+-- change event states, add audit records (the database stamps its own role on each), and
+-- purge events and inbox records. They cannot edit or delete audit records.
+GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"operator_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"operator_role";
+GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"operator_role";
+GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";
+-- (A purge locks the rows it deletes, which PostgreSQL allows only with an UPDATE
+-- privilege: the operator may update the inbox's timestamp, nothing else of it.)
+GRANT SELECT, DELETE ON outbox_inbox TO :"operator_role";
+GRANT UPDATE (processed_at) ON outbox_inbox TO :"operator_role";
+
+-- Consumers that keep their inbox in this database (`outbox_core::inbox::record`).
+GRANT SELECT, INSERT ON outbox_inbox TO :"consumer_role";
