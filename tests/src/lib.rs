@@ -25,15 +25,32 @@ use uuid::Uuid;
 
 pub mod proxy;
 
-/// `DATABASE_URL`, or the local default.
+#[cfg(feature = "containers")]
+pub mod containers;
+pub mod guides;
+
+/// `DATABASE_URL`, or (feature `containers`, a Docker engine reachable) the PostgreSQL
+/// container's, or the local default.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        #[cfg(feature = "containers")]
+        if let Some(servers) = containers::servers() {
+            return servers.database_url.clone();
+        }
+        "postgres://postgres@127.0.0.1:5432/test".to_owned()
+    })
 }
 
-/// `AMQP_URL`, or the local default.
+/// `AMQP_URL`, or (feature `containers`, a Docker engine reachable) the RabbitMQ container's,
+/// or the local default.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("AMQP_URL").unwrap_or_else(|_| {
+        #[cfg(feature = "containers")]
+        if let Some(servers) = containers::servers() {
+            return servers.amqp_url.clone();
+        }
+        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()
+    })
 }
 
 /// A short unique suffix for database, exchange and queue names.
