@@ -1,4 +1,5 @@
-//! `TCP_NODELAY` on Postgres connections, which sqlx 0.9.0 no longer sets.
+//! `TCP_NODELAY` on Postgres connections, which sqlx 0.9.0 no longer sets, and TCP
+//! keepalive with a user timeout, which sqlx never set.
 //!
 //! Without it, a statement written in more than one segment waits for the server's delayed
 //! ACK (about 40 ms on Linux) before its last segment leaves: a batch of event ids, a large
@@ -6,6 +7,15 @@
 //! sqlx set the option until 0.8 and sets it again upstream (transact-rs/sqlx#4336,
 //! merged after 0.9.0); **remove this module once the workspace requires an sqlx release
 //! that contains that change**.
+//!
+//! **Keepalive and `TCP_USER_TIMEOUT`** (Linux): a connection whose network path is lost
+//! without a reset (a partition, a peer host that died) would otherwise stay open for about
+//! 15 minutes of retransmissions, or for ever while idle. With [`KEEPALIVE_IDLE`],
+//! [`KEEPALIVE_INTERVAL`] × [`KEEPALIVE_PROBES`] and [`USER_TIMEOUT`], the kernel fails it
+//! within about half a minute, and the statement waiting on it gets an error. This does not
+//! help when something on the path still acknowledges segments (a proxy or a load balancer
+//! that lost its upstream): only a client-side deadline does (the relay has one on each of
+//! its database steps). These options stay when the `TCP_NODELAY` part goes.
 //!
 //! sqlx offers no hook on the socket it opens, so [`pool_options`] installs an
 //! `after_connect` callback that finds the process's TCP sockets connected to the
@@ -24,11 +34,26 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tracing::debug;
 
-/// Pool options whose every new connection gets `TCP_NODELAY` (see the module's doc).
+/// Idle time before the first keepalive probe.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+
+/// Time between keepalive probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Unanswered keepalive probes before the kernel fails the connection.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+/// How long sent data may stay unacknowledged before the kernel fails the connection
+/// (`TCP_USER_TIMEOUT`, Linux).
+pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pool options whose every new connection gets `TCP_NODELAY`, keepalive and a user
+/// timeout (see the module's doc).
 ///
 /// This sets the pool's `after_connect`; a caller that needs its own callback calls
 /// [`set_for_peer`] from it instead.
@@ -50,8 +75,9 @@ pub fn pool_options(connect: &PgConnectOptions) -> PgPoolOptions {
     })
 }
 
-/// Sets `TCP_NODELAY` on every TCP socket of this process connected to `host:port`;
-/// returns how many it found. Unix-domain sockets need no such option.
+/// Sets `TCP_NODELAY`, keepalive and the user timeout (see the module's doc) on every TCP
+/// socket of this process connected to `host:port`; returns how many it found.
+/// Unix-domain sockets need no such option.
 pub async fn set_for_peer(host: &str, port: u16) -> std::io::Result<usize> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let peers: HashSet<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
@@ -60,10 +86,19 @@ pub async fn set_for_peer(host: &str, port: u16) -> std::io::Result<usize> {
 
 fn set_on_sockets_to(peers: &HashSet<SocketAddr>) -> std::io::Result<usize> {
     let mut found = 0;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
     for_each_socket_to(peers, |socket| {
         if socket.set_tcp_nodelay(true).is_ok() {
             found += 1;
         }
+        // Best effort, like the above: a failure costs the early detection, never the
+        // connection.
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
     })?;
     Ok(found)
 }
@@ -132,6 +167,14 @@ mod tests {
         assert_eq!(found, 1);
         assert!(to_peer.nodelay()?);
         assert!(!to_other.nodelay()?);
+        let socket = socket2::SockRef::from(&to_peer);
+        assert!(socket.keepalive()?);
+        assert_eq!(socket.tcp_keepalive_time()?, KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval()?, KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries()?, KEEPALIVE_PROBES);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert_eq!(socket.tcp_user_timeout()?, Some(USER_TIMEOUT));
+        assert!(!socket2::SockRef::from(&to_other).keepalive()?);
         Ok(())
     }
 

@@ -3,8 +3,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::RelayError;
 use crate::mask::mask_url;
@@ -23,4 +23,44 @@ pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_lazy_with(options))
+}
+
+/// Runs `work` on a connection of its own from `pool`, all of it — taking the connection
+/// included — within `deadline`.
+///
+/// The relay's answer to a database that stops answering without closing anything (a
+/// network partition, a firewall dropping packets, a stuck proxy): the kernel keeps the
+/// connection open, and a statement would wait for its answer for as long as TCP keeps
+/// trying (about 15 minutes by default; see `outbox_core::tcp_nodelay` for the keepalive
+/// and user timeout set on every connection). Past the deadline the work is abandoned and
+/// its connection **closed, not given back to the pool**: sqlx would otherwise test the
+/// returned connection with a ping that waits on the same silent link, holding a pool slot
+/// for as long. The server rolls back whatever transaction was open once it sees the
+/// connection go (or at once, when it is the one that went away). The error is an I/O
+/// `TimedOut` that says so.
+pub async fn within_deadline<T>(
+    pool: &PgPool,
+    deadline: Duration,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut conn = tokio::time::timeout_at(until, pool.acquire())
+        .await
+        .map_err(|_| no_answer(deadline))??;
+    let outcome = tokio::time::timeout_at(until, work(&mut conn)).await;
+    match outcome {
+        Ok(result) => result,
+        Err(_) => {
+            // Out of the pool and closed (the socket is dropped without a goodbye).
+            drop(conn.detach());
+            Err(no_answer(deadline))
+        }
+    }
+}
+
+fn no_answer(deadline: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer from the database within {deadline:?}; connection closed"),
+    ))
 }

@@ -425,8 +425,14 @@ async fn settle_outcomes(
     let mut delays = BackoffPolicy::SETTLE_RETRY.delay_iter();
     let mut tries = 0;
     loop {
-        match settle::settle_within(pool, config.db_timeout, token, config.max_attempts, outcomes)
-            .await
+        match settle::settle_within(
+            pool,
+            config.db_timeout,
+            token,
+            config.max_attempts,
+            outcomes,
+        )
+        .await
         {
             Ok(settled) => return Some(settled),
             Err(error) => {

@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{ClaimLock, begin_locked, unpark_heads};
+use crate::db::within_deadline;
 
 /// Step 1: reaps expired leases, and reports whether any key waits for a re-check.
 pub const REAP_SQL: &str = "WITH reaped AS (
@@ -48,6 +49,15 @@ pub const PROBE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox_events
 /// Runs [`PROBE_SQL`]: whether a claim now would find work.
 pub async fn work_waiting(pool: &PgPool) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(PROBE_SQL).fetch_one(pool).await
+}
+
+/// [`work_waiting`] within `deadline`; past it the connection is closed and the look
+/// fails (see [`within_deadline`]).
+pub async fn work_waiting_within(pool: &PgPool, deadline: Duration) -> Result<bool, sqlx::Error> {
+    within_deadline(pool, deadline, async |conn| {
+        sqlx::query_scalar(PROBE_SQL).fetch_one(&mut *conn).await
+    })
+    .await
 }
 
 /// Step 2: the keys noted for a re-check that no writer holds now (their key locks taken).
@@ -228,9 +238,37 @@ pub async fn claim(
     Ok(claim_timed(pool, relay_id, limit, lease).await?.0)
 }
 
+/// [`claim`] within `deadline` (taking a connection included): a database that stops
+/// answering fails the claim then, and its connection is closed, not given back to the
+/// pool (see [`within_deadline`]). The claim's transaction is then rolled back by the
+/// server when it sees the connection go, so nothing stays leased by it.
+pub async fn claim_within(
+    pool: &PgPool,
+    deadline: Duration,
+    relay_id: &str,
+    limit: u32,
+    lease: Duration,
+) -> Result<Claim, sqlx::Error> {
+    within_deadline(pool, deadline, async |conn| {
+        Ok(claim_timed_on(conn, relay_id, limit, lease).await?.0)
+    })
+    .await
+}
+
 /// [`claim`], with the time each of its steps took.
 pub async fn claim_timed(
     pool: &PgPool,
+    relay_id: &str,
+    limit: u32,
+    lease: Duration,
+) -> Result<(Claim, ClaimSteps), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    claim_timed_on(&mut conn, relay_id, limit, lease).await
+}
+
+/// [`claim_timed`] on a connection the caller holds.
+async fn claim_timed_on(
+    conn: &mut PgConnection,
     relay_id: &str,
     limit: u32,
     lease: Duration,
@@ -243,7 +281,7 @@ pub async fn claim_timed(
         *step = now - at;
         at = now;
     };
-    let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
+    let mut tx = begin_locked(conn, ClaimLock::Exclusive).await?;
     lap(&mut steps.begin_lock);
 
     // 1. Reap expired leases; learn whether any key waits for a re-check.
@@ -373,7 +411,7 @@ pub async fn claim_timed(
 /// for that writer, under the claim lock: it may wait a few milliseconds at most, and
 /// otherwise leaves the key for the next claim.
 async fn create_missing_key_locks(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
 ) -> Result<(), sqlx::Error> {
     let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
     let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
@@ -409,7 +447,7 @@ fn is_lock_timeout(error: &sqlx::Error) -> bool {
 /// consecutive undelivered events that are pending, due and unleased, at most `share` per
 /// key, heads in the order given.
 async fn runs_behind(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     heads: &[&Candidate],
     share: i32,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -451,7 +489,8 @@ async fn runs_behind(
 /// accordingly. The re-check of step 2 is explained only when a key waits for one.
 pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>, sqlx::Error> {
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
-    let mut tx = begin_locked(pool, ClaimLock::Exclusive).await?;
+    let mut conn = pool.acquire().await?;
+    let mut tx = begin_locked(&mut conn, ClaimLock::Exclusive).await?;
     let mut plans = Vec::new();
 
     plans.push((
@@ -645,7 +684,7 @@ fn explained(statement: &str) -> String {
 
 /// Prepares `statement` under a fresh name and makes the transaction use generic plans.
 async fn prepare_generic(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     statement: &str,
 ) -> Result<String, sqlx::Error> {
     let name = format!("outbox_explain_{}", Uuid::new_v4().simple());
@@ -663,7 +702,7 @@ async fn prepare_generic(
 /// Drops a statement of [`prepare_generic`] (prepared statements outlive transactions) and
 /// lets the plan cache choose again.
 async fn unprepare(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     name: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!("DEALLOCATE {name}")))
@@ -677,7 +716,7 @@ async fn unprepare(
 
 /// The plan text of an `EXPLAIN`, one line per row.
 async fn plan_of(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<String, sqlx::Error> {
     let lines: Vec<String> = query

@@ -30,7 +30,7 @@ pub mod purge;
 pub mod settle;
 pub mod stats;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 
 /// The `status` column of `outbox_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -120,18 +120,22 @@ impl ClaimLock {
     }
 }
 
-/// A transaction holding the claim lock (see [`ClaimLock::begin_statement`]).
+/// A transaction on `conn` holding the claim lock (see [`ClaimLock::begin_statement`]).
+///
+/// On a connection the caller holds, not one the pool hands out for the transaction alone:
+/// a caller that gives up on a statement (a deadline, see [`crate::db::within_deadline`])
+/// must be able to close the connection rather than give it back to the pool.
 async fn begin_locked(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     lock: ClaimLock,
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin_with(lock.begin_statement()).await
+) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+    sqlx::Connection::begin_with(conn, lock.begin_statement()).await
 }
 
 /// Unparks the head (first undelivered event) of each of `keys`, whose writers' key locks
 /// the transaction holds. Returns how many rows changed.
 async fn unpark_heads(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     keys: &[String],
 ) -> Result<u64, sqlx::Error> {
     if keys.is_empty() {
@@ -156,7 +160,7 @@ async fn unpark_heads(
 /// and notes the others in `outbox_key_recheck` for the next claim. Call after the heads of
 /// `keys` may have moved (delivered or discarded events), inside the same transaction.
 async fn heads_moved(
-    tx: &mut Transaction<'static, Postgres>,
+    tx: &mut Transaction<'_, Postgres>,
     keys: &[String],
 ) -> Result<(), sqlx::Error> {
     if keys.is_empty() {

@@ -84,7 +84,8 @@ pub async fn apply(
     audit: &serde_json::Value,
     dry_run: bool,
 ) -> Result<Applied, sqlx::Error> {
-    let mut tx = begin_locked(pool, ClaimLock::SharedDurable).await?;
+    let mut conn = pool.acquire().await?;
+    let mut tx = begin_locked(&mut conn, ClaimLock::SharedDurable).await?;
     let select = format!(
         "SELECT id, event_type, tenant_id, ordering_key, created_at, attempts, last_error
            FROM outbox_events

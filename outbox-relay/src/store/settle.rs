@@ -8,7 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+
+use crate::db::within_deadline;
 use uuid::Uuid;
 
 use super::{ClaimLock, Status, begin_locked, heads_moved};
@@ -107,7 +109,38 @@ pub async fn settle(
     if outcomes.is_empty() {
         return Ok(Settled::default());
     }
-    let mut tx = begin_locked(pool, ClaimLock::Shared).await?;
+    let mut conn = pool.acquire().await?;
+    settle_on(&mut conn, token, max_attempts, outcomes).await
+}
+
+/// [`settle`] within `deadline` (taking a connection included): a database that stops
+/// answering fails the settle then, and its connection is closed, not given back to the
+/// pool (see [`within_deadline`]). Whether the transaction committed is then unknown; it
+/// is safe to settle again, since a settle changes only rows still held under `token`.
+pub async fn settle_within(
+    pool: &PgPool,
+    deadline: Duration,
+    token: Uuid,
+    max_attempts: u32,
+    outcomes: &[(Uuid, Outcome)],
+) -> Result<Settled, sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(Settled::default());
+    }
+    within_deadline(pool, deadline, async |conn| {
+        settle_on(conn, token, max_attempts, outcomes).await
+    })
+    .await
+}
+
+/// [`settle`] on a connection the caller holds.
+async fn settle_on(
+    conn: &mut PgConnection,
+    token: Uuid,
+    max_attempts: u32,
+    outcomes: &[(Uuid, Outcome)],
+) -> Result<Settled, sqlx::Error> {
+    let mut tx = begin_locked(conn, ClaimLock::Shared).await?;
     let mut total = Settled::default();
     let mut moved = BTreeSet::new();
     // Most outcomes are deliveries: they take a plain statement; the rest the general one.
