@@ -298,11 +298,14 @@ pub struct CatalogArgs {
 pub enum CatalogCommand {
     /// A table of every event: type, category, name, schema ref.
     List,
-    /// The whole catalog as JSON, idempotent SQL, or a Markdown page.
+    /// The whole catalog as JSON, idempotent SQL, a Markdown page, or TypeScript types.
     Export {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
+        /// With `--format sql`: the table the script upserts into.
+        #[arg(long, value_enum)]
+        table_shape: Option<TableShape>,
         /// Write to this file instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -312,6 +315,36 @@ pub enum CatalogCommand {
         /// `TICKET_STATUS_CHANGED` or `payload.TicketStatusChanged.v1`.
         event: String,
     },
+    /// Compare two JSON exports: list every breaking and compatible change per event; exit
+    /// non-zero when a change breaks consumers without a schema ref version bump.
+    Diff {
+        /// The catalog consumers know (e.g. the released `docs/catalog.json`).
+        old: PathBuf,
+        /// The catalog to check (e.g. `catalog export --format json` of this build).
+        new: PathBuf,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+        format: DiffFormat,
+    },
+}
+
+/// The table shape of the SQL export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableShape {
+    /// The outbox's own `system_event_catalog`, keyed by `event_type` (the default).
+    Outbox,
+    /// The platform's `system_event_catalog`: `event_id uuid` (UUIDv5 of the event type)
+    /// primary key, `event_type` unique, `created_at` / `updated_at`.
+    Platform,
+}
+
+/// Report formats of `catalog diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// One line per change, grouped by event, and a verdict.
+    Text,
+    /// `{"breaking": bool, "events": [...]}`, for tools.
+    Json,
 }
 
 /// Export formats.
@@ -319,8 +352,10 @@ pub enum CatalogCommand {
 pub enum ExportFormat {
     /// Every entry with its payload schema.
     Json,
-    /// Upserts into `system_event_catalog` (creates the table if absent).
+    /// Upserts into `system_event_catalog` (creates the table if absent); see `--table-shape`.
     Sql,
     /// The human-readable catalog page.
     Markdown,
+    /// TypeScript declarations: an interface per payload and a union keyed by event type.
+    Typescript,
 }

@@ -1,10 +1,12 @@
-//! `catalog list|schema|export`: the event catalog, for people and for other services.
+//! `catalog list|schema|export|diff`: the event catalog, for people and for other services.
 
 use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{CatalogCommand, ExportFormat};
+use catalog_types::diff::{CatalogDiff, Snapshot};
+
+use crate::cli::{CatalogCommand, DiffFormat, ExportFormat, TableShape};
 
 /// Prints (or writes to `--output`) what `command` asks for.
 pub fn catalog(command: CatalogCommand) -> Result<()> {
@@ -19,11 +21,22 @@ pub fn catalog(command: CatalogCommand) -> Result<()> {
             };
             serde_json::to_string_pretty(&entry.schema)? + "\n"
         }
-        CatalogCommand::Export { format, output } => {
-            let text = match format {
-                ExportFormat::Json => catalog_types::export::json(registry)?,
-                ExportFormat::Sql => catalog_types::export::sql(registry)?,
-                ExportFormat::Markdown => catalog_types::export::markdown(registry),
+        CatalogCommand::Export {
+            format,
+            table_shape,
+            output,
+        } => {
+            let text = match (format, table_shape) {
+                (ExportFormat::Json, None) => catalog_types::export::json(registry)?,
+                (ExportFormat::Sql, None | Some(TableShape::Outbox)) => {
+                    catalog_types::export::sql(registry)?
+                }
+                (ExportFormat::Sql, Some(TableShape::Platform)) => {
+                    catalog_types::export::platform_sql(registry)?
+                }
+                (ExportFormat::Markdown, None) => catalog_types::export::markdown(registry),
+                (ExportFormat::Typescript, None) => catalog_types::export::typescript(registry)?,
+                (_, Some(_)) => bail!("--table-shape applies only to --format sql"),
             };
             if let Some(path) = output {
                 std::fs::write(&path, text)
@@ -32,7 +45,33 @@ pub fn catalog(command: CatalogCommand) -> Result<()> {
             }
             text
         }
+        CatalogCommand::Diff { old, new, format } => return diff(&old, &new, format),
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Prints the changes from `old` to `new`; an error (non-zero exit) when one breaks
+/// consumers without a schema ref version bump.
+fn diff(old: &std::path::Path, new: &std::path::Path, format: DiffFormat) -> Result<()> {
+    let diff = CatalogDiff::compare(&Snapshot::read(old)?, &Snapshot::read(new)?);
+    let text = match format {
+        DiffFormat::Text => diff.to_text(),
+        DiffFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({
+                "breaking": diff.is_breaking(),
+                "events": diff.events,
+            }))? + "\n"
+        }
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    let breaking = diff.breaking().count();
+    if breaking > 0 {
+        bail!(
+            "{breaking} breaking change(s) from {} to {} without a schema ref version bump",
+            old.display(),
+            new.display()
+        );
+    }
     Ok(())
 }
