@@ -29,6 +29,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod human_duration;
+pub mod logging;
 pub mod mask;
 pub mod message;
 pub mod ops;
