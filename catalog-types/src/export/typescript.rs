@@ -494,8 +494,12 @@ fn declare(
     }
     annotations(schema, &mut doc);
     out.push_str(&doc.render(""));
-    if is_plain_object(schema) {
-        let body = object_type(context, schema, path, "")?;
+    let object = if is_plain_object(schema) {
+        Some(object_type(context, schema, path, "")?).filter(|body| body.starts_with('{'))
+    } else {
+        None
+    };
+    if let Some(body) = object {
         let _ = writeln!(out, "export interface {name} {body}\n");
     } else {
         let body = type_of(context, schema, path, "")?;
@@ -789,7 +793,7 @@ fn object_type(
         _ => {
             return Ok(match extra {
                 Some(value) => format!("{{ [key: string]: {value} }}"),
-                None => "Record<string, never>".to_owned(),
+                None => "{ [key: string]: never }".to_owned(),
             });
         }
     };
@@ -851,7 +855,11 @@ fn annotations(node: &Value, doc: &mut Doc) {
         Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    if let Some(format) = map.get("format").and_then(Value::as_str) {
+    let format = map.get("format").and_then(Value::as_str);
+    if types.contains(&"integer") && !matches!(format, Some("int64" | "uint64")) {
+        lines.push("An integer.".to_owned());
+    }
+    if let Some(format) = format {
         let hint = match format {
             "uuid" => Some("A UUID in its hyphenated text form."),
             "date-time" => Some("An RFC 3339 date-time in UTC, e.g. `2026-01-15T09:30:00Z`."),
@@ -868,8 +876,6 @@ fn annotations(node: &Value, doc: &mut Doc) {
             lines.push(hint.to_owned());
         }
         lines.push(format!("@format {format}"));
-    } else if types.contains(&"integer") {
-        lines.push("An integer.".to_owned());
     }
     for keyword in VALUE_CONSTRAINTS.iter().filter(|k| **k != "format") {
         if let Some(value) = map.get(*keyword) {
@@ -1168,10 +1174,18 @@ mod tests {
             entry("B", "payload.Thing.v2", &schema),
         ])?;
         assert!(
-            ts.contains("export type Thing = ") || ts.contains("export interface Thing "),
+            ts.contains("export interface Thing { [key: string]: unknown }"),
             "{ts}"
         );
-        assert!(ts.contains("ThingV2"), "{ts}");
+        assert!(ts.contains("export interface ThingV2 {"), "{ts}");
+        assert!(ts.contains("  B: ThingV2;"), "{ts}");
+        // An object that allows no field at all.
+        let empty = json!({"type": "object", "properties": {}, "additionalProperties": false});
+        let ts = render(&[entry("A", "payload.Nothing.v1", &empty)])?;
+        assert!(
+            ts.contains("export interface Nothing { [key: string]: never }"),
+            "{ts}"
+        );
         Ok(())
     }
 
