@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use outbox_relay::RelayConfig;
+use lapin::{Channel, Connection, ConnectionProperties};
+use outbox_relay::{RelayConfig, topology};
 use outbox_relay::{Health, RelayError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
@@ -24,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod proxy;
+pub mod servers;
 
 #[cfg(feature = "containers")]
 pub mod containers;
@@ -61,7 +59,8 @@ pub fn unique_suffix() -> String {
 /// Prefix of every database the kit creates (the test script drops leftovers by it).
 pub const DB_PREFIX: &str = "outbox_t_";
 
-/// A fresh database with the outbox schema migrated.
+/// A fresh database with the outbox schema migrated. Dropped with the value (or earlier,
+/// checking for errors, by [`TestDb::cleanup`]), also when the test fails.
 pub struct TestDb {
     /// Pool on the test database.
     pub pool: PgPool,
@@ -69,6 +68,7 @@ pub struct TestDb {
     pub name: String,
     /// Connect options of the test database.
     pub options: PgConnectOptions,
+    dropped: bool,
 }
 
 impl TestDb {
@@ -98,6 +98,7 @@ impl TestDb {
             pool,
             name,
             options,
+            dropped: false,
         })
     }
 
@@ -116,18 +117,11 @@ impl TestDb {
         Ok(self.options.connect().await?)
     }
 
-    /// Drops the database.
-    pub async fn cleanup(self) -> Result<()> {
+    /// Drops the database now, reporting a failure (dropping the value would too, silently).
+    pub async fn cleanup(mut self) -> Result<()> {
         self.pool.close().await;
-        let admin: PgConnectOptions = database_url().parse()?;
-        let mut conn = admin.connect().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
-        .await?;
-        Ok(())
+        self.dropped = true;
+        drop_database(&self.name).await
     }
 
     /// Number of rows in `outbox_events`.
@@ -135,6 +129,47 @@ impl TestDb {
         Ok(sqlx::query_scalar("SELECT count(*) FROM outbox_events")
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if !self.dropped {
+            let name = self.name.clone();
+            finish_in_drop(async move { drop_database(&name).await });
+        }
+    }
+}
+
+async fn drop_database(name: &str) -> Result<()> {
+    let admin: PgConnectOptions = database_url().parse()?;
+    let mut conn = admin.connect().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await?;
+    Ok(())
+}
+
+/// Runs a cleanup to its end from a `drop`, which cannot await and may run inside the
+/// test's runtime: on a thread of its own, with a runtime of its own, for at most 30 s.
+/// A failure is printed; the test command also removes leftovers by their prefix.
+fn finish_in_drop(cleanup: impl Future<Output = Result<()>> + Send + 'static) {
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), cleanup)
+                .await
+                .context("cleanup timed out")?
+        })
+    });
+    match worker.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("test cleanup failed: {error:#}"),
+        Err(_) => eprintln!("test cleanup panicked"),
     }
 }
 
@@ -222,6 +257,7 @@ pub struct TestBroker {
     pub queue: String,
     connection: Connection,
     channel: Channel,
+    deleted: bool,
 }
 
 /// Runs a service-control command (used by the fault tests), failing with its output.
@@ -262,48 +298,23 @@ impl TestBroker {
             queue: format!("outbox.test.{suffix}.q"),
             connection,
             channel,
+            deleted: false,
         };
-        broker
-            .channel
-            .exchange_declare(
-                broker.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        broker
-            .channel
-            .queue_declare(
-                broker.queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        for key in binding_keys {
-            broker.bind(key).await?;
-        }
+        topology::declare_exchange(&broker.channel, &broker.exchange).await?;
+        topology::declare_bound_queue(
+            &broker.channel,
+            &broker.queue,
+            FieldTable::default(),
+            &broker.exchange,
+            binding_keys,
+        )
+        .await?;
         Ok(broker)
     }
 
     /// Binds the queue to the exchange with `key`.
     pub async fn bind(&self, key: &str) -> Result<()> {
-        self.channel
-            .queue_bind(
-                self.queue.as_str().into(),
-                self.exchange.as_str().into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(())
+        Ok(topology::bind_queue(&self.channel, &self.queue, &self.exchange, key).await?)
     }
 
     /// Consumes (and acks) messages until `count` arrived or none arrived for `idle`.
@@ -344,26 +355,38 @@ impl TestBroker {
         Ok((received.into_iter().map(|m| m.message_id).collect(), count))
     }
 
-    /// Deletes the queue and the exchange.
-    pub async fn cleanup(self) -> Result<()> {
+    /// Deletes the queue and the exchange now, reporting a failure (dropping the value
+    /// would too, silently).
+    pub async fn cleanup(mut self) -> Result<()> {
         // A fresh connection: the test may have restarted the broker under the old one.
         if self.connection.status().connected() {
             let _ = self.connection.close(200, "done".into()).await;
         }
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-        channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await?;
-        let _ = connection.close(200, "done".into()).await;
-        Ok(())
+        self.deleted = true;
+        delete_exchange_and_queue(&self.exchange, &self.queue).await
     }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if !self.deleted {
+            let (exchange, queue) = (self.exchange.clone(), self.queue.clone());
+            finish_in_drop(async move { delete_exchange_and_queue(&exchange, &queue).await });
+        }
+    }
+}
+
+async fn delete_exchange_and_queue(exchange: &str, queue: &str) -> Result<()> {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    channel
+        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+        .await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
 }
 
 fn text_of(value: &AMQPValue) -> String {
