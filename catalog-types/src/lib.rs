@@ -19,5 +19,6 @@ pub use common::{Changes, CurrencyCode, EmailAddress, FieldChange, InvalidCurren
 pub use event::CatalogEvent;
 pub use events::*;
 pub use registry::{
-    CatalogEntry, ExportedEntry, Registry, ValidPayload, ValidationError, registry,
+    CatalogEntry, ExportedEntry, Registry, UnknownName, ValidPayload, ValidationError, closest,
+    lookup_category, registry,
 };

@@ -254,6 +254,103 @@ impl Registry {
     }
 }
 
+/// A name a person typed that names no catalog entry, with the closest one when it is
+/// probably a typo (`TICKET_CRATED` → `TICKET_CREATED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// The closest known name, when it is near enough to be a likely typo.
+    pub suggestion: Option<&'static str>,
+}
+
+impl UnknownName {
+    /// ` (did you mean X?)`, or nothing: to append to a message that names the input.
+    pub fn hint(&self) -> String {
+        self.suggestion
+            .map(|name| format!(" (did you mean {name}?)"))
+            .unwrap_or_default()
+    }
+}
+
+/// The candidate closest to `input` (case-insensitive Damerau-Levenshtein distance), when
+/// the distance is small for the input's length: at most one edit per four characters,
+/// at least one and at most three. Ties go to the earlier candidate.
+///
+/// Shared by every place a person names a catalog item (event types, schema refs,
+/// categories), so they all suggest alike.
+pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let wanted = input.to_lowercase();
+    let allowed = (wanted.chars().count() / 4).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|candidate| {
+            let distance = strsim::damerau_levenshtein(&wanted, &candidate.to_lowercase());
+            (distance, candidate)
+        })
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+impl Registry {
+    /// The entry of an event type as a person types it: exact, else ignoring ASCII case
+    /// (`ticket_created` is `TICKET_CREATED`); otherwise the closest event type, if one
+    /// is near, to suggest.
+    ///
+    /// For operator tools. Code that writes events keeps to the exact
+    /// [`Registry::by_event_type`].
+    pub fn lookup_event_type(&self, input: &str) -> Result<&CatalogEntry, UnknownName> {
+        if let Some(entry) = self.by_event_type(input) {
+            return Ok(entry);
+        }
+        if let Some(entry) = self
+            .entries
+            .iter()
+            .find(|e| e.event_type.eq_ignore_ascii_case(input))
+        {
+            return Ok(entry);
+        }
+        Err(UnknownName {
+            suggestion: closest(input, self.entries.iter().map(|e| e.event_type)),
+        })
+    }
+
+    /// The entry named by an event type or a schema ref as a person types it: like
+    /// [`Registry::find`], but ignoring ASCII case, and suggesting the closest event type
+    /// or schema ref when none matches.
+    pub fn lookup(&self, type_or_ref: &str) -> Result<&CatalogEntry, UnknownName> {
+        if let Some(entry) = self.find(type_or_ref) {
+            return Ok(entry);
+        }
+        if let Some(entry) = self.entries.iter().find(|e| {
+            e.event_type.eq_ignore_ascii_case(type_or_ref)
+                || e.schema_ref.eq_ignore_ascii_case(type_or_ref)
+        }) {
+            return Ok(entry);
+        }
+        let names = self
+            .entries
+            .iter()
+            .flat_map(|e| [e.event_type, e.schema_ref]);
+        Err(UnknownName {
+            suggestion: closest(type_or_ref, names),
+        })
+    }
+}
+
+/// A category by display name or slug, ignoring case (see [`Category::parse`]); otherwise
+/// the closest display name, if one is near, to suggest (`Biling` → `Billing`).
+pub fn lookup_category(input: &str) -> Result<Category, UnknownName> {
+    if let Some(category) = Category::parse(input) {
+        return Ok(category);
+    }
+    let names = Category::ALL.iter().flat_map(|c| [c.name(), c.slug()]);
+    let suggestion = closest(input, names).and_then(|near| {
+        // Suggest the display name even when the slug was the nearer spelling.
+        Category::parse(near).map(|c| c.name())
+    });
+    Err(UnknownName { suggestion })
+}
+
 /// The shipped catalog, built once on first use.
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
