@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::text::{json_problems, key_problem, value_problem};
 use crate::trace::{self, is_valid_traceparent};
 use crate::{EmitError, EmitOptions};
 
@@ -30,7 +31,12 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// A typed catalog event.
+    ///
+    /// Refused with [`EmitError::InvalidPayload`] (naming each field path) when a string or
+    /// key of the payload holds a NUL character, which PostgreSQL cannot store.
     pub fn new<E: CatalogEvent>(event: &E) -> Result<Self, EmitError> {
+        let payload = serde_json::to_value(event)?;
+        check_storable(E::EVENT_TYPE, &payload)?;
         Ok(NewEvent {
             id: Uuid::now_v7(),
             tenant_id: event.tenant_id(),
@@ -38,7 +44,7 @@ impl NewEvent {
             schema_ref: E::SCHEMA_REF.to_owned(),
             category: E::CATEGORY.name().to_owned(),
             ordering_key: event.ordering_key(),
-            payload: serde_json::to_value(event)?,
+            payload,
             options: EmitOptions::default(),
         })
     }
@@ -46,12 +52,14 @@ impl NewEvent {
     /// An untyped payload, validated against the catalog schema of `event_type`.
     ///
     /// Refused with [`EmitError::UnknownEventType`] or [`EmitError::InvalidPayload`] (naming
-    /// each offending field path) before anything touches the database.
+    /// each offending field path: a schema violation, or a NUL character PostgreSQL cannot
+    /// store) before anything touches the database.
     pub fn untyped(event_type: &str, payload: Value) -> Result<Self, EmitError> {
         let entry = registry()
             .by_event_type(event_type)
             .ok_or_else(|| EmitError::UnknownEventType(event_type.to_owned()))?;
         let valid = entry.validate(payload)?;
+        check_storable(entry.event_type, &valid.payload)?;
         Ok(NewEvent {
             id: Uuid::now_v7(),
             tenant_id: valid.tenant_id,
@@ -122,6 +130,31 @@ impl NewEvent {
         Ok(Value::Object(headers))
     }
 }
+
+/// Refuses a payload with a string or key PostgreSQL `jsonb` cannot store (a NUL character):
+/// the insert would fail and abort the caller's transaction.
+fn check_storable(event_type: &str, payload: &Value) -> Result<(), EmitError> {
+    let problems = json_problems(payload);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(EmitError::InvalidPayload(
+        catalog_types::ValidationError::InvalidPayload {
+            event_type: event_type.to_owned(),
+            problems,
+        },
+    ))
+}
+
+/// Why an emit option's text cannot be stored, naming the option.
+fn invalid_option(what: &str, problem: impl std::fmt::Display) -> EmitError {
+    EmitError::InvalidOption(format!("{what} {problem}"))
+}
+
+/// Header names RabbitMQ gives a meaning to: their values must be arrays of strings, which
+/// [`EmitOptions::header`] (string values) cannot give, and the relay would dead-letter the
+/// event at once.
+const RESERVED_HEADERS: [&str; 2] = ["CC", "BCC"];
 
 /// Writes one typed event in the caller's transaction and returns its id.
 ///
@@ -356,31 +389,63 @@ impl Columns {
         }
     }
 
+    /// Adds one event, refusing (before any SQL) what the database or the relay could not
+    /// take: keys over [`MAX_KEY_BYTES`] or with control characters, an empty dedupe key,
+    /// header names that are empty, over 255 bytes, with control characters or reserved by
+    /// RabbitMQ, and NUL characters in header values.
     fn push(&mut self, event: &NewEvent) -> Result<(), EmitError> {
         let ordering_key = event.ordering_key();
         let dedupe_key = event.dedupe_key();
+        if dedupe_key.is_empty() {
+            return Err(EmitError::InvalidOption(
+                "the dedupe key is empty: every event of the tenant with an empty key would be taken for a duplicate of the first"
+                    .to_owned(),
+            ));
+        }
         for (what, value) in [
             ("ordering key", ordering_key.as_deref()),
             ("dedupe key", Some(dedupe_key.as_str())),
         ] {
-            if let Some(value) = value
-                && value.len() > MAX_KEY_BYTES
-            {
-                return Err(EmitError::InvalidOption(format!(
-                    "the {what} is {} bytes, over the {MAX_KEY_BYTES} allowed",
-                    value.len()
-                )));
+            if let Some(value) = value {
+                if value.len() > MAX_KEY_BYTES {
+                    return Err(EmitError::InvalidOption(format!(
+                        "the {what} is {} bytes, over the {MAX_KEY_BYTES} allowed",
+                        value.len()
+                    )));
+                }
+                if let Some(problem) = key_problem(value) {
+                    return Err(invalid_option(&format!("the {what}"), problem));
+                }
             }
         }
         let headers = event.headers()?;
-        if let Some(name) = headers
-            .as_object()
-            .and_then(|h| h.keys().find(|k| k.is_empty() || k.len() > 255))
-        {
-            return Err(EmitError::InvalidOption(format!(
-                "header name `{}…` is empty or over 255 bytes (AMQP short string)",
-                name.chars().take(40).collect::<String>()
-            )));
+        for (name, value) in headers.as_object().into_iter().flatten() {
+            if name.is_empty() || name.len() > 255 {
+                return Err(EmitError::InvalidOption(format!(
+                    "header name `{}…` is empty or over 255 bytes (AMQP short string)",
+                    name.chars().take(40).collect::<String>()
+                )));
+            }
+            let shown = name
+                .chars()
+                .take(40)
+                .collect::<String>()
+                .escape_debug()
+                .to_string();
+            if let Some(problem) = key_problem(name) {
+                return Err(invalid_option(&format!("header name `{shown}`"), problem));
+            }
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(EmitError::InvalidOption(format!(
+                    "header `{name}` is reserved by RabbitMQ (sender-selected distribution: an array of queue names), and a string value would make the event unpublishable"
+                )));
+            }
+            if let Some(problem) = value.as_str().and_then(value_problem) {
+                return Err(invalid_option(
+                    &format!("the value of header `{shown}`"),
+                    problem,
+                ));
+            }
         }
         self.headers.push(headers);
         self.ids.push(event.id);

@@ -18,6 +18,7 @@ mod error;
 pub mod inbox;
 mod migrate;
 mod options;
+mod text;
 pub mod tcp_nodelay;
 pub mod trace;
 
