@@ -1,8 +1,15 @@
 //! A consumer that applies each event exactly once: the inbox record and the effect (a row in
 //! `demo_projection`) commit together, and the message is acked only after the commit.
 //!
-//! `consumer [--setup-only] [--reset] [--expect N] [--idle SECONDS]` (`--reset` deletes the
-//! queue first, so a demo starts from an empty queue).
+//! `consumer [--setup-only] [--reset] [--expect N] [--idle SECONDS] [--ledger] [--no-inbox]`
+//! (`--reset` deletes the queue first, so a demo starts from an empty queue).
+//!
+//! `--ledger` also records every applied event (`consumer_ledger`: message id, ordering
+//! key, when) and every duplicate the inbox absorbed (`consumer_skipped`), each in the
+//! transaction of its inbox record, so a test can check exactly-once and per-key order from
+//! the database even across kills of the consumer. `--no-inbox` skips the inbox check and
+//! applies every delivery: what a consumer without an inbox does, to show the duplicates
+//! the inbox prevents (never for real use).
 
 use std::time::Duration;
 
@@ -28,6 +35,8 @@ async fn main() -> Result<()> {
             .cloned()
     };
     let setup_only = args.iter().any(|a| a == "--setup-only");
+    let ledger = args.iter().any(|a| a == "--ledger");
+    let use_inbox = !args.iter().any(|a| a == "--no-inbox");
     let expect: usize = flag("--expect")
         .map(|v| v.parse())
         .transpose()
@@ -87,10 +96,26 @@ async fn main() -> Result<()> {
         return Ok(());
     }
 
-    let pool = sqlx::PgPool::connect(&database_url).await?;
+    let connect: sqlx::postgres::PgConnectOptions = database_url.parse()?;
+    let pool = outbox_core::tcp_nodelay::pool_options(&connect)
+        .max_connections(2)
+        .connect_with(connect)
+        .await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS demo_projection (event_type text PRIMARY KEY, applied bigint NOT NULL)")
         .execute(&pool)
         .await?;
+    if ledger {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS consumer_ledger (
+                 n bigserial PRIMARY KEY, message_id text NOT NULL, ordering_key text,
+                 applied_at timestamptz NOT NULL DEFAULT clock_timestamp());
+             CREATE TABLE IF NOT EXISTS consumer_skipped (
+                 n bigserial PRIMARY KEY, message_id text NOT NULL,
+                 skipped_at timestamptz NOT NULL DEFAULT clock_timestamp());",
+        )
+        .execute(&pool)
+        .await?;
+    }
     channel.basic_qos(50, BasicQosOptions::default()).await?;
     let mut deliveries = channel
         .basic_consume(
@@ -118,9 +143,35 @@ async fn main() -> Result<()> {
             .as_ref()
             .map(|k| k.as_str().to_owned())
             .unwrap_or_default();
+        let ordering_key = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get("x-ordering-key"))
+            .and_then(|value| match value {
+                lapin::types::AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+                _ => None,
+            });
         let mut tx = pool.begin().await?;
-        match outbox_core::inbox::record(&mut tx, CONSUMER, &message_id).await? {
+        let outcome = if use_inbox {
+            outbox_core::inbox::record(&mut tx, CONSUMER, &message_id).await?
+        } else {
+            InboxOutcome::Process
+        };
+        match outcome {
             InboxOutcome::Process => {
+                if ledger {
+                    sqlx::query(
+                        "INSERT INTO consumer_ledger (message_id, ordering_key) VALUES ($1, $2)",
+                    )
+                    .bind(&message_id)
+                    .bind(&ordering_key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 sqlx::query(
                     "INSERT INTO demo_projection VALUES ($1, 1)
                      ON CONFLICT (event_type) DO UPDATE SET applied = demo_projection.applied + 1",
@@ -132,6 +183,12 @@ async fn main() -> Result<()> {
                 println!("applied   {event_type:<28} {message_id}");
             }
             InboxOutcome::AlreadyProcessed => {
+                if ledger {
+                    sqlx::query("INSERT INTO consumer_skipped (message_id) VALUES ($1)")
+                        .bind(&message_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 skipped += 1;
                 println!("duplicate {event_type:<28} {message_id} (already applied, skipped)");
             }
