@@ -14,7 +14,9 @@ use outbox_relay::wakeup::Mode as WakeupMode;
 
 /// The outbox relay: publishes outbox events to RabbitMQ, and the operator commands around it.
 #[derive(Debug, Parser)]
-#[command(name = "outbox-relay", version, about, long_about = None)]
+// A flag given twice takes its last value, as in most command-line tools: a wrapper script
+// or a container's `args` can override a default it was given.
+#[command(name = "outbox-relay", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// Log format.
     #[arg(long, env = "OUTBOX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -103,7 +105,7 @@ pub struct SelectArgs {
     #[arg(long)]
     pub until: Option<String>,
     /// At most this many events (oldest first).
-    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: Option<i64>,
     /// Allow acting without any filter.
     #[arg(long)]
@@ -137,10 +139,10 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
     /// Event types listed.
-    #[arg(long, default_value_t = outbox_relay::ops::status::DEFAULT_TOP, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::ops::status::DEFAULT_TOP, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub top: i64,
     /// Exit with code 2 when the oldest pending event is older than this (an alert for cron or CI).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub max_lag: Option<HumanDuration>,
 }
 
@@ -159,17 +161,20 @@ pub struct PurgeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Delete what is older than this (delivered_at, or processed_at with --inbox).
-    #[arg(long, visible_alias = "retention", default_value_t = HumanDuration(outbox_relay::ops::purge::DEFAULT_OLDER_THAN))]
+    #[arg(long, allow_hyphen_values = true, visible_alias = "retention", default_value_t = HumanDuration(outbox_relay::ops::purge::DEFAULT_OLDER_THAN))]
     pub older_than: HumanDuration,
     /// Purge the consumer inbox table instead of delivered events.
     #[arg(long)]
     pub inbox: bool,
     /// Rows deleted per statement.
-    #[arg(long, default_value_t = outbox_relay::store::purge::DEFAULT_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::store::purge::DEFAULT_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
     /// Count what would be deleted and delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
 }
 
 /// Flags of `wakeup`.
@@ -218,64 +223,64 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value_t = outbox_relay::http::DEFAULT_ADDR)]
     pub http_addr: SocketAddr,
     /// Events claimed per batch.
-    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = config::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_BATCH_SIZE)))]
+    #[arg(long, allow_negative_numbers = true, env = "OUTBOX_BATCH_SIZE", default_value_t = config::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_BATCH_SIZE)))]
     pub batch_size: u32,
     /// Longest wait between looks for work: the safety net in wake-up mode `notify`, the idle
     /// ceiling of adaptive polling in mode `poll` (see `outbox-relay wakeup`).
-    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_POLL_INTERVAL))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_POLL_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_POLL_INTERVAL))]
     pub poll_interval: HumanDuration,
     /// Shortest wait of adaptive polling: the first look after a claim found nothing (each
     /// empty look doubles it, up to --poll-interval).
-    #[arg(long, env = "OUTBOX_POLL_MIN_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_POLL_MIN_INTERVAL))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_POLL_MIN_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_POLL_MIN_INTERVAL))]
     pub poll_min_interval: HumanDuration,
     /// Batches in flight at once (claimed, not yet settled), each on a channel of its own.
-    #[arg(long, env = "OUTBOX_IN_FLIGHT_BATCHES", default_value_t = config::DEFAULT_IN_FLIGHT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_IN_FLIGHT_BATCHES)))]
+    #[arg(long, allow_negative_numbers = true, env = "OUTBOX_IN_FLIGHT_BATCHES", default_value_t = config::DEFAULT_IN_FLIGHT_BATCHES, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_IN_FLIGHT_BATCHES)))]
     pub in_flight_batches: u32,
     /// Never LISTEN, poll adaptively (PgBouncer in transaction mode).
     #[arg(long, env = "OUTBOX_NO_LISTEN")]
     pub no_listen: bool,
     /// Publish attempts before an event becomes dead.
-    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = config::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_MAX_ATTEMPTS)))]
+    #[arg(long, allow_negative_numbers = true, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = config::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_MAX_ATTEMPTS)))]
     pub max_attempts: u32,
     /// First retry delay (doubles per attempt by default, with jitter).
-    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.base))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_RETRY_BASE", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.base))]
     pub retry_base: HumanDuration,
     /// Growth factor of retry delays.
-    #[arg(long, env = "OUTBOX_RETRY_FACTOR", default_value_t = BackoffPolicy::PUBLISH_RETRY.factor)]
+    #[arg(long, allow_negative_numbers = true, env = "OUTBOX_RETRY_FACTOR", default_value_t = BackoffPolicy::PUBLISH_RETRY.factor)]
     pub retry_factor: f32,
     /// Longest retry delay.
-    #[arg(long, env = "OUTBOX_RETRY_CAP", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.cap))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_RETRY_CAP", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.cap))]
     pub retry_cap: HumanDuration,
     /// Claim lease; a crashed relay's events are claimable again after it.
-    #[arg(long, env = "OUTBOX_LEASE", default_value_t = HumanDuration(config::DEFAULT_LEASE))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_LEASE", default_value_t = HumanDuration(config::DEFAULT_LEASE))]
     pub lease: HumanDuration,
     /// How long to wait for a publisher confirm.
-    #[arg(long, env = "OUTBOX_CONFIRM_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_CONFIRM_TIMEOUT))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_CONFIRM_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_CONFIRM_TIMEOUT))]
     pub confirm_timeout: HumanDuration,
     /// How long handing a wave to the broker may take (a broker blocking publishers on an
     /// alarm stops reading); the lease must exceed this plus --confirm-timeout plus 1s.
-    #[arg(long, env = "OUTBOX_PUBLISH_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_PUBLISH_TIMEOUT))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_PUBLISH_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_PUBLISH_TIMEOUT))]
     pub publish_timeout: HumanDuration,
     /// AMQP heartbeat asked of the broker (whole seconds; a `heartbeat` in the URL wins): a
     /// broker link silent for twice as long is dropped and reconnected.
-    #[arg(long, env = "OUTBOX_HEARTBEAT", default_value_t = HumanDuration(config::DEFAULT_HEARTBEAT))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_HEARTBEAT", default_value_t = HumanDuration(config::DEFAULT_HEARTBEAT))]
     pub heartbeat: HumanDuration,
     /// Longest wait on the database for one claim, settle or look for work; then the
     /// connection is closed and the step retried on a new one (a silent network path).
-    #[arg(long, env = "OUTBOX_DB_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_DB_TIMEOUT))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_DB_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_DB_TIMEOUT))]
     pub db_timeout: HumanDuration,
     /// Largest message body published, in bytes; a larger event is dead at once (match the
     /// broker's max_message_size).
-    #[arg(long, env = "OUTBOX_MAX_MESSAGE_SIZE", default_value_t = config::DEFAULT_MAX_MESSAGE_SIZE)]
+    #[arg(long, allow_negative_numbers = true, env = "OUTBOX_MAX_MESSAGE_SIZE", default_value_t = config::DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
     /// Longest wait for outstanding confirms on SIGTERM.
-    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_SHUTDOWN_TIMEOUT))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_SHUTDOWN_TIMEOUT", default_value_t = HumanDuration(config::DEFAULT_SHUTDOWN_TIMEOUT))]
     pub shutdown_timeout: HumanDuration,
     /// Delete delivered events older than this, periodically (off by default).
-    #[arg(long, env = "OUTBOX_RETENTION")]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_RETENTION")]
     pub retention: Option<HumanDuration>,
     /// How often the backlog gauges are refreshed from the database.
-    #[arg(long, env = "OUTBOX_GAUGE_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_GAUGE_INTERVAL))]
+    #[arg(long, allow_hyphen_values = true, env = "OUTBOX_GAUGE_INTERVAL", default_value_t = HumanDuration(config::DEFAULT_GAUGE_INTERVAL))]
     pub gauge_interval: HumanDuration,
     /// Apply migrations before starting.
     #[arg(long, env = "OUTBOX_MIGRATE")]

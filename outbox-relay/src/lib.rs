@@ -25,6 +25,7 @@
 pub mod backoff;
 pub mod config;
 pub mod db;
+pub mod diagnosis;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -34,6 +35,7 @@ pub mod mask;
 pub mod message;
 pub mod ops;
 pub mod pause;
+pub mod probe;
 pub mod publisher;
 pub mod relay;
 pub mod retention;

@@ -54,6 +54,12 @@ pub async fn run(
         Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
     };
     let wakeup = wakeup.with_db_timeout(config.db_timeout);
+    tokio::spawn(crate::probe::probe_database(
+        pool.clone(),
+        health.clone(),
+        config.db_timeout,
+        background.clone(),
+    ));
     tokio::spawn(telemetry::refresh_gauges(
         pool.clone(),
         config.gauge_interval,

@@ -352,7 +352,7 @@ async fn status_alerts_on_stale_pending_events_and_inspect_shows_the_row() -> Re
     assert_eq!(code, 0, "{stderr}");
     let row: serde_json::Value = serde_json::from_str(&stdout)?;
     assert_eq!(row["id"], serde_json::json!(id));
-    assert_eq!(row["event_type"], "INVOICE_GENERATED");
+    assert_eq!(row["eventType"], "INVOICE_GENERATED");
     assert!(row["payload"].is_object() && row["headers"].is_object());
     let (code, _, stderr) = relay_cli(&db, &["inspect", &Uuid::now_v7().to_string()]).await?;
     assert_ne!(code, 0);

@@ -3,18 +3,16 @@
 use anyhow::{Context, Result};
 use tracing::info;
 
-use outbox_relay::mask::mask_url;
-
 use crate::cli::DatabaseArgs;
 
 /// Applies the embedded migrations and syncs `system_event_catalog` (idempotent).
 pub async fn migrate(args: &DatabaseArgs) -> Result<()> {
-    let pool = super::connect(args)?;
-    let database = mask_url(&args.database_url);
-    outbox_core::migrate(&pool)
+    let db = super::connect(args).await?;
+    outbox_core::migrate(&db.pool)
         .await
-        .with_context(|| format!("migrating {database}"))?;
-    info!(%database, "migrations applied and catalog synced");
-    pool.close().await;
+        .map_err(|e| db.explain(e))
+        .with_context(|| format!("migrating {}", db.shown))?;
+    info!(database = %db.shown, "migrations applied and catalog synced");
+    db.pool.close().await;
     Ok(())
 }

@@ -7,27 +7,85 @@ pub mod ops;
 pub mod run;
 pub mod wakeup;
 
-use anyhow::Result;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use outbox_relay::diagnosis;
+use outbox_relay::mask::mask_url;
 
 use crate::cli::{DatabaseArgs, OutputFormat};
 
-/// The one way a command opens the database: a small pool that connects on first use; a
-/// malformed URL is refused naming the flag (and never showing its password).
-pub fn connect(database: &DatabaseArgs) -> Result<PgPool> {
-    Ok(outbox_relay::pool_for(&database.database_url, 2)?)
+/// How long a command waits for its first database connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The database a command acts on: its pool, and its URL as outputs may show it.
+pub struct Database {
+    /// A small pool on it.
+    pub pool: PgPool,
+    /// The URL with its password masked.
+    pub shown: String,
 }
 
-/// Prints a report as pretty JSON or as its text rendering.
+impl Database {
+    /// `error` as the operator should read it: when a database error caused it, which
+    /// database, the cause in a few words and what to do.
+    pub fn explain(&self, error: impl Into<anyhow::Error>) -> anyhow::Error {
+        let error = error.into();
+        match diagnosis::database_in_chain(error.as_ref()) {
+            Some(cause) => anyhow!("database {}: {cause}", self.shown),
+            None => error,
+        }
+    }
+}
+
+/// The one way a command opens the database. It connects once at the start, so a refused
+/// port, a missing database or a wrong password is reported at once and by its cause (a
+/// pool would only time out); a malformed URL is refused naming the flag, never showing
+/// its password.
+pub async fn connect(database: &DatabaseArgs) -> Result<Database> {
+    let url = &database.database_url;
+    let pool = outbox_relay::pool_for(url, 2)?;
+    let shown = mask_url(url);
+    let options = PgConnectOptions::from_str(url)?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+        }
+        Ok(Err(error)) => {
+            return Err(anyhow!("database {shown}: {}", diagnosis::database(&error)));
+        }
+        Err(_) => {
+            return Err(anyhow!(
+                "database {shown}: no answer within {} s (is the host reachable?)",
+                CONNECT_TIMEOUT.as_secs()
+            ));
+        }
+    }
+    Ok(Database { pool, shown })
+}
+
+/// Prints a report as pretty JSON (with a `database` field) or as its text rendering
+/// (under a line naming the database).
 pub fn print_report<R: Serialize>(
     format: OutputFormat,
+    database: &Database,
     report: &R,
     text: impl FnOnce(&R) -> String,
 ) -> Result<()> {
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        OutputFormat::Text => print!("{}", text(report)),
+        OutputFormat::Json => {
+            let mut value = serde_json::to_value(report)?;
+            if let serde_json::Value::Object(fields) = &mut value {
+                fields.insert("database".to_owned(), database.shown.clone().into());
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        OutputFormat::Text => print!("database  {}\n{}", database.shown, text(report)),
     }
     Ok(())
 }

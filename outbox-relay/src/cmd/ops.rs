@@ -37,13 +37,14 @@ async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Re
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".to_owned());
-    let pool = connect(&args.database)?;
+    let db = connect(&args.database).await?;
     let report = if discard {
-        outbox_relay::ops::replay::discard(&pool, &request, &actor, args.dry_run).await?
+        outbox_relay::ops::replay::discard(&db.pool, &request, &actor, args.dry_run).await
     } else {
-        outbox_relay::ops::replay::replay(&pool, &request, &actor, args.dry_run).await?
-    };
-    print_report(args.format, &report, ReplayReport::to_text)
+        outbox_relay::ops::replay::replay(&db.pool, &request, &actor, args.dry_run).await
+    }
+    .map_err(|e| db.explain(e))?;
+    print_report(args.format, &db, &report, ReplayReport::to_text)
 }
 
 /// The selection the flags describe; a malformed value is refused naming its flag.
@@ -72,53 +73,60 @@ fn filter(args: &SelectArgs) -> Result<EventFilter> {
     Ok(filter)
 }
 
-/// `status`: counts, backlog and blocked keys; with `--max-lag`, exit code 2 when the
-/// oldest pending event is older.
+/// The exit code of `status --max-lag` when the oldest pending event is older: distinct
+/// from 1 (an error) and 2 (a usage error), so a cron job or CI step can tell them apart.
+pub const LAG_EXIT_CODE: u8 = 3;
+
+/// `status`: counts, backlog and blocked keys; with `--max-lag`, exit code
+/// [`LAG_EXIT_CODE`] when the oldest pending event is older.
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
-    let pool = connect(&args.database)?;
-    let report = outbox_relay::ops::status::status(&pool, args.top).await?;
-    print_report(args.format, &report, |report| report.to_text())?;
+    let db = connect(&args.database).await?;
+    let report = outbox_relay::ops::status::status(&db.pool, args.top)
+        .await
+        .map_err(|e| db.explain(e))?;
+    print_report(args.format, &db, &report, |report| report.to_text())?;
     if let Some(max_lag) = args.max_lag
-        && report.oldest_pending_age_seconds > max_lag.0.as_secs_f64()
+        && let Some(age) = report.oldest_pending_age_seconds
+        && age > max_lag.0.as_secs_f64()
     {
-        eprintln!(
-            "ALERT: the oldest pending event is {:.1}s old, over --max-lag {max_lag}",
-            report.oldest_pending_age_seconds
-        );
-        return Ok(ExitCode::from(2));
+        eprintln!("ALERT: the oldest pending event is {age:.1}s old, over --max-lag {max_lag}");
+        return Ok(ExitCode::from(LAG_EXIT_CODE));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `inspect`: one event's full row as JSON.
 pub async fn inspect(args: InspectArgs) -> Result<()> {
-    let pool = connect(&args.database)?;
-    match outbox_relay::ops::inspect::inspect(&pool, args.id).await? {
+    let db = connect(&args.database).await?;
+    let row = outbox_relay::ops::inspect::inspect(&db.pool, args.id)
+        .await
+        .map_err(|e| db.explain(e))?;
+    match row {
         Some(row) => println!("{}", serde_json::to_string_pretty(&row)?),
-        None => bail!("no event with id {}", args.id),
+        None => bail!("no event with id {} in {}", args.id, db.shown),
     }
     Ok(())
 }
 
 /// `purge`: delivered and discarded events (or inbox records) past an age, in batches.
 pub async fn purge(args: PurgeArgs) -> Result<()> {
-    let pool = connect(&args.database)?;
+    let db = connect(&args.database).await?;
     let target = if args.inbox {
         PurgeTarget::Inbox
     } else {
         PurgeTarget::FinishedEvents
     };
     let report = outbox_relay::ops::purge::purge(
-        &pool,
+        &db.pool,
         target,
         args.older_than.0,
         args.batch_size,
         args.dry_run,
     )
-    .await?;
+    .await
+    .map_err(|e| db.explain(e))?;
     if !report.dry_run {
         info!(deleted = report.count, ?target, older_than = %show(report.older_than), "purged");
     }
-    print!("{}", report.to_text());
-    Ok(())
+    print_report(args.format, &db, &report, |report| report.to_text())
 }

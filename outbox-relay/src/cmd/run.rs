@@ -21,9 +21,14 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let metrics = telemetry::install().context("installing the metrics recorder")?;
     let cancel = CancellationToken::new();
     let health = Arc::new(Health::default());
-    http::serve(args.http_addr, health.clone(), Some(metrics), cancel.clone())
-        .await
-        .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
+    http::serve(
+        args.http_addr,
+        health.clone(),
+        Some(metrics),
+        cancel.clone(),
+    )
+    .await
+    .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
     tokio::spawn(stop_on_signal(cancel.clone()));
 
     // The library enforces the shutdown bound; an overrun exits 1.

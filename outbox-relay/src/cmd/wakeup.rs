@@ -3,7 +3,6 @@
 use anyhow::Result;
 use tracing::info;
 
-use outbox_relay::mask::mask_url;
 use outbox_relay::ops::wakeup;
 
 use crate::cli::WakeupArgs;
@@ -11,18 +10,15 @@ use crate::cli::WakeupArgs;
 /// Prints the mode, or switches it (running relays follow within seconds) and prints the
 /// new one.
 pub async fn wakeup(args: WakeupArgs) -> Result<()> {
-    let pool = super::connect(&args.database)?;
+    let db = super::connect(&args.database).await?;
     let mode = match args.mode {
-        None => wakeup::current(&pool).await,
-        Some(mode) => wakeup::switch(&pool, mode).await,
+        None => wakeup::current(&db.pool).await,
+        Some(mode) => wakeup::switch(&db.pool, mode).await,
     };
-    pool.close().await;
-    let mode = mode.map_err(|error| {
-        anyhow::anyhow!(
-            "wake-up mode of {}: {error}",
-            mask_url(&args.database.database_url)
-        )
-    })?;
+    db.pool.close().await;
+    // Standard output carries only the mode, for scripts; the database goes to stderr.
+    eprintln!("database  {}", db.shown);
+    let mode = mode.map_err(|error| anyhow::anyhow!("wake-up mode of {}: {error}", db.shown))?;
     if args.mode.is_some() {
         info!(mode, "wake-up mode set");
     }

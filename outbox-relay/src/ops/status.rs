@@ -20,8 +20,10 @@ impl StatusReport {
         let _ = writeln!(out, "discarded  {:>10}", self.discarded);
         let _ = writeln!(
             out,
-            "oldest pending age  {:.1}s",
+            "oldest pending age  {}",
             self.oldest_pending_age_seconds
+                .map(|age| format!("{age:.1}s"))
+                .unwrap_or_else(|| "- (nothing pending)".to_owned())
         );
         let _ = writeln!(
             out,
@@ -51,6 +53,9 @@ impl StatusReport {
                     key.last_error.as_deref().unwrap_or("-")
                 );
             }
+            if self.more_blocked_keys {
+                let _ = writeln!(out, "... and more blocked keys (raise --top to list them)");
+            }
         }
         if !self.by_event_type.is_empty() {
             let _ = writeln!(
@@ -63,6 +68,13 @@ impl StatusReport {
                     out,
                     "{:<40} {:>10} {:>10} {:>10}",
                     row.event_type, row.pending, row.delivered, row.dead
+                );
+            }
+            let left_out = self.event_types_total - self.by_event_type.len() as i64;
+            if left_out > 0 {
+                let _ = writeln!(
+                    out,
+                    "... and {left_out} more event type(s) (raise --top to list them)"
                 );
             }
         }

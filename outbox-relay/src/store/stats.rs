@@ -66,36 +66,45 @@ pub struct StatusReport {
     pub dead: i64,
     /// Discarded events still kept.
     pub discarded: i64,
-    /// Seconds since the oldest pending event was written (0 when none).
-    pub oldest_pending_age_seconds: f64,
+    /// Seconds since the oldest pending event was written (`None` when nothing is pending).
+    pub oldest_pending_age_seconds: Option<f64>,
     /// When the last event was delivered.
     pub last_delivered_at: Option<DateTime<Utc>>,
-    /// The busiest event types by total count.
+    /// The busiest event types by total count (at most `top`).
     pub by_event_type: Vec<TypeCounts>,
-    /// Keys whose head is dead or retrying, oldest first.
+    /// How many event types have rows at all (`by_event_type` may show fewer).
+    pub event_types_total: i64,
+    /// Keys whose head is dead or retrying, oldest first (at most `top`).
     pub blocked_keys: Vec<BlockedKey>,
+    /// Whether more blocked keys exist than `blocked_keys` shows.
+    pub more_blocked_keys: bool,
+}
+
+/// The counts of [`StatusReport`], read in one scan.
+#[derive(sqlx::FromRow)]
+struct Totals {
+    pending: i64,
+    in_flight: i64,
+    retrying: i64,
+    delivered: i64,
+    dead: i64,
+    discarded: i64,
+    oldest_pending_age_seconds: Option<f64>,
+    last_delivered_at: Option<DateTime<Utc>>,
 }
 
 /// Reads the status; `top` bounds the per-type and blocked-key lists.
 pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error> {
-    let (pending, in_flight, retrying, delivered, dead, discarded, oldest_pending_age_seconds, last_delivered_at): (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        f64,
-        Option<DateTime<Utc>>,
-    ) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending'),
-                count(*) FILTER (WHERE status = 'pending' AND claim_token IS NOT NULL),
-                count(*) FILTER (WHERE status = 'pending' AND attempts > 0),
-                count(*) FILTER (WHERE status = 'delivered'),
-                count(*) FILTER (WHERE status = 'dead'),
-                count(*) FILTER (WHERE status = 'discarded'),
-                COALESCE(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8, 0),
-                max(delivered_at)
+    let totals: Totals = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                count(*) FILTER (WHERE status = 'pending' AND claim_token IS NOT NULL) AS in_flight,
+                count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+                count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                count(*) FILTER (WHERE status = 'dead') AS dead,
+                count(*) FILTER (WHERE status = 'discarded') AS discarded,
+                extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8
+                    AS oldest_pending_age_seconds,
+                max(delivered_at) AS last_delivered_at
            FROM outbox_events",
     )
     .fetch_one(pool)
@@ -114,18 +123,26 @@ pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error
     .bind(top)
     .fetch_all(pool)
     .await?;
-    let blocked_keys = blocked_keys(pool, top, true).await?;
+    let event_types_total: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT event_type) FROM outbox_events")
+            .fetch_one(pool)
+            .await?;
+    let mut blocked_keys = blocked_keys(pool, top.saturating_add(1), true).await?;
+    let more_blocked_keys = blocked_keys.len() as i64 > top;
+    blocked_keys.truncate(usize::try_from(top).unwrap_or(usize::MAX));
     Ok(StatusReport {
-        pending,
-        in_flight,
-        retrying,
-        delivered,
-        dead,
-        discarded,
-        oldest_pending_age_seconds,
-        last_delivered_at,
+        pending: totals.pending,
+        in_flight: totals.in_flight,
+        retrying: totals.retrying,
+        delivered: totals.delivered,
+        dead: totals.dead,
+        discarded: totals.discarded,
+        oldest_pending_age_seconds: totals.oldest_pending_age_seconds,
+        last_delivered_at: totals.last_delivered_at,
         by_event_type,
+        event_types_total,
         blocked_keys,
+        more_blocked_keys,
     })
 }
 

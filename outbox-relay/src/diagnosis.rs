@@ -1,0 +1,84 @@
+//! What a failed database call means for an operator: the cause in a few words and what to
+//! do about it, without the driver's repeated chains or the server's source line numbers.
+
+use std::io::ErrorKind;
+
+/// One line: the cause of `error` and, where one exists, what to do.
+pub fn database(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => {
+                "connection refused: is PostgreSQL running and listening at that host and port?"
+                    .to_owned()
+            }
+            ErrorKind::TimedOut => {
+                "connection timed out: is the host reachable (firewall, address)?".to_owned()
+            }
+            ErrorKind::NotFound => format!("cannot resolve the host: {io}"),
+            _ => format!("network error: {io}"),
+        },
+        sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),
+        sqlx::Error::PoolTimedOut => {
+            "no connection became available in time (the server is unreachable or every connection is busy)"
+                .to_owned()
+        }
+        sqlx::Error::Configuration(config) => format!("invalid connection settings: {config}"),
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            match db.code().as_deref() {
+                Some("3D000") => {
+                    format!("{message}: create it, or fix the database name in the URL")
+                }
+                Some("28P01" | "28000") => {
+                    format!("{message}: check the user and password")
+                }
+                Some("42P01" | "42883") => format!(
+                    "{message}: the outbox schema is not migrated; run `outbox-relay migrate` (or call `outbox_core::migrate` from your service)"
+                ),
+                Some("42501") => format!(
+                    "{message}: the role lacks a grant (see deploy/postgres/grants.sql for what each role needs)"
+                ),
+                Some("57P03") => format!("{message}: the server is starting up or shutting down; retry"),
+                Some("53300") => format!("{message}: the server has no connection slots left"),
+                _ => message.to_owned(),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The first database error in an error's chain, explained by [`database`].
+pub fn database_in_chain(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(current) = next {
+        if let Some(sqlx) = current.downcast_ref::<sqlx::Error>() {
+            return Some(database(sqlx));
+        }
+        next = current.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_connection_says_what_to_check() {
+        let error = sqlx::Error::Io(std::io::Error::from(ErrorKind::ConnectionRefused));
+        assert!(database(&error).contains("is PostgreSQL running"));
+    }
+
+    #[test]
+    fn a_database_error_deep_in_a_chain_is_found() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("replay failed")]
+        struct Wrapper(#[source] sqlx::Error);
+        let wrapped = Wrapper(sqlx::Error::PoolTimedOut);
+        assert!(
+            database_in_chain(&wrapped)
+                .unwrap()
+                .contains("no connection became available")
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! The database's own reachability probe, for `/readyz`.
+//!
+//! The delivery loops report what they see, but a loop that cannot reach the broker never
+//! gets to the database, so its view of the database would stay unknown. This probe asks
+//! the database alone, from the relay's first second and every [`PROBE_INTERVAL`] after,
+//! so `/readyz` names the server at fault.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::health::Health;
+use crate::pause::sleep_unless_cancelled;
+
+/// How often the database is probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Probes the database (`SELECT 1`, at most `deadline`) now and every [`PROBE_INTERVAL`]
+/// until cancelled, recording the answer in `health`.
+pub async fn probe_database(
+    pool: PgPool,
+    health: Arc<Health>,
+    deadline: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        let answered = tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&pool)).await;
+        let ok = matches!(answered, Ok(Ok(_)));
+        if !ok {
+            debug!(?answered, "database probe failed");
+        }
+        health.set_database(ok);
+        if !sleep_unless_cancelled(PROBE_INTERVAL, &cancel).await {
+            return;
+        }
+    }
+}

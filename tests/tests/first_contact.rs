@@ -1,0 +1,184 @@
+//! What a new user or an operator meets first: health that names the server at fault,
+//! errors that say what to do, one consistent CLI (exit codes, camelCase JSON, the database
+//! named in every output) and metrics that exist before their first event.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use anyhow::Result;
+use integration_tests::{
+    RelayProcess, TestBroker, TestDb, emit_tickets, log_path, metric, relay_cli,
+};
+
+/// Fails on a snake_case key anywhere in `value` outside the stored payload and headers.
+fn assert_camel_case(what: &str, value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, inner) in fields {
+                assert!(!key.contains('_'), "{what}: key `{key}` is not camelCase");
+                if key != "payload" && key != "headers" {
+                    assert_camel_case(what, inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| assert_camel_case(what, i)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn readyz_names_the_broker_alone_when_only_the_broker_is_wrong() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    // A broker port nobody listens on: the relay keeps retrying it.
+    let closed = integration_tests::free_local_addr()?;
+    let amqp_url = format!("amqp://guest:guest@{closed}/%2f");
+    let log = log_path("readyz-broker-down");
+    let relay = RelayProcess::start(&db, &broker, &["--amqp-url", &amqp_url], &log)?;
+    // From the first seconds: the database is probed on its own, not only by claims that
+    // wait for the broker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let body = loop {
+        if let Ok((code, text)) = relay.get("/readyz").await {
+            assert_eq!(code, 503, "{text}");
+            if text.contains("database: up") || std::time::Instant::now() > deadline {
+                break text;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, "database: up\nbroker: down\n");
+
+    // Every counter exists at zero before its first event, so alerts have data.
+    let (_, metrics) = relay.get("/metrics").await?;
+    for counter in [
+        "outbox_published_total",
+        "outbox_dead_total",
+        "outbox_rejected_total",
+        "outbox_purged_total",
+    ] {
+        assert_eq!(
+            metric(&metrics, counter),
+            Some(0.0),
+            "{counter}:\n{metrics}"
+        );
+    }
+    for reason in ["unroutable", "nack", "timeout", "connection"] {
+        let line = format!("outbox_failed_attempts_total{{reason=\"{reason}\"}} 0");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+    relay.signal("TERM").await?;
+    drop(relay);
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn database_errors_say_which_server_what_failed_and_what_to_do() -> Result<()> {
+    let db = TestDb::empty().await?;
+    let (code, _, stderr) = relay_cli(&db, &["status"]).await?;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("outbox-relay migrate") && stderr.contains(&db.name),
+        "the missing schema must point to the migrate command: {stderr}"
+    );
+    assert!(
+        !stderr.contains(" at line "),
+        "no server source lines: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("does not exist").count(),
+        1,
+        "no repeated chain: {stderr}"
+    );
+
+    let closed = integration_tests::free_local_addr()?;
+    let url = format!("postgres://postgres:hunter2@{closed}/x");
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = relay_cli(&db, &["status", "--database-url", &url]).await?;
+    assert_eq!(code, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a refused port fails at once"
+    );
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(
+        stderr.contains(&closed.to_string()) && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+
+    let mut missing = url::Url::parse(&db.url())?;
+    missing.set_path("outbox_t_no_such_database");
+    let (code, _, stderr) = relay_cli(&db, &["status", "--database-url", missing.as_str()]).await?;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("does not exist: create it"), "{stderr}");
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -> Result<()> {
+    let db = TestDb::new().await?;
+    let ids = emit_tickets(&db.pool, 12, 3).await?;
+    sqlx::query("UPDATE outbox_events SET created_at = now() - interval '1 hour'")
+        .execute(&db.pool)
+        .await?;
+    sqlx::query("UPDATE outbox_events SET status = 'dead', attempts = 10 WHERE id = $1")
+        .bind(ids[0])
+        .execute(&db.pool)
+        .await?;
+    let shown = db.url();
+
+    // --max-lag has an exit code of its own, unlike an error (1) or a usage error (2).
+    let (code, stdout, stderr) = relay_cli(&db, &["status", "--max-lag", "1m"]).await?;
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("database  {shown}\n")),
+        "{stdout}"
+    );
+    let (code, _, _) = relay_cli(&db, &["status", "--max-lag", "soon"]).await?;
+    assert_eq!(code, 2, "a bad flag value is a usage error");
+
+    // Every JSON output is camelCase and names the database.
+    let id = ids[1].to_string();
+    for args in [
+        &["status", "--format", "json"][..],
+        &["replay", "--all", "--dry-run", "--format", "json"],
+        &["discard", "--all", "--dry-run", "--format", "json"],
+        &["purge", "--dry-run", "--format", "json"],
+        &["inspect", &id],
+    ] {
+        let (code, stdout, stderr) = relay_cli(&db, args).await?;
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        let json: serde_json::Value = serde_json::from_str(&stdout)?;
+        assert_camel_case(&format!("{args:?}"), &json);
+        if args[0] != "inspect" {
+            assert_eq!(json["database"], shown.as_str(), "{args:?}");
+        }
+    }
+
+    // Nothing pending: the age is null, not 0; a list cut by --top says what it left out.
+    sqlx::query("UPDATE outbox_events SET status = 'delivered', delivered_at = now() WHERE status = 'pending'")
+        .execute(&db.pool)
+        .await?;
+    let (_, stdout, _) = relay_cli(&db, &["status", "--format", "json"]).await?;
+    let json: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert!(json["oldestPendingAgeSeconds"].is_null(), "{json}");
+    sqlx::query("INSERT INTO outbox_events (event_type, payload) VALUES ('TICKET_CREATED', $1)")
+        .bind(
+            serde_json::json!({"tenantId": uuid::Uuid::now_v7(), "ticketId": uuid::Uuid::now_v7()}),
+        )
+        .execute(&db.pool)
+        .await?;
+    let (_, stdout, _) = relay_cli(&db, &["status", "--top", "1"]).await?;
+    assert!(stdout.contains("... and 1 more event type(s)"), "{stdout}");
+
+    // Durations print as an operator writes them.
+    let (_, stdout, _) = relay_cli(&db, &["purge", "--dry-run"]).await?;
+    assert!(stdout.contains("older than 7d"), "{stdout}");
+    db.cleanup().await
+}
