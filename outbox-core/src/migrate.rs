@@ -63,3 +63,16 @@ pub async fn sync_catalog(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .await?;
     Ok(result.rows_affected())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The catalog table has one definition: the SQL export's statement is the migration's.
+    #[test]
+    fn the_first_migration_creates_the_catalog_table_as_the_sql_export_does() {
+        let first = include_str!("../../migrations/20260101000001_outbox_events.sql");
+        assert!(
+            first.contains(catalog_types::export::CATALOG_TABLE_DDL),
+            "migrations/20260101000001_outbox_events.sql and catalog_types::export::CATALOG_TABLE_DDL differ"
+        );
+    }
+}

@@ -52,6 +52,20 @@ fn sql_text(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// The outbox's catalog table, created if absent. The first migration creates it with this
+/// very statement (a test in `outbox-core` holds them together), so a database that got
+/// the catalog from this export can be migrated later, and the other way round.
+pub const CATALOG_TABLE_DDL: &str = "\
+CREATE TABLE IF NOT EXISTS system_event_catalog (
+    event_type         text PRIMARY KEY,
+    name               text NOT NULL,
+    description        text NOT NULL,
+    category           text NOT NULL,
+    payload_schema     jsonb NOT NULL,
+    payload_schema_ref text NOT NULL UNIQUE
+);
+";
+
 /// An idempotent SQL script that creates `system_event_catalog` if absent and upserts every
 /// entry; running it twice leaves the same rows.
 pub fn sql(registry: &Registry) -> Result<String, serde_json::Error> {
@@ -61,17 +75,10 @@ pub fn sql(registry: &Registry) -> Result<String, serde_json::Error> {
         "-- Workflow Event Catalog v2: {} events. Idempotent: safe to run again.",
         registry.len()
     );
+    out.push_str("BEGIN;\n");
+    out.push_str(CATALOG_TABLE_DDL);
     out.push_str(
-        "BEGIN;\n\
-         CREATE TABLE IF NOT EXISTS system_event_catalog (\n\
-         \x20   event_type         text PRIMARY KEY,\n\
-         \x20   name               text NOT NULL,\n\
-         \x20   description        text NOT NULL,\n\
-         \x20   category           text NOT NULL,\n\
-         \x20   payload_schema     jsonb NOT NULL,\n\
-         \x20   payload_schema_ref text NOT NULL UNIQUE\n\
-         );\n\
-         INSERT INTO system_event_catalog\n\
+        "INSERT INTO system_event_catalog\n\
          \x20   (event_type, name, description, category, payload_schema, payload_schema_ref)\n\
          VALUES\n",
     );
