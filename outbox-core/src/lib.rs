@@ -30,3 +30,12 @@ pub use options::EmitOptions;
 
 /// Re-exported so callers name the same catalog types the outbox stores.
 pub use catalog_types;
+
+/// Re-exported: the sqlx (0.9) the outbox is built on, so a service's pools and
+/// transactions are the very types `emit` takes, whatever other sqlx the service may use.
+pub use sqlx;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

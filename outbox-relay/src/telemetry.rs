@@ -32,7 +32,7 @@ pub const DEAD_ROWS: &str = "outbox_dead_events";
 /// Dead tuples in `outbox_events` (gauge; grows when a long transaction pins the horizon).
 pub const DEAD_TUPLES: &str = "outbox_table_dead_tuples";
 /// Claimed batch sizes (histogram).
-pub const BATCH_SIZE: &str = "outbox_batch_size";
+pub const BATCH_SIZE: &str = "outbox_batch_size_events";
 /// Publish-to-confirm latency of a wave, seconds (histogram).
 pub const CONFIRM_LATENCY: &str = "outbox_publish_confirm_seconds";
 /// Commit (row creation) to broker ack, seconds (histogram).

@@ -133,7 +133,7 @@ async fn http_endpoints_report_health_and_metrics_and_logs_hide_passwords() -> R
     let (_, text) = relay.get("/metrics").await?;
     for name in [
         "outbox_oldest_pending_age_seconds",
-        "outbox_batch_size_count",
+        "outbox_batch_size_events_count",
         "outbox_publish_confirm_seconds_count",
         "outbox_end_to_end_lag_seconds_count",
         "outbox_dead_events",
