@@ -1,8 +1,9 @@
 //! A consumer that applies each event exactly once: the inbox record and the effect (a row in
 //! `demo_projection`) commit together, and the message is acked only after the commit.
 //!
-//! `consumer [--setup-only] [--reset] [--expect N] [--idle SECONDS] [--ledger] [--no-inbox]`
-//! (`--reset` deletes the queue first, so a demo starts from an empty queue).
+//! `consumer [--setup-only] [--reset] [--teardown] [--expect N] [--idle SECONDS] [--ledger]
+//! [--no-inbox]` (`--reset` deletes the queue first, so a demo starts from an empty queue;
+//! `--teardown` deletes the queue and the exchange and exits).
 //!
 //! `--ledger` also records every applied event (`consumer_ledger`: message id, ordering
 //! key, when) and every duplicate the inbox absorbed (`consumer_skipped`), each in the
@@ -16,12 +17,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties};
 use outbox_core::InboxOutcome;
+use outbox_relay::topology;
 
 const CONSUMER: &str = "demo-projection";
 
@@ -58,38 +60,20 @@ async fn main() -> Result<()> {
 
     let connection = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    if args.iter().any(|a| a == "--reset") {
+    if args.iter().any(|a| a == "--reset" || a == "--teardown") {
         channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await?;
     }
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-        .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+    if args.iter().any(|a| a == "--teardown") {
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+        println!("queue {queue} and exchange {exchange} deleted");
+        return Ok(());
+    }
+    topology::declare_exchange(&channel, &exchange).await?;
+    topology::declare_bound_queue(&channel, &queue, FieldTable::default(), &exchange, &["#"])
         .await?;
     if setup_only {
         println!("queue {queue} bound to {exchange} with #");
