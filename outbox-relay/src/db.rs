@@ -9,16 +9,22 @@ use sqlx::{PgConnection, PgPool};
 use crate::error::RelayError;
 use crate::mask::mask_url;
 
-/// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
-pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
+/// The connect options of a `--database-url`; a malformed URL is refused naming the flag,
+/// with the password masked. Also what [`crate::RelayConfig::validate`] checks, so `run`
+/// refuses such a URL before it starts anything.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(RelayError::Config(format!(
+        return Err(format!(
             "--database-url {}: expected a postgres:// or postgresql:// URL",
             mask_url(url)
-        )));
+        ));
     }
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| RelayError::Config(format!("--database-url {}: {e}", mask_url(url))))?;
+    PgConnectOptions::from_str(url).map_err(|e| format!("--database-url {}: {e}", mask_url(url)))
+}
+
+/// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
+pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
+    let options = connect_options(url).map_err(RelayError::Config)?;
     Ok(outbox_core::tcp_nodelay::pool_options(&options)
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

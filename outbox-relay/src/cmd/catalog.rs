@@ -14,10 +14,14 @@ pub fn catalog(command: CatalogCommand) -> Result<()> {
     let text = match command {
         CatalogCommand::List => catalog_types::export::table(registry),
         CatalogCommand::Schema { event } => {
-            let Some(entry) = registry.find(&event) else {
-                bail!(
-                    "`{event}` is neither an event type nor a schema ref of the catalog (see `outbox-relay catalog list`)"
-                );
+            // Any case; a near miss gets the closest name as a suggestion.
+            let entry = match registry.lookup(&event) {
+                Ok(entry) => entry,
+                Err(unknown) => bail!(
+                    "`{}` is neither an event type nor a schema ref of the catalog{} (see `outbox-relay catalog list`)",
+                    event.escape_debug(),
+                    unknown.hint()
+                ),
             };
             serde_json::to_string_pretty(&entry.schema)? + "\n"
         }

@@ -1,7 +1,7 @@
 //! Which events an operator command acts on. Every value reaches SQL as a bound parameter,
 //! and values that cannot match anything sensible are refused up front with the flag's name.
 
-use catalog_types::{Category, registry};
+use catalog_types::{lookup_category, registry};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -94,25 +94,36 @@ impl EventFilter {
             && self.until.is_none()
     }
 
-    /// Sets the event type, which must be in the catalog.
+    /// Sets the event type, which must be in the catalog; case does not matter
+    /// (`ticket_created` is `TICKET_CREATED`), and a near miss is refused with the closest
+    /// event type as a suggestion.
     pub fn event_type(mut self, value: &str) -> Result<Self, FilterError> {
         check_length("--event-type", value)?;
-        let entry = registry()
-            .by_event_type(value)
-            .ok_or_else(|| FilterError::Invalid {
+        let entry = registry().lookup_event_type(value).map_err(|unknown| {
+            FilterError::Invalid {
                 flag: "--event-type",
-                reason: format!("`{}` is not an event type of the catalog", shorten(value)),
-            })?;
+                reason: format!(
+                    "`{}` is not an event type of the catalog{} (see `outbox-relay catalog list`)",
+                    shorten(value),
+                    unknown.hint()
+                ),
+            }
+        })?;
         self.event_type = Some(entry.event_type.to_owned());
         Ok(self)
     }
 
-    /// Sets the category, by display name or slug.
+    /// Sets the category, by display name or slug (any case); a near miss is refused with
+    /// the closest category as a suggestion.
     pub fn category(mut self, value: &str) -> Result<Self, FilterError> {
         check_length("--category", value)?;
-        let category = Category::parse(value).ok_or_else(|| FilterError::Invalid {
+        let category = lookup_category(value).map_err(|unknown| FilterError::Invalid {
             flag: "--category",
-            reason: format!("`{}` is not a catalog category", shorten(value)),
+            reason: format!(
+                "`{}` is not a catalog category{}",
+                shorten(value),
+                unknown.hint()
+            ),
         })?;
         self.category = Some(category.name().to_owned());
         Ok(self)
@@ -144,7 +155,7 @@ fn check_length(flag: &'static str, value: &str) -> Result<(), FilterError> {
         return Err(FilterError::Invalid {
             flag,
             reason: format!(
-                "{} characters is longer than the {MAX_VALUE_LEN} allowed",
+                "{} bytes is longer than the {MAX_VALUE_LEN} allowed",
                 value.len()
             ),
         });
@@ -158,12 +169,24 @@ fn check_length(flag: &'static str, value: &str) -> Result<(), FilterError> {
     Ok(())
 }
 
+/// The value as an error message may show it: at most 60 characters, control characters
+/// escaped (an escape sequence echoed to a terminal could rewrite what the operator sees).
 fn shorten(value: &str) -> String {
+    let mut shown: String = value
+        .chars()
+        .take(60)
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
     if value.chars().count() > 60 {
-        format!("{}…", value.chars().take(60).collect::<String>())
-    } else {
-        value.to_owned()
+        shown.push('…');
     }
+    shown
 }
 
 /// Parses `2026-01-15T09:30:00Z` (RFC 3339) or a relative age like `2h` / `30m` / `7d`
@@ -183,15 +206,12 @@ pub fn parse_time(
             shorten(text)
         ),
     })?;
-    let age = chrono::Duration::from_std(age).map_err(|_| FilterError::Invalid {
+    let too_long_ago = || FilterError::Invalid {
         flag,
-        reason: format!("`{text}` is too long ago"),
-    })?;
-    now.checked_sub_signed(age)
-        .ok_or_else(|| FilterError::Invalid {
-            flag,
-            reason: format!("`{text}` is too long ago"),
-        })
+        reason: format!("`{}` is too long ago", shorten(text)),
+    };
+    let age = chrono::Duration::from_std(age).map_err(|_| too_long_ago())?;
+    now.checked_sub_signed(age).ok_or_else(too_long_ago)
 }
 
 #[cfg(test)]
