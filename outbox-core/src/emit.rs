@@ -151,11 +151,6 @@ fn invalid_option(what: &str, problem: impl std::fmt::Display) -> EmitError {
     EmitError::InvalidOption(format!("{what} {problem}"))
 }
 
-/// Header names RabbitMQ gives a meaning to: their values must be arrays of strings, which
-/// [`EmitOptions::header`] (string values) cannot give, and the relay would dead-letter the
-/// event at once.
-const RESERVED_HEADERS: [&str; 2] = ["CC", "BCC"];
-
 /// Writes one typed event in the caller's transaction and returns its id.
 ///
 /// Pass `&mut *tx` for a transaction. If an event with the same tenant and dedupe key is
@@ -392,8 +387,8 @@ impl Columns {
     /// Adds one event, refusing (before any SQL) what the database or the relay could not
     /// take: keys over [`MAX_KEY_BYTES`], keys the caller set with control characters, an
     /// empty dedupe key,
-    /// header names that are empty, over 255 bytes, with control characters or reserved by
-    /// RabbitMQ, and NUL characters in header values.
+    /// header names that are empty, over 255 bytes or with control characters, and NUL
+    /// characters in header values.
     fn push(&mut self, event: &NewEvent) -> Result<(), EmitError> {
         let ordering_key = event.ordering_key();
         let dedupe_key = event.dedupe_key();
@@ -444,11 +439,6 @@ impl Columns {
                 .to_string();
             if let Some(problem) = key_problem(name) {
                 return Err(invalid_option(&format!("header name `{shown}`"), problem));
-            }
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(EmitError::InvalidOption(format!(
-                    "header `{name}` is reserved by RabbitMQ (sender-selected distribution: an array of queue names), and a string value would make the event unpublishable"
-                )));
             }
             if let Some(problem) = value.as_str().and_then(value_problem) {
                 return Err(invalid_option(
