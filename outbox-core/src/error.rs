@@ -20,9 +20,35 @@ pub enum EmitError {
     /// The payload could not be serialised to JSON.
     #[error("payload does not serialise to JSON: {0}")]
     Serialize(#[from] serde_json::Error),
-    /// The database refused the insert; the caller's transaction is aborted.
-    #[error("database error while writing the outbox: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database refused the insert; the caller's transaction is aborted. The message
+    /// says what to do where that is known (a schema that was never migrated).
+    #[error("database error while writing the outbox: {}", explain(.0))]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for EmitError {
+    fn from(error: sqlx::Error) -> Self {
+        EmitError::Database(error)
+    }
+}
+
+/// The server's own message (without the driver's prefix and repetitions) and, for the
+/// errors a first-time user meets, what to do.
+fn explain(error: &sqlx::Error) -> String {
+    let sqlx::Error::Database(db) = error else {
+        return error.to_string();
+    };
+    match db.code().as_deref() {
+        Some("42P01" | "42883") => format!(
+            "{}: the outbox schema is not migrated in this database; call `outbox_core::migrate(&pool)` at start-up or run `outbox-relay migrate`",
+            db.message()
+        ),
+        Some("42501") => format!(
+            "{}: this role may not write the outbox; grant it the writer's privileges (deploy/postgres/grants.sql)",
+            db.message()
+        ),
+        _ => db.message().to_owned(),
+    }
 }
 
 impl From<ValidationError> for EmitError {

@@ -182,3 +182,21 @@ async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -
     assert!(stdout.contains("older than 7d"), "{stdout}");
     db.cleanup().await
 }
+
+#[tokio::test]
+async fn emitting_into_an_unmigrated_database_says_to_migrate() -> Result<()> {
+    use catalog_types::CatalogEvent;
+    let db = TestDb::empty().await?;
+    let mut tx = db.pool.begin().await?;
+    let error = outbox_core::emit(&mut *tx, &catalog_types::TicketCreated::example())
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("outbox_core::migrate") && message.contains("outbox-relay migrate"),
+        "{message}"
+    );
+    assert_eq!(message.matches("does not exist").count(), 1, "{message}");
+    drop(tx);
+    db.cleanup().await
+}
