@@ -205,7 +205,8 @@ pub struct DatabaseArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// AMQP URL (`amqp://` or `amqps://` for TLS).
+    /// AMQP URL (`amqp://` or `amqps://` for TLS); several nodes' URLs separated by commas
+    /// fail over round-robin.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -213,6 +214,9 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub amqp_url: String,
+    /// PEM file of CA certificates trusted for `amqps://` brokers besides the system's.
+    #[arg(long, env = "OUTBOX_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
     /// Durable topic exchange to publish to (declared on start).
     #[arg(long, env = "OUTBOX_EXCHANGE", default_value = config::DEFAULT_EXCHANGE)]
     pub exchange: String,

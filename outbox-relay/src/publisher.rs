@@ -1,21 +1,28 @@
 //! The AMQP side: one connection per relay, a confirm-mode channel per delivery loop, waves
-//! of pipelined publishes.
+//! of pipelined publishes. The broker may be several nodes (a cluster): the relay holds one
+//! connection at a time and moves on to the next node, round-robin, when it is lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::tcp::OwnedTLSConfig;
+use lapin::types::ShortString;
 use lapin::uri::AMQPUri;
-use lapin::{Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    Channel, Confirmation, Connection, ConnectionProperties, DefaultConnectionBuilder, ErrorKind,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::BackoffPolicy;
+use crate::config::{RelayConfig, amqp_nodes};
 use crate::mask::{mask_url, password_of, redact};
 use crate::message::OutgoingMessage;
+use crate::pause::sleep_unless_cancelled;
 
 /// The result of publishing one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +115,12 @@ const CHANNEL_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// whatever other loops are doing, so its settle is never held up (its lease could run out).
 /// Connection attempts are serialised by a second, async lock, taken only to connect.
 pub struct Broker {
-    url: String,
+    /// The nodes' URLs, in the order given (at least one).
+    nodes: Vec<String>,
+    /// The node the next connection attempt goes to (an index into `nodes`).
+    next_node: AtomicUsize,
+    /// Extra trust anchors (PEM) for `amqps://` nodes, besides the system's.
+    tls: OwnedTLSConfig,
     secrets: Vec<String>,
     exchange: String,
     /// The heartbeat asked for, in seconds, unless the URL sets one.
@@ -119,25 +131,63 @@ pub struct Broker {
     closing: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
-/// The current connection, and how many were opened before it.
+/// The current connection, the node it goes to, and how many were opened before it.
 #[derive(Default)]
 struct Link {
     connection: Option<Arc<Connection>>,
+    node: usize,
     generation: u64,
+}
+
+/// Why the relay's first contact with the broker failed in a way no retry can heal (see
+/// [`Broker::first_contact`]). Its text names the node (password masked) and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker {node}: {cause}: {detail}")]
+pub struct Unhealable {
+    /// The node's URL, password masked.
+    pub node: String,
+    /// `authentication failed` or `TLS certificate not trusted`.
+    pub cause: &'static str,
+    /// The client library's error (redacted) and what to check.
+    pub detail: String,
+}
+
+/// Whether a failed connection attempt is one that retrying cannot heal, and why: the
+/// broker refused the credentials (`ACCESS_REFUSED`, 403), or the TLS handshake failed on
+/// the certificate (not signed by a trusted CA, wrong name, expired). `None` for everything
+/// else (refused, unreachable, timed out, reset): those heal when the broker is back.
+pub fn unhealable_cause(error: &lapin::Error) -> Option<&'static str> {
+    if let ErrorKind::ProtocolError(amqp) = error.kind()
+        && amqp.get_id() == 403
+    {
+        return Some("authentication failed");
+    }
+    let text = error.to_string().to_lowercase();
+    if text.contains("access_refused") || text.contains("access-refused") {
+        return Some("authentication failed");
+    }
+    if text.contains("certificate") || text.contains("unknownissuer") {
+        return Some("TLS certificate not trusted");
+    }
+    None
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("url", &mask_url(&self.url))
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| mask_url(n)).collect::<Vec<_>>(),
+            )
             .field("exchange", &self.exchange)
             .finish()
     }
 }
 
 impl Broker {
-    /// The broker at `url`, publishing to `exchange`; connects on first use. Asks for the
-    /// default heartbeat ([`crate::config::DEFAULT_HEARTBEAT`]).
+    /// The broker at `url` (one URL, or several nodes' URLs separated by commas), publishing
+    /// to `exchange`; connects on first use. Asks for the default heartbeat
+    /// ([`crate::config::DEFAULT_HEARTBEAT`]).
     pub fn new(url: &str, exchange: &str) -> Arc<Self> {
         Self::with_heartbeat(url, exchange, crate::config::DEFAULT_HEARTBEAT)
     }
@@ -149,40 +199,148 @@ impl Broker {
     /// which confirm timeouts only catch while publishing. RabbitMQ's own proposal (60 s)
     /// would take two minutes.
     pub fn with_heartbeat(url: &str, exchange: &str, heartbeat: Duration) -> Arc<Self> {
+        Arc::new(Self::unshared(url, exchange, heartbeat))
+    }
+
+    fn unshared(url: &str, exchange: &str, heartbeat: Duration) -> Self {
         let heartbeat = u16::try_from(heartbeat.as_secs().max(1)).unwrap_or(u16::MAX);
-        Arc::new(Broker {
-            url: url.to_owned(),
-            secrets: password_of(url).into_iter().collect(),
+        let mut nodes: Vec<String> = amqp_nodes(url).into_iter().map(str::to_owned).collect();
+        if nodes.is_empty() {
+            // Refused by `RelayConfig::validate`; connecting then says why.
+            nodes.push(url.to_owned());
+        }
+        Broker {
+            secrets: nodes.iter().filter_map(|node| password_of(node)).collect(),
+            nodes,
+            next_node: AtomicUsize::new(0),
+            tls: OwnedTLSConfig::default(),
             exchange: exchange.to_owned(),
             heartbeat,
             link: std::sync::Mutex::new(Link::default()),
             connecting: tokio::sync::Mutex::new(()),
             closing: std::sync::Mutex::new(tokio::task::JoinSet::new()),
-        })
+        }
     }
 
-    /// One connection attempt, with the relay's frame size unless the URL sets one.
+    /// The broker of `config`: its nodes, exchange and heartbeat, trusting the CA
+    /// certificates of `amqp_ca_file` (read now) for `amqps://` nodes besides the system's.
+    pub fn for_config(config: &RelayConfig) -> Result<Arc<Self>, crate::RelayError> {
+        let mut broker = Self::unshared(&config.amqp_url, &config.exchange, config.heartbeat);
+        if let Some(path) = &config.amqp_ca_file {
+            let pem = std::fs::read_to_string(path).map_err(|error| {
+                crate::RelayError::Config(format!("--amqp-ca-file {}: {error}", path.display()))
+            })?;
+            broker.tls.cert_chain = Some(pem);
+        }
+        Ok(Arc::new(broker))
+    }
+
+    /// The nodes' URLs, passwords masked, for logs and errors.
+    pub fn masked_nodes(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| mask_url(node)).collect()
+    }
+
+    /// One connection attempt to the node whose turn it is, with the relay's frame size
+    /// unless the URL sets one.
     pub async fn connect_once(&self) -> Result<Connection, lapin::Error> {
+        self.connect_to(self.node_due()).await
+    }
+
+    /// The URL of node `node` (counted round the list).
+    fn node_url(&self, node: usize) -> &str {
+        self.nodes
+            .get(node % self.nodes.len().max(1))
+            .map_or("", String::as_str)
+    }
+
+    /// The URL of node `node`, password masked.
+    fn masked(&self, node: usize) -> String {
+        mask_url(self.node_url(node))
+    }
+
+    /// The node whose turn it is.
+    fn node_due(&self) -> usize {
+        self.next_node.load(Ordering::Relaxed) % self.nodes.len().max(1)
+    }
+
+    /// Moves the turn on from `node` to the next one (round-robin).
+    fn move_on_from(&self, node: usize) {
+        self.next_node
+            .store((node + 1) % self.nodes.len().max(1), Ordering::Relaxed);
+    }
+
+    /// Tries every node once, in order, until one accepts a connection (closed again at
+    /// once). Fails only when none did and one of them refused in a way no retry heals
+    /// ([`unhealable_cause`]): wrong credentials or an untrusted certificate. Everything
+    /// else (a node down, unreachable) is left to the reconnect loop. For a relay's start:
+    /// retrying such a refusal forever would only hide it.
+    pub async fn first_contact(&self) -> Result<(), Unhealable> {
+        let mut refused = None;
+        for node in 0..self.nodes.len() {
+            match self.connect_to(node).await {
+                Ok(connection) => {
+                    self.next_node.store(node, Ordering::Relaxed);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        connection.close(200, "first contact".into()),
+                    )
+                    .await;
+                    return Ok(());
+                }
+                Err(error) => {
+                    let text = redact(&error.to_string(), &self.secrets);
+                    warn!(node = %self.masked(node), error = %text, "broker unreachable");
+                    if let Some(cause) = unhealable_cause(&error) {
+                        refused.get_or_insert(Unhealable {
+                            node: self.masked(node),
+                            cause,
+                            detail: match cause {
+                                "authentication failed" => format!(
+                                    "{text} (check the user and password of --amqp-url, and the user's permissions on the virtual host)"
+                                ),
+                                _ => format!(
+                                    "{text} (check --amqp-ca-file: it must hold the CA that signed the broker's certificate, and the host name must match it)"
+                                ),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// One connection attempt to node `node`.
+    async fn connect_to(&self, node: usize) -> Result<Connection, lapin::Error> {
         if self.exchange.len() > crate::message::SHORT_STRING_MAX {
             return Err(lapin::Error::from(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the exchange name is over 255 bytes",
             )));
         }
-        let mut uri: AMQPUri = self.url.parse().map_err(|error: String| {
+        let url = self.node_url(node);
+        let mut uri: AMQPUri = url.parse().map_err(|error: String| {
             lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, error))
         })?;
         uri.query.frame_max.get_or_insert(FRAME_MAX);
         uri.query.heartbeat.get_or_insert(self.heartbeat);
-        let properties = ConnectionProperties::default()
+        let mut properties = ConnectionProperties::default()
             .with_connection_name("outbox-relay".into())
             .enable_auto_recover();
-        tokio::time::timeout(
-            Duration::from_secs(15),
-            Connection::connect_uri(uri, properties),
-        )
-        .await
-        .map_err(|_| timed_out("connect timed out"))?
+        if self.nodes.len() > 1 {
+            // lapin retries a refused TCP connect (and the reconnect of a lost connection)
+            // on the same node 16 times with backoff: a node that is down would hold every
+            // attempt until the connect timeout. With other nodes to go to, fail at once
+            // and let the relay move on (its own loop paces the attempts).
+            properties = properties.configure_backoff(|backoff| backoff.with_max_times(0));
+        }
+        let builder = DefaultConnectionBuilder::new()?
+            .with_uri(uri)
+            .with_properties(properties)
+            .with_tls_config(self.tls.clone());
+        tokio::time::timeout(Duration::from_secs(15), builder.connect())
+            .await
+            .map_err(|_| timed_out("connect timed out"))?
     }
 
     /// The current connection and its generation, if any (no waiting).
@@ -210,22 +368,26 @@ impl Broker {
                 if self.current().is_some() {
                     continue;
                 }
+                let node = self.node_due();
                 let attempt = tokio::select! {
-                    attempt = self.connect_once() => attempt,
+                    attempt = self.connect_to(node) => attempt,
                     () = cancel.cancelled() => return None,
                 };
                 match attempt {
                     Ok(connection) => {
-                        info!(url = %mask_url(&self.url), exchange = %self.exchange, "connected to the broker");
+                        info!(node = %self.masked(node), exchange = %self.exchange, "connected to the broker");
                         let mut link = self
                             .link
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
                         link.connection = Some(Arc::new(connection));
+                        link.node = node;
                         link.generation += 1;
                     }
                     Err(error) => {
-                        if !self.pause_after(&error, &mut delays, cancel).await {
+                        // The next attempt goes to the next node (after the backoff).
+                        self.move_on_from(node);
+                        if !self.pause_after(node, &error, &mut delays, cancel).await {
                             return None;
                         }
                     }
@@ -249,8 +411,8 @@ impl Broker {
                 }
                 Err(error) => {
                     // A connection that cannot open a channel is no use: start afresh.
-                    self.reset(generation);
-                    if !self.pause_after(&error, &mut delays, cancel).await {
+                    let node = self.reset(generation);
+                    if !self.pause_after(node, &error, &mut delays, cancel).await {
                         return None;
                     }
                 }
@@ -271,9 +433,8 @@ impl Broker {
         while Instant::now() < deadline
             && (connection.status().reconnecting() || connection.status().connecting())
         {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                () = cancel.cancelled() => return None,
+            if !sleep_unless_cancelled(Duration::from_millis(100), cancel).await {
+                return None;
             }
         }
         if connection.status().connected() {
@@ -283,40 +444,39 @@ impl Broker {
         Some(None)
     }
 
-    /// Logs a failed connection attempt and waits the next backoff delay; `false` once
-    /// `cancel` fires.
+    /// Logs a failed connection attempt to `node` and waits the next backoff delay; `false`
+    /// once `cancel` fires.
     async fn pause_after(
         &self,
+        node: usize,
         error: &lapin::Error,
         delays: &mut impl Iterator<Item = Duration>,
         cancel: &CancellationToken,
     ) -> bool {
         let delay = delays.next().unwrap_or(Duration::from_secs(10));
-        warn!(
-            url = %mask_url(&self.url),
-            error = %redact(&error.to_string(), &self.secrets),
-            retry_in = ?delay,
-            "broker unreachable"
-        );
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = cancel.cancelled() => false,
+        let next = self.node_due();
+        if self.nodes.len() > 1 {
+            warn!(
+                node = %self.masked(node),
+                error = %redact(&error.to_string(), &self.secrets),
+                next_node = %self.masked(next),
+                retry_in = ?delay,
+                "broker node unreachable; trying the next node"
+            );
+        } else {
+            warn!(
+                node = %self.masked(0),
+                error = %redact(&error.to_string(), &self.secrets),
+                retry_in = ?delay,
+                "broker unreachable"
+            );
         }
+        sleep_unless_cancelled(delay, cancel).await
     }
 
     async fn prepare_channel(&self, connection: &Connection) -> Result<Channel, lapin::Error> {
         let channel = connection.create_channel().await?;
-        channel
-            .exchange_declare(
-                ShortString::from(self.exchange.as_str()),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        crate::topology::declare_exchange(&channel, &self.exchange).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -324,22 +484,33 @@ impl Broker {
     }
 
     /// Drops connection `generation` at once (if it is still the current one) and closes it
-    /// in the background, bounded: the next channel comes from a fresh connection.
-    fn reset(&self, generation: u64) {
-        let taken = {
+    /// in the background, bounded: the next channel comes from a fresh connection, to the
+    /// next node (a lost connection moves the relay on, round-robin). Returns the node the
+    /// connection went to.
+    fn reset(&self, generation: u64) -> usize {
+        let (taken, node) = {
             let mut link = self
                 .link
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if link.generation == generation {
-                link.connection.take()
+                (link.connection.take(), link.node)
             } else {
-                None
+                (None, link.node)
             }
         };
         if let Some(connection) = taken {
+            self.move_on_from(node);
+            if self.nodes.len() > 1 {
+                warn!(
+                    node = %self.masked(node),
+                    next_node = %self.masked(self.node_due()),
+                    "broker connection lost; moving on to the next node"
+                );
+            }
             self.close_in_background(connection, "relay reconnecting");
         }
+        node
     }
 
     fn close_in_background(&self, connection: Arc<Connection>, reason: &'static str) {

@@ -42,6 +42,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     // A connection per loop (its claim or settle), the listener, gauges and retention.
     let pool = pool_for(&config.database_url, config.in_flight_batches + 3)?;
+    let broker = Broker::for_config(&config)?;
     let background = cancel.child_token();
     let wakeup = if config.listen {
         Wakeup::following_mode(
@@ -75,7 +76,7 @@ pub async fn run(
     info!(
         relay_id = %config.relay_id,
         database = %mask_url(&config.database_url),
-        broker = %mask_url(&config.amqp_url),
+        broker = %crate::config::mask_amqp_nodes(&config.amqp_url),
         exchange = %config.exchange,
         batch_size = config.batch_size,
         in_flight_batches = config.in_flight_batches,
@@ -83,7 +84,7 @@ pub async fn run(
     );
 
     let lane = Lane {
-        broker: Broker::with_heartbeat(&config.amqp_url, &config.exchange, config.heartbeat),
+        broker,
         config: Arc::new(config),
         pool,
         wakeup,

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use outbox_relay::backoff::BackoffPolicy;
+use outbox_relay::publisher::Broker;
 use outbox_relay::{Health, RelayConfig, RelayError, http, telemetry};
 
 use crate::cli::RunArgs;
@@ -30,6 +31,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     .await
     .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
     tokio::spawn(stop_on_signal(cancel.clone()));
+    first_contact(&config).await?;
 
     // The library enforces the shutdown bound; an overrun exits 1.
     match outbox_relay::run(config, cancel.cancelled_owned(), health).await {
@@ -39,9 +41,21 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     }
 }
 
+/// Tries each broker node once before starting: wrong credentials or an untrusted
+/// certificate cannot heal, so the relay exits non-zero, naming the node (masked) and the
+/// cause, rather than retrying forever. A node that is down or unreachable is left to the
+/// relay's reconnect loop, as after a successful start.
+async fn first_contact(config: &RelayConfig) -> Result<()> {
+    let broker = Broker::for_config(config)?;
+    let contact = broker.first_contact().await;
+    broker.close().await;
+    contact.context("cannot start: the broker refuses the relay, and retrying cannot change that")
+}
+
 /// The relay's settings from the flags, checked by [`RelayConfig::validate`].
 fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
     let mut config = RelayConfig::new(&args.database.database_url, &args.amqp_url);
+    config.amqp_ca_file = args.amqp_ca_file.clone();
     config.exchange = args.exchange.clone();
     config.routing_key_template = args.routing_key.clone();
     config.batch_size = args.batch_size;
