@@ -3,13 +3,18 @@
 //!
 //! [`relay::run`] is the whole delivery loop — wake up, claim, publish in waves with
 //! publisher confirms, settle — and reads top to bottom in `relay.rs`. The other modules are
-//! its parts: [`store`] (every statement on the outbox table, and its state machine),
-//! [`publisher`] (AMQP: one connection, a channel per batch in flight), [`message`] (the
+//! its parts: [`config`] (every setting, its default as a constant the binary's flags show,
+//! and [`RelayConfig::validate`]), [`store`] (every statement on the outbox table, and its
+//! state machine), [`publisher`] (AMQP: one connection, a channel per batch in flight, typed
+//! publish failures), [`topology`] (the exchange and queue declarations), [`message`] (the
 //! wire format), [`wakeup`] (LISTEN or adaptive polling, by the database's wake-up mode),
-//! [`health`] (what `/readyz` reports), [`db`] (connecting), [`http`] (health and metrics
-//! endpoints), [`telemetry`] (metric names and the recorder), [`retention`] (periodic
-//! purge), [`pause`] (sleeps a shutdown cuts short). [`config`] holds every default as a
-//! constant, which the binary's flags show; [`ops`] the operator commands' reports.
+//! [`health`] (what `/readyz` reports), [`probe`] (the database's own readiness probe),
+//! [`db`] (connecting), [`error`] (why `run` refuses or stops badly), [`http`] (health and
+//! metrics endpoints), [`telemetry`] (metric names and the recorder), [`logging`] (log
+//! output), [`diagnosis`] (what a database error means for an operator), [`retention`]
+//! (periodic purge), [`backoff`] (named retry policies), [`pause`] (sleeps a shutdown cuts
+//! short), [`human_duration`] (`7d`-style durations), [`mask`] (URLs without their
+//! passwords); [`ops`] holds the operator commands' reports.
 //!
 //! Nothing a row holds may stop the relay, so the library denies panicking shortcuts.
 #![cfg_attr(

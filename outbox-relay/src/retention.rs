@@ -1,5 +1,7 @@
-//! Retention: delete delivered rows (and old inbox records) in small batches, so no statement
-//! holds locks for long and the table is never rewritten. Dead rows are never purged here.
+//! The relay's `--retention`: every few minutes, delete finished events (delivered and
+//! discarded) past the age, through [`crate::store::purge`]'s batch-delete loop. Pending and
+//! dead events, and the consumers' inbox records, are never purged here (`outbox-relay purge
+//! --inbox` does the inbox).
 
 use std::time::Duration;
 

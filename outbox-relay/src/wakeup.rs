@@ -180,7 +180,7 @@ impl Wakeup {
                         self.notify.notify_one();
                     }
                     Err(error) => {
-                        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+                        let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                         warn!(%error, retry_in = ?delay, "LISTEN failed; polling until it works");
                         if !sleep_unless_cancelled(delay, &cancel).await {
                             return;

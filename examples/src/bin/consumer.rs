@@ -23,7 +23,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use outbox_core::InboxOutcome;
-use outbox_relay::topology;
+use outbox_relay::{config, topology};
 
 const CONSUMER: &str = "demo-projection";
 
@@ -51,11 +51,12 @@ async fn main() -> Result<()> {
             .context("--idle takes seconds")?
             .unwrap_or(10),
     );
-    let database_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let amqp_url = std::env::var("AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    let exchange = std::env::var("OUTBOX_EXCHANGE").unwrap_or_else(|_| "outbox.events".to_owned());
+    // The relay's own defaults, so the consumer finds what a relay started without flags uses.
+    let setting =
+        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    let database_url = setting("DATABASE_URL", config::DEFAULT_DATABASE_URL);
+    let amqp_url = setting("AMQP_URL", config::DEFAULT_AMQP_URL);
+    let exchange = setting("OUTBOX_EXCHANGE", config::DEFAULT_EXCHANGE);
     let queue = format!("{exchange}.{CONSUMER}");
 
     let connection = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;

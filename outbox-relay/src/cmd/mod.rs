@@ -7,12 +7,10 @@ pub mod ops;
 pub mod run;
 pub mod wakeup;
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use serde::Serialize;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use outbox_relay::diagnosis;
@@ -49,9 +47,9 @@ impl Database {
 /// its password.
 pub async fn connect(database: &DatabaseArgs) -> Result<Database> {
     let url = &database.database_url;
+    let options = outbox_relay::db::connect_options(url).map_err(anyhow::Error::msg)?;
     let pool = outbox_relay::pool_for(url, 2)?;
     let shown = mask_url(url);
-    let options = PgConnectOptions::from_str(url)?;
     match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
         Ok(Ok(connection)) => {
             let _ = connection.close().await;

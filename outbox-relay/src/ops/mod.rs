@@ -1,6 +1,8 @@
-//! Operator commands: replay, discard, status, inspect, purge and the wake-up mode. Each
-//! returns a report that renders itself as text or serialises to camelCase JSON; the binary
-//! only chooses between the two.
+//! Operator commands: replay, discard, status, inspect, purge and the wake-up mode, and the
+//! filter that selects events for replay and discard. The reports of replay, discard,
+//! status and purge render themselves as text or serialise to camelCase JSON, the binary
+//! only choosing between the two; `inspect` returns a row as camelCase JSON, `wakeup` the
+//! mode's name.
 
 pub mod filter;
 pub mod inspect;
