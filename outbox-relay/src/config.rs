@@ -9,8 +9,13 @@ use crate::backoff::BackoffPolicy;
 pub struct RelayConfig {
     /// Postgres URL (may carry a password: never log it unmasked).
     pub database_url: String,
-    /// AMQP URL (`amqp://` or `amqps://`).
+    /// AMQP URL (`amqp://` or `amqps://`), or several nodes' URLs separated by commas (see
+    /// [`amqp_nodes`]): the relay holds one connection, and moves on to the next node,
+    /// round-robin, when it is lost or a connection attempt fails.
     pub amqp_url: String,
+    /// A PEM file of CA certificates trusted for `amqps://` brokers besides the system's (a
+    /// private CA, as most internal brokers use); `None` trusts the system's alone.
+    pub amqp_ca_file: Option<std::path::PathBuf>,
     /// The durable topic exchange events are published to (declared on start).
     pub exchange: String,
     /// Routing key template; `{category}` and `{event_type}` are replaced by the category
@@ -67,6 +72,7 @@ impl RelayConfig {
         RelayConfig {
             database_url: database_url.into(),
             amqp_url: amqp_url.into(),
+            amqp_ca_file: None,
             exchange: DEFAULT_EXCHANGE.to_owned(),
             routing_key_template: DEFAULT_ROUTING_KEY.to_owned(),
             batch_size: DEFAULT_BATCH_SIZE,
@@ -95,6 +101,27 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test"
 
 /// The local development broker.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The nodes of an AMQP URL list: the comma-separated URLs, trimmed, empty items left out
+/// (a comma inside a password must be percent-encoded, `%2C`, as any URL's reserved
+/// character).
+pub fn amqp_nodes(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .collect()
+}
+
+/// An AMQP URL list with every node's password masked, for logs and errors
+/// ([`crate::mask::mask_url`] per node: masking the list as one URL would miss the later
+/// nodes' passwords).
+pub fn mask_amqp_nodes(list: &str) -> String {
+    amqp_nodes(list)
+        .into_iter()
+        .map(crate::mask::mask_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The durable topic exchange events go to.
 pub const DEFAULT_EXCHANGE: &str = "outbox.events";
@@ -170,10 +197,64 @@ impl RelayConfig {
     /// Refuses settings the relay cannot honour, naming the flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |text: String| Err(ConfigError(text));
-        if let Err(error) = self.amqp_url.parse::<lapin::uri::AMQPUri>() {
+        // A malformed database URL is refused here, before `run` serves or connects anything.
+        if let Err(reason) = crate::db::connect_options(&self.database_url) {
+            return bad(reason);
+        }
+        let nodes = amqp_nodes(&self.amqp_url);
+        if nodes.is_empty() {
+            return bad("--amqp-url is empty: give one or more amqp:// or amqps:// URLs, separated by commas".to_owned());
+        }
+        for (index, node) in nodes.iter().enumerate() {
+            let name = if nodes.len() > 1 {
+                format!(
+                    "--amqp-url node {} of {} ({})",
+                    index + 1,
+                    nodes.len(),
+                    crate::mask::mask_url(node)
+                )
+            } else {
+                format!("--amqp-url {}", crate::mask::mask_url(node))
+            };
+            if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+                return bad(format!("{name}: expected an amqp:// or amqps:// URL"));
+            }
+            if let Err(error) = node.parse::<lapin::uri::AMQPUri>() {
+                let secrets: Vec<String> = crate::mask::password_of(node).into_iter().collect();
+                return bad(format!("{name}: {}", crate::mask::redact(&error, &secrets)));
+            }
+        }
+        if let Some(path) = &self.amqp_ca_file {
+            match std::fs::read_to_string(path) {
+                Err(error) => {
+                    return bad(format!(
+                        "--amqp-ca-file {}: cannot be read: {error}",
+                        path.display()
+                    ));
+                }
+                Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => {
+                    return bad(format!(
+                        "--amqp-ca-file {}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        if self.exchange.is_empty()
+            || self.exchange.len() > 255
+            || self.exchange.chars().any(char::is_control)
+        {
             return bad(format!(
-                "--amqp-url {}: {error}",
-                crate::mask::mask_url(&self.amqp_url)
+                "--exchange must be 1 to 255 bytes without control characters (the empty name is the broker's default exchange, which cannot be declared or bound), got `{}`",
+                self.exchange.escape_debug()
+            ));
+        }
+        if let Err(reason) = crate::message::check_routing_key_template(&self.routing_key_template)
+        {
+            return bad(format!(
+                "--routing-key `{}` {reason}",
+                self.routing_key_template.escape_debug()
             ));
         }
         if !(self.retry.factor >= 1.0 && self.retry.factor.is_finite()) {
@@ -314,7 +395,59 @@ mod tests {
         c.poll_interval = Duration::ZERO;
         assert!(c.validate().unwrap_err().0.contains("--poll-interval"));
         let mut c = config();
+        c.exchange = String::new();
+        assert!(c.validate().unwrap_err().0.contains("--exchange"));
+        let mut c = config();
+        c.routing_key_template = "{category}.{type}".to_owned();
+        assert!(c.validate().unwrap_err().0.contains("--routing-key"));
+        let mut c = config();
         c.poll_min_interval = Duration::from_secs(2);
         assert!(c.validate().unwrap_err().0.contains("--poll-min-interval"));
+    }
+
+    #[test]
+    fn every_node_of_an_amqp_url_list_is_checked_by_name_with_its_password_masked() {
+        let mut c = config();
+        c.amqp_url =
+            " amqp://guest:s3cret@a:5672/%2f , amqps://guest:s3cret@b:5671/%2f,".to_owned();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            amqp_nodes(&c.amqp_url),
+            [
+                "amqp://guest:s3cret@a:5672/%2f",
+                "amqps://guest:s3cret@b:5671/%2f"
+            ]
+        );
+        assert_eq!(
+            mask_amqp_nodes(&c.amqp_url),
+            "amqp://guest:***@a:5672/%2f,amqps://guest:***@b:5671/%2f"
+        );
+        c.amqp_url = "amqp://guest:s3cret@a:5672/%2f,http://guest:s3cret@b/".to_owned();
+        let error = c.validate().unwrap_err().0;
+        assert!(
+            error.contains("node 2 of 2") && error.contains("b/"),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+        c.amqp_url = " , ".to_owned();
+        assert!(c.validate().unwrap_err().0.contains("--amqp-url is empty"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_refused_by_name() {
+        let mut c = config();
+        let missing = std::env::temp_dir().join(format!("no-such-ca-{}.pem", std::process::id()));
+        c.amqp_ca_file = Some(missing.clone());
+        let error = c.validate().unwrap_err().0;
+        assert!(
+            error.contains("--amqp-ca-file") && error.contains(&missing.display().to_string()),
+            "{error}"
+        );
+        let empty = std::env::temp_dir().join(format!("empty-ca-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&empty, "not a certificate").unwrap();
+        c.amqp_ca_file = Some(empty.clone());
+        let error = c.validate().unwrap_err().0;
+        let _ = std::fs::remove_file(&empty);
+        assert!(error.contains("no PEM certificate"), "{error}");
     }
 }
