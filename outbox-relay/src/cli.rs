@@ -139,9 +139,10 @@ pub struct StatusArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
     /// Event types listed.
-    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::ops::status::DEFAULT_TOP, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::ops::status::DEFAULT_TOP, value_parser = clap::value_parser!(i64).range(1..=outbox_relay::ops::status::MAX_TOP))]
     pub top: i64,
-    /// Exit with code 2 when the oldest pending event is older than this (an alert for cron or CI).
+    /// Exit with code 3 when the oldest pending event is older than this (an alert for cron or
+    /// CI; 1 is an error, 2 a bad flag).
     #[arg(long, allow_hyphen_values = true)]
     pub max_lag: Option<HumanDuration>,
 }
@@ -167,7 +168,7 @@ pub struct PurgeArgs {
     #[arg(long)]
     pub inbox: bool,
     /// Rows deleted per statement.
-    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::store::purge::DEFAULT_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::store::purge::DEFAULT_BATCH, value_parser = clap::value_parser!(i64).range(1..=outbox_relay::store::purge::MAX_BATCH))]
     pub batch_size: i64,
     /// Count what would be deleted and delete nothing.
     #[arg(long)]

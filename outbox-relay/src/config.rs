@@ -1,4 +1,7 @@
-//! Everything the relay loop needs to know, independent of how it was configured.
+//! Everything the relay loop needs to know, independent of how it was configured: the
+//! settings, each default as an exported constant (the binary's flags show the same ones),
+//! and [`RelayConfig::validate`], which refuses what the relay cannot honour before it
+//! connects to anything.
 
 use std::time::Duration;
 
@@ -28,8 +31,9 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// The shortest wait of adaptive polling: the first look after a claim found nothing.
     pub poll_min_interval: Duration,
-    /// Batches in flight at once (claimed and not yet settled), each on a broker
-    /// connection of its own: one is claimed while another publishes and a third settles.
+    /// Batches in flight at once (claimed and not yet settled), each on a channel of its own
+    /// on the one broker connection: one is claimed while another publishes and a third
+    /// settles.
     pub in_flight_batches: u32,
     /// Whether to LISTEN for insert notifications (off behind PgBouncer in transaction mode).
     pub listen: bool,

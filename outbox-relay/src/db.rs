@@ -22,12 +22,15 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
     PgConnectOptions::from_str(url).map_err(|e| format!("--database-url {}: {e}", mask_url(url)))
 }
 
+/// How long taking a connection may wait (the operator commands' first connection too).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
 pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
     let options = connect_options(url).map_err(RelayError::Config)?;
     Ok(outbox_core::tcp_nodelay::pool_options(&options)
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with(options))
 }
 

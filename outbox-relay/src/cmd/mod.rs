@@ -7,19 +7,15 @@ pub mod ops;
 pub mod run;
 pub mod wakeup;
 
-use std::time::Duration;
-
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+use outbox_relay::db::CONNECT_TIMEOUT;
 use outbox_relay::diagnosis;
 use outbox_relay::mask::mask_url;
 
 use crate::cli::{DatabaseArgs, OutputFormat};
-
-/// How long a command waits for its first database connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The database a command acts on: its pool, and its URL as outputs may show it.
 pub struct Database {

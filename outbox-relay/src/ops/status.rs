@@ -2,8 +2,11 @@
 
 pub use crate::store::stats::{BlockedKey, StatusReport, TypeCounts, report as status};
 
-/// Event types `status` lists unless told otherwise.
+/// Event types (and blocked keys) `status` lists unless told otherwise.
 pub const DEFAULT_TOP: i64 = 10;
+
+/// The most event types (and blocked keys) `status` lists.
+pub const MAX_TOP: i64 = 1000;
 
 impl StatusReport {
     /// A few aligned lines for a terminal.

@@ -9,6 +9,9 @@ use sqlx::PgPool;
 /// Rows deleted per statement unless told otherwise: short statements, short locks.
 pub const DEFAULT_BATCH: i64 = 1000;
 
+/// The most rows one purge statement may delete (larger batches hold locks for long).
+pub const MAX_BATCH: i64 = 100_000;
+
 /// What a purge deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purgeable {
