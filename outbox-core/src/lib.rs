@@ -18,8 +18,8 @@ mod error;
 pub mod inbox;
 mod migrate;
 mod options;
-mod text;
 pub mod tcp_nodelay;
+mod text;
 pub mod trace;
 
 pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};

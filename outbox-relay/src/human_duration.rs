@@ -83,6 +83,9 @@ mod tests {
     #[test]
     fn a_malformed_duration_names_the_text_and_the_notation() {
         let error = "7 weeks-ish".parse::<HumanDuration>().unwrap_err();
-        assert!(error.contains("`7 weeks-ish`") && error.contains("7d"), "{error}");
+        assert!(
+            error.contains("`7 weeks-ish`") && error.contains("7d"),
+            "{error}"
+        );
     }
 }

@@ -11,13 +11,13 @@ use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use crate::backoff::BackoffPolicy;
-use crate::pause::sleep_unless_cancelled;
 use crate::config::{RelayConfig, SETTLE_RESERVE};
 use crate::db::pool_for;
 use crate::error::RelayError;
 use crate::health::Health;
 use crate::mask::mask_url;
 use crate::message;
+use crate::pause::sleep_unless_cancelled;
 use crate::publisher::{Broker, PublishFailure, PublishResult, Publisher};
 use crate::store::claim::{self, Claim, ClaimedEvent};
 use crate::store::settle::{self, Outcome, Settled};
@@ -198,7 +198,7 @@ impl Lane {
                 }
                 Err(error) => {
                     health.set_database(false);
-                    let delay = db_retry.next().unwrap_or(Duration::from_secs(10));
+                    let delay = db_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                     warn!(%error, retry_in = ?delay, "claim failed; retrying");
                     sleep_unless_cancelled(delay, &cancel).await;
                     continue;
@@ -448,11 +448,10 @@ async fn settle_outcomes(
                     error!(%error, rows = outcomes.len(), "could not record outcomes before shutdown; leases will expire and the rows will be published again");
                     return None;
                 }
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                let delay = delays.next().unwrap_or(BackoffPolicy::SETTLE_RETRY.cap);
                 warn!(%error, retry_in = ?delay, "settle failed; retrying");
                 tokio::time::sleep(delay).await;
             }
         }
     }
 }
-

@@ -73,9 +73,7 @@ pub async fn purge(
         }
     } else {
         count = match target {
-            PurgeTarget::FinishedEvents => {
-                purge::finished_events(pool, older_than, batch).await?
-            }
+            PurgeTarget::FinishedEvents => purge::finished_events(pool, older_than, batch).await?,
             PurgeTarget::Inbox => purge::purge(pool, Purgeable::Inbox, older_than, batch).await?,
         };
     }
