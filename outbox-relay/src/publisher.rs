@@ -243,7 +243,8 @@ impl Broker {
     /// One connection attempt to the node whose turn it is, with the relay's frame size
     /// unless the URL sets one.
     pub async fn connect_once(&self) -> Result<Connection, lapin::Error> {
-        self.connect_to(self.node_due()).await
+        self.connect_to(self.node_due(), self.nodes.len() == 1)
+            .await
     }
 
     /// The URL of node `node` (counted round the list).
@@ -277,7 +278,7 @@ impl Broker {
     pub async fn first_contact(&self) -> Result<(), Unhealable> {
         let mut refused = None;
         for node in 0..self.nodes.len() {
-            match self.connect_to(node).await {
+            match self.connect_to(node, false).await {
                 Ok(connection) => {
                     self.next_node.store(node, Ordering::Relaxed);
                     let _ = tokio::time::timeout(
@@ -310,8 +311,10 @@ impl Broker {
         refused.map_or(Ok(()), Err)
     }
 
-    /// One connection attempt to node `node`.
-    async fn connect_to(&self, node: usize) -> Result<Connection, lapin::Error> {
+    /// One connection attempt to node `node`; with `tcp_retries`, lapin retries a failed
+    /// TCP connect or TLS handshake itself (16 times, with backoff, within the connect
+    /// timeout), and reconnects a lost connection to the same node.
+    async fn connect_to(&self, node: usize, tcp_retries: bool) -> Result<Connection, lapin::Error> {
         if self.exchange.len() > crate::message::SHORT_STRING_MAX {
             return Err(lapin::Error::from(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -327,11 +330,12 @@ impl Broker {
         let mut properties = ConnectionProperties::default()
             .with_connection_name("outbox-relay".into())
             .enable_auto_recover();
-        if self.nodes.len() > 1 {
+        if !tcp_retries {
             // lapin retries a refused TCP connect (and the reconnect of a lost connection)
             // on the same node 16 times with backoff: a node that is down would hold every
-            // attempt until the connect timeout. With other nodes to go to, fail at once
-            // and let the relay move on (its own loop paces the attempts).
+            // attempt until the connect timeout. With other nodes to go to, or to learn at
+            // start what each node answers, fail at once (the relay's own loop paces the
+            // attempts).
             properties = properties.configure_backoff(|backoff| backoff.with_max_times(0));
         }
         let builder = DefaultConnectionBuilder::new()?
@@ -370,7 +374,7 @@ impl Broker {
                 }
                 let node = self.node_due();
                 let attempt = tokio::select! {
-                    attempt = self.connect_to(node) => attempt,
+                    attempt = self.connect_to(node, self.nodes.len() == 1) => attempt,
                     () = cancel.cancelled() => return None,
                 };
                 match attempt {

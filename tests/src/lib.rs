@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 pub mod proxy;
 pub mod servers;
+pub mod tls;
 
 #[cfg(feature = "containers")]
 pub mod containers;

@@ -75,6 +75,13 @@ pub struct PrivatePostgres {
 impl PrivatePostgres {
     /// Creates a cluster in a fresh temporary directory and starts it on a free port.
     pub async fn start() -> Result<Self> {
+        Self::start_with_tls(None).await
+    }
+
+    /// [`PrivatePostgres::start`] with TLS on (`ssl = on`) when `tls` names a server
+    /// certificate and its key (PEM; copied into the cluster's directory, the key owned by
+    /// the server's user with mode 0600, as PostgreSQL requires).
+    pub async fn start_with_tls(tls: Option<(&Path, &Path)>) -> Result<Self> {
         let bindir = postgres_bindir().await?;
         let as_postgres = running_as_root().await?;
         let dir = std::env::temp_dir().join(format!("outbox-pg-{}", unique_suffix()));
@@ -114,6 +121,27 @@ impl PrivatePostgres {
             server.dir_str()?
         );
         append(&server.data.join("postgresql.conf"), &settings)?;
+        if let Some((cert, key)) = tls {
+            let (cert_copy, key_copy) =
+                (server.dir.join("server.crt"), server.dir.join("server.key"));
+            std::fs::copy(cert, &cert_copy).context("copy the server certificate")?;
+            std::fs::copy(key, &key_copy).context("copy the server key")?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key_copy, std::fs::Permissions::from_mode(0o600))?;
+            }
+            if as_postgres {
+                for file in [&cert_copy, &key_copy] {
+                    crate::run_command("chown", &["postgres:postgres", &path_str(file)?]).await?;
+                }
+            }
+            let tls_settings = format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                path_str(&cert_copy)?,
+                path_str(&key_copy)?
+            );
+            append(&server.data.join("postgresql.conf"), &tls_settings)?;
+        }
         server.start_server().await?;
         Ok(server)
     }
