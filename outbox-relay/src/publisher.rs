@@ -425,7 +425,8 @@ impl Broker {
     }
 
     /// The current connection if it is up, after giving lapin's own auto-recovery a short
-    /// chance; one that is not is dropped. `None` (outer) once `cancel` fires.
+    /// chance (none when there are other nodes); one that is not is dropped. `None`
+    /// (outer) once `cancel` fires.
     async fn usable_connection(
         &self,
         cancel: &CancellationToken,
@@ -433,7 +434,13 @@ impl Broker {
         let Some((connection, generation)) = self.current() else {
             return Some(None);
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // With other nodes to go to, moving on beats waiting for this one to come back.
+        let recovery = if self.nodes.len() > 1 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(5)
+        };
+        let deadline = Instant::now() + recovery;
         while Instant::now() < deadline
             && (connection.status().reconnecting() || connection.status().connecting())
         {
