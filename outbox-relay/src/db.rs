@@ -27,7 +27,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
 pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
-    let options = connect_options(url).map_err(RelayError::Config)?;
+    let options = connect_options(url).map_err(crate::config::ConfigError)?;
     Ok(outbox_core::tcp_nodelay::pool_options(&options)
         .max_connections(max_connections)
         .acquire_timeout(CONNECT_TIMEOUT)

@@ -228,7 +228,7 @@ impl Broker {
         let mut broker = Self::unshared(&config.amqp_url, &config.exchange, config.heartbeat);
         if let Some(path) = &config.amqp_ca_file {
             let pem = std::fs::read_to_string(path).map_err(|error| {
-                crate::RelayError::Config(format!("--amqp-ca-file {}: {error}", path.display()))
+                crate::config::ConfigError(format!("--amqp-ca-file {}: {error}", path.display()))
             })?;
             broker.tls.cert_chain = Some(pem);
         }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use sqlx::PgPool;
@@ -38,7 +38,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
     health: Arc<Health>,
 ) -> Result<(), RelayError> {
-    config.validate().map_err(|e| RelayError::Config(e.0))?;
+    config.validate()?;
+    tokio::pin!(shutdown);
     let cancel = CancellationToken::new();
     // A connection per loop (its claim or settle), the listener, gauges and retention.
     let pool = pool_for(&config.database_url, config.in_flight_batches + 3)?;
@@ -73,6 +74,22 @@ pub async fn run(
             background.clone(),
         ));
     }
+    // Wrong credentials or an untrusted certificate cannot heal: refuse to start, naming the
+    // node and the cause, rather than retry forever. A node that is down is left to the
+    // reconnect loop, as after a start; a shutdown meanwhile ends the wait. (The database's
+    // probe already runs, so `/readyz` names the server at fault from the first second.)
+    tokio::select! {
+        contact = broker.first_contact() => {
+            if let Err(refused) = contact {
+                cancel.cancel();
+                return Err(refused.into());
+            }
+        }
+        () = &mut shutdown => {
+            cancel.cancel();
+            return Ok(());
+        }
+    }
     info!(
         relay_id = %config.relay_id,
         database = %mask_url(&config.database_url),
@@ -96,7 +113,6 @@ pub async fn run(
     for index in 0..lane.config.in_flight_batches as usize {
         index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
     }
-    tokio::pin!(shutdown);
     let mut drain_by = None;
     let outcome = loop {
         tokio::select! {

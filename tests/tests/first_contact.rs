@@ -188,7 +188,7 @@ async fn emitting_into_an_unmigrated_database_says_to_migrate() -> Result<()> {
     use catalog_types::CatalogEvent;
     let db = TestDb::empty().await?;
     let mut tx = db.pool.begin().await?;
-    let error = outbox_core::emit(&mut *tx, &catalog_types::TicketCreated::example())
+    let error = outbox_core::emit(&mut tx, &catalog_types::TicketCreated::example())
         .await
         .unwrap_err();
     let message = error.to_string();

@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use outbox_relay::backoff::BackoffPolicy;
-use outbox_relay::publisher::Broker;
 use outbox_relay::{Health, RelayConfig, RelayError, http, telemetry};
 
 use crate::cli::RunArgs;
@@ -31,7 +30,6 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     .await
     .with_context(|| format!("binding --http-addr {}", args.http_addr))?;
     tokio::spawn(stop_on_signal(cancel.clone()));
-    first_contact(&config).await?;
 
     // The library enforces the shutdown bound; an overrun exits 1.
     match outbox_relay::run(config, cancel.cancelled_owned(), health).await {
@@ -39,17 +37,6 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         Err(RelayError::ShutdownTimedOut(_)) => Ok(ExitCode::FAILURE),
         Err(error) => Err(error.into()),
     }
-}
-
-/// Tries each broker node once before starting: wrong credentials or an untrusted
-/// certificate cannot heal, so the relay exits non-zero, naming the node (masked) and the
-/// cause, rather than retrying forever. A node that is down or unreachable is left to the
-/// relay's reconnect loop, as after a successful start.
-async fn first_contact(config: &RelayConfig) -> Result<()> {
-    let broker = Broker::for_config(config)?;
-    let contact = broker.first_contact().await;
-    broker.close().await;
-    contact.context("cannot start: the broker refuses the relay, and retrying cannot change that")
 }
 
 /// The relay's settings from the flags, checked by [`RelayConfig::validate`].
