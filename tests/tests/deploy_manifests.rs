@@ -600,9 +600,16 @@ fn kubernetes_sidecar_and_migration_job_use_real_flags_env_probes_and_sizes() {
     );
     assert!(requests["cpu"].is_string(), "a CPU request");
 
-    // Shutdown: the pod waits longer than the relay's drain bound.
-    let drain = help.defaults.get("shutdown-timeout").unwrap();
-    let drain = humantime_seconds(drain);
+    // Shutdown: the pod waits longer than the relay's drain bound (the manifest's, else the
+    // default).
+    let drain = relay["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("OUTBOX_SHUTDOWN_TIMEOUT"))
+        .map(|e| text(&e["value"]))
+        .unwrap_or_else(|| help.defaults.get("shutdown-timeout").unwrap().clone());
+    let drain = humantime_seconds(&drain);
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
         grace > drain,
@@ -627,6 +634,15 @@ fn kubernetes_sidecar_and_migration_job_use_real_flags_env_probes_and_sizes() {
             .any(|b| command.contains(b.as_str())),
         "the service runs an example binary: {command}"
     );
+    // A shell as the container's PID 1 ignores SIGTERM unless it traps it: the service would
+    // hold the pod for the whole grace period, and the relay, stopped after it, would get no
+    // time to drain.
+    if command.starts_with("/bin/sh") || command.starts_with("sh ") {
+        assert!(
+            command.contains("trap ") && command.contains("TERM"),
+            "the service's shell (PID 1) must trap SIGTERM: {command}"
+        );
+    }
 
     // The migration Job.
     let jobs = of_kind(&documents, "Job");
