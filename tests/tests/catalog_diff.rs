@@ -393,6 +393,11 @@ fn unreadable_inputs_are_refused_naming_the_file() -> Result<()> {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.matches("line 1").count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
 
     let missing = dir.join("missing.json");
     let (code, _, stderr) = diff_cli(&[&missing, &good])?;
@@ -401,6 +406,24 @@ fn unreadable_inputs_are_refused_naming_the_file() -> Result<()> {
         stderr.contains(&format!("cannot read {}", missing.display())),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("(os error").count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
+
+    // Empty, and valid JSON that is not an export.
+    for (name, text) in [("empty.json", ""), ("object.json", r#"{"events": []}"#)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        let (code, stdout, stderr) = diff_cli(&[&good, &path])?;
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(stdout.is_empty(), "{name}: {stdout}");
+        assert!(
+            stderr.contains(&format!("{} is not a catalog export", path.display())),
+            "{name}: {stderr}"
+        );
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

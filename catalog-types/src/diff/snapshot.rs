@@ -33,25 +33,28 @@ pub struct Snapshot {
 }
 
 /// Why a catalog export could not be read.
+///
+/// The message says it all, the cause's text included, so the cause is not also reported
+/// as the error's `source` (an error chain printed as `{:#}` would repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The text is not a JSON export of a catalog.
     #[error(
-        "{origin} is not a catalog export (the JSON array written by `outbox-relay catalog export --format json`): {source}"
+        "{origin} is not a catalog export (the JSON array written by `outbox-relay catalog export --format json`): {cause}"
     )]
     Parse {
         /// The file (or other origin) of the text.
         origin: String,
         /// What is wrong, with line and column.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// An event type appears more than once.
     #[error("{origin}: the event type `{event_type}` appears more than once")]
@@ -67,18 +70,18 @@ impl Snapshot {
     /// Parses the text of a JSON export; `origin` (a file name) is named in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, SnapshotError> {
         let entries: Vec<SnapshotEntry> =
-            serde_json::from_str(text).map_err(|source| SnapshotError::Parse {
+            serde_json::from_str(text).map_err(|cause| SnapshotError::Parse {
                 origin: origin.to_owned(),
-                source,
+                cause,
             })?;
         Self::from_entries(entries, origin)
     }
 
     /// Reads a JSON export from a file.
     pub fn read(path: &Path) -> Result<Self, SnapshotError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SnapshotError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| SnapshotError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

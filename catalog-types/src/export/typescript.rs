@@ -980,7 +980,65 @@ fn parenthesised(t: &str) -> String {
     }
 }
 
+/// Words a declaration in a module (strict mode) cannot be named: JavaScript's reserved
+/// words, strict mode's, and `await` at a module's top level.
+const RESERVED_WORDS: [&str; 46] = [
+    "await",
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "debugger",
+    "default",
+    "delete",
+    "do",
+    "else",
+    "enum",
+    "export",
+    "extends",
+    "false",
+    "finally",
+    "for",
+    "function",
+    "if",
+    "implements",
+    "import",
+    "in",
+    "instanceof",
+    "interface",
+    "let",
+    "new",
+    "null",
+    "package",
+    "private",
+    "protected",
+    "public",
+    "return",
+    "static",
+    "super",
+    "switch",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typeof",
+    "var",
+    "void",
+    "while",
+    "with",
+    "yield",
+];
+
+/// Whether `text` may name a declaration: a name that is not a reserved word.
 fn is_identifier(text: &str) -> bool {
+    is_name(text) && !RESERVED_WORDS.contains(&text)
+}
+
+/// Whether `text` is an identifier name (which may be an unquoted property key, reserved
+/// words included).
+fn is_name(text: &str) -> bool {
     let mut chars = text.chars();
     chars
         .next()
@@ -997,7 +1055,7 @@ fn identifier_of(name: &str) -> String {
 
 /// A property name, quoted when it is not an identifier.
 fn property_key(name: &str) -> String {
-    if is_identifier(name) {
+    if is_name(name) {
         name.to_owned()
     } else {
         string_literal(name)
@@ -1210,6 +1268,27 @@ mod tests {
             matches!(clash, Err(TypeScriptError::NameClash { .. })),
             "{clash:?}"
         );
+    }
+
+    #[test]
+    fn reserved_words_name_no_declaration() -> Result<(), TypeScriptError> {
+        // A schema ref or a definition named by a reserved word: the payload takes the event
+        // type's name, the definition its payload's prefix; a property may be one.
+        let schema = json!({
+            "type": "object",
+            "properties": {"class": {"$ref": "#/$defs/delete"}},
+            "required": ["class"],
+            "$defs": {"delete": {"type": "string", "enum": ["a"]}}
+        });
+        let ts = render(&[entry("THING_HAPPENED", "payload.class.v1", &schema)])?;
+        assert!(ts.contains("export interface ThingHappened {"), "{ts}");
+        assert!(ts.contains("export type ThingHappeneddelete = "), "{ts}");
+        assert!(ts.contains("  class: ThingHappeneddelete;"), "{ts}");
+        for word in RESERVED_WORDS {
+            assert!(!ts.contains(&format!("interface {word} ")), "{word}");
+            assert!(!ts.contains(&format!("type {word} ")), "{word}");
+        }
+        Ok(())
     }
 
     #[test]
