@@ -365,18 +365,14 @@ impl Broker {
         loop {
             let Some((connection, generation)) = self.usable_connection(cancel).await? else {
                 // None usable: connect, one loop at a time (the others then find it).
-                let _turn = tokio::select! {
-                    turn = self.connecting.lock() => turn,
-                    () = cancel.cancelled() => return None,
-                };
+                let _turn = cancel.run_until_cancelled(self.connecting.lock()).await?;
                 if self.current().is_some() {
                     continue;
                 }
                 let node = self.node_due();
-                let attempt = tokio::select! {
-                    attempt = self.connect_to(node, self.nodes.len() == 1) => attempt,
-                    () = cancel.cancelled() => return None,
-                };
+                let attempt = cancel
+                    .run_until_cancelled(self.connect_to(node, self.nodes.len() == 1))
+                    .await?;
                 match attempt {
                     Ok(connection) => {
                         info!(node = %self.masked(node), exchange = %self.exchange, "connected to the broker");
@@ -398,12 +394,13 @@ impl Broker {
                 }
                 continue;
             };
-            let prepared = tokio::select! {
-                prepared = tokio::time::timeout(CHANNEL_SETUP_TIMEOUT, self.prepare_channel(&connection)) => {
-                    prepared.unwrap_or_else(|_| Err(timed_out("opening a channel timed out")))
-                }
-                () = cancel.cancelled() => return None,
-            };
+            let prepared = cancel
+                .run_until_cancelled(tokio::time::timeout(
+                    CHANNEL_SETUP_TIMEOUT,
+                    self.prepare_channel(&connection),
+                ))
+                .await?
+                .unwrap_or_else(|_| Err(timed_out("opening a channel timed out")));
             match prepared {
                 Ok(channel) => {
                     return Some(OpenChannel {
@@ -464,7 +461,7 @@ impl Broker {
         delays: &mut impl Iterator<Item = Duration>,
         cancel: &CancellationToken,
     ) -> bool {
-        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+        let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
         let next = self.node_due();
         if self.nodes.len() > 1 {
             warn!(

@@ -13,7 +13,7 @@ use lapin::options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOpti
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use outbox_relay::{Health, RelayError};
-use outbox_relay::{RelayConfig, topology};
+use outbox_relay::{RelayConfig, config, topology};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;
@@ -29,26 +29,40 @@ pub mod containers;
 pub mod guides;
 
 /// `DATABASE_URL`, or (feature `containers`, a Docker engine reachable) the PostgreSQL
-/// container's, or the local default.
+/// container's, or the relay's default.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        #[cfg(feature = "containers")]
-        if let Some(servers) = containers::servers() {
-            return servers.database_url.clone();
-        }
-        "postgres://postgres@127.0.0.1:5432/test".to_owned()
-    })
+    server_url(Server::Database)
 }
 
 /// `AMQP_URL`, or (feature `containers`, a Docker engine reachable) the RabbitMQ container's,
-/// or the local default.
+/// or the relay's default.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| {
+    server_url(Server::Broker)
+}
+
+/// The two servers the tests talk to.
+#[derive(Clone, Copy)]
+enum Server {
+    Database,
+    Broker,
+}
+
+/// The server's URL: its environment variable, else the container's (feature
+/// `containers`), else the relay's own default.
+fn server_url(server: Server) -> String {
+    let (variable, default) = match server {
+        Server::Database => ("DATABASE_URL", config::DEFAULT_DATABASE_URL),
+        Server::Broker => ("AMQP_URL", config::DEFAULT_AMQP_URL),
+    };
+    std::env::var(variable).unwrap_or_else(|_| {
         #[cfg(feature = "containers")]
         if let Some(servers) = containers::servers() {
-            return servers.amqp_url.clone();
+            return match server {
+                Server::Database => servers.database_url.clone(),
+                Server::Broker => servers.amqp_url.clone(),
+            };
         }
-        "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()
+        default.to_owned()
     })
 }
 
@@ -106,8 +120,7 @@ impl TestDb {
     /// A URL of the test database (for the relay binary or a listener).
     pub fn url(&self) -> String {
         let mut url = url::Url::parse(&database_url()).unwrap_or_else(|_| {
-            url::Url::parse("postgres://postgres@127.0.0.1:5432/test")
-                .unwrap_or_else(|e| panic!("{e}"))
+            url::Url::parse(config::DEFAULT_DATABASE_URL).unwrap_or_else(|e| panic!("{e}"))
         });
         url.set_path(&self.name);
         url.to_string()
