@@ -52,6 +52,20 @@ fn sql_text(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// An entry's catalog columns as SQL literals, in the order both table shapes take them:
+/// `event_type, name, description, category, payload_schema, payload_schema_ref`.
+fn sql_values(entry: &crate::CatalogEntry) -> Result<String, serde_json::Error> {
+    Ok(format!(
+        "{}, {}, {}, {}, {}::jsonb, {}",
+        sql_text(entry.event_type),
+        sql_text(entry.name),
+        sql_text(entry.description),
+        sql_text(entry.category.name()),
+        sql_text(&serde_json::to_string(&entry.schema)?),
+        sql_text(entry.schema_ref)
+    ))
+}
+
 /// The outbox's catalog table, created if absent. The first migration creates it with this
 /// very statement (a test in `outbox-core` holds them together), so a database that got
 /// the catalog from this export can be migrated later, and the other way round.
@@ -85,17 +99,7 @@ pub fn sql(registry: &Registry) -> Result<String, serde_json::Error> {
     let rows: Vec<String> = registry
         .entries()
         .iter()
-        .map(|entry| {
-            Ok(format!(
-                "    ({}, {}, {}, {}, {}::jsonb, {})",
-                sql_text(entry.event_type),
-                sql_text(entry.name),
-                sql_text(entry.description),
-                sql_text(entry.category.name()),
-                sql_text(&serde_json::to_string(&entry.schema)?),
-                sql_text(entry.schema_ref)
-            ))
-        })
+        .map(|entry| Ok(format!("    ({})", sql_values(entry)?)))
         .collect::<Result<_, serde_json::Error>>()?;
     out.push_str(&rows.join(",\n"));
     out.push_str(

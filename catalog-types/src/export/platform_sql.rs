@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use uuid::Uuid;
 
+use super::{sql_text, sql_values};
 use crate::Registry;
 
 /// The namespace of the catalog's event ids: the UUIDv5 (URL namespace) of
@@ -35,10 +36,6 @@ const COLUMNS: [&str; 9] = [
     "created_at",
     "updated_at",
 ];
-
-fn sql_text(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
 
 /// An idempotent SQL script that upserts every entry into the platform-shaped
 /// `system_event_catalog` (`event_id uuid` primary key, `event_type` unique, `name`,
@@ -106,14 +103,9 @@ pub fn platform_sql(registry: &Registry) -> Result<String, serde_json::Error> {
         .iter()
         .map(|entry| {
             Ok(format!(
-                "    ('{}'::uuid, {}, {}, {}, {}, {}::jsonb, {}, now(), now())",
+                "    ('{}'::uuid, {}, now(), now())",
                 platform_event_id(entry.event_type),
-                sql_text(entry.event_type),
-                sql_text(entry.name),
-                sql_text(entry.description),
-                sql_text(entry.category.name()),
-                sql_text(&serde_json::to_string(&entry.schema)?),
-                sql_text(entry.schema_ref)
+                sql_values(entry)?
             ))
         })
         .collect::<Result<_, serde_json::Error>>()?;
