@@ -102,17 +102,19 @@ pub fn sql(registry: &Registry) -> Result<String, serde_json::Error> {
         .map(|entry| Ok(format!("    ({})", sql_values(entry)?)))
         .collect::<Result<_, serde_json::Error>>()?;
     out.push_str(&rows.join(",\n"));
-    out.push_str(
-        "\nON CONFLICT (event_type) DO UPDATE SET\n\
-         \x20   name = EXCLUDED.name,\n\
-         \x20   description = EXCLUDED.description,\n\
-         \x20   category = EXCLUDED.category,\n\
-         \x20   payload_schema = EXCLUDED.payload_schema,\n\
-         \x20   payload_schema_ref = EXCLUDED.payload_schema_ref;\n\
-         COMMIT;\n",
-    );
+    out.push_str(UPSERT_SET);
+    out.push_str(";\nCOMMIT;\n");
     Ok(out)
 }
+
+/// The upsert's conflict clause, shared by both table shapes: a row keyed by its event
+/// type takes the catalog's columns (each shape may add to the `SET` list).
+pub(crate) const UPSERT_SET: &str = "\nON CONFLICT (event_type) DO UPDATE SET\n\
+    \x20   name = EXCLUDED.name,\n\
+    \x20   description = EXCLUDED.description,\n\
+    \x20   category = EXCLUDED.category,\n\
+    \x20   payload_schema = EXCLUDED.payload_schema,\n\
+    \x20   payload_schema_ref = EXCLUDED.payload_schema_ref";
 
 /// Follows a local `$ref`.
 fn deref<'a>(root: &'a Value, node: &'a Value) -> &'a Value {

@@ -110,13 +110,9 @@ pub fn platform_sql(registry: &Registry) -> Result<String, serde_json::Error> {
         })
         .collect::<Result<_, serde_json::Error>>()?;
     out.push_str(&rows.join(",\n"));
+    out.push_str(super::UPSERT_SET);
     out.push_str(
-        "\nON CONFLICT (event_type) DO UPDATE SET\n\
-         \x20   name = EXCLUDED.name,\n\
-         \x20   description = EXCLUDED.description,\n\
-         \x20   category = EXCLUDED.category,\n\
-         \x20   payload_schema = EXCLUDED.payload_schema,\n\
-         \x20   payload_schema_ref = EXCLUDED.payload_schema_ref,\n\
+        ",\n\
          \x20   updated_at = now()\n\
          WHERE (c.name, c.description, c.category, c.payload_schema, c.payload_schema_ref)\n\
          \x20     IS DISTINCT FROM\n\
