@@ -714,6 +714,20 @@ pub fn log_path(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("outbox-{test}-{}.log", unique_suffix()))
 }
 
+/// Runs `outbox-relay <args>` without a database (the catalog commands) and returns (exit
+/// code, stdout, stderr).
+pub fn relay_offline<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Result<(i32, String, String)> {
+    let output = std::process::Command::new(relay_binary()?)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
 /// Runs `outbox-relay <args>` against `db` and returns (exit code, stdout, stderr).
 pub async fn relay_cli(db: &TestDb, args: &[&str]) -> Result<(i32, String, String)> {
     let mut command = tokio::process::Command::new(relay_binary()?);

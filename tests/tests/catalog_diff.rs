@@ -238,16 +238,9 @@ fn write(dir: &Path, name: &str, catalog: &Value) -> Result<PathBuf> {
 
 /// `outbox-relay catalog diff <args>`: (exit code, stdout, stderr).
 fn diff_cli(args: &[&Path]) -> Result<(i32, String, String)> {
-    let output = Command::new(relay_binary()?)
-        .args(["catalog", "diff"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
+    let mut all: Vec<&std::ffi::OsStr> = vec!["catalog".as_ref(), "diff".as_ref()];
+    all.extend(args.iter().map(|path| path.as_os_str()));
+    integration_tests::relay_offline(&all)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use catalog_types::{export, registry};
-use integration_tests::{TestDb, relay_binary, unique_suffix};
+use integration_tests::{TestDb, unique_suffix};
 use uuid::Uuid;
 
 /// Scratch space under the cargo target directory.
@@ -322,15 +322,7 @@ async fn the_platform_sql_refuses_a_table_of_the_outbox_shape() -> Result<()> {
 
 /// Runs `outbox-relay <args>` and returns (exit code, stdout, stderr).
 fn relay(args: &[&str]) -> Result<(i32, String, String)> {
-    let output = Command::new(relay_binary()?)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
+    integration_tests::relay_offline(args)
 }
 
 #[test]
