@@ -10,7 +10,7 @@ use outbox_core::{EmitOptions, NewEvent};
 use uuid::Uuid;
 
 /// The columns compared.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 struct Row {
     id: Uuid,
     event_type: String,
@@ -23,6 +23,25 @@ struct Row {
     status: String,
     attempts: i32,
     parked: bool,
+}
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Row {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        Ok(Self {
+            id: row.try_get("id")?,
+            event_type: row.try_get("event_type")?,
+            schema_ref: row.try_get("schema_ref")?,
+            category: row.try_get("category")?,
+            ordering_key: row.try_get("ordering_key")?,
+            payload: row.try_get("payload")?,
+            headers: row.try_get("headers")?,
+            dedupe_key: row.try_get("dedupe_key")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            parked: row.try_get("parked")?,
+        })
+    }
 }
 
 fn event(ticket: Uuid) -> TicketUpdated {

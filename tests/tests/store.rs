@@ -31,7 +31,7 @@ const LEASE: Duration = Duration::from_secs(60);
 const MAX_ATTEMPTS: u32 = 10;
 
 /// One row of `outbox_events`, the columns the state machine changes.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 struct Row {
     #[expect(dead_code, reason = "shown in assertion messages")]
     id: Uuid,
@@ -45,6 +45,25 @@ struct Row {
     available_at: DateTime<Utc>,
     last_error: Option<String>,
     delivered_at: Option<DateTime<Utc>>,
+}
+
+impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Row {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        Ok(Self {
+            id: row.try_get("id")?,
+            seq: row.try_get("seq")?,
+            status: row.try_get("status")?,
+            parked: row.try_get("parked")?,
+            attempts: row.try_get("attempts")?,
+            claim_token: row.try_get("claim_token")?,
+            locked_by: row.try_get("locked_by")?,
+            locked_until: row.try_get("locked_until")?,
+            available_at: row.try_get("available_at")?,
+            last_error: row.try_get("last_error")?,
+            delivered_at: row.try_get("delivered_at")?,
+        })
+    }
 }
 
 impl Row {

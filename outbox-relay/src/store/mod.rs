@@ -24,6 +24,22 @@
 //!
 //! Read [`Status`] for the states; the reports of `status` and `/metrics` are in [`stats`].
 
+/// `sqlx::FromRow` for a struct whose fields are named as the columns, without sqlx's
+/// derive: its macros would compile the whole PostgreSQL driver a second time for the
+/// compiler. The struct literal makes the compiler check that every field is listed.
+macro_rules! from_row {
+    ($name:ident { $($field:ident),+ $(,)? }) => {
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $name {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+
 pub mod claim;
 pub mod operator;
 pub mod purge;

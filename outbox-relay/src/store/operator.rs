@@ -30,7 +30,7 @@ impl Action {
 }
 
 /// One event an operator command touches (or would touch).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SelectedEvent {
     /// Event id (the message id it carries).
@@ -48,6 +48,15 @@ pub struct SelectedEvent {
     /// Last failure, if any.
     pub last_error: Option<String>,
 }
+from_row!(SelectedEvent {
+    id,
+    event_type,
+    tenant_id,
+    ordering_key,
+    created_at,
+    attempts,
+    last_error
+});
 
 /// The result of an operator change or its dry run.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 pub const EXACT_UP_TO: i64 = 10_000;
 
 /// Counts of one event type.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TypeCounts {
     /// Event type.
@@ -27,9 +27,16 @@ pub struct TypeCounts {
     /// Discarded.
     pub discarded: i64,
 }
+from_row!(TypeCounts {
+    event_type,
+    pending,
+    delivered,
+    dead,
+    discarded
+});
 
 /// A key whose head cannot go out now, so every later event of the key waits.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockedKey {
     /// The ordering key.
@@ -49,6 +56,16 @@ pub struct BlockedKey {
     /// Undelivered events behind the head.
     pub waiting: i64,
 }
+from_row!(BlockedKey {
+    ordering_key,
+    head_id,
+    event_type,
+    status,
+    attempts,
+    last_error,
+    retry_at,
+    waiting
+});
 
 /// The outbox at a glance.
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +98,6 @@ pub struct StatusReport {
 }
 
 /// The counts of [`StatusReport`], read in one scan.
-#[derive(sqlx::FromRow)]
 struct Totals {
     pending: i64,
     in_flight: i64,
@@ -92,6 +108,16 @@ struct Totals {
     oldest_pending_age_seconds: Option<f64>,
     last_delivered_at: Option<DateTime<Utc>>,
 }
+from_row!(Totals {
+    pending,
+    in_flight,
+    retrying,
+    delivered,
+    dead,
+    discarded,
+    oldest_pending_age_seconds,
+    last_delivered_at
+});
 
 /// Reads the status; `top` bounds the per-type and blocked-key lists.
 pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error> {
