@@ -73,3 +73,62 @@ fn no_answer(deadline: Duration) -> sqlx::Error {
         format!("no answer from the database within {deadline:?}; connection closed"),
     ))
 }
+
+/// The database refused the relay at its first contact in a way no retry heals: wrong
+/// credentials, no such database, a schema not migrated, a missing grant, a certificate
+/// not trusted. Its text names the server (password masked), the cause and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("database {server}: {cause}")]
+pub struct DatabaseRefused {
+    /// The server's URL, password masked.
+    pub server: String,
+    /// The cause and what to do about it ([`crate::diagnosis::database`]).
+    pub cause: String,
+}
+
+/// Connects once and reads the outbox table, within `deadline`. Fails only when the answer
+/// is one no retry can change ([`refusal_heals`] says which); a server that is down,
+/// unreachable, starting up or out of connection slots is left to the relay's retries, as
+/// after a start. For a relay's start: retrying a wrong password forever would only hide it.
+pub async fn first_contact(
+    pool: &PgPool,
+    database_url: &str,
+    deadline: Duration,
+) -> Result<(), DatabaseRefused> {
+    let outcome = within_deadline(pool, deadline, async |conn| {
+        sqlx::query("SELECT 1 FROM outbox_events LIMIT 0")
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    })
+    .await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(error) if refusal_heals(&error) => {
+            tracing::warn!(
+                database = %mask_url(database_url),
+                error = %crate::diagnosis::database(&error),
+                "database unreachable at start; retrying"
+            );
+            Ok(())
+        }
+        Err(error) => Err(DatabaseRefused {
+            server: mask_url(database_url),
+            cause: crate::diagnosis::database(&error),
+        }),
+    }
+}
+
+/// Whether a failed first contact may heal by itself: the network, a server starting up or
+/// shutting down, no free connection slot. Authentication, a missing database or table, a
+/// missing grant, TLS and malformed settings do not.
+pub fn refusal_heals(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => !matches!(
+            db.code().as_deref(),
+            Some("28P01" | "28000" | "3D000" | "42P01" | "42501")
+        ),
+        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => false,
+        _ => true,
+    }
+}

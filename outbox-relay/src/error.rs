@@ -1,6 +1,7 @@
 //! Why the relay library refuses to start, or stopped badly.
 
 use crate::config::ConfigError;
+use crate::db::DatabaseRefused;
 use crate::publisher::Unhealable;
 
 /// Why the relay could not start, or did not stop cleanly.
@@ -13,6 +14,11 @@ pub enum RelayError {
     /// credentials, an untrusted certificate): the relay does not start.
     #[error("cannot start: {0} (retrying cannot change that)")]
     BrokerRefused(#[from] Unhealable),
+    /// The database refused the relay at its first contact in a way no retry heals (wrong
+    /// credentials, no such database, the outbox not migrated, a missing grant, an
+    /// untrusted certificate): the relay does not start.
+    #[error("cannot start: {0} (retrying cannot change that)")]
+    DatabaseRefused(#[from] DatabaseRefused),
     /// Shutdown did not finish within the bound (`shutdown_timeout`); the work still
     /// outstanding was abandoned, and its leases expire.
     #[error("shutdown did not finish within {0:?}")]

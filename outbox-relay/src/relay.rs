@@ -74,15 +74,26 @@ pub async fn run(
             background.clone(),
         ));
     }
-    // Wrong credentials or an untrusted certificate cannot heal: refuse to start, naming the
-    // node and the cause, rather than retry forever. A node that is down is left to the
-    // reconnect loop, as after a start; a shutdown meanwhile ends the wait. (The database's
-    // probe already runs, so `/readyz` names the server at fault from the first second.)
+    // Wrong credentials, an untrusted certificate, a database not there or not migrated
+    // cannot heal: refuse to start, naming the server and the cause, rather than retry
+    // forever. A server that is down is left to the reconnect loops, as after a start; a
+    // shutdown meanwhile ends the wait. (The database's probe already runs, so `/readyz`
+    // names the server at fault from the first second.)
+    let first_contact = async {
+        tokio::try_join!(
+            async { broker.first_contact().await.map_err(RelayError::from) },
+            async {
+                crate::db::first_contact(&pool, &config.database_url, config.db_timeout)
+                    .await
+                    .map_err(RelayError::from)
+            },
+        )
+    };
     tokio::select! {
-        contact = broker.first_contact() => {
+        contact = first_contact => {
             if let Err(refused) = contact {
                 cancel.cancel();
-                return Err(refused.into());
+                return Err(refused);
             }
         }
         () = &mut shutdown => {
@@ -353,7 +364,7 @@ async fn publish_in_waves(
                 }
                 Err(error) => {
                     metrics::counter!(telemetry::REJECTED).increment(1);
-                    warn!(event_id = %event.id, event_type = %shorten(&event.event_type), %error, "event cannot be published; it is now dead");
+                    warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt = event.attempts + 1, cause = %error, "event cannot be published; it is now dead");
                     outcomes.push((
                         event.id,
                         Outcome::Rejected {
@@ -382,7 +393,6 @@ async fn publish_in_waves(
                 }
                 PublishResult::Failed(error) => {
                     metrics::counter!(telemetry::FAILED, "reason" => error.label()).increment(1);
-                    warn!(event_id = %event.id, event_type = %event.event_type, attempt = event.attempts + 1, %error, "publish attempt failed");
                     outcomes.push((event.id, failure(config, event, &error)));
                 }
                 PublishResult::NotSent => {
@@ -430,9 +440,16 @@ fn release_lane(lane: &mut VecDeque<&ClaimedEvent>, outcomes: &mut Vec<(Uuid, Ou
 
 fn failure(config: &RelayConfig, event: &ClaimedEvent, error: &PublishFailure) -> Outcome {
     let attempt = u32::try_from(event.attempts).unwrap_or(0).saturating_add(1);
+    let retry_in = config.retry.delay_for(attempt);
+    // One line per failure: which event, which attempt, why, and what happens next.
+    if attempt >= config.max_attempts {
+        warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt, max_attempts = config.max_attempts, cause = %error, "publish failed; the event is now dead");
+    } else {
+        warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt, max_attempts = config.max_attempts, cause = %error, retry_in = %format_args!("{retry_in:.1?}"), "publish failed; retrying");
+    }
     Outcome::Failed {
         error: error.to_string(),
-        retry_in: config.retry.delay_for(attempt),
+        retry_in,
     }
 }
 

@@ -525,17 +525,43 @@ pub struct RelayProcess {
 }
 
 impl RelayProcess {
-    /// Starts `outbox-relay run` with fast test settings plus `extra` flags; its stderr goes
-    /// to `log` (a file the test may read).
+    /// Starts `outbox-relay run` with fast test settings plus `extra` flags, logging at
+    /// `info`; its stderr goes to `log` (a file the test may read).
     pub fn start(
         db: &TestDb,
         broker: &TestBroker,
         extra: &[&str],
         log: &std::path::Path,
     ) -> Result<Self> {
+        Self::spawn(db, broker, extra, log, Some("info"))
+    }
+
+    /// As [`RelayProcess::start`], with `RUST_LOG` unset: the log an operator gets by
+    /// default.
+    pub fn start_at_default_log_level(
+        db: &TestDb,
+        broker: &TestBroker,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> Result<Self> {
+        Self::spawn(db, broker, extra, log, None)
+    }
+
+    fn spawn(
+        db: &TestDb,
+        broker: &TestBroker,
+        extra: &[&str],
+        log: &std::path::Path,
+        rust_log: Option<&str>,
+    ) -> Result<Self> {
         let http_addr = free_local_addr()?;
         let stderr = std::fs::File::create(log)?;
-        let child = tokio::process::Command::new(relay_binary()?)
+        let mut command = tokio::process::Command::new(relay_binary()?);
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .arg("run")
             .args(["--database-url", &db.url()])
             .args(["--amqp-url", &amqp_url()])
@@ -553,7 +579,6 @@ impl RelayProcess {
             .args(extra)
             .env_remove("DATABASE_URL")
             .env_remove("AMQP_URL")
-            .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
@@ -579,6 +604,28 @@ impl RelayProcess {
     /// GETs `path` from the relay's HTTP server; returns (status code, body).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         http_get(self.http_addr, path).await
+    }
+
+    /// Waits until `/readyz` answers 200, failing early if the relay exits.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the relay exited ({status}) before it was ready");
+            }
+            if matches!(self.get("/readyz").await, Ok((200, _))) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the relay was not ready within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
     }
 }
 

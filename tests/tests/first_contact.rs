@@ -200,3 +200,138 @@ async fn emitting_into_an_unmigrated_database_says_to_migrate() -> Result<()> {
     drop(tx);
     db.cleanup().await
 }
+
+/// What no retry heals on the database side ends `run` at start, naming the server and the
+/// cause, within seconds: a schema not migrated, a database that does not exist, a role
+/// that does not exist. A server that is only down is retried (a sidecar often starts
+/// before its database), and `run --migrate` on the unmigrated database starts.
+#[tokio::test]
+async fn a_database_that_cannot_heal_ends_the_relay_at_start() -> Result<()> {
+    let db = TestDb::empty().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    let amqp = integration_tests::amqp_url();
+    let run = async |database_url: &str| -> Result<(i32, String, std::time::Duration)> {
+        let http = integration_tests::free_local_addr()?.to_string();
+        let started = std::time::Instant::now();
+        let (code, _, stderr) = relay_cli(
+            &db,
+            &[
+                "run",
+                "--database-url",
+                database_url,
+                "--amqp-url",
+                &amqp,
+                "--exchange",
+                &broker.exchange,
+                "--http-addr",
+                &http,
+            ],
+        )
+        .await?;
+        Ok((code, stderr, started.elapsed()))
+    };
+
+    let (code, stderr, took) = run(&db.url()).await?;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        stderr.contains("cannot start: database")
+            && stderr.contains(&db.name)
+            && stderr.contains("outbox-relay migrate"),
+        "{stderr}"
+    );
+
+    let mut missing = url::Url::parse(&db.url())?;
+    missing.set_path("outbox_t_no_such_database");
+    let (code, stderr, _) = run(missing.as_str()).await?;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does not exist: create it"), "{stderr}");
+
+    let mut stranger = url::Url::parse(&db.url())?;
+    stranger.set_username("outbox_t_nobody").unwrap();
+    stranger.set_password(Some("hunter2")).unwrap();
+    let (code, stderr, _) = run(stranger.as_str()).await?;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("outbox_t_nobody") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+
+    // Down is not refused: the relay waits for the server, and stops cleanly on SIGTERM.
+    let closed = integration_tests::free_local_addr()?;
+    let down = format!("postgres://postgres@{closed}/x");
+    let log = log_path("first-contact-db-down");
+    let mut relay = RelayProcess::start(&db, &broker, &["--database-url", &down], &log)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        relay.is_running()?,
+        "a database that is down must be retried"
+    );
+    relay.signal("TERM").await?;
+
+    // Migrating first makes the same database acceptable.
+    let log = log_path("first-contact-db-migrate");
+    let mut relay = RelayProcess::start(&db, &broker, &["--migrate"], &log)?;
+    relay.wait_ready(Duration::from_secs(30)).await?;
+    relay.signal("TERM").await?;
+    db.cleanup().await
+}
+
+/// At the default log level, an event the broker cannot route costs one line per attempt
+/// naming the event, its type, the attempt and the cause, and what happens next; and no
+/// line carries its payload (the AMQP client's returned-message dump holds the body as
+/// bytes, possibly personal data).
+#[tokio::test]
+async fn an_unroutable_event_logs_one_line_per_attempt_and_no_payload_bytes() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&[]).await?; // no binding: every message comes back
+    let ticket = uuid::Uuid::now_v7();
+    let id = integration_tests::emit_ticket(&db.pool, ticket, outbox_core::EmitOptions::default())
+        .await?;
+    let log = log_path("unroutable-default-log");
+    let relay =
+        RelayProcess::start_at_default_log_level(&db, &broker, &["--max-attempts", "2"], &log)?;
+    integration_tests::wait_until(Duration::from_secs(30), "the event to be dead", || async {
+        Ok(integration_tests::event_state(&db.pool, id).await?.status == "dead")
+    })
+    .await?;
+    relay.signal("TERM").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log)?;
+
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&id.to_string()))
+        .collect();
+    assert_eq!(failures.len(), 2, "one line per attempt:\n{text}");
+    assert!(
+        failures[0].contains("publish failed; retrying")
+            && failures[0].contains("attempt=1")
+            && failures[0].contains("TICKET_UPDATED")
+            && failures[0].contains("unroutable")
+            && failures[0].contains("retry_in="),
+        "{}",
+        failures[0]
+    );
+    assert!(
+        failures[1].contains("now dead") && failures[1].contains("attempt=2"),
+        "{}",
+        failures[1]
+    );
+    for line in text.lines() {
+        assert!(
+            !line.contains("123, 34") && !line.contains("BasicReturnMessage"),
+            "payload bytes in the log: {line}"
+        );
+        assert!(
+            !line.contains(&ticket.to_string()) || line.contains("ordering_key"),
+            "payload content in the log: {line}"
+        );
+        assert!(
+            !line.contains('\u{1b}'),
+            "ANSI codes in a non-terminal log: {line}"
+        );
+    }
+    db.cleanup().await?;
+    broker.cleanup().await
+}
