@@ -638,3 +638,47 @@ async fn the_operating_guides_metrics_are_the_relays() -> Result<()> {
     })
     .await
 }
+
+/// The README's guarantees name the tests that show them; a renamed or deleted test must not
+/// leave a guarantee resting on nothing. Every `file::test` and `crate/tests/file.rs::test`
+/// named in the section must be a test function of that file.
+#[test]
+fn every_test_the_readmes_guarantees_name_exists() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let start = readme.find("## Guarantees").expect("a Guarantees section");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let mut named = 0;
+    for span in section.split('`').skip(1).step_by(2) {
+        // Test names are sentences: snake case with several words (`inbox::record` is an API).
+        let Some((file, test)) = span.split_once("::") else {
+            continue;
+        };
+        let sentence = test.matches('_').count() >= 3
+            && test
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !sentence {
+            continue;
+        }
+        let path = if file.ends_with(".rs") {
+            root().join(file)
+        } else {
+            root().join("tests/tests").join(format!("{file}.rs"))
+        };
+        let source = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("the README names {span}, but {}: {err}", path.display()));
+        assert!(
+            source.contains(&format!("fn {test}(")),
+            "the README names {span}, but {} has no test `{test}`",
+            path.display()
+        );
+        named += 1;
+    }
+    assert!(
+        named >= 30,
+        "expected the guarantees to name their tests, found {named}"
+    );
+}
