@@ -27,10 +27,15 @@ pub async fn probe_database(
     cancel: CancellationToken,
 ) {
     loop {
-        let answered = tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&pool)).await;
-        let ok = matches!(answered, Ok(Ok(_)));
-        if !ok {
-            debug!(?answered, "database probe failed");
+        // Within the deadline, on a connection closed rather than given back when the
+        // database stops answering (see `within_deadline`).
+        let answered = crate::db::within_deadline(&pool, deadline, async |conn| {
+            sqlx::query("SELECT 1").execute(conn).await
+        })
+        .await;
+        let ok = answered.is_ok();
+        if let Err(error) = &answered {
+            debug!(%error, "database probe failed");
         }
         health.set_database(ok);
         if !sleep_unless_cancelled(PROBE_INTERVAL, &cancel).await {

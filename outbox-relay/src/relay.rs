@@ -41,21 +41,18 @@ pub async fn run(
     config.validate()?;
     tokio::pin!(shutdown);
     let cancel = CancellationToken::new();
-    // A connection per loop (its claim or settle), the listener, gauges and retention.
-    let pool = pool_for(&config.database_url, config.in_flight_batches + 3)?;
+    // A connection per loop (its claim or settle), and one each for the listener, the
+    // database probe, the mode refresh, the gauges and retention.
+    let pool = pool_for(&config.database_url, config.in_flight_batches + 5)?;
     let broker = Broker::for_config(&config)?;
     let background = cancel.child_token();
+    let wakeup = Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
+        .with_db_timeout(config.db_timeout);
     let wakeup = if config.listen {
-        Wakeup::following_mode(
-            &pool,
-            config.poll_min_interval,
-            config.poll_interval,
-            background.clone(),
-        )
+        wakeup.following_mode(background.clone())
     } else {
-        Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
+        wakeup
     };
-    let wakeup = wakeup.with_db_timeout(config.db_timeout);
     tokio::spawn(crate::probe::probe_database(
         pool.clone(),
         health.clone(),
@@ -65,6 +62,7 @@ pub async fn run(
     tokio::spawn(telemetry::refresh_gauges(
         pool.clone(),
         config.gauge_interval,
+        config.db_timeout,
         background.clone(),
     ));
     if let Some(retention) = config.retention {

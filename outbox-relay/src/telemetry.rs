@@ -114,9 +114,17 @@ pub fn describe() {
 }
 
 /// Refreshes the backlog gauges every `interval` until cancelled.
-pub async fn refresh_gauges(pool: PgPool, interval: Duration, cancel: CancellationToken) {
+pub async fn refresh_gauges(
+    pool: PgPool,
+    interval: Duration,
+    deadline: Duration,
+    cancel: CancellationToken,
+) {
     loop {
-        match crate::store::stats::gauges(&pool).await {
+        let read = crate::db::within_deadline(&pool, deadline, async |conn| {
+            crate::store::stats::gauges(conn).await
+        });
+        match read.await {
             Ok(figures) => {
                 metrics::gauge!(BACKLOG).set(figures.pending as f64);
                 metrics::gauge!(IN_FLIGHT).set(figures.in_flight as f64);

@@ -52,9 +52,9 @@ impl Mode {
     }
 
     /// The database's current mode. A schema older than the wake-up mode always notifies.
-    pub async fn read(pool: &PgPool) -> Result<Mode, sqlx::Error> {
+    pub async fn read(db: impl sqlx::PgExecutor<'_>) -> Result<Mode, sqlx::Error> {
         match sqlx::query_scalar::<_, String>("SELECT outbox_wakeup_mode()")
-            .fetch_one(pool)
+            .fetch_one(db)
             .await
         {
             Ok(mode) if mode == "poll" => Ok(Mode::Poll),
@@ -108,16 +108,11 @@ impl Wakeup {
 
     /// Wake-ups that follow the database's mode: LISTEN (in a background task that
     /// reconnects by itself) while it is `notify`, adaptive polling otherwise.
-    pub fn following_mode(
-        pool: &PgPool,
-        min_interval: Duration,
-        max_interval: Duration,
-        cancel: CancellationToken,
-    ) -> Self {
-        let wakeup = Self::polling(pool, min_interval, max_interval);
-        tokio::spawn(wakeup.clone().listen(cancel.clone()));
-        tokio::spawn(wakeup.clone().follow_mode(cancel));
-        wakeup
+    /// Call after [`Wakeup::with_db_timeout`]: the tasks take the deadline with them.
+    pub fn following_mode(self, cancel: CancellationToken) -> Self {
+        tokio::spawn(self.clone().listen(cancel.clone()));
+        tokio::spawn(self.clone().follow_mode(cancel));
+        self
     }
 
     /// A delivery loop's polling state: starts at `poll_min_interval`.
@@ -171,7 +166,7 @@ impl Wakeup {
                 return;
             }
             let Some(active) = listener.as_mut() else {
-                match subscribe(&self.pool).await {
+                match subscribe(&self.pool, self.db_timeout).await {
                     Ok(fresh) => {
                         delays = BackoffPolicy::RECONNECT.delay_iter();
                         listener = Some(fresh);
@@ -218,7 +213,10 @@ impl Wakeup {
     async fn follow_mode(self, cancel: CancellationToken) {
         let mut known = None;
         loop {
-            match Mode::read(&self.pool).await {
+            let read = crate::db::within_deadline(&self.pool, self.db_timeout, async |conn| {
+                Mode::read(conn).await
+            });
+            match read.await {
                 Ok(mode) => {
                     if known != Some(mode) {
                         info!(?mode, "wake-up mode");
@@ -261,9 +259,23 @@ impl Idle {
     }
 }
 
-async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.ignore_pool_close_event(true);
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+/// A LISTEN connection, within `deadline` (a silent database fails it instead of holding
+/// the task). Once subscribed, a connection whose link goes silent is failed by the
+/// kernel's keepalive and user timeout (`outbox_core::tcp_nodelay`), and meanwhile the
+/// loops keep polling every `--poll-interval`.
+async fn subscribe(pool: &PgPool, deadline: Duration) -> Result<PgListener, sqlx::Error> {
+    let subscribing = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.ignore_pool_close_event(true);
+        listener.listen(CHANNEL).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(deadline, subscribing)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the database within {deadline:?} while subscribing"),
+            )))
+        })
 }

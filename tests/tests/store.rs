@@ -1344,7 +1344,7 @@ async fn idle_key_locks_go_only_for_keys_without_open_events_and_never_a_held_on
 async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let empty = gauges(pool).await?;
+    let empty = gauges(&mut *pool.acquire().await?).await?;
     assert_eq!(
         (
             empty.pending,
@@ -1379,7 +1379,7 @@ async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
     assert_eq!(ids(&in_flight), vec![k2[0]]);
     row(pool, unkeyed).await?.assert_fresh(false);
 
-    let g = gauges(pool).await?;
+    let g = gauges(&mut *pool.acquire().await?).await?;
     // Pending: K1's two, K2's two, K4's two, the unkeyed one.
     assert_eq!(g.pending, 7, "{g:?}");
     assert_eq!(g.in_flight, 1, "{g:?}");
@@ -1429,7 +1429,7 @@ async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
         false,
     )
     .await?;
-    let g = gauges(pool).await?;
+    let g = gauges(&mut *pool.acquire().await?).await?;
     assert_eq!(
         (
             g.pending,

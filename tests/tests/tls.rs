@@ -39,7 +39,7 @@ async fn postgres_sslmode_require_encrypts_the_connection_when_the_server_offers
     if server_ssl == "on" {
         assert!(encrypted?, "sslmode=require must give an encrypted session");
         // The relay's own statements work over it.
-        let backlog = outbox_relay::store::stats::gauges(&pool).await?;
+        let backlog = outbox_relay::store::stats::gauges(&mut *pool.acquire().await?).await?;
         assert_eq!(backlog.pending, 0);
     } else {
         let error = encrypted.expect_err("sslmode=require must refuse a server without TLS");

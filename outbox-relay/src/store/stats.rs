@@ -175,7 +175,7 @@ pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error
 /// Keys whose head is dead (or, with `retrying`, backing off), oldest head first, at most
 /// `limit`. `waiting` is exact up to [`EXACT_UP_TO`], estimated beyond.
 pub async fn blocked_keys(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     limit: i64,
     retrying: bool,
 ) -> Result<Vec<BlockedKey>, sqlx::Error> {
@@ -212,7 +212,7 @@ pub async fn blocked_keys(
     .bind(limit)
     .bind(retrying)
     .bind(EXACT_UP_TO)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -235,8 +235,10 @@ pub struct Gauges {
     pub dead_tuples: i64,
 }
 
-/// Reads the gauges (each part an index scan bounded by a limit, or an estimate).
-pub async fn gauges(pool: &PgPool) -> Result<Gauges, sqlx::Error> {
+/// Reads the gauges (each part an index scan bounded by a limit, or an estimate). The relay
+/// runs it on a connection of its own within its database deadline
+/// ([`crate::db::within_deadline`]), so a silent database cannot hold the connection.
+pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error> {
     let (pending, in_flight, oldest_pending_age, dead, dead_tuples): (i64, i64, f64, i64, i64) =
         sqlx::query_as(
             "SELECT (SELECT CASE WHEN n > $1 THEN GREATEST(outbox_estimate_pending(), n) ELSE n END
@@ -253,9 +255,9 @@ pub async fn gauges(pool: &PgPool) -> Result<Gauges, sqlx::Error> {
                                WHERE relid = 'outbox_events'::regclass), 0)",
         )
         .bind(EXACT_UP_TO)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
-    let blocked = blocked_keys(pool, 1_000, false).await?;
+    let blocked = blocked_keys(&mut *conn, 1_000, false).await?;
     Ok(Gauges {
         pending,
         in_flight,
