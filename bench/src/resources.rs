@@ -178,10 +178,10 @@ impl RelayProcess {
             bail!("the relay process had already exited");
         }
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
+            .args(["-s", "TERM", "--", &self.pid.to_string()])
             .status()
-            .context("running kill -TERM")?;
-        ensure!(status.success(), "kill -TERM {} failed", self.pid);
+            .context("running kill -s TERM")?;
+        ensure!(status.success(), "kill -s TERM -- {} failed", self.pid);
         match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
             Ok(status) => {
                 let status = status?;

@@ -587,18 +587,10 @@ impl RelayProcess {
         Ok(RelayProcess { child, http_addr })
     }
 
-    /// Sends a signal (`TERM`, `KILL`, ...) with the system's `kill`.
+    /// Sends a signal (`TERM`, `KILL`, ...) to the relay.
     pub async fn signal(&self, name: &str) -> Result<()> {
         let pid = self.child.id().context("the relay already exited")?;
-        let status = tokio::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .await?;
-        if !status.success() {
-            bail!("kill -{name} {pid} failed");
-        }
-        Ok(())
+        send_signal(pid, name).await
     }
 
     /// GETs `path` from the relay's HTTP server; returns (status code, body).
@@ -627,6 +619,24 @@ impl RelayProcess {
     pub fn is_running(&mut self) -> Result<bool> {
         Ok(self.child.try_wait()?.is_none())
     }
+}
+
+/// Sends signal `name` (`TERM`, `KILL`, ...) to process `pid` with the system's `kill`,
+/// spelled `kill -s NAME -- PID`. Every test signals processes through here: procps-ng
+/// 4.0.2 reads `kill -KILL -PGID` as `kill(-1, SIGKILL)`, which kills every process the
+/// user may signal, so the spelling matters, and pids 0 and 1 are refused outright.
+pub async fn send_signal(pid: u32, name: &str) -> Result<()> {
+    if pid <= 1 {
+        bail!("refusing to signal pid {pid}");
+    }
+    let status = tokio::process::Command::new("kill")
+        .args(["-s", name, "--", &pid.to_string()])
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("kill -s {name} -- {pid} failed");
+    }
+    Ok(())
 }
 
 /// A loopback address with a port nobody listens on right now.

@@ -476,9 +476,14 @@ impl Drop for PrivateRabbit {
             let _ = stop.kill();
             let _ = stop.wait();
         }
-        if let Ok(pid) = std::fs::read_to_string(self.dir.join("rabbit.pid")) {
+        // A pid, never a group or -1 (see `crate::send_signal` on the spelling).
+        let pid = std::fs::read_to_string(self.dir.join("rabbit.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .filter(|&pid| pid > 1);
+        if let Some(pid) = pid {
             let _ = std::process::Command::new("kill")
-                .args(["-KILL", pid.trim()])
+                .args(["-s", "KILL", "--", &pid.to_string()])
                 .stderr(Stdio::null())
                 .status();
         }

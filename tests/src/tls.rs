@@ -193,9 +193,11 @@ impl TlsTerminator {
 
 impl Drop for TlsTerminator {
     fn drop(&mut self) {
-        // The group: socat and the children it forked for connections still open.
+        // The group: socat and the children it forked for connections still open. Spelled
+        // `-s KILL -- -PGID`: procps-ng 4.0.2 reads `kill -KILL -PGID` as `kill(-1, SIGKILL)`,
+        // which kills every process the user may signal (as root: the whole machine).
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
             .stderr(Stdio::null())
             .status();
         let _ = self.child.kill();

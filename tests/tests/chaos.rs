@@ -236,7 +236,7 @@ impl World {
                 bail!("{} had exited by itself ({status})", slot.name);
             }
             let pid = child.id().context("relay pid")?;
-            integration_tests::run_command("kill", &["-TERM", &pid.to_string()]).await?;
+            integration_tests::send_signal(pid, "TERM").await?;
             let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
                 .await
                 .context("a relay did not stop within 60 s of SIGTERM")??;
@@ -321,7 +321,7 @@ impl ConsumerSupervisor {
         let Some(pid) = pid else {
             return Ok(false);
         };
-        integration_tests::run_command("kill", &["-KILL", &pid.to_string()]).await?;
+        integration_tests::send_signal(pid, "KILL").await?;
         self.kills.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

@@ -810,7 +810,7 @@ async fn wait_http_ok(addr: std::net::SocketAddr, path: &str, log: &Path) -> Res
 
 async fn stop(mut child: tokio::process::Child) -> Result<()> {
     let pid = child.id().context("the relay already exited")?;
-    integration_tests::run_command("kill", &["-TERM", &pid.to_string()]).await?;
+    integration_tests::send_signal(pid, "TERM").await?;
     let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await??;
     ensure!(
         status.success(),

@@ -345,7 +345,7 @@ async fn run_relay_command(
     .await
     .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
     let pid = child.id().context("exited")?;
-    integration_tests::run_command("kill", &["-TERM", &pid.to_string()]).await?;
+    integration_tests::send_signal(pid, "TERM").await?;
     let status = tokio::time::timeout(Duration::from_secs(40), child.wait()).await??;
     ensure!(
         status.success(),

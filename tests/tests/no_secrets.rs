@@ -88,10 +88,7 @@ async fn traced(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Result<
     let pid = child.id().context("no pid")?;
     let stopper = tokio::spawn(async move {
         tokio::time::sleep(limit).await;
-        let _ = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
+        let _ = integration_tests::send_signal(pid, "TERM").await;
     });
     let output = tokio::time::timeout(limit + Duration::from_secs(60), child.wait_with_output())
         .await
