@@ -27,6 +27,19 @@ use outbox_relay::{config, topology};
 
 const CONSUMER: &str = "demo-projection";
 
+/// The AMQP heartbeat asked of the broker unless the URL sets one: a link that goes silent
+/// is dropped within twice this.
+const HEARTBEAT_SECONDS: u16 = 5;
+
+/// How often a consumer waiting for a delivery checks that its connection is still up. A
+/// lost connection ends the consumer with an error (its supervisor starts another; the
+/// unacked messages go to the new one), rather than a wait on a stream that may never
+/// yield again.
+const LINK_CHECK: Duration = Duration::from_secs(1);
+
+/// How long an ack may take to leave before the connection is taken for lost.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -59,7 +72,11 @@ async fn main() -> Result<()> {
     let exchange = setting("OUTBOX_EXCHANGE", config::DEFAULT_EXCHANGE);
     let queue = format!("{exchange}.{CONSUMER}");
 
-    let connection = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
+    let mut uri: lapin::uri::AMQPUri = amqp_url
+        .parse()
+        .map_err(|error: String| anyhow::anyhow!("AMQP_URL: {error}"))?;
+    uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
+    let connection = Connection::connect_uri(uri, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     if args.iter().any(|a| a == "--reset" || a == "--teardown") {
         channel
@@ -111,11 +128,24 @@ async fn main() -> Result<()> {
         )
         .await?;
     let (mut applied, mut skipped) = (0usize, 0usize);
+    let mut idle_for = Duration::ZERO;
     while applied + skipped < expect {
-        let Ok(Some(delivery)) = tokio::time::timeout(idle, deliveries.next()).await else {
-            break;
+        let delivery = match tokio::time::timeout(LINK_CHECK, deliveries.next()).await {
+            Ok(Some(delivery)) => delivery?,
+            Ok(None) => break,
+            Err(_) => {
+                anyhow::ensure!(
+                    connection.status().connected(),
+                    "lost the broker connection"
+                );
+                idle_for += LINK_CHECK;
+                if idle_for >= idle {
+                    break;
+                }
+                continue;
+            }
         };
-        let delivery = delivery?;
+        idle_for = Duration::ZERO;
         let message_id = delivery
             .properties
             .message_id()
@@ -179,7 +209,10 @@ async fn main() -> Result<()> {
             }
         }
         tx.commit().await?;
-        delivery.ack(BasicAckOptions::default()).await?; // after the commit: a crash in between redelivers, the inbox dedupes
+        // After the commit: a crash in between redelivers, and the inbox dedupes.
+        tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default()))
+            .await
+            .context("the ack did not leave in time: broker connection lost")??;
     }
     println!("consumer {CONSUMER}: {applied} applied, {skipped} duplicates skipped");
     Ok(())
