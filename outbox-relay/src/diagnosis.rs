@@ -14,7 +14,15 @@ pub fn database(error: &sqlx::Error) -> String {
             ErrorKind::TimedOut => {
                 "connection timed out: is the host reachable (firewall, address)?".to_owned()
             }
-            ErrorKind::NotFound => format!("cannot resolve the host: {io}"),
+            // Not a host name that does not resolve (that is "failed to lookup address
+            // information", below): a file of the URL (`sslrootcert`, `sslcert`, `sslkey`) or
+            // a Unix socket that is not there.
+            ErrorKind::NotFound => format!(
+                "not found: {io}: check the files the URL names (sslrootcert, sslcert, sslkey), or the Unix socket's directory"
+            ),
+            ErrorKind::InvalidData if crate::db::certificate_refused(io) => format!(
+                "TLS failed: {io}: check sslrootcert (it must hold the CA that signed the server's certificate) and the host name"
+            ),
             _ => format!("network error: {io}"),
         },
         sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),

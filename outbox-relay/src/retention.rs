@@ -15,17 +15,27 @@ use crate::telemetry;
 
 /// Purges delivered and discarded events past `retention`, and the key locks of keys
 /// with nothing left to deliver, every few minutes until cancelled (the relay's
-/// `--retention`).
-pub async fn purge_periodically(pool: PgPool, retention: Duration, cancel: CancellationToken) {
+/// `--retention`). Each statement runs within `deadline` (`--db-timeout`), so a silent
+/// database fails a round instead of holding it, and a connection, for ever.
+pub async fn purge_periodically(
+    pool: PgPool,
+    retention: Duration,
+    deadline: Duration,
+    cancel: CancellationToken,
+) {
     let every = (retention / 10).clamp(Duration::from_secs(10), Duration::from_secs(600));
     loop {
-        match purge::finished_events(&pool, retention, purge::DEFAULT_BATCH).await {
+        match purge::finished_events_within(&pool, retention, purge::DEFAULT_BATCH, deadline).await
+        {
             Ok(0) => {}
             Ok(deleted) => {
                 metrics::counter!(telemetry::PURGED).increment(deleted);
                 info!(deleted, "purged events past retention");
             }
-            Err(error) => warn!(%error, "retention purge failed"),
+            Err(error) => {
+                let error = crate::diagnosis::database(&error);
+                warn!(%error, "retention purge failed");
+            }
         }
         if !sleep_unless_cancelled(every, &cancel).await {
             return;

@@ -305,6 +305,10 @@ async fn pump(
                 return;
             }
         }
+        // The close is held too: across a partition the other side never learns of it.
+        if faults.wait_for(|faults| !faults.frozen).await.is_err() {
+            return;
+        }
         let _ = to.shutdown().await;
     };
     tokio::join!(read, write);

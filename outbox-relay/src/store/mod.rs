@@ -98,6 +98,15 @@ impl std::fmt::Display for Status {
 /// (`'outbox'` as bytes).
 pub const CLAIM_LOCK: i64 = 0x6f75_7462_6f78;
 
+/// How long a transaction of the relay that holds locks others wait for (the claim lock,
+/// writers' key locks) may sit idle on the server before the server ends its session. A
+/// relay whose database link goes silent can stall the others for this long once per
+/// transaction it had under way (its loops queued on the claim lock take it in turn): at
+/// most `--in-flight-batches` times this, instead of until the server's TCP keepalive fails
+/// the connection. The relay's own transactions are never idle for more than a round trip
+/// and a little client-side work.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+
 /// How a transaction holds the claim lock, and how its commit is flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClaimLock {
@@ -121,16 +130,23 @@ impl ClaimLock {
     /// ones published again (a duplicate with the same `message_id`, as after any crash) —
     /// and never loses anything a durable transaction has seen, since WAL is flushed in
     /// order. It saves a flush per batch twice over, on the path of every event.
+    ///
+    /// The server ends the session if the transaction sits idle for
+    /// [`IDLE_IN_TRANSACTION_TIMEOUT`] (`idle_in_transaction_session_timeout`, for this
+    /// transaction only): a client whose link went silent mid-transaction gives up at its
+    /// deadline, but the server cannot see that, and would otherwise hold the claim lock —
+    /// and the writers' key locks the transaction took — until its own TCP keepalive fails
+    /// the connection (two hours by default), stalling every other relay and those writers.
     fn begin_statement(self) -> &'static str {
         match self {
             ClaimLock::Exclusive => {
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(122550254464888)"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), pg_advisory_xact_lock(122550254464888)"
             }
             ClaimLock::Shared => {
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared(122550254464888)"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), pg_advisory_xact_lock_shared(122550254464888)"
             }
             ClaimLock::SharedDurable => {
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), pg_advisory_xact_lock_shared(122550254464888)"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), pg_advisory_xact_lock_shared(122550254464888)"
             }
         }
     }
@@ -229,6 +245,10 @@ mod tests {
                 statement.contains("synchronous_commit"),
                 lock != ClaimLock::SharedDurable
             );
+            let idle = format!(
+                "set_config('idle_in_transaction_session_timeout', '{IDLE_IN_TRANSACTION_TIMEOUT}', true)"
+            );
+            assert!(statement.contains(&idle), "{statement}");
         }
     }
 

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+
+use crate::db::within_deadline;
 
 /// Rows deleted per statement unless told otherwise: short statements, short locks.
 pub const DEFAULT_BATCH: i64 = 1000;
@@ -117,12 +119,54 @@ pub async fn finished_events(
     older_than: Duration,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
+    finished_events_within(pool, older_than, batch, OPERATOR_DEADLINE).await
+}
+
+/// How long one statement of an operator's purge may take: as long as the database needs,
+/// within reason (the relay's `--retention` uses `--db-timeout`).
+const OPERATOR_DEADLINE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// [`finished_events`] with every statement, taking its connection included, within
+/// `deadline`, on a connection closed rather than given back when the database stops
+/// answering (see [`within_deadline`]): the relay's `--retention`, which must not hang on a
+/// silent link.
+pub async fn finished_events_within(
+    pool: &PgPool,
+    older_than: Duration,
+    batch: i64,
+    deadline: Duration,
+) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     for what in [Purgeable::Delivered, Purgeable::Discarded] {
-        deleted += purge(pool, what, older_than, batch).await?;
+        deleted += in_batches(batch, move || {
+            within_deadline(pool, deadline, async move |conn| {
+                delete_batch(conn, what, older_than, batch).await
+            })
+        })
+        .await?;
     }
-    in_batches(batch, || idle_key_locks(pool, batch)).await?;
+    in_batches(batch, move || {
+        within_deadline(pool, deadline, async move |conn| {
+            idle_key_locks_on(conn, batch).await
+        })
+    })
+    .await?;
     Ok(deleted)
+}
+
+/// One batch of [`purge`] on `conn`.
+async fn delete_batch(
+    conn: &mut PgConnection,
+    what: Purgeable,
+    older_than: Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(what.delete_batch())
+        .bind(older_than.as_secs_f64())
+        .bind(batch)
+        .execute(conn)
+        .await?
+        .rows_affected())
 }
 
 /// Runs `one` (a statement deleting at most `batch` rows) until it deletes fewer; returns
@@ -147,9 +191,18 @@ where
 /// `batch` per call); returns how many. A lock a writer holds is skipped, and a key is
 /// checked only after its lock is taken, so a writer can never lose its lock mid-insert.
 pub async fn idle_key_locks(pool: &PgPool, batch: i64) -> Result<u64, sqlx::Error> {
-    let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
-        .await?;
+    idle_key_locks_on(&mut *pool.acquire().await?, batch).await
+}
+
+/// [`idle_key_locks`] on a connection the caller holds. The transaction holds writers' key
+/// locks, so the server ends it if it sits idle (a silent link), as a claim's
+/// ([`super::IDLE_IN_TRANSACTION_TIMEOUT`]).
+async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin_with(
+        conn,
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('idle_in_transaction_session_timeout', '10s', true)",
+    )
+    .await?;
     let locked: Vec<String> = sqlx::query_scalar(
         "SELECT k.ordering_key FROM outbox_key_locks k
           WHERE NOT EXISTS (SELECT 1 FROM outbox_events e
