@@ -143,7 +143,21 @@ mod tests {
         };
         let expected: Vec<_> = on_disk.iter().map(describe).collect();
         let embedded: Vec<_> = MIGRATOR.iter().map(describe).collect();
-        assert_eq!(embedded, expected);
+        let names = |list: &[(i64, String, Vec<u8>, bool, MigrationType)]| {
+            list.iter()
+                .map(|(version, description, ..)| format!("{version} {description}"))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            embedded == expected,
+            "`MIGRATIONS` in outbox-core/src/migrate.rs is not the `migrations/` directory: \
+             list every file there, in version order, with its version, its description (the \
+             name after the version, `_` read as a space) and `include_str!` of its path, and \
+             bump the array's length.\n  directory: {:?}\n  listed:    {:?}\n(a file listed \
+             under the same name differs in text or transaction mode when the two agree)",
+            names(&expected),
+            names(&embedded),
+        );
     }
 
     /// The catalog table has one definition: the SQL export's statement is the migration's.
