@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 use crate::error::RelayError;
 use crate::mask::mask_url;
@@ -86,49 +86,129 @@ pub struct DatabaseRefused {
     pub cause: String,
 }
 
-/// Connects once and reads the outbox table, within `deadline`. Fails only when the answer
-/// is one no retry can change ([`refusal_heals`] says which); a server that is down,
-/// unreachable, starting up or out of connection slots is left to the relay's retries, as
-/// after a start. For a relay's start: retrying a wrong password forever would only hide it.
-pub async fn first_contact(
-    pool: &PgPool,
-    database_url: &str,
-    deadline: Duration,
-) -> Result<(), DatabaseRefused> {
-    let outcome = within_deadline(pool, deadline, async |conn| {
-        sqlx::query("SELECT 1 FROM outbox_events LIMIT 0")
-            .execute(&mut *conn)
+/// Connects once, on a connection of its own (so a refused port answers at once instead
+/// of after the pool's wait), and reads the outbox table, all within `deadline`. Fails only
+/// when the answer is one no retry can change ([`refusal_heals`] says which). A server that
+/// is down, unreachable, starting up or out of connection slots, and an outbox not migrated
+/// yet (a migration job, or the service itself, may be about to do it), are left to the
+/// relay's retries with a warning that says what to do. For a relay's start: retrying a
+/// wrong password forever would only hide it.
+pub async fn first_contact(database_url: &str, deadline: Duration) -> Result<(), DatabaseRefused> {
+    let refused = |cause: String| DatabaseRefused {
+        server: mask_url(database_url),
+        cause,
+    };
+    let options = connect_options(database_url).map_err(refused)?;
+    let attempt = async {
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let read = sqlx::query("SELECT 1 FROM outbox_events LIMIT 0")
+            .execute(&mut conn)
             .await
-            .map(drop)
-    })
-    .await;
-    match outcome {
+            .map(drop);
+        let _ = conn.close().await;
+        read
+    };
+    match within(deadline, attempt).await {
         Ok(()) => Ok(()),
         Err(error) if refusal_heals(&error) => {
             tracing::warn!(
                 database = %mask_url(database_url),
                 error = %crate::diagnosis::database(&error),
-                "database unreachable at start; retrying"
+                "database not usable at start; retrying"
             );
             Ok(())
         }
-        Err(error) => Err(DatabaseRefused {
-            server: mask_url(database_url),
-            cause: crate::diagnosis::database(&error),
-        }),
+        Err(error) => Err(refused(crate::diagnosis::database(&error))),
     }
 }
 
+/// Waits until the database at `database_url` accepts a connection, retrying (with a
+/// warning each time) while the failure may heal ([`refusal_heals`]); returns at once on
+/// any other answer, which the caller's own connection then reports. For `run --migrate`,
+/// whose relay may start before its database.
+pub async fn wait_until_reachable(database_url: &str, deadline: Duration) {
+    let Ok(options) = connect_options(database_url) else {
+        return;
+    };
+    let mut delays = crate::backoff::BackoffPolicy::RECONNECT.delay_iter();
+    loop {
+        let connected = within(deadline, PgConnection::connect_with(&options)).await;
+        match connected {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                return;
+            }
+            Err(error) if refusal_heals(&error) => {
+                let delay = delays
+                    .next()
+                    .unwrap_or(crate::backoff::BackoffPolicy::RECONNECT.cap);
+                tracing::warn!(
+                    database = %mask_url(database_url),
+                    error = %crate::diagnosis::database(&error),
+                    retry_in = ?delay,
+                    "database not reachable yet; waiting to migrate"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// `work` within `deadline`; past it, the I/O `TimedOut` error of [`within_deadline`].
+async fn within<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or_else(|_| Err(no_answer(deadline)))
+}
+
 /// Whether a failed first contact may heal by itself: the network, a server starting up or
-/// shutting down, no free connection slot. Authentication, a missing database or table, a
-/// missing grant, TLS and malformed settings do not.
+/// shutting down, no free connection slot, an outbox table not created yet. Authentication,
+/// a missing database, a missing grant, TLS and malformed settings do not.
 pub fn refusal_heals(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => !matches!(
             db.code().as_deref(),
-            Some("28P01" | "28000" | "3D000" | "42P01" | "42501")
+            Some("28P01" | "28000" | "3D000" | "42501")
         ),
         sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => false,
+        sqlx::Error::Io(io) => !certificate_refused(io),
         _ => true,
+    }
+}
+
+/// Whether an I/O error is a TLS handshake that failed on a certificate (not signed by a
+/// CA of `sslrootcert`, a wrong host name, expired; or the server refusing ours). rustls
+/// reports these as I/O errors of kind `InvalidData`, and sqlx passes them on as
+/// `sqlx::Error::Io`, not as `sqlx::Error::Tls`.
+pub fn certificate_refused(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::InvalidData
+        && io.to_string().to_lowercase().contains("certificate")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rustls's refusal of the server's certificate reaches us as an I/O error: it cannot
+    /// heal, unlike the network errors next to it.
+    #[test]
+    fn an_untrusted_certificate_does_not_heal_but_the_network_does() {
+        let io = |kind, text: &str| sqlx::Error::Io(std::io::Error::new(kind, text.to_owned()));
+        use std::io::ErrorKind::{ConnectionRefused, InvalidData, TimedOut};
+        assert!(!refusal_heals(&io(
+            InvalidData,
+            "invalid peer certificate: UnknownIssuer"
+        )));
+        assert!(!refusal_heals(&io(
+            InvalidData,
+            "invalid peer certificate: NotValidForName"
+        )));
+        assert!(refusal_heals(&io(ConnectionRefused, "connection refused")));
+        assert!(refusal_heals(&io(TimedOut, "no answer")));
+        assert!(refusal_heals(&io(InvalidData, "unexpected message")));
     }
 }

@@ -41,47 +41,29 @@ pub async fn run(
     config.validate()?;
     tokio::pin!(shutdown);
     let cancel = CancellationToken::new();
-    // A connection per loop (its claim or settle), and one each for the listener, the
-    // database probe, the mode refresh, the gauges and retention.
-    let pool = pool_for(&config.database_url, config.in_flight_batches + 5)?;
+    // A connection per loop (its claim or settle), one each for the listener, the database
+    // probe, the mode refresh, the gauges and retention, and one spare (a connection given
+    // up on a silent link may hold its slot while sqlx closes it).
+    let pool = pool_for(&config.database_url, config.in_flight_batches + 6)?;
     let broker = Broker::for_config(&config)?;
     let background = cancel.child_token();
-    let wakeup = Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
-        .with_db_timeout(config.db_timeout);
-    let wakeup = if config.listen {
-        wakeup.following_mode(background.clone())
-    } else {
-        wakeup
-    };
     tokio::spawn(crate::probe::probe_database(
         pool.clone(),
         health.clone(),
         config.db_timeout,
         background.clone(),
     ));
-    tokio::spawn(telemetry::refresh_gauges(
-        pool.clone(),
-        config.gauge_interval,
-        config.db_timeout,
-        background.clone(),
-    ));
-    if let Some(retention) = config.retention {
-        tokio::spawn(crate::retention::purge_periodically(
-            pool.clone(),
-            retention,
-            background.clone(),
-        ));
-    }
-    // Wrong credentials, an untrusted certificate, a database not there or not migrated
-    // cannot heal: refuse to start, naming the server and the cause, rather than retry
-    // forever. A server that is down is left to the reconnect loops, as after a start; a
-    // shutdown meanwhile ends the wait. (The database's probe already runs, so `/readyz`
-    // names the server at fault from the first second.)
+    // Wrong credentials, an untrusted certificate, a database that does not exist cannot
+    // heal: refuse to start, naming the server and the cause, rather than retry forever. A
+    // server that is down is left to the reconnect loops, as after a start; a shutdown
+    // meanwhile ends the wait. (The database's probe already runs, so `/readyz` names the
+    // server at fault from the first second; the other background tasks start after, so a
+    // refusal is the only thing said about it.)
     let first_contact = async {
         tokio::try_join!(
             async { broker.first_contact().await.map_err(RelayError::from) },
             async {
-                crate::db::first_contact(&pool, &config.database_url, config.db_timeout)
+                crate::db::first_contact(&config.database_url, config.db_timeout)
                     .await
                     .map_err(RelayError::from)
             },
@@ -98,6 +80,27 @@ pub async fn run(
             cancel.cancel();
             return Ok(());
         }
+    }
+    let wakeup = Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
+        .with_db_timeout(config.db_timeout);
+    let wakeup = if config.listen {
+        wakeup.following_mode(background.clone())
+    } else {
+        wakeup
+    };
+    tokio::spawn(telemetry::refresh_gauges(
+        pool.clone(),
+        config.gauge_interval,
+        config.db_timeout,
+        background.clone(),
+    ));
+    if let Some(retention) = config.retention {
+        tokio::spawn(crate::retention::purge_periodically(
+            pool.clone(),
+            retention,
+            config.db_timeout,
+            background.clone(),
+        ));
     }
     info!(
         relay_id = %config.relay_id,
@@ -224,6 +227,7 @@ impl Lane {
                 Err(error) => {
                     health.set_database(false);
                     let delay = db_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+                    let error = crate::diagnosis::database(&error);
                     warn!(%error, retry_in = ?delay, "claim failed; retrying");
                     sleep_unless_cancelled(delay, &cancel).await;
                     continue;
@@ -362,7 +366,7 @@ async fn publish_in_waves(
                 }
                 Err(error) => {
                     metrics::counter!(telemetry::REJECTED).increment(1);
-                    warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt = event.attempts + 1, cause = %error, "event cannot be published; it is now dead");
+                    warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt = event.attempts + 1, cause = error.to_string(), "event cannot be published; it is now dead");
                     outcomes.push((
                         event.id,
                         Outcome::Rejected {
@@ -439,11 +443,12 @@ fn release_lane(lane: &mut VecDeque<&ClaimedEvent>, outcomes: &mut Vec<(Uuid, Ou
 fn failure(config: &RelayConfig, event: &ClaimedEvent, error: &PublishFailure) -> Outcome {
     let attempt = u32::try_from(event.attempts).unwrap_or(0).saturating_add(1);
     let retry_in = config.retry.delay_for(attempt);
-    // One line per failure: which event, which attempt, why, and what happens next.
+    // One line per failure: which event, which attempt, why, and what happens next. The
+    // cause is a quoted string (it holds spaces and colons), so the fields after it parse.
     if attempt >= config.max_attempts {
-        warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt, max_attempts = config.max_attempts, cause = %error, "publish failed; the event is now dead");
+        warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt, max_attempts = config.max_attempts, cause = error.to_string(), "publish failed; the event is now dead");
     } else {
-        warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt, max_attempts = config.max_attempts, cause = %error, retry_in = %format_args!("{retry_in:.1?}"), "publish failed; retrying");
+        warn!(event_id = %event.id, event_type = %shorten(&event.event_type), attempt, max_attempts = config.max_attempts, cause = error.to_string(), retry_in = %format_args!("{retry_in:.1?}"), "publish failed; retrying");
     }
     Outcome::Failed {
         error: error.to_string(),
@@ -475,6 +480,7 @@ async fn settle_outcomes(
             Ok(settled) => return Some(settled),
             Err(error) => {
                 tries += 1;
+                let error = crate::diagnosis::database(&error);
                 if cancel.is_cancelled() && tries >= 3 {
                     error!(%error, rows = outcomes.len(), "could not record outcomes before shutdown; leases will expire and the rows will be published again");
                     return None;

@@ -134,7 +134,10 @@ pub async fn refresh_gauges(
                 metrics::gauge!(BLOCKED_EVENTS).set(figures.blocked_events as f64);
                 metrics::gauge!(DEAD_TUPLES).set(figures.dead_tuples as f64);
             }
-            Err(error) => warn!(%error, "could not read the backlog"),
+            Err(error) => {
+                let error = crate::diagnosis::database(&error);
+                warn!(%error, "could not read the backlog");
+            }
         }
         if !crate::pause::sleep_unless_cancelled(interval, &cancel).await {
             return;

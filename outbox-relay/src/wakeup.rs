@@ -176,6 +176,7 @@ impl Wakeup {
                     }
                     Err(error) => {
                         let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+                        let error = crate::diagnosis::database(&error);
                         warn!(%error, retry_in = ?delay, "LISTEN failed; polling until it works");
                         if !sleep_unless_cancelled(delay, &cancel).await {
                             return;
@@ -200,6 +201,7 @@ impl Wakeup {
                     self.notify.notify_one();
                 }
                 Err(error) => {
+                    let error = crate::diagnosis::database(&error);
                     warn!(%error, "LISTEN connection failed");
                     listener = None;
                     self.listening.store(false, Ordering::Relaxed);

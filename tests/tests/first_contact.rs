@@ -180,6 +180,41 @@ async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -
     // Durations print as an operator writes them.
     let (_, stdout, _) = relay_cli(&db, &["purge", "--dry-run"]).await?;
     assert!(stdout.contains("older than 7d"), "{stdout}");
+
+    // `replay --id` of events it leaves alone says what they are and what to pass instead.
+    let delivered = ids[2].to_string();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (code, stdout, stderr) = relay_cli(
+        &db,
+        &["replay", "--id", &delivered, "--id", &unknown, "--dry-run"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("would replay 0 event(s)")
+            && stdout.contains(&format!(
+                "{delivered}: left alone: it is delivered (replay takes one status at a time: add --status delivered)"
+            ))
+            && stdout.contains(&format!("{unknown}: no such event")),
+        "{stdout}"
+    );
+    let (_, stdout, _) = relay_cli(
+        &db,
+        &[
+            "replay",
+            "--id",
+            &delivered,
+            "--status",
+            "delivered",
+            "--dry-run",
+            "--format",
+            "json",
+        ],
+    )
+    .await?;
+    let json: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(json["count"], 1, "{json}");
+    assert!(json.get("unmatchedIds").is_none(), "{json}");
     db.cleanup().await
 }
 
@@ -202,9 +237,11 @@ async fn emitting_into_an_unmigrated_database_says_to_migrate() -> Result<()> {
 }
 
 /// What no retry heals on the database side ends `run` at start, naming the server and the
-/// cause, within seconds: a schema not migrated, a database that does not exist, a role
-/// that does not exist. A server that is only down is retried (a sidecar often starts
-/// before its database), and `run --migrate` on the unmigrated database starts.
+/// cause once, within seconds: a database that does not exist, a role that does not exist.
+/// What may heal is retried with a warning that says what to do: a server that is down (a
+/// sidecar often starts before its database; the refusal shows at once, not after the
+/// pool's wait), and an outbox not migrated yet (a migration job, or the service itself, may
+/// be about to do it): the relay becomes ready once `outbox-relay migrate` has run.
 #[tokio::test]
 async fn a_database_that_cannot_heal_ends_the_relay_at_start() -> Result<()> {
     let db = TestDb::empty().await?;
@@ -231,21 +268,20 @@ async fn a_database_that_cannot_heal_ends_the_relay_at_start() -> Result<()> {
         Ok((code, stderr, started.elapsed()))
     };
 
-    let (code, stderr, took) = run(&db.url()).await?;
+    let mut missing = url::Url::parse(&db.url())?;
+    missing.set_path("outbox_t_no_such_database");
+    let (code, stderr, took) = run(missing.as_str()).await?;
     assert_eq!(code, 1, "{stderr}");
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(
-        stderr.contains("cannot start: database")
-            && stderr.contains(&db.name)
-            && stderr.contains("outbox-relay migrate"),
+        stderr.contains("cannot start: database") && stderr.contains("does not exist: create it"),
         "{stderr}"
     );
-
-    let mut missing = url::Url::parse(&db.url())?;
-    missing.set_path("outbox_t_no_such_database");
-    let (code, stderr, _) = run(missing.as_str()).await?;
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("does not exist: create it"), "{stderr}");
+    assert_eq!(
+        stderr.matches("does not exist").count(),
+        1,
+        "the refusal is printed once, not again as its own cause: {stderr}"
+    );
 
     let mut stranger = url::Url::parse(&db.url())?;
     stranger.set_username("outbox_t_nobody").unwrap();
@@ -257,7 +293,7 @@ async fn a_database_that_cannot_heal_ends_the_relay_at_start() -> Result<()> {
         "{stderr}"
     );
 
-    // Down is not refused: the relay waits for the server, and stops cleanly on SIGTERM.
+    // Down is not refused: the relay says so at once and waits for the server.
     let closed = integration_tests::free_local_addr()?;
     let down = format!("postgres://postgres@{closed}/x");
     let log = log_path("first-contact-db-down");
@@ -267,11 +303,28 @@ async fn a_database_that_cannot_heal_ends_the_relay_at_start() -> Result<()> {
         relay.is_running()?,
         "a database that is down must be retried"
     );
+    let text = std::fs::read_to_string(&log)?;
+    assert!(
+        text.contains("database not usable at start") && text.contains("connection refused"),
+        "{text}"
+    );
     relay.signal("TERM").await?;
 
-    // Migrating first makes the same database acceptable.
-    let log = log_path("first-contact-db-migrate");
-    let mut relay = RelayProcess::start(&db, &broker, &["--migrate"], &log)?;
+    // Not migrated yet: the relay waits, saying how to migrate, and is ready once migrated.
+    let log = log_path("first-contact-db-unmigrated");
+    let mut relay = RelayProcess::start(&db, &broker, &[], &log)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        relay.is_running()?,
+        "an unmigrated outbox must be waited for"
+    );
+    let text = std::fs::read_to_string(&log)?;
+    assert!(
+        text.contains("outbox-relay migrate") && text.contains(&db.name),
+        "{text}"
+    );
+    let (code, _, stderr) = relay_cli(&db, &["migrate"]).await?;
+    assert_eq!(code, 0, "{stderr}");
     relay.wait_ready(Duration::from_secs(30)).await?;
     relay.signal("TERM").await?;
     db.cleanup().await
@@ -330,6 +383,39 @@ async fn an_unroutable_event_logs_one_line_per_attempt_and_no_payload_bytes() ->
         assert!(
             !line.contains('\u{1b}'),
             "ANSI codes in a non-terminal log: {line}"
+        );
+    }
+    db.cleanup().await?;
+    broker.cleanup().await
+}
+
+/// `RUST_LOG=info` (what the compose file and the Kubernetes sidecar set) replaces the
+/// default filter, so the AMQP client's own `warn` lines come back; its dump of a returned
+/// message, the whole body as bytes, must still not.
+#[tokio::test]
+async fn at_rust_log_info_an_unroutable_event_still_logs_no_payload_bytes() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&[]).await?; // no binding: every message comes back
+    let id = integration_tests::emit_ticket(
+        &db.pool,
+        uuid::Uuid::now_v7(),
+        outbox_core::EmitOptions::default(),
+    )
+    .await?;
+    let log = log_path("unroutable-info-log");
+    let relay = RelayProcess::start(&db, &broker, &["--max-attempts", "1"], &log)?;
+    integration_tests::wait_until(Duration::from_secs(30), "the event to be dead", || async {
+        Ok(integration_tests::event_state(&db.pool, id).await?.status == "dead")
+    })
+    .await?;
+    relay.signal("TERM").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&log)?;
+    assert!(text.contains("now dead"), "{text}");
+    for line in text.lines() {
+        assert!(
+            !line.contains("123, 34") && !line.contains("BasicReturnMessage"),
+            "payload bytes in the log: {line}"
         );
     }
     db.cleanup().await?;

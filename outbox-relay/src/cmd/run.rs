@@ -16,6 +16,9 @@ use crate::cli::RunArgs;
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let config = relay_config(&args)?;
     if args.migrate {
+        // A sidecar may start before its database: wait for it, as `run` itself does.
+        outbox_relay::db::wait_until_reachable(&args.database.database_url, config.db_timeout)
+            .await;
         super::migrate::migrate(&args.database).await?;
     }
     let metrics = telemetry::install().context("installing the metrics recorder")?;

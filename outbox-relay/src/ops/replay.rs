@@ -44,6 +44,20 @@ pub struct ReplayReport {
     /// The audit record written (none for a dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_id: Option<i64>,
+    /// Ids given with `--id` that did not match, and what they are instead: an operator who
+    /// names an event learns why it was left alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_ids: Vec<UnmatchedId>,
+}
+
+/// An id given with `--id` that the command left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmatchedId {
+    /// The id.
+    pub id: uuid::Uuid,
+    /// Its status (`pending`, `delivered`, ...), or `None` when no such event exists.
+    pub status: Option<String>,
 }
 
 /// Why a replay or discard did not happen.
@@ -125,12 +139,34 @@ async fn change(
     if let Some(audit_id) = applied.audit_id {
         tracing::info!(actor, audit_id, count, action = verb, filter = %audit, "operator change applied");
     }
+    let matched: std::collections::HashSet<uuid::Uuid> =
+        applied.events.iter().map(|event| event.id).collect();
+    let others: Vec<uuid::Uuid> = request
+        .filter
+        .ids
+        .iter()
+        .filter(|id| !matched.contains(id))
+        .copied()
+        .collect();
+    let unmatched_ids = if others.is_empty() {
+        Vec::new()
+    } else {
+        let statuses = operator::statuses(pool, &others).await?;
+        others
+            .into_iter()
+            .map(|id| UnmatchedId {
+                id,
+                status: statuses.get(&id).cloned(),
+            })
+            .collect()
+    };
     Ok(ReplayReport {
         action,
         dry_run,
         count,
         sample: applied.events.into_iter().take(SAMPLE).collect(),
         audit_id: applied.audit_id,
+        unmatched_ids,
     })
 }
 
@@ -161,6 +197,21 @@ impl ReplayReport {
         }
         if self.count > self.sample.len() {
             let _ = writeln!(out, "  ... and {} more", self.count - self.sample.len());
+        }
+        for unmatched in &self.unmatched_ids {
+            let why = match (unmatched.status.as_deref(), self.action) {
+                (None, _) => "no such event".to_owned(),
+                (Some("pending"), _) => {
+                    "left alone: it is pending (the relay sends it; nothing to do)".to_owned()
+                }
+                (Some(status), Action::Replay) => format!(
+                    "left alone: it is {status} (replay takes one status at a time: add --status {status})"
+                ),
+                (Some(status), Action::Discard) => {
+                    format!("left alone: it is {status} (discard takes dead events only)")
+                }
+            };
+            let _ = writeln!(out, "  {}: {why}", unmatched.id);
         }
         out
     }

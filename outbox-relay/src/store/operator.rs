@@ -185,3 +185,17 @@ pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value
         .fetch_optional(pool)
         .await
 }
+
+/// The status of each of `ids` that exists (for an operator who named events that a
+/// command left alone).
+pub async fn statuses(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, String>, sqlx::Error> {
+    let rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, status::text FROM outbox_events WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
