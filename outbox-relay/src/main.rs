@@ -27,13 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let code = match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Not shut down: the AMQP client may still be retrying a connection on a thread of its
+    // own, which panics (printing a backtrace) when it finds the runtime shutting down. The
+    // process ends here anyway.
+    std::mem::forget(runtime);
+    code
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {

@@ -72,10 +72,41 @@ async fn readyz_names_the_broker_alone_when_only_the_broker_is_wrong() -> Result
         let line = format!("outbox_failed_attempts_total{{reason=\"{reason}\"}} 0");
         assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
     }
+    // Stopped while the broker is still unreachable: a clean exit, and no panic of the
+    // AMQP client's connecting thread in the log.
     relay.signal("TERM").await?;
-    drop(relay);
+    let mut relay = relay;
+    let status = tokio::time::timeout(Duration::from_secs(20), relay.child.wait()).await??;
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log)?;
+    assert!(!text.contains("panicked"), "{text}");
     broker.cleanup().await?;
     db.cleanup().await
+}
+
+/// Output cut short by its reader (`| head`) ends a command quietly: exit 0, no panic, no
+/// "Broken pipe" error.
+#[tokio::test]
+async fn a_reader_that_stops_early_is_not_an_error() -> Result<()> {
+    let binary = integration_tests::relay_binary()?;
+    let mut child = std::process::Command::new(binary)
+        .args(["catalog", "export", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // Read one line, then close the pipe while the command is still writing.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first)?;
+    drop(stdout);
+    let output = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    Ok(())
 }
 
 #[tokio::test]

@@ -1,7 +1,5 @@
 //! `catalog list|schema|export|diff`: the event catalog, for people and for other services.
 
-use std::io::Write;
-
 use anyhow::{Context, Result, bail};
 
 use catalog_types::diff::{CatalogDiff, Snapshot};
@@ -51,7 +49,7 @@ pub fn catalog(command: CatalogCommand) -> Result<()> {
         }
         CatalogCommand::Diff { old, new, format } => return diff(&old, &new, format),
     };
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    super::write_stdout(&text)?;
     Ok(())
 }
 
@@ -68,7 +66,7 @@ fn diff(old: &std::path::Path, new: &std::path::Path, format: DiffFormat) -> Res
             }))? + "\n"
         }
     };
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    super::write_stdout(&text)?;
     let breaking = diff.breaking().count();
     if breaking > 0 {
         bail!(

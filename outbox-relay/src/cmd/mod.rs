@@ -77,9 +77,21 @@ pub fn print_report<R: Serialize>(
             if let serde_json::Value::Object(fields) = &mut value {
                 fields.insert("database".to_owned(), database.shown.clone().into());
             }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&value)?))
         }
-        OutputFormat::Text => print!("database  {}\n{}", database.shown, text(report)),
+        OutputFormat::Text => {
+            write_stdout(&format!("database  {}\n{}", database.shown, text(report)))
+        }
     }
-    Ok(())
+}
+
+/// Writes `text` to standard output. A reader that stopped early (`| head`) is not an
+/// error: the output it wanted went out.
+pub fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }

@@ -102,7 +102,7 @@ pub async fn inspect(args: InspectArgs) -> Result<()> {
         .await
         .map_err(|e| db.explain(e))?;
     match row {
-        Some(row) => println!("{}", serde_json::to_string_pretty(&row)?),
+        Some(row) => super::write_stdout(&format!("{}\n", serde_json::to_string_pretty(&row)?))?,
         None => bail!("no event with id {} in {}", args.id, db.shown),
     }
     Ok(())

@@ -22,6 +22,5 @@ pub async fn wakeup(args: WakeupArgs) -> Result<()> {
     if args.mode.is_some() {
         info!(mode, "wake-up mode set");
     }
-    println!("{mode}");
-    Ok(())
+    super::write_stdout(&format!("{mode}\n"))
 }
