@@ -145,7 +145,7 @@ pub async fn wait_until_reachable(database_url: &str, deadline: Duration) {
                 tracing::warn!(
                     database = %mask_url(database_url),
                     error = %crate::diagnosis::database(&error),
-                    retry_in = ?delay,
+                    retry_in = %format_args!("{delay:.1?}"),
                     "database not reachable yet; waiting to migrate"
                 );
                 tokio::time::sleep(delay).await;

@@ -290,8 +290,16 @@ impl Broker {
                 }
                 Err(error) => {
                     let text = redact(&error.to_string(), &self.secrets);
-                    warn!(node = %self.masked(node), error = %text, "broker unreachable");
-                    if let Some(cause) = unhealable_cause(&error) {
+                    let cause = unhealable_cause(&error);
+                    match cause {
+                        Some(cause) => {
+                            warn!(node = %self.masked(node), error = %text, "broker refused the relay: {cause}")
+                        }
+                        None => {
+                            warn!(node = %self.masked(node), error = %text, "broker unreachable")
+                        }
+                    }
+                    if let Some(cause) = cause {
                         refused.get_or_insert(Unhealable {
                             node: self.masked(node),
                             cause,
@@ -468,14 +476,14 @@ impl Broker {
                 node = %self.masked(node),
                 error = %redact(&error.to_string(), &self.secrets),
                 next_node = %self.masked(next),
-                retry_in = ?delay,
+                retry_in = %format_args!("{delay:.1?}"),
                 "broker node unreachable; trying the next node"
             );
         } else {
             warn!(
                 node = %self.masked(0),
                 error = %redact(&error.to_string(), &self.secrets),
-                retry_in = ?delay,
+                retry_in = %format_args!("{delay:.1?}"),
                 "broker unreachable"
             );
         }

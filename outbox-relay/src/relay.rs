@@ -228,7 +228,7 @@ impl Lane {
                     health.set_database(false);
                     let delay = db_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                     let error = crate::diagnosis::database(&error);
-                    warn!(%error, retry_in = ?delay, "claim failed; retrying");
+                    warn!(%error, retry_in = %format_args!("{delay:.1?}"), "claim failed; retrying");
                     sleep_unless_cancelled(delay, &cancel).await;
                     continue;
                 }
@@ -486,7 +486,7 @@ async fn settle_outcomes(
                     return None;
                 }
                 let delay = delays.next().unwrap_or(BackoffPolicy::SETTLE_RETRY.cap);
-                warn!(%error, retry_in = ?delay, "settle failed; retrying");
+                warn!(%error, retry_in = %format_args!("{delay:.1?}"), "settle failed; retrying");
                 tokio::time::sleep(delay).await;
             }
         }

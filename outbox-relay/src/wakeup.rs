@@ -177,7 +177,7 @@ impl Wakeup {
                     Err(error) => {
                         let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                         let error = crate::diagnosis::database(&error);
-                        warn!(%error, retry_in = ?delay, "LISTEN failed; polling until it works");
+                        warn!(%error, retry_in = %format_args!("{delay:.1?}"), "LISTEN failed; polling until it works");
                         if !sleep_unless_cancelled(delay, &cancel).await {
                             return;
                         }
@@ -221,7 +221,7 @@ impl Wakeup {
             match read.await {
                 Ok(mode) => {
                     if known != Some(mode) {
-                        info!(?mode, "wake-up mode");
+                        info!(mode = mode.as_str(), "wake-up mode");
                         known = Some(mode);
                     }
                     self.mode_notify

@@ -324,36 +324,37 @@ async fn a_database_that_cannot_heal_ends_the_relay_at_start() -> Result<()> {
         "{stderr}"
     );
 
-    // Down is not refused: the relay says so at once and waits for the server.
+    // What may heal is waited for: the relay keeps running and its log says why.
+    let waits_saying = async |extra: &[&str], name: &str, said: &[&str]| {
+        let log = log_path(name);
+        let mut relay = RelayProcess::start(&db, &broker, extra, &log)?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(relay.is_running()?, "{name}: the relay must wait, not exit");
+        let text = std::fs::read_to_string(&log)?;
+        for needle in said {
+            assert!(text.contains(needle), "{name}: {needle:?} missing:\n{text}");
+        }
+        anyhow::Ok(relay)
+    };
+
+    // Down: the relay says so at once (not after the pool's wait) and waits for the server.
     let closed = integration_tests::free_local_addr()?;
     let down = format!("postgres://postgres@{closed}/x");
-    let log = log_path("first-contact-db-down");
-    let mut relay = RelayProcess::start(&db, &broker, &["--database-url", &down], &log)?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        relay.is_running()?,
-        "a database that is down must be retried"
-    );
-    let text = std::fs::read_to_string(&log)?;
-    assert!(
-        text.contains("database not usable at start") && text.contains("connection refused"),
-        "{text}"
-    );
+    let relay = waits_saying(
+        &["--database-url", &down],
+        "first-contact-db-down",
+        &["database not usable at start", "connection refused"],
+    )
+    .await?;
     relay.signal("TERM").await?;
 
     // Not migrated yet: the relay waits, saying how to migrate, and is ready once migrated.
-    let log = log_path("first-contact-db-unmigrated");
-    let mut relay = RelayProcess::start(&db, &broker, &[], &log)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        relay.is_running()?,
-        "an unmigrated outbox must be waited for"
-    );
-    let text = std::fs::read_to_string(&log)?;
-    assert!(
-        text.contains("outbox-relay migrate") && text.contains(&db.name),
-        "{text}"
-    );
+    let mut relay = waits_saying(
+        &[],
+        "first-contact-db-unmigrated",
+        &["outbox-relay migrate", &db.name],
+    )
+    .await?;
     let (code, _, stderr) = relay_cli(&db, &["migrate"]).await?;
     assert_eq!(code, 0, "{stderr}");
     relay.wait_ready(Duration::from_secs(30)).await?;

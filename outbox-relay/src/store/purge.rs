@@ -88,12 +88,7 @@ pub async fn purge(
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
     in_batches(batch, || async {
-        Ok(sqlx::query(what.delete_batch())
-            .bind(older_than.as_secs_f64())
-            .bind(batch)
-            .execute(pool)
-            .await?
-            .rows_affected())
+        delete_batch(&mut *pool.acquire().await?, what, older_than, batch).await
     })
     .await
 }
