@@ -88,6 +88,8 @@ pub async fn run(
     } else {
         wakeup
     };
+    // The gauges exist before the relay reports ready (a scrape right after start sees them).
+    telemetry::refresh_gauges_once(&pool, config.db_timeout).await;
     tokio::spawn(telemetry::refresh_gauges(
         pool.clone(),
         config.gauge_interval,

@@ -113,34 +113,38 @@ pub fn describe() {
     metrics::describe_counter!(PURGED, "Delivered events deleted by retention");
 }
 
-/// Refreshes the backlog gauges every `interval` until cancelled.
+/// Refreshes the backlog gauges every `interval` until cancelled, starting after one
+/// interval (the relay reads them once with [`refresh_gauges_once`] before it starts).
 pub async fn refresh_gauges(
     pool: PgPool,
     interval: Duration,
     deadline: Duration,
     cancel: CancellationToken,
 ) {
-    loop {
-        let read = crate::db::within_deadline(&pool, deadline, async |conn| {
-            crate::store::stats::gauges(conn).await
-        });
-        match read.await {
-            Ok(figures) => {
-                metrics::gauge!(BACKLOG).set(figures.pending as f64);
-                metrics::gauge!(IN_FLIGHT).set(figures.in_flight as f64);
-                metrics::gauge!(OLDEST_PENDING_AGE).set(figures.oldest_pending_age);
-                metrics::gauge!(DEAD_ROWS).set(figures.dead as f64);
-                metrics::gauge!(BLOCKED_KEYS).set(figures.blocked_keys as f64);
-                metrics::gauge!(BLOCKED_EVENTS).set(figures.blocked_events as f64);
-                metrics::gauge!(DEAD_TUPLES).set(figures.dead_tuples as f64);
-            }
-            Err(error) => {
-                let error = crate::diagnosis::database(&error);
-                warn!(%error, "could not read the backlog");
-            }
+    while crate::pause::sleep_unless_cancelled(interval, &cancel).await {
+        refresh_gauges_once(&pool, deadline).await;
+    }
+}
+
+/// Reads the backlog figures (within `deadline`) into the gauges; a failure is logged and
+/// leaves them as they were.
+pub async fn refresh_gauges_once(pool: &PgPool, deadline: Duration) {
+    let read = crate::db::within_deadline(pool, deadline, async |conn| {
+        crate::store::stats::gauges(conn).await
+    });
+    match read.await {
+        Ok(figures) => {
+            metrics::gauge!(BACKLOG).set(figures.pending as f64);
+            metrics::gauge!(IN_FLIGHT).set(figures.in_flight as f64);
+            metrics::gauge!(OLDEST_PENDING_AGE).set(figures.oldest_pending_age);
+            metrics::gauge!(DEAD_ROWS).set(figures.dead as f64);
+            metrics::gauge!(BLOCKED_KEYS).set(figures.blocked_keys as f64);
+            metrics::gauge!(BLOCKED_EVENTS).set(figures.blocked_events as f64);
+            metrics::gauge!(DEAD_TUPLES).set(figures.dead_tuples as f64);
         }
-        if !crate::pause::sleep_unless_cancelled(interval, &cancel).await {
-            return;
+        Err(error) => {
+            let error = crate::diagnosis::database(&error);
+            warn!(%error, "could not read the backlog");
         }
     }
 }
