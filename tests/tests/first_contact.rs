@@ -376,13 +376,7 @@ async fn an_unroutable_event_logs_one_line_per_attempt_and_no_payload_bytes() ->
     let log = log_path("unroutable-default-log");
     let relay =
         RelayProcess::start_at_default_log_level(&db, &broker, &["--max-attempts", "2"], &log)?;
-    integration_tests::wait_until(Duration::from_secs(30), "the event to be dead", || async {
-        Ok(integration_tests::event_state(&db.pool, id).await?.status == "dead")
-    })
-    .await?;
-    relay.signal("TERM").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = std::fs::read_to_string(&log)?;
+    let text = log_once_dead(&db, id, relay, &log).await?;
 
     let failures: Vec<&str> = text
         .lines()
@@ -436,13 +430,7 @@ async fn at_rust_log_info_an_unroutable_event_still_logs_no_payload_bytes() -> R
     .await?;
     let log = log_path("unroutable-info-log");
     let relay = RelayProcess::start(&db, &broker, &["--max-attempts", "1"], &log)?;
-    integration_tests::wait_until(Duration::from_secs(30), "the event to be dead", || async {
-        Ok(integration_tests::event_state(&db.pool, id).await?.status == "dead")
-    })
-    .await?;
-    relay.signal("TERM").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = std::fs::read_to_string(&log)?;
+    let text = log_once_dead(&db, id, relay, &log).await?;
     assert!(text.contains("now dead"), "{text}");
     for line in text.lines() {
         assert!(
@@ -452,4 +440,20 @@ async fn at_rust_log_info_an_unroutable_event_still_logs_no_payload_bytes() -> R
     }
     db.cleanup().await?;
     broker.cleanup().await
+}
+
+/// Waits until event `id` is dead, stops `relay`, and returns its log.
+async fn log_once_dead(
+    db: &TestDb,
+    id: uuid::Uuid,
+    relay: RelayProcess,
+    log: &std::path::Path,
+) -> Result<String> {
+    integration_tests::wait_until(Duration::from_secs(30), "the event to be dead", || async {
+        Ok(integration_tests::event_state(&db.pool, id).await?.status == "dead")
+    })
+    .await?;
+    relay.signal("TERM").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(std::fs::read_to_string(log)?)
 }
