@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
-use outbox_relay::topology;
+use outbox_relay::broker::topology;
 use uuid::Uuid;
 
 /// Exchanges and queues declared by this process and not deleted yet.

@@ -2,7 +2,7 @@
 //!
 //! The relay cannot deliver faster than RabbitMQ confirms its messages, so the drain rates
 //! are read against this. `--messages` real envelopes (built by
-//! `outbox_relay::message::build` from catalog events with generated tenants and tickets,
+//! `outbox_relay::broker::message::build` from catalog events with generated tenants and tickets,
 //! so body, headers and routing keys are the relay's) are published persistent and
 //! mandatory to a durable topic exchange with a durable queue bound to it, on one
 //! confirm-mode channel with at most `--window` unconfirmed messages (the relay's batch
@@ -19,9 +19,9 @@ use futures_util::future::try_join_all;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
-use outbox_relay::config::{DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_ROUTING_KEY};
-use outbox_relay::message::{self, DEFAULT_FRAME_MAX, Limits, OutgoingMessage};
-use outbox_relay::store::claim::ClaimedEvent;
+use outbox_relay::broker::message::{self, DEFAULT_FRAME_MAX, Limits, OutgoingMessage};
+use outbox_relay::engine::event::ClaimedEvent;
+use outbox_relay::foundation::config::{DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_ROUTING_KEY};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ pub struct Args {
     pub window: usize,
     /// Confirm-mode channels on one connection, the messages split evenly (the relay's
     /// `--in-flight-batches`: its delivery loops publish side by side, each on a channel).
-    #[arg(long, default_value_t = outbox_relay::config::DEFAULT_IN_FLIGHT_BATCHES as usize)]
+    #[arg(long, default_value_t = outbox_relay::foundation::config::DEFAULT_IN_FLIGHT_BATCHES as usize)]
     pub channels: usize,
     /// Ordering keys (tickets) the generated events are spread over.
     #[arg(long, default_value_t = 2_000)]

@@ -27,7 +27,7 @@ pub struct Args {
     pub window: usize,
     /// Publishing channels of the ceiling run, on one connection (the relay's batches in
     /// flight).
-    #[arg(long, default_value_t = outbox_relay::config::DEFAULT_IN_FLIGHT_BATCHES as usize)]
+    #[arg(long, default_value_t = outbox_relay::foundation::config::DEFAULT_IN_FLIGHT_BATCHES as usize)]
     pub ceiling_channels: usize,
 }
 

@@ -48,7 +48,7 @@ struct Cli {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = outbox_relay::config::DEFAULT_DATABASE_URL,
+        default_value = outbox_relay::foundation::config::DEFAULT_DATABASE_URL,
         global = true
     )]
     database_url: String,
@@ -56,7 +56,7 @@ struct Cli {
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = outbox_relay::config::DEFAULT_AMQP_URL,
+        default_value = outbox_relay::foundation::config::DEFAULT_AMQP_URL,
         global = true
     )]
     amqp_url: String,

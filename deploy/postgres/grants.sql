@@ -15,11 +15,16 @@
 -- let every role create in the public schema). The functions of the schema (wake-up mode,
 -- estimates, UUIDv7) are executable by everyone, as PostgreSQL's default allows.
 
--- Writers (domain services): insert events in their own transactions. The insert trigger
--- reads the catalog, takes the key's lock row and draws `seq`; the emit of an event with a
--- dedupe key reads back the id stored first.
+-- Writers (domain services): insert events in their own transactions, naming only the
+-- columns that describe an event (delivery state is the relay's: the insert trigger sets it
+-- whatever an INSERT says, and a writer cannot even name it). The insert trigger reads the
+-- catalog, takes the key's lock row and draws `seq`; the emit of an event with a dedupe key
+-- reads back the id stored first.
 GRANT SELECT ON system_event_catalog TO :"writer_role";
-GRANT SELECT, INSERT ON outbox_events TO :"writer_role";
+GRANT SELECT ON outbox_events TO :"writer_role";
+GRANT INSERT (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
+              dedupe_key, occurred_at, created_at, available_at)
+    ON outbox_events TO :"writer_role";
 GRANT USAGE ON SEQUENCE outbox_events_seq_seq TO :"writer_role";
 GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
 

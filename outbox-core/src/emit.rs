@@ -198,7 +198,8 @@ async fn emit_one(conn: &mut PgConnection, event: &NewEvent) -> Result<Uuid, Emi
         "INSERT INTO outbox_events
              (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
               dedupe_key, occurred_at, available_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), COALESCE($11, now()))",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()),
+                 COALESCE($11, now() + make_interval(secs => $12), now()))",
     )
     .bind(event.id)
     .bind(event.tenant_id)
@@ -211,6 +212,7 @@ async fn emit_one(conn: &mut PgConnection, event: &NewEvent) -> Result<Uuid, Emi
     .bind(columns.dedupe_keys.first())
     .bind(event.options.occurred_at)
     .bind(event.options.available_at)
+    .bind(event.options.delay_seconds)
     .execute(&mut *conn)
     .await?;
     Ok(event.id)
@@ -237,17 +239,19 @@ pub async fn emit_batch(
     for event in events {
         columns.push(event)?;
     }
-    lock_keys_in_order(conn, &columns.ordering_keys).await?;
+    lock_keys_in_order(conn, &columns.tenant_ids, &columns.ordering_keys).await?;
     let inserted: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
         "INSERT INTO outbox_events
              (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
               dedupe_key, occurred_at, available_at)
          SELECT id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
-                dedupe_key, COALESCE(occurred_at, now()), COALESCE(available_at, now())
+                dedupe_key, COALESCE(occurred_at, now()),
+                COALESCE(available_at, now() + make_interval(secs => delay_seconds), now())
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::jsonb[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+                       $7::jsonb[], $8::jsonb[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                       $12::float8[])
                 AS input(id, tenant_id, event_type, schema_ref, category, ordering_key, payload,
-                         headers, dedupe_key, occurred_at, available_at)
+                         headers, dedupe_key, occurred_at, available_at, delay_seconds)
          ON CONFLICT ON CONSTRAINT outbox_events_tenant_dedupe DO NOTHING
          RETURNING id, tenant_id, dedupe_key",
     )
@@ -262,6 +266,7 @@ pub async fn emit_batch(
     .bind(&columns.dedupe_keys)
     .bind(&columns.occurred_at)
     .bind(&columns.available_at)
+    .bind(&columns.delay_seconds)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -271,25 +276,36 @@ pub async fn emit_batch(
     resolve_duplicates(conn, &columns, inserted).await
 }
 
-/// Takes the per-key locks of a batch that spans several ordering keys in sorted order,
-/// before the insert takes them in event order: two batches over the same keys then queue
-/// instead of deadlocking. (The insert trigger takes each key's lock again, at no cost.)
+/// Takes the per-scope locks of a batch that spans several ordering scopes (tenant and
+/// ordering key) in sorted order, before the insert takes them in event order: two batches
+/// over the same scopes then queue instead of deadlocking. (The insert trigger takes each
+/// scope's lock again, at no cost.) The scopes are named by the database's `outbox_scope()`,
+/// the same function the trigger uses.
 async fn lock_keys_in_order(
     conn: &mut PgConnection,
+    tenants: &[Option<Uuid>],
     keys: &[Option<String>],
 ) -> Result<(), EmitError> {
-    let mut distinct: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    let mut distinct: Vec<(Option<Uuid>, &str)> = tenants
+        .iter()
+        .zip(keys)
+        .filter_map(|(tenant, key)| key.as_deref().map(|key| (*tenant, key)))
+        .collect();
     distinct.sort_unstable();
     distinct.dedup();
     if distinct.len() < 2 {
         return Ok(());
     }
+    let (tenants, keys): (Vec<Option<Uuid>>, Vec<&str>) = distinct.into_iter().unzip();
     sqlx::query(
         "INSERT INTO outbox_key_locks AS l (ordering_key)
-         SELECT k FROM unnest($1::text[]) AS k ORDER BY k
+         SELECT scope FROM (SELECT DISTINCT outbox_scope(t, k) AS scope
+                              FROM unnest($1::uuid[], $2::text[]) AS u(t, k)) AS s
+          ORDER BY scope
          ON CONFLICT (ordering_key) DO UPDATE SET ordering_key = l.ordering_key WHERE false",
     )
-    .bind(&distinct)
+    .bind(&tenants)
+    .bind(&keys)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -365,6 +381,7 @@ struct Columns {
     dedupe_keys: Vec<String>,
     occurred_at: Vec<Option<DateTime<Utc>>>,
     available_at: Vec<Option<DateTime<Utc>>>,
+    delay_seconds: Vec<Option<f64>>,
 }
 
 impl Columns {
@@ -381,6 +398,7 @@ impl Columns {
             dedupe_keys: Vec::with_capacity(n),
             occurred_at: Vec::with_capacity(n),
             available_at: Vec::with_capacity(n),
+            delay_seconds: Vec::with_capacity(n),
         }
     }
 
@@ -458,6 +476,7 @@ impl Columns {
         self.dedupe_keys.push(dedupe_key);
         self.occurred_at.push(event.options.occurred_at);
         self.available_at.push(event.options.available_at);
+        self.delay_seconds.push(event.options.delay_seconds);
         Ok(())
     }
 

@@ -30,7 +30,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         20260101000001,
         "outbox events",
@@ -60,6 +60,11 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
         20260501000001,
         "audit session user",
         include_str!("../../migrations/20260501000001_audit_session_user.sql"),
+    ),
+    (
+        20261206000001,
+        "producer proof rows and tenant scopes",
+        include_str!("../../migrations/20261206000001_producer_proof_rows_and_tenant_scopes.sql"),
     ),
 ];
 

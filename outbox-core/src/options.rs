@@ -12,6 +12,9 @@ pub struct EmitOptions {
     pub(crate) dedupe_key: Option<String>,
     pub(crate) ordering_key: Option<Option<String>>,
     pub(crate) available_at: Option<DateTime<Utc>>,
+    /// Seconds after the database's `now()` (set by [`EmitOptions::delay`]); ignored when
+    /// `available_at` is set.
+    pub(crate) delay_seconds: Option<f64>,
     pub(crate) occurred_at: Option<DateTime<Utc>>,
     pub(crate) headers: Map<String, Value>,
     pub(crate) traceparent: Option<String>,
@@ -43,20 +46,23 @@ impl EmitOptions {
         self
     }
 
-    /// Deliver no earlier than `delay` from now (database clock).
+    /// Deliver no earlier than `delay` after the insert, on the **database's** clock (its
+    /// `now()`, the time its transaction started), so a service whose clock is off delays
+    /// by what it asked. Delays beyond [`EmitOptions::MAX_DELAY`] are that long.
     pub fn delay(mut self, delay: std::time::Duration) -> Self {
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.available_at = Some(
-            Utc::now()
-                .checked_add_signed(delay)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        );
+        self.delay_seconds = Some(delay.min(Self::MAX_DELAY).as_secs_f64());
+        self.available_at = None;
         self
     }
 
-    /// Deliver no earlier than `at`.
+    /// The longest [`EmitOptions::delay`]: 100 years (a due time must stay within the years
+    /// the database and every client represent).
+    pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+    /// Deliver no earlier than `at` (an absolute time; replaces a [`EmitOptions::delay`]).
     pub fn available_at(mut self, at: DateTime<Utc>) -> Self {
         self.available_at = Some(at);
+        self.delay_seconds = None;
         self
     }
 

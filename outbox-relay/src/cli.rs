@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use outbox_relay::backoff::BackoffPolicy;
-use outbox_relay::config;
-use outbox_relay::human_duration::HumanDuration;
+use outbox_relay::foundation::backoff::BackoffPolicy;
+use outbox_relay::foundation::config;
+use outbox_relay::foundation::human_duration::HumanDuration;
 use outbox_relay::ops::ReplayableStatus;
-use outbox_relay::wakeup::Mode as WakeupMode;
+use outbox_relay::service::wakeup::Mode as WakeupMode;
 
 /// The outbox relay: publishes outbox events to RabbitMQ, and the operator commands around it.
 #[derive(Debug, Parser)]
@@ -225,7 +225,7 @@ pub struct RunArgs {
     #[arg(long, env = "OUTBOX_ROUTING_KEY", default_value = config::DEFAULT_ROUTING_KEY)]
     pub routing_key: String,
     /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value_t = outbox_relay::http::DEFAULT_ADDR)]
+    #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value_t = outbox_relay::service::http::DEFAULT_ADDR)]
     pub http_addr: SocketAddr,
     /// Events claimed per batch.
     #[arg(long, allow_negative_numbers = true, env = "OUTBOX_BATCH_SIZE", default_value_t = config::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_BATCH_SIZE)))]
@@ -256,7 +256,9 @@ pub struct RunArgs {
     /// Longest retry delay.
     #[arg(long, allow_hyphen_values = true, env = "OUTBOX_RETRY_CAP", default_value_t = HumanDuration(BackoffPolicy::PUBLISH_RETRY.cap))]
     pub retry_cap: HumanDuration,
-    /// Claim lease; a crashed relay's events are claimable again after it.
+    /// Claim lease: how long a claim stays this relay's when its ownership session cannot
+    /// tell (a vanished host, a cut-off link); a relay whose process ends loses its claims
+    /// at once.
     #[arg(long, allow_hyphen_values = true, env = "OUTBOX_LEASE", default_value_t = HumanDuration(config::DEFAULT_LEASE))]
     pub lease: HumanDuration,
     /// How long to wait for a publisher confirm.

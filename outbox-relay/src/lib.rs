@@ -1,20 +1,27 @@
 //! The outbox relay: publishes committed outbox rows to RabbitMQ, and the operator commands
 //! around it.
 //!
-//! [`relay::run`] is the whole delivery loop — wake up, claim, publish in waves with
-//! publisher confirms, settle — and reads top to bottom in `relay.rs`. The other modules are
-//! its parts: [`config`] (every setting, its default as a constant the binary's flags show,
-//! and [`RelayConfig::validate`]), [`store`] (every statement on the outbox table, and its
-//! state machine), [`publisher`] (AMQP: one connection, a channel per batch in flight, typed
-//! publish failures), [`topology`] (the exchange and queue declarations), [`message`] (the
-//! wire format), [`wakeup`] (LISTEN or adaptive polling, by the database's wake-up mode),
-//! [`health`] (what `/readyz` reports), [`probe`] (the database's own readiness probe),
-//! [`db`] (connecting), [`error`] (why `run` refuses or stops badly), [`http`] (health and
-//! metrics endpoints), [`telemetry`] (metric names and the recorder), [`logging`] (log
-//! output), [`diagnosis`] (what a database error means for an operator), [`retention`]
-//! (periodic purge), [`backoff`] (named retry policies), [`pause`] (sleeps a shutdown cuts
-//! short), [`human_duration`] (`7d`-style durations), [`mask`] (URLs without their
-//! passwords); [`ops`] holds the operator commands' reports.
+//! [`run`] is the whole delivery loop — wake up, claim, publish in waves with publisher
+//! confirms, settle — and reads top to bottom in `service/relay.rs`.
+//!
+//! # Layers
+//!
+//! Each folder is a layer, listed here from the bottom up. A layer imports only the layers
+//! below it, never one above, and no two source files import each other, directly or
+//! through others (`tests/module_graph.rs` checks both).
+//!
+//! | folder | what | may import |
+//! | --- | --- | --- |
+//! | [`foundation`] | settings ([`RelayConfig`] and their checks), connecting to the database ([`pool_for`]), start-up errors ([`RelayError`]), what a database error means, retry policies, sleeps a shutdown cuts short, durations, password masking, log output | nothing of the crate |
+//! | [`engine`] | pure decisions over plain data: the claimed event and its ordering scope, and how a claim is published in waves | nothing of the crate |
+//! | [`store`] | every statement on the outbox table, and its state machine | foundation, engine |
+//! | [`broker`] | AMQP: the connection and its failover, publishing with confirms, the wire format, the topology | foundation, engine |
+//! | [`service`] | the running relay: the delivery loops ([`run`]), wake-ups, health and its probe, the HTTP endpoints, metrics, retention | foundation, engine, store, broker |
+//! | [`ops`] | the operator commands' reports (replay, discard, status, inspect, purge, wake-up mode) | foundation, engine, store, service |
+//!
+//! The binary (`main.rs`, `cli.rs`, `cmd/`) sits on top and uses the library through its
+//! public paths. One import still points up: `store/operator.rs` selects events by
+//! [`ops::EventFilter`].
 //!
 //! Nothing a row holds may stop the relay, so the library denies panicking shortcuts.
 #![cfg_attr(
@@ -27,30 +34,15 @@
     )
 )]
 
-pub mod backoff;
-pub mod config;
-pub mod db;
-pub mod diagnosis;
-pub mod error;
-pub mod health;
-pub mod http;
-pub mod human_duration;
-pub mod logging;
-pub mod mask;
-pub mod message;
+pub mod broker;
+pub mod engine;
+pub mod foundation;
 pub mod ops;
-pub mod pause;
-pub mod probe;
-pub mod publisher;
-pub mod relay;
-pub mod retention;
+pub mod service;
 pub mod store;
-pub mod telemetry;
-pub mod topology;
-pub mod wakeup;
 
-pub use config::RelayConfig;
-pub use db::pool_for;
-pub use error::RelayError;
-pub use health::Health;
-pub use relay::run;
+pub use foundation::config::RelayConfig;
+pub use foundation::db::pool_for;
+pub use foundation::error::RelayError;
+pub use service::health::Health;
+pub use service::relay::run;

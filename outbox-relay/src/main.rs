@@ -14,7 +14,7 @@ use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    outbox_relay::logging::init(cli.log_format == LogFormat::Json);
+    outbox_relay::foundation::logging::init(cli.log_format == LogFormat::Json);
     // One thread: the relay waits on its servers far more than it computes (0.4 CPU
     // seconds per 10,000 events), and every extra thread costs a malloc arena (RSS).
     let runtime = match tokio::runtime::Builder::new_current_thread()

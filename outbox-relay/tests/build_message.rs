@@ -4,8 +4,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
 
 use chrono::{TimeZone, Utc};
-use outbox_relay::message::{self, BuildError, SHORT_STRING_MAX};
-use outbox_relay::store::claim::ClaimedEvent;
+use outbox_relay::broker::message::{self, BuildError};
+use outbox_relay::engine::event::ClaimedEvent;
+use outbox_relay::foundation::config::SHORT_STRING_MAX;
 use proptest::prelude::*;
 use uuid::Uuid;
 

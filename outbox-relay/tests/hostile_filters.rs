@@ -6,8 +6,8 @@
 
 use catalog_types::registry;
 use chrono::Utc;
+use outbox_relay::engine::filter::{FilterError, MAX_VALUE_LEN, parse_time};
 use outbox_relay::ops::EventFilter;
-use outbox_relay::ops::filter::{FilterError, MAX_VALUE_LEN, parse_time};
 use proptest::prelude::*;
 
 /// Strings of every kind: Unicode, control characters (ESC sequences among them), catalog

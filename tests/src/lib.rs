@@ -12,8 +12,9 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
-use outbox_relay::{Health, RelayError};
-use outbox_relay::{RelayConfig, config, topology};
+use outbox_relay::broker::topology;
+use outbox_relay::foundation::config;
+use outbox_relay::{Health, RelayConfig, RelayError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;
@@ -547,9 +548,32 @@ impl RelayProcess {
         Self::spawn(db, broker, extra, log, None)
     }
 
+    /// As [`RelayProcess::start`], reaching the broker at `amqp_url` (a [`proxy::Proxy`]'s,
+    /// say) instead of the test broker's own URL.
+    pub fn start_via(
+        db: &TestDb,
+        broker: &TestBroker,
+        amqp_url: &str,
+        extra: &[&str],
+        log: &std::path::Path,
+    ) -> Result<Self> {
+        Self::spawn_with(db, broker, amqp_url, extra, log, Some("info"))
+    }
+
     fn spawn(
         db: &TestDb,
         broker: &TestBroker,
+        extra: &[&str],
+        log: &std::path::Path,
+        rust_log: Option<&str>,
+    ) -> Result<Self> {
+        Self::spawn_with(db, broker, &amqp_url(), extra, log, rust_log)
+    }
+
+    fn spawn_with(
+        db: &TestDb,
+        broker: &TestBroker,
+        amqp_url: &str,
         extra: &[&str],
         log: &std::path::Path,
         rust_log: Option<&str>,
@@ -564,7 +588,7 @@ impl RelayProcess {
         let child = command
             .arg("run")
             .args(["--database-url", &db.url()])
-            .args(["--amqp-url", &amqp_url()])
+            .args(["--amqp-url", amqp_url])
             .args(["--exchange", &broker.exchange])
             .args(["--http-addr", &http_addr.to_string()])
             .args([
@@ -702,8 +726,12 @@ pub async fn emit_tickets(pool: &PgPool, n: usize, keys: usize) -> Result<Vec<Uu
     Ok(ids)
 }
 
-/// Emits one `TicketUpdated` event of `ticket` (its ordering key), with `options`, in a
-/// transaction of its own; returns its id.
+/// The tenant of [`emit_ticket`]'s events: one for all, so events of one ticket share an
+/// ordering scope (tenant, key).
+pub const TEST_TENANT: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+
+/// Emits one `TicketUpdated` event of `ticket` (its ordering key, tenant [`TEST_TENANT`]),
+/// with `options`, in a transaction of its own; returns its id.
 pub async fn emit_ticket(
     pool: &PgPool,
     ticket: Uuid,
@@ -711,7 +739,7 @@ pub async fn emit_ticket(
 ) -> Result<Uuid> {
     use catalog_types::CatalogEvent;
     let event = catalog_types::TicketUpdated {
-        tenant_id: Uuid::now_v7(),
+        tenant_id: TEST_TENANT,
         ticket_id: ticket,
         ..catalog_types::TicketUpdated::example()
     };

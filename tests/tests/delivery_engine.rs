@@ -533,9 +533,14 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
     let mode = if key_lock { "locked" } else { "unlocked" };
     let db = TestDb::new().await?;
     if !key_lock {
-        sqlx::query("ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_before_insert")
-            .execute(&db.pool)
-            .await?;
+        // Without the trigger nothing draws seq: a plain default does (as before the trigger
+        // drew it for every row), outside any lock.
+        sqlx::raw_sql(
+            "ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_before_insert;
+             ALTER TABLE outbox_events ALTER COLUMN seq SET DEFAULT nextval('outbox_events_seq_seq')",
+        )
+        .execute(&db.pool)
+        .await?;
     }
     let broker = TestBroker::new(&["#"]).await?;
     let consumer = Consumer::start(&broker.queue).await?;
@@ -571,10 +576,14 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
         // unpark the key's next head after a delivery; the relay of 49ce694 left the events
         // of a key without one parked for good. Create the rows here; no writer takes them.
         let keys: Vec<String> = tickets.iter().map(|(_, key)| key.clone()).collect();
-        sqlx::query("INSERT INTO outbox_key_locks (ordering_key) SELECT unnest($1::text[])")
-            .bind(&keys)
-            .execute(&db.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO outbox_key_locks (ordering_key)
+             SELECT outbox_scope($2, k) FROM unnest($1::text[]) AS k",
+        )
+        .bind(&keys)
+        .bind(tenant)
+        .execute(&db.pool)
+        .await?;
     }
     let tickets = Arc::new(tickets);
 

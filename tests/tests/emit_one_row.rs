@@ -19,7 +19,10 @@ async fn rows(db: &TestDb) -> Result<Vec<String>> {
                  parked, attempts,
                  CASE WHEN dedupe_key = id::text THEN '<id>' ELSE dedupe_key END,
                  CASE WHEN occurred_at = created_at THEN 'now' ELSE occurred_at::text END,
-                 CASE WHEN available_at = created_at THEN 'now' ELSE available_at::text END,
+                 CASE WHEN available_at = created_at THEN 'now'
+                      WHEN available_at > created_at
+                      THEN 'now + ' || (available_at - created_at)::text
+                      ELSE available_at::text END,
                  claim_token, locked_by, locked_until, last_error)
            FROM outbox_events ORDER BY seq",
     )

@@ -497,6 +497,8 @@ async fn batches_over_the_same_keys_in_opposite_orders_queue_instead_of_deadlock
 {
     let db = TestDb::new().await?;
     let keys: Vec<String> = (0..20).map(|i| format!("ticket:{i:02}")).collect();
+    // One tenant: the ordering scope is (tenant, key).
+    let tenant = Uuid::now_v7();
     let batch = |reversed: bool| {
         let mut keys = keys.clone();
         if reversed {
@@ -504,7 +506,7 @@ async fn batches_over_the_same_keys_in_opposite_orders_queue_instead_of_deadlock
         }
         keys.into_iter()
             .map(|key| {
-                NewEvent::new(&ticket(Uuid::now_v7()))
+                NewEvent::new(&ticket(tenant))
                     .map(|e| e.with_options(EmitOptions::default().ordering_key(key)))
             })
             .collect::<Result<Vec<_>, _>>()
@@ -536,5 +538,43 @@ async fn batches_over_the_same_keys_in_opposite_orders_queue_instead_of_deadlock
         heads, 20,
         "one head per key, every other event parked behind it"
     );
+    db.cleanup().await
+}
+
+/// `EmitOptions::delay` counts on the database's clock: the due time is the transaction's
+/// `now()` plus the delay, to the microsecond, whatever the service's own clock says; an
+/// absurd delay is capped, not an error.
+#[tokio::test]
+async fn a_delay_counts_on_the_databases_clock() -> Result<()> {
+    let db = TestDb::new().await?;
+    let mut tx = db.pool.begin().await?;
+    let delayed = outbox_core::emit_with(
+        &mut tx,
+        &ticket(Uuid::now_v7()),
+        EmitOptions::new().delay(Duration::from_millis(90_061_500)),
+    )
+    .await?;
+    let capped = outbox_core::emit_with(
+        &mut tx,
+        &ticket(Uuid::now_v7()),
+        EmitOptions::new().delay(Duration::MAX),
+    )
+    .await?;
+    let exact: bool = sqlx::query_scalar(
+        "SELECT available_at = now() + interval '1 day 1 hour 1 minute 1.5 seconds'
+           FROM outbox_events WHERE id = $1",
+    )
+    .bind(delayed)
+    .fetch_one(&mut *tx)
+    .await?;
+    assert!(exact, "the due time is the database's now() plus the delay");
+    let years: f64 = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM available_at - now()) / (365 * 86400))::float8 FROM outbox_events WHERE id = $1",
+    )
+    .bind(capped)
+    .fetch_one(&mut *tx)
+    .await?;
+    assert!((years - 100.0).abs() < 0.01, "capped at 100 years: {years}");
+    tx.rollback().await?;
     db.cleanup().await
 }

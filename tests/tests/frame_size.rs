@@ -1,8 +1,8 @@
 //! Message properties and the connection's `frame_max`.
 //!
 //! The relay asks the broker for a 32 KiB `frame_max` (it saves lapin's per-connection
-//! buffers; see `FRAME_MAX` in the publisher and `docs/delivery-engine.md`) unless the AMQP
-//! URL sets `?frame_max=`. A message's properties, its headers included, travel in one
+//! buffers; see `FRAME_MAX` in the broker connection and `docs/delivery-engine.md`) unless
+//! the AMQP URL sets `?frame_max=`. A message's properties, its headers included, travel in one
 //! content header frame, so an event whose headers exceed the negotiated frame can never
 //! be published on that connection: it becomes `dead` at once, with a `last_error` that
 //! names `frame_max` (the way out), and blocks only its own key. With a larger `frame_max`

@@ -179,6 +179,27 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
     .await?;
     ids.push(plain);
     refused(&writer, "UPDATE outbox_events SET status = 'delivered'").await;
+    // Delivery state cannot even be named by a writer.
+    for column in [
+        "status",
+        "attempts",
+        "last_error",
+        "delivered_at",
+        "locked_by",
+        "locked_until",
+        "claim_token",
+        "parked",
+        "seq",
+    ] {
+        refused(
+            &writer,
+            &format!(
+                "INSERT INTO outbox_events (event_type, payload, {column})
+                 SELECT event_type, payload, {column} FROM outbox_events LIMIT 1"
+            ),
+        )
+        .await;
+    }
     refused(&writer, "DELETE FROM outbox_events").await;
     refused(&writer, "ALTER TABLE outbox_events ADD COLUMN x int").await;
     refused(&writer, "CREATE TABLE outbox_t_sneaky (x int)").await;

@@ -242,13 +242,21 @@ async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
     })?;
     sqlx::query(
         "INSERT INTO outbox_events (event_type, schema_ref, category, tenant_id, ordering_key, payload,
-                                    status, attempts, delivered_at, created_at)
+                                    created_at)
          SELECT 'TICKET_UPDATED', 'payload.TicketUpdated.v1', 'Tickets', $1, 'ticket:' || (g % 1000),
-                $2, 'delivered', 1, now() - interval '8 days', now() - interval '8 days'
+                $2, now() - interval '8 days'
            FROM generate_series(1, 100000) AS g",
     )
     .bind(tenant)
     .bind(&template)
+    .execute(&db.pool)
+    .await?;
+    // Delivered eight days ago (the relay's state, set as the relay would have: an insert
+    // cannot set it).
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'delivered', attempts = 1, parked = false,
+                delivered_at = now() - interval '8 days'",
+    )
     .execute(&db.pool)
     .await?;
     // Rows purge must leave alone: a dead one, and an old pending one far in the future.

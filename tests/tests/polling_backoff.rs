@@ -15,10 +15,9 @@ use std::time::Duration;
 use anyhow::Result;
 use catalog_types::{CatalogEvent, TicketUpdated};
 use integration_tests::{
-    RunningRelay, TestDb, emit_ticket, event_state, relay_config, wait_until, wait_until_settled,
+    RunningRelay, TestDb, event_state, relay_config, wait_until, wait_until_settled,
     with_db_and_broker,
 };
-use outbox_core::EmitOptions;
 use uuid::Uuid;
 
 /// Transactions committed or rolled back in the test database per second, over `window`.
@@ -59,15 +58,17 @@ async fn polling_backs_off_while_a_writer_holds_a_key_noted_for_recheck() -> Res
             .await?;
         assert_eq!(mode, "poll", "the migrated default");
 
-        // The key's head, committed; then a writer of the same key that stays open.
-        let ticket = Uuid::now_v7();
-        let head = emit_ticket(&db.pool, ticket, EmitOptions::new()).await?;
-        let mut writer = db.connect().await?;
-        let mut writer_tx = sqlx::Connection::begin(&mut writer).await?;
+        // The key's head, committed; then a writer of the same scope (tenant and key) that
+        // stays open.
         let event = TicketUpdated {
-            ticket_id: ticket,
+            ticket_id: Uuid::now_v7(),
             ..TicketUpdated::example()
         };
+        let mut tx = db.pool.begin().await?;
+        let head = outbox_core::emit(&mut tx, &event).await?;
+        tx.commit().await?;
+        let mut writer = db.connect().await?;
+        let mut writer_tx = sqlx::Connection::begin(&mut writer).await?;
         outbox_core::emit(&mut writer_tx, &event).await?;
 
         let mut config = relay_config(db, broker);

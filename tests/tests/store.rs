@@ -204,22 +204,23 @@ async fn until_waiting(pool: &PgPool, locktype: &str) -> Result<()> {
     .await
 }
 
-/// Keys listed in `outbox_key_recheck`.
+/// Keys listed in `outbox_key_recheck` (the rows name ordering scopes; these tests write
+/// no tenant, so each is `-/<key>`, returned as the key).
 async fn rechecks(pool: &PgPool) -> Result<Vec<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT ordering_key FROM outbox_key_recheck ORDER BY ordering_key")
-            .fetch_all(pool)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT regexp_replace(ordering_key, '^-/', '') FROM outbox_key_recheck ORDER BY 1",
     )
+    .fetch_all(pool)
+    .await?)
 }
 
-/// Keys with a row in `outbox_key_locks`.
+/// Keys with a row in `outbox_key_locks` (scopes without a tenant, as keys).
 async fn key_locks(pool: &PgPool) -> Result<Vec<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT ordering_key FROM outbox_key_locks ORDER BY ordering_key")
-            .fetch_all(pool)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT regexp_replace(ordering_key, '^-/', '') FROM outbox_key_locks ORDER BY 1",
     )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A transaction on its own pool connection holding the claim lock (`shared` as a settle or

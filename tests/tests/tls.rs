@@ -22,7 +22,7 @@ use integration_tests::{
     RelayProcess, TestDb, emit_tickets, id_set, log_path, relay_binary, wait_until_settled,
     with_db_and_broker,
 };
-use outbox_relay::publisher::Broker;
+use outbox_relay::broker::connection::Broker;
 
 #[tokio::test]
 async fn postgres_sslmode_require_encrypts_the_connection_when_the_server_offers_tls() -> Result<()>

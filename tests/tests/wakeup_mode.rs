@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 fn ticket() -> TicketCreated {
     TicketCreated {
-        tenant_id: Uuid::now_v7(),
+        tenant_id: integration_tests::TEST_TENANT, // one scope per ticket
         ticket_id: Uuid::now_v7(),
         ..TicketCreated::example()
     }

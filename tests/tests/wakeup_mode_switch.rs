@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 fn ticket_event(ticket: Uuid) -> TicketUpdated {
     TicketUpdated {
-        tenant_id: Uuid::now_v7(),
+        tenant_id: integration_tests::TEST_TENANT, // one scope per ticket
         ticket_id: ticket,
         ..TicketUpdated::example()
     }

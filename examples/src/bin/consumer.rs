@@ -23,7 +23,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use outbox_core::InboxOutcome;
-use outbox_relay::{config, topology};
+use outbox_relay::broker::topology;
+use outbox_relay::foundation::config;
 
 const CONSUMER: &str = "demo-projection";
 

@@ -11,9 +11,10 @@ use anyhow::{Result, anyhow};
 use serde::Serialize;
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use outbox_relay::db::CONNECT_TIMEOUT;
-use outbox_relay::diagnosis;
-use outbox_relay::mask::mask_url;
+use outbox_relay::foundation::config::connect_options;
+use outbox_relay::foundation::db::CONNECT_TIMEOUT;
+use outbox_relay::foundation::diagnosis;
+use outbox_relay::foundation::mask::mask_url;
 
 use crate::cli::{DatabaseArgs, OutputFormat};
 
@@ -43,7 +44,7 @@ impl Database {
 /// its password.
 pub async fn connect(database: &DatabaseArgs) -> Result<Database> {
     let url = &database.database_url;
-    let options = outbox_relay::db::connect_options(url).map_err(anyhow::Error::msg)?;
+    let options = connect_options(url).map_err(anyhow::Error::msg)?;
     let pool = outbox_relay::pool_for(url, 2)?;
     let shown = mask_url(url);
     match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use tracing::info;
 
-use outbox_relay::human_duration::show;
-use outbox_relay::ops::filter::parse_time;
+use outbox_relay::engine::filter::parse_time;
+use outbox_relay::foundation::human_duration::show;
 use outbox_relay::ops::purge::PurgeTarget;
 use outbox_relay::ops::replay::{ReplayReport, ReplayRequest};
 use outbox_relay::ops::{EventFilter, ReplayableStatus};

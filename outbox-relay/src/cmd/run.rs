@@ -7,8 +7,10 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use outbox_relay::backoff::BackoffPolicy;
-use outbox_relay::{Health, RelayConfig, RelayError, http, telemetry};
+use outbox_relay::foundation::backoff::BackoffPolicy;
+use outbox_relay::foundation::db::wait_until_reachable;
+use outbox_relay::service::{http, telemetry};
+use outbox_relay::{Health, RelayConfig, RelayError};
 
 use crate::cli::RunArgs;
 
@@ -17,8 +19,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let config = relay_config(&args)?;
     if args.migrate {
         // A sidecar may start before its database: wait for it, as `run` itself does.
-        outbox_relay::db::wait_until_reachable(&args.database.database_url, config.db_timeout)
-            .await;
+        wait_until_reachable(&args.database.database_url, config.db_timeout).await;
         super::migrate::migrate(&args.database).await?;
     }
     let metrics = telemetry::install().context("installing the metrics recorder")?;

@@ -1,14 +1,14 @@
-//! Operator commands: replay, discard, status, inspect, purge and the wake-up mode, and the
-//! filter that selects events for replay and discard. The reports of replay, discard,
+//! Operator commands: replay, discard, status, inspect, purge and the wake-up mode. The
+//! filter that selects events for replay and discard is plain data, in
+//! [`crate::engine::filter`] (the store takes it too), re-exported here. The reports of replay, discard,
 //! status and purge render themselves as text or serialise to camelCase JSON, the binary
 //! only choosing between the two; `inspect` returns a row as camelCase JSON, `wakeup` the
 //! mode's name.
 
-pub mod filter;
 pub mod inspect;
 pub mod purge;
 pub mod replay;
 pub mod status;
 pub mod wakeup;
 
-pub use filter::{EventFilter, FilterError, ReplayableStatus};
+pub use crate::engine::filter::{EventFilter, FilterError, ReplayableStatus};

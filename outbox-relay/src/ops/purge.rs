@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::human_duration::show;
+use crate::foundation::human_duration::show;
 use crate::store::purge::{self, Purgeable};
 
 /// The age past which `outbox-relay purge` deletes by default.

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::filter::{EventFilter, FilterError, ReplayableStatus};
+use crate::engine::filter::{EventFilter, FilterError, ReplayableStatus};
 use crate::store::Status;
 use crate::store::operator::{self, Action};
 

@@ -38,7 +38,7 @@ impl StatusReport {
         if !self.blocked_keys.is_empty() {
             let _ = writeln!(
                 out,
-                "\nBLOCKED KEYS (their later events wait; replay or discard the head)"
+                "\nBLOCKED KEYS (their later events wait: replay or discard a dead head; a retrying or scheduled head goes out when due)"
             );
             let _ = writeln!(
                 out,
@@ -53,7 +53,7 @@ impl StatusReport {
                     key.head_id,
                     key.status,
                     key.waiting,
-                    key.last_error.as_deref().unwrap_or("-")
+                    head_detail(key)
                 );
             }
             if self.more_blocked_keys {
@@ -82,5 +82,16 @@ impl StatusReport {
             }
         }
         out
+    }
+}
+
+/// The last column of a blocked key: why its head is held, and until when.
+fn head_detail(key: &crate::store::stats::BlockedKey) -> String {
+    let due = key.retry_at.map(|at| at.to_rfc3339());
+    match (key.last_error.as_deref(), due) {
+        (Some(error), Some(due)) => format!("{error} (next try {due})"),
+        (Some(error), None) => error.to_owned(),
+        (None, Some(due)) => format!("due {due}"),
+        (None, None) => "-".to_owned(),
     }
 }

@@ -1,10 +1,10 @@
-//! `wakeup`: read or switch the database's wake-up mode (see [`crate::wakeup`]).
+//! `wakeup`: read or switch the database's wake-up mode (see [`crate::service::wakeup`]).
 
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::wakeup::Mode;
+use crate::service::wakeup::Mode;
 
 /// How long a switch keeps retrying while writers keep the table busy. Each attempt holds
 /// writers back for at most the SQL function's 200 ms lock timeout.
@@ -51,7 +51,7 @@ pub async fn current(pool: &PgPool) -> Result<String, WakeupError> {
         .await?)
 }
 
-/// Switches to `mode` (running relays follow within [`crate::wakeup::MODE_REFRESH`]) and
+/// Switches to `mode` (running relays follow within [`crate::service::wakeup::MODE_REFRESH`]) and
 /// returns the mode now set, retrying for [`SWITCH_PATIENCE`] while writers keep the table
 /// busy.
 pub async fn switch(pool: &PgPool, mode: Mode) -> Result<String, WakeupError> {

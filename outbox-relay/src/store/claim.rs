@@ -24,26 +24,46 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{ClaimLock, begin_locked, unpark_heads};
-use crate::db::within_deadline;
+pub use crate::engine::event::ClaimedEvent;
+use crate::foundation::db::within_deadline;
 
-/// Step 1: reaps expired leases, and reports whether any key waits for a re-check.
+/// Step 1: reaps expired leases and the leases of relays that are gone (the owner an
+/// owner's token names no longer holds its advisory lock, see [`crate::engine::lease`]),
+/// and reports whether any key waits for a re-check.
 pub const REAP_SQL: &str = "WITH reaped AS (
              UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
-              WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp()
+              WHERE claim_token IS NOT NULL
+                AND (locked_until < statement_timestamp()
+                     OR (substr(claim_token::text, 15, 1) = '8'
+                         AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::bigint NOT IN (
+                             SELECT l.objid::bigint FROM pg_locks l
+                              WHERE l.locktype = 'advisory' AND l.classid = 1869968482
+                                AND l.objsubid = 2 AND l.granted
+                                AND l.database = (SELECT oid FROM pg_database
+                                                   WHERE datname = current_database()))))
              RETURNING 1)
          SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck)";
 
 /// Whether a claim now would find anything to do: a due, unleased head (the first entry of
-/// the ready index), an expired lease, or a key noted for a re-check. Three index probes and
-/// no lock: cheap enough to run every few milliseconds while polling (0.07 ms at a million
-/// rows once vacuumed; like the claim's own scan, it walks the dead index entries a vacuum
-/// has not yet removed — 200 ms after a million events were delivered and before autovacuum
-/// got to them).
+/// the ready index), an expired lease or one whose relay is gone, or a key noted for a
+/// re-check. Three index probes and no lock: cheap enough to run every few milliseconds
+/// while polling (0.07 ms at a million rows once vacuumed; like the claim's own scan, it
+/// walks the dead index entries a vacuum has not yet removed — 200 ms after a million events
+/// were delivered and before autovacuum got to them). The owners' locks are read only when
+/// leased rows exist.
 pub const PROBE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox_events
                         WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
                           AND available_at <= statement_timestamp())
              OR EXISTS (SELECT 1 FROM outbox_events
-                         WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp())
+                         WHERE claim_token IS NOT NULL
+                           AND (locked_until < statement_timestamp()
+                                OR (substr(claim_token::text, 15, 1) = '8'
+                                    AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::bigint NOT IN (
+                                        SELECT l.objid::bigint FROM pg_locks l
+                                         WHERE l.locktype = 'advisory' AND l.classid = 1869968482
+                                           AND l.objsubid = 2 AND l.granted
+                                           AND l.database = (SELECT oid FROM pg_database
+                                                              WHERE datname = current_database())))))
              OR EXISTS (SELECT 1 FROM outbox_key_recheck)";
 
 /// Runs [`PROBE_SQL`]: whether a claim now would find work.
@@ -78,20 +98,22 @@ pub const RECHECK_LOCK_ROWS_SQL: &str = "INSERT INTO outbox_key_locks (ordering_
 pub const RECHECK_DONE_SQL: &str =
     "DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])";
 
-/// Step 3: the ready rows (the ready index), each with its key's previous undelivered event
-/// (the head probe; none for a head).
-pub const READY_SQL: &str = "SELECT r.id, r.seq, r.ordering_key,
+/// Step 3: the ready rows (the ready index), each with its ordering scope (tenant and key,
+/// see `outbox_scope()`) and the scope's previous undelivered event (the head probe; none
+/// for a head).
+pub const READY_SQL: &str = "SELECT r.id, r.seq, r.scope,
                 (SELECT b.seq FROM outbox_events b
-                  WHERE b.ordering_key = r.ordering_key AND b.seq < r.seq
+                  WHERE outbox_scope(b.tenant_id, b.ordering_key) = r.scope AND b.seq < r.seq
                     AND b.status IN ('pending', 'dead')
                   ORDER BY b.seq DESC LIMIT 1) AS predecessor
-           FROM (SELECT id, seq, ordering_key FROM outbox_events
+           FROM (SELECT id, seq, outbox_scope(tenant_id, ordering_key) AS scope
+                   FROM outbox_events
                   WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
                     AND available_at <= statement_timestamp()
                   ORDER BY available_at, seq
                   LIMIT $1) AS r";
 
-/// Step 4: the run behind each head, through the key index (at most `$3` per key).
+/// Step 4: the run behind each head, through the scope index (at most `$3` per scope).
 pub const RUNS_SQL: &str = "SELECT h.key, x.id,
                 x.status = 'pending' AND x.claim_token IS NULL
                     AND x.available_at <= statement_timestamp() AS ready
@@ -99,7 +121,7 @@ pub const RUNS_SQL: &str = "SELECT h.key, x.id,
            CROSS JOIN LATERAL (
                 SELECT e.id, e.seq, e.status, e.claim_token, e.available_at
                   FROM outbox_events e
-                 WHERE e.ordering_key = h.key AND e.seq > h.seq
+                 WHERE outbox_scope(e.tenant_id, e.ordering_key) = h.key AND e.seq > h.seq
                    AND e.status IN ('pending', 'dead')
                  ORDER BY e.seq
                  LIMIT $3) AS x
@@ -122,37 +144,6 @@ pub const LEASE_SQL: &str = "WITH parked AS (
                    CASE WHEN o.created_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
                         THEN o.created_at END AS created_at,
                    o.attempts";
-
-/// One claimed row, with everything needed to publish it.
-#[derive(Debug, Clone)]
-pub struct ClaimedEvent {
-    /// Event id (the AMQP `message_id`).
-    pub id: Uuid,
-    /// Insertion order (commit order within an ordering key).
-    pub seq: i64,
-    /// Tenant.
-    pub tenant_id: Option<Uuid>,
-    /// Catalog event type.
-    pub event_type: String,
-    /// Payload schema ref.
-    pub schema_ref: String,
-    /// Catalog category display name.
-    pub category: String,
-    /// Ordering key (events sharing one are published in seq order).
-    pub ordering_key: Option<String>,
-    /// The payload as JSON text, exactly as stored (never re-parsed by the relay).
-    pub payload: String,
-    /// Extra headers (`traceparent`, ...), a JSON object.
-    pub headers: serde_json::Value,
-    /// Dedupe key.
-    pub dedupe_key: String,
-    /// When the business fact happened.
-    pub occurred_at: DateTime<Utc>,
-    /// When the row was written (for end-to-end lag).
-    pub created_at: DateTime<Utc>,
-    /// Publish attempts so far.
-    pub attempts: i32,
-}
 
 /// A leased batch.
 #[derive(Debug, Clone)]
@@ -179,6 +170,9 @@ pub struct Unreadable {
     /// Its ordering key; `None` when even the key cannot be read (then nothing of this claim
     /// after it may go out).
     pub ordering_key: Option<Option<String>>,
+    /// Its tenant (with the key, its ordering scope); `None` when it cannot be read (then
+    /// nothing of this claim after it on the same key may go out).
+    pub tenant_id: Option<Option<Uuid>>,
     /// Why.
     pub error: String,
 }
@@ -199,7 +193,8 @@ impl Claim {
 struct Candidate {
     id: Uuid,
     seq: i64,
-    ordering_key: Option<String>,
+    /// The ordering scope's name (`outbox_scope()`); `None` for an unordered event.
+    scope: Option<String>,
     predecessor: Option<i64>,
 }
 
@@ -242,15 +237,24 @@ pub async fn claim(
 /// answering fails the claim then, and its connection is closed, not given back to the
 /// pool (see [`within_deadline`]). The claim's transaction is then rolled back by the
 /// server when it sees the connection go, so nothing stays leased by it.
+///
+/// With `owner`, the claim's token names it ([`crate::engine::lease::owner_token`]): the
+/// lease then also ends when that owner's advisory lock is released (its relay is gone),
+/// not only at its deadline. The caller must hold that lock.
 pub async fn claim_within(
     pool: &PgPool,
     deadline: Duration,
     relay_id: &str,
+    owner: Option<u32>,
     limit: u32,
     lease: Duration,
 ) -> Result<Claim, sqlx::Error> {
+    let token = match owner {
+        Some(owner) => crate::engine::lease::owner_token(owner, Uuid::new_v4().as_u128()),
+        None => Uuid::now_v7(),
+    };
     within_deadline(pool, deadline, async |conn| {
-        Ok(claim_timed_on(conn, relay_id, limit, lease).await?.0)
+        Ok(claim_timed_on(conn, relay_id, token, limit, lease).await?.0)
     })
     .await
 }
@@ -263,13 +267,14 @@ pub async fn claim_timed(
     lease: Duration,
 ) -> Result<(Claim, ClaimSteps), sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    claim_timed_on(&mut conn, relay_id, limit, lease).await
+    claim_timed_on(&mut conn, relay_id, Uuid::now_v7(), limit, lease).await
 }
 
 /// [`claim_timed`] on a connection the caller holds.
 async fn claim_timed_on(
     conn: &mut PgConnection,
     relay_id: &str,
+    token: Uuid,
     limit: u32,
     lease: Duration,
 ) -> Result<(Claim, ClaimSteps), sqlx::Error> {
@@ -307,7 +312,7 @@ async fn claim_timed_on(
             Ok(Candidate {
                 id: row.try_get("id")?,
                 seq: row.try_get("seq")?,
-                ordering_key: row.try_get("ordering_key")?,
+                scope: row.try_get("scope")?,
                 predecessor: row.try_get("predecessor")?,
             })
         })
@@ -329,10 +334,7 @@ async fn claim_timed_on(
     };
     let (leading, younger) = heads.split_at(first);
     let mut chosen: Vec<Uuid> = leading.iter().map(|c| c.id).collect();
-    let keyed: Vec<&Candidate> = leading
-        .iter()
-        .filter(|c| c.ordering_key.is_some())
-        .collect();
+    let keyed: Vec<&Candidate> = leading.iter().filter(|c| c.scope.is_some()).collect();
     let room = limit.saturating_sub(chosen.len());
     if room > 0 && !keyed.is_empty() {
         let share = i32::try_from(room.div_ceil(keyed.len())).unwrap_or(i32::MAX);
@@ -356,7 +358,6 @@ async fn claim_timed_on(
         .collect();
 
     // 5. Lease the chosen rows and park the rows found behind another event.
-    let token = Uuid::now_v7();
     let rows: Vec<PgRow> = sqlx::query(LEASE_SQL)
         .bind(&chosen)
         .bind(token)
@@ -390,6 +391,7 @@ async fn claim_timed_on(
                     id,
                     seq: row.try_get("seq").unwrap_or(i64::MIN),
                     ordering_key: row.try_get("ordering_key").ok(),
+                    tenant_id: row.try_get("tenant_id").ok(),
                     error: format!("cannot read the stored row: {error}"),
                 });
             }
@@ -451,10 +453,7 @@ async fn runs_behind(
     heads: &[&Candidate],
     share: i32,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let keys: Vec<&str> = heads
-        .iter()
-        .filter_map(|c| c.ordering_key.as_deref())
-        .collect();
+    let keys: Vec<&str> = heads.iter().filter_map(|c| c.scope.as_deref()).collect();
     let seqs: Vec<i64> = heads.iter().map(|c| c.seq).collect();
     let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(RUNS_SQL)
         .bind(&keys)
@@ -548,13 +547,11 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
         .await?
         .into_iter()
         .map(
-            |(id, seq, ordering_key, predecessor): (Uuid, i64, Option<String>, Option<i64>)| {
-                Candidate {
-                    id,
-                    seq,
-                    ordering_key,
-                    predecessor,
-                }
+            |(id, seq, scope, predecessor): (Uuid, i64, Option<String>, Option<i64>)| Candidate {
+                id,
+                seq,
+                scope,
+                predecessor,
             },
         )
         .collect();
@@ -564,7 +561,7 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
     let to_park: Vec<Uuid> = behind.iter().map(|c| c.id).collect();
 
     let mut chosen: Vec<Uuid> = heads.iter().map(|c| c.id).collect();
-    let keyed: Vec<&Candidate> = heads.iter().filter(|c| c.ordering_key.is_some()).collect();
+    let keyed: Vec<&Candidate> = heads.iter().filter(|c| c.scope.is_some()).collect();
     let room = limit.saturating_sub(chosen.len());
     if !keyed.is_empty() {
         let (name, share) = if room > 0 {
@@ -579,10 +576,7 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
                 1,
             )
         };
-        let keys: Vec<&str> = keyed
-            .iter()
-            .filter_map(|c| c.ordering_key.as_deref())
-            .collect();
+        let keys: Vec<&str> = keyed.iter().filter_map(|c| c.scope.as_deref()).collect();
         let seqs: Vec<i64> = keyed.iter().map(|c| c.seq).collect();
         plans.push((
             format!("{name} (custom plan)"),

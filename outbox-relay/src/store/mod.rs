@@ -137,16 +137,20 @@ impl ClaimLock {
     /// deadline, but the server cannot see that, and would otherwise hold the claim lock —
     /// and the writers' key locks the transaction took — until its own TCP keepalive fails
     /// the connection (two hours by default), stalling every other relay and those writers.
+    ///
+    /// `outbox.actor = relay` tells the outbox's row triggers that the relay made the
+    /// change: the relay moves key heads itself, so its settles and operator changes are not
+    /// noted for a re-check as a change made outside it (a deleted head) is.
     fn begin_statement(self) -> &'static str {
         match self {
             ClaimLock::Exclusive => {
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), pg_advisory_xact_lock(122550254464888)"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true), pg_advisory_xact_lock(122550254464888)"
             }
             ClaimLock::Shared => {
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), pg_advisory_xact_lock_shared(122550254464888)"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true), pg_advisory_xact_lock_shared(122550254464888)"
             }
             ClaimLock::SharedDurable => {
-                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), pg_advisory_xact_lock_shared(122550254464888)"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true), pg_advisory_xact_lock_shared(122550254464888)"
             }
         }
     }
@@ -164,8 +168,9 @@ async fn begin_locked(
     sqlx::Connection::begin_with(conn, lock.begin_statement()).await
 }
 
-/// Unparks the head (first undelivered event) of each of `keys`, whose writers' key locks
-/// the transaction holds. Returns how many rows changed.
+/// Unparks the head (first undelivered event) of each of `keys` (ordering scopes, as
+/// `outbox_scope()` names them), whose writers' key locks the transaction holds. Returns how
+/// many rows changed.
 async fn unpark_heads(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[String],
@@ -178,7 +183,8 @@ async fn unpark_heads(
            FROM unnest($1::text[]) AS k(key)
            CROSS JOIN LATERAL (
                 SELECT h.id FROM outbox_events h
-                 WHERE h.ordering_key = k.key AND h.status IN ('pending', 'dead')
+                 WHERE outbox_scope(h.tenant_id, h.ordering_key) = k.key
+                   AND h.status IN ('pending', 'dead')
                  ORDER BY h.seq LIMIT 1) AS head
           WHERE e.id = head.id AND e.parked",
     )
@@ -188,7 +194,8 @@ async fn unpark_heads(
     Ok(done.rows_affected())
 }
 
-/// Takes the key locks of `keys` that no writer holds (`SKIP LOCKED`), unparks their heads,
+/// Takes the key locks of `keys` (ordering scopes) that no writer holds (`SKIP LOCKED`),
+/// unparks their heads,
 /// and notes the others in `outbox_key_recheck` for the next claim. Call after the heads of
 /// `keys` may have moved (delivered or discarded events), inside the same transaction.
 async fn heads_moved(
@@ -249,6 +256,10 @@ mod tests {
                 "set_config('idle_in_transaction_session_timeout', '{IDLE_IN_TRANSACTION_TIMEOUT}', true)"
             );
             assert!(statement.contains(&idle), "{statement}");
+            assert!(
+                statement.contains("set_config('outbox.actor', 'relay', true)"),
+                "{statement}"
+            );
         }
     }
 

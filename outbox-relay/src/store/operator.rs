@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{ClaimLock, Status, begin_locked, heads_moved};
-use crate::ops::EventFilter;
+use crate::engine::filter::EventFilter;
 
 /// What an operator does to the selected events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,13 +151,15 @@ pub async fn apply(
             .bind(actor)
             .execute(&mut *tx)
             .await?;
-            let mut keys: Vec<String> = events
-                .iter()
-                .filter_map(|e| e.ordering_key.clone())
-                .collect();
-            keys.sort();
-            keys.dedup();
-            heads_moved(&mut tx, &keys).await?;
+            let scopes: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT outbox_scope(tenant_id, ordering_key) FROM outbox_events
+                  WHERE id = ANY($1) AND ordering_key IS NOT NULL
+                  ORDER BY 1",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            heads_moved(&mut tx, &scopes).await?;
         }
     }
     let audit_id: i64 = sqlx::query_scalar(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::db::within_deadline;
+use crate::foundation::db::within_deadline;
 
 /// Rows deleted per statement unless told otherwise: short statements, short locks.
 pub const DEFAULT_BATCH: i64 = 1000;
@@ -201,7 +201,7 @@ async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, s
     let locked: Vec<String> = sqlx::query_scalar(
         "SELECT k.ordering_key FROM outbox_key_locks k
           WHERE NOT EXISTS (SELECT 1 FROM outbox_events e
-                             WHERE e.ordering_key = k.ordering_key
+                             WHERE outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
                                AND e.status IN ('pending', 'dead'))
           LIMIT $1
             FOR UPDATE SKIP LOCKED",
@@ -214,7 +214,7 @@ async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, s
         "DELETE FROM outbox_key_locks k
           WHERE k.ordering_key = ANY($1::text[])
             AND NOT EXISTS (SELECT 1 FROM outbox_events e
-                             WHERE e.ordering_key = k.ordering_key
+                             WHERE outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
                                AND e.status IN ('pending', 'dead'))",
     )
     .bind(&locked)

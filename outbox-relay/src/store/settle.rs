@@ -8,9 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::db::within_deadline;
+use crate::foundation::db::within_deadline;
 use uuid::Uuid;
 
 use super::{ClaimLock, Status, begin_locked, heads_moved};
@@ -70,21 +70,22 @@ const CHUNK: usize = 1000;
 
 /// Deliveries: the rows still held under the token (`$2`) become `delivered`.
 const DELIVERED_SQL: &str = "UPDATE outbox_events
-        SET status = 'delivered', attempts = attempts + 1, delivered_at = clock_timestamp(),
+        SET status = 'delivered', attempts = LEAST(attempts, 2147483646) + 1, delivered_at = clock_timestamp(),
             last_error = NULL, claim_token = NULL, locked_by = NULL, locked_until = NULL
       WHERE id = ANY($1::uuid[]) AND claim_token = $2 AND status = 'pending'
-     RETURNING ordering_key";
+     RETURNING outbox_scope(tenant_id, ordering_key)";
 
-/// Every outcome but delivery, per row: `$2` holds each id's outcome kind, `$3` its error, `$4` its
+/// Every outcome but delivery, per row (attempt counts saturate: no stored value makes the
+/// statement fail): `$2` holds each id's outcome kind, `$3` its error, `$4` its
 /// retry delay in seconds, `$5` the attempt limit. Each row finds its outcome by its
 /// position in the id array (a join on `unnest` lets the planner rescan the array per row).
 const OUTCOMES_SQL: &str = "UPDATE outbox_events o
         SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
                 WHEN 'rejected' THEN 'dead'
-                WHEN 'failed' THEN CASE WHEN o.attempts + 1 >= $5 THEN 'dead' ELSE 'pending' END
+                WHEN 'failed' THEN CASE WHEN LEAST(o.attempts, 2147483646) + 1 >= $5 THEN 'dead' ELSE 'pending' END
                 ELSE o.status END,
             attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'released' THEN o.attempts ELSE o.attempts + 1 END,
+                WHEN 'released' THEN o.attempts ELSE LEAST(o.attempts, 2147483646) + 1 END,
             last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
                 WHEN 'released' THEN o.last_error
                 ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
@@ -134,6 +135,13 @@ pub async fn settle_within(
 }
 
 /// [`settle`] on a connection the caller holds.
+///
+/// A statement that fails on a value (SQLSTATE classes 22 and 23: a data exception or an
+/// integrity violation) would fail the same way on every retry, and the settle would never
+/// end: the claim's leases would then run out and its events be published again and again.
+/// Such a batch is recorded again one outcome at a time instead; an outcome that still
+/// cannot be recorded makes its event dead with the cause (or, failing that too, leaves it
+/// to its lease), and the other outcomes of the batch are recorded.
 async fn settle_on(
     conn: &mut PgConnection,
     token: Uuid,
@@ -141,6 +149,103 @@ async fn settle_on(
     outcomes: &[(Uuid, Outcome)],
 ) -> Result<Settled, sqlx::Error> {
     let mut tx = begin_locked(conn, ClaimLock::Shared).await?;
+    match record(&mut tx, token, max_attempts, outcomes).await {
+        Ok((total, moved)) => {
+            heads_moved(&mut tx, &moved).await?;
+            tx.commit().await?;
+            Ok(total)
+        }
+        Err(error) if fails_on_a_value(&error) => {
+            tx.rollback().await?;
+            let mut tx = begin_locked(conn, ClaimLock::Shared).await?;
+            let (total, moved) = record_one_by_one(&mut tx, token, max_attempts, outcomes).await?;
+            heads_moved(&mut tx, &moved).await?;
+            tx.commit().await?;
+            Ok(total)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether a statement failed on the values it met (SQLSTATE class 22 or 23), as opposed to
+/// the database being away or busy.
+fn fails_on_a_value(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+}
+
+/// [`record`] for each outcome alone, under a savepoint: one that fails does not undo the
+/// others. An outcome that cannot be recorded is replaced by a rejection (`dead`, with the
+/// cause); if even that fails, the row is left to its lease.
+async fn record_one_by_one(
+    tx: &mut Transaction<'_, Postgres>,
+    token: Uuid,
+    max_attempts: u32,
+    outcomes: &[(Uuid, Outcome)],
+) -> Result<(Settled, Vec<String>), sqlx::Error> {
+    let mut total = Settled::default();
+    let mut moved = BTreeSet::new();
+    for (id, outcome) in outcomes {
+        let one = [(*id, outcome.clone())];
+        let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
+        match record(&mut attempt, token, max_attempts, &one).await {
+            Ok((settled, keys)) => {
+                attempt.commit().await?;
+                total.add(settled);
+                moved.extend(keys);
+                continue;
+            }
+            Err(error) if fails_on_a_value(&error) => {
+                attempt.rollback().await?;
+                let rejected = [(
+                    *id,
+                    Outcome::Rejected {
+                        error: format!(
+                            "the relay could not record this event's outcome ({}): {error}",
+                            outcome.kind()
+                        ),
+                    },
+                )];
+                let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
+                match record(&mut attempt, token, max_attempts, &rejected).await {
+                    Ok((settled, keys)) => {
+                        attempt.commit().await?;
+                        total.add(settled);
+                        moved.extend(keys);
+                    }
+                    Err(error) if fails_on_a_value(&error) => {
+                        attempt.rollback().await?;
+                        total.lost += 1;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((total, moved.into_iter().collect()))
+}
+
+impl Settled {
+    fn add(&mut self, other: Settled) {
+        self.delivered += other.delivered;
+        self.retrying += other.retrying;
+        self.dead += other.dead;
+        self.released += other.released;
+        self.lost += other.lost;
+    }
+}
+
+/// Records `outcomes` of the claim `token` in `tx`; returns the counts and the keys whose
+/// head may have moved.
+async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    token: Uuid,
+    max_attempts: u32,
+    outcomes: &[(Uuid, Outcome)],
+) -> Result<(Settled, Vec<String>), sqlx::Error> {
     let mut total = Settled::default();
     let mut moved = BTreeSet::new();
     // Most outcomes are deliveries: they take a plain statement; the rest the general one.
@@ -152,7 +257,7 @@ async fn settle_on(
         let keys: Vec<Option<String>> = sqlx::query_scalar(DELIVERED_SQL)
             .bind(&ids)
             .bind(token)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         total.lost += (chunk.len() - keys.len()) as u64;
         total.delivered += keys.len() as u64;
@@ -189,7 +294,7 @@ async fn settle_on(
             .bind(&delays)
             .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
             .bind(token)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
         total.lost += (chunk.len() - rows.len()) as u64;
         for (kind, status) in rows {
@@ -200,8 +305,5 @@ async fn settle_on(
             }
         }
     }
-    let moved: Vec<String> = moved.into_iter().collect();
-    heads_moved(&mut tx, &moved).await?;
-    tx.commit().await?;
-    Ok(total)
+    Ok((total, moved.into_iter().collect()))
 }

@@ -34,23 +34,29 @@ pub struct TypeCounts {
 pub struct BlockedKey {
     /// The ordering key.
     pub ordering_key: String,
+    /// The tenant: order is per (tenant, ordering key), so the same key of another tenant
+    /// is not held by this head.
+    pub tenant_id: Option<Uuid>,
     /// The head event (its first undelivered event).
     pub head_id: Uuid,
     /// The head's event type.
     pub event_type: String,
-    /// `dead` (until an operator replays or discards it) or `retrying` (backing off).
+    /// `dead` (until an operator replays or discards it), `retrying` (backing off), or
+    /// `scheduled` (written with an `available_at` in the future, with events of its key
+    /// written after it waiting for it).
     pub status: String,
     /// Publish attempts of the head.
     pub attempts: i32,
     /// Why the head's last attempt failed.
     pub last_error: Option<String>,
-    /// When a retrying head is tried again.
+    /// When a retrying head is tried again, or a scheduled head becomes due.
     pub retry_at: Option<DateTime<Utc>>,
     /// Undelivered events behind the head.
     pub waiting: i64,
 }
 from_row!(BlockedKey {
     ordering_key,
+    tenant_id,
     head_id,
     event_type,
     status,
@@ -84,7 +90,7 @@ pub struct StatusReport {
     pub by_event_type: Vec<TypeCounts>,
     /// How many event types have rows at all (`by_event_type` may show fewer).
     pub event_types_total: i64,
-    /// Keys whose head is dead or retrying, oldest first (at most `top`).
+    /// Keys whose head is dead, retrying or scheduled, oldest first (at most `top`).
     pub blocked_keys: Vec<BlockedKey>,
     /// Whether more blocked keys exist than `blocked_keys` shows.
     pub more_blocked_keys: bool,
@@ -178,7 +184,8 @@ pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error
     })
 }
 
-/// Keys whose head is dead (or, with `retrying`, backing off), oldest head first, at most
+/// Keys whose head is dead (or, with `retrying`, backing off or scheduled with events
+/// waiting behind it), oldest head first, at most
 /// `limit`. `waiting` is exact up to [`EXACT_UP_TO`], estimated beyond.
 pub async fn blocked_keys(
     db: impl sqlx::PgExecutor<'_>,
@@ -190,26 +197,42 @@ pub async fn blocked_keys(
              (SELECT d.id, d.seq FROM outbox_events d
                WHERE d.status = 'dead' AND d.ordering_key IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM outbox_events b
-                                  WHERE b.ordering_key = d.ordering_key AND b.seq < d.seq
+                                  WHERE outbox_scope(b.tenant_id, b.ordering_key)
+                                        = outbox_scope(d.tenant_id, d.ordering_key)
+                                    AND b.seq < d.seq
                                     AND b.status IN ('pending', 'dead'))
                ORDER BY d.seq LIMIT $1)
              UNION ALL
              (SELECT r.id, r.seq FROM outbox_events r
                WHERE $2 AND r.status = 'pending' AND NOT r.parked AND r.claim_token IS NULL
                  AND r.available_at > now() AND r.attempts > 0 AND r.ordering_key IS NOT NULL
-               ORDER BY r.available_at LIMIT $1))
-         SELECT e.ordering_key, e.id AS head_id, e.event_type,
-                CASE WHEN e.status = 'dead' THEN 'dead' ELSE 'retrying' END AS status,
+               ORDER BY r.available_at LIMIT $1)
+             UNION ALL
+             (SELECT s.id, s.seq FROM outbox_events s
+               WHERE $2 AND s.status = 'pending' AND NOT s.parked AND s.claim_token IS NULL
+                 AND s.available_at > now() AND s.attempts = 0 AND s.ordering_key IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM outbox_events x
+                              WHERE outbox_scope(x.tenant_id, x.ordering_key)
+                                    = outbox_scope(s.tenant_id, s.ordering_key)
+                                AND x.seq > s.seq
+                                AND x.status IN ('pending', 'dead'))
+               ORDER BY s.available_at LIMIT $1))
+         SELECT e.ordering_key, e.tenant_id, e.id AS head_id, e.event_type,
+                CASE WHEN e.status = 'dead' THEN 'dead'
+                     WHEN e.attempts = 0 THEN 'scheduled' ELSE 'retrying' END AS status,
                 e.attempts, e.last_error,
                 CASE WHEN e.status = 'pending' THEN e.available_at END AS retry_at,
-                CASE WHEN w.n > $3 THEN GREATEST(outbox_estimate_behind(e.ordering_key, e.seq), w.n)
+                CASE WHEN w.n > $3
+                     THEN GREATEST(outbox_estimate_behind(outbox_scope(e.tenant_id, e.ordering_key), e.seq), w.n)
                      ELSE w.n END AS waiting
            FROM heads h
            JOIN outbox_events e ON e.id = h.id
            CROSS JOIN LATERAL (
                 SELECT count(*) AS n FROM (
                     SELECT 1 FROM outbox_events x
-                     WHERE x.ordering_key = e.ordering_key AND x.seq > e.seq
+                     WHERE outbox_scope(x.tenant_id, x.ordering_key)
+                           = outbox_scope(e.tenant_id, e.ordering_key)
+                       AND x.seq > e.seq
                        AND x.status IN ('pending', 'dead')
                      LIMIT $3 + 1) AS capped) AS w
           ORDER BY e.seq
@@ -243,7 +266,7 @@ pub struct Gauges {
 
 /// Reads the gauges (each part an index scan bounded by a limit, or an estimate). The relay
 /// runs it on a connection of its own within its database deadline
-/// ([`crate::db::within_deadline`]), so a silent database cannot hold the connection.
+/// ([`crate::foundation::db::within_deadline`]), so a silent database cannot hold the connection.
 pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error> {
     let (pending, in_flight, oldest_pending_age, dead, dead_tuples): (i64, i64, f64, i64, i64) =
         sqlx::query_as(

@@ -8,10 +8,8 @@ use catalog_types::Category;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use crate::store::claim::ClaimedEvent;
-
-/// AMQP short strings (type, header names, routing key) hold at most this many bytes.
-pub const SHORT_STRING_MAX: usize = 255;
+use crate::engine::event::ClaimedEvent;
+use crate::foundation::config::SHORT_STRING_MAX;
 
 /// Why an event can never be published as stored. Permanent: retrying cannot help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,68 +121,11 @@ pub fn category_slug(category: &str) -> String {
     }
 }
 
-/// The placeholders a routing key template may use.
-pub const ROUTING_KEY_PLACEHOLDERS: [&str; 3] = ["{category}", "{event_type}", "{tenant_id}"];
-
-/// Checks a routing key template before the relay starts, so a typo cannot make every
-/// event unroutable or dead: it must not be empty, may use only
-/// [`ROUTING_KEY_PLACEHOLDERS`] in braces, must hold no control characters, and must stay
-/// within AMQP's 255 bytes for every catalog event (the longest category slug and event
-/// type, a tenant id). The error says what is wrong, without the flag's name.
-pub fn check_routing_key_template(template: &str) -> Result<(), String> {
-    if template.is_empty() {
-        return Err(
-            "is empty: every event would be published with an empty routing key".to_owned(),
-        );
-    }
-    if let Some(c) = template.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "holds the control character {}",
-            c.escape_unicode()
-        ));
-    }
-    let mut rest = template;
-    while let Some(open) = rest.find(['{', '}']) {
-        if rest[open..].starts_with('}') {
-            return Err("has a `}` without its `{`".to_owned());
-        }
-        let Some(close) = rest[open..].find('}') else {
-            return Err("has a `{` without its `}`".to_owned());
-        };
-        let placeholder = &rest[open..open + close + 1];
-        if !ROUTING_KEY_PLACEHOLDERS.contains(&placeholder) {
-            return Err(format!(
-                "uses the unknown placeholder `{}`: the placeholders are {}",
-                placeholder.chars().take(40).collect::<String>(),
-                ROUTING_KEY_PLACEHOLDERS.join(", ")
-            ));
-        }
-        rest = &rest[open + close + 1..];
-    }
-    let longest = |names: Vec<String>| names.into_iter().max_by_key(String::len);
-    let registry = catalog_types::registry();
-    let slug = longest(Category::ALL.iter().map(|c| c.slug().to_owned()).collect());
-    let event_type = longest(
-        registry
-            .entries()
-            .iter()
-            .map(|e| e.event_type.to_ascii_lowercase())
-            .collect(),
-    );
-    let expanded = template
-        .replace("{category}", &slug.unwrap_or_default())
-        .replace("{event_type}", &event_type.unwrap_or_default())
-        .replace("{tenant_id}", &uuid::Uuid::nil().to_string());
-    if expanded.len() > SHORT_STRING_MAX {
-        return Err(format!(
-            "expands to up to {} bytes, over AMQP's {SHORT_STRING_MAX}-byte routing key",
-            expanded.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Expands a routing key template (`{category}`, `{event_type}`, `{tenant_id}`).
+/// Expands a routing key template (`{category}`, `{event_type}`, `{tenant_id}`: the
+/// [`ROUTING_KEY_PLACEHOLDERS`] that [`check_routing_key_template`] accepts).
+///
+/// [`ROUTING_KEY_PLACEHOLDERS`]: crate::foundation::config::ROUTING_KEY_PLACEHOLDERS
+/// [`check_routing_key_template`]: crate::foundation::config::check_routing_key_template
 pub fn routing_key(template: &str, event: &ClaimedEvent) -> String {
     template
         .replace("{category}", &category_slug(&event.category))
@@ -349,33 +290,6 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routing_key_templates_are_checked_before_the_relay_starts() {
-        for good in [
-            "{category}.{event_type}",
-            "{tenant_id}.{category}.{event_type}",
-            "all-events",
-            "évènements.{event_type}",
-        ] {
-            assert_eq!(check_routing_key_template(good), Ok(()), "{good}");
-        }
-        for (bad, says) in [
-            ("", "empty"),
-            (
-                "{category}.{eventtype}",
-                "unknown placeholder `{eventtype}`",
-            ),
-            ("{category", "without its `}`"),
-            ("category}", "without its `{`"),
-            ("a\nb", "control character"),
-            (&"k".repeat(256), "over AMQP"),
-            (&format!("{}{{event_type}}", "k".repeat(230)), "over AMQP"),
-        ] {
-            let error = check_routing_key_template(bad).unwrap_err();
-            assert!(error.contains(says), "{bad:?}: {error}");
-        }
-    }
 
     #[test]
     fn category_slugs_follow_the_catalog() {

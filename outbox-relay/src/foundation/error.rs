@@ -1,8 +1,8 @@
-//! Why the relay library refuses to start, or stopped badly.
+//! Why the relay library refuses to start, or stopped badly: [`RelayError`], and the two
+//! refusals at first contact it carries, which the database and broker connections
+//! return.
 
-use crate::config::ConfigError;
-use crate::db::DatabaseRefused;
-use crate::publisher::Unhealable;
+use crate::foundation::config::ConfigError;
 
 /// Why the relay could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,33 @@ pub enum RelayError {
     /// outstanding was abandoned, and its leases expire.
     #[error("shutdown did not finish within {0:?}")]
     ShutdownTimedOut(std::time::Duration),
+}
+
+/// The database refused the relay at its first contact
+/// ([`crate::foundation::db::first_contact`]) in a way no retry heals: wrong credentials,
+/// no such database, a schema not migrated, a missing grant, a certificate not trusted.
+/// Its text names the server (password masked), the cause and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("database {server}: {cause}")]
+pub struct DatabaseRefused {
+    /// The server's URL, password masked.
+    pub server: String,
+    /// The cause and what to do about it ([`crate::foundation::diagnosis::database`]).
+    pub cause: String,
+}
+
+/// Why the relay's first contact with the broker failed in a way no retry can heal (see
+/// [`crate::broker::connection::Broker::first_contact`]). Its text names the node
+/// (password masked) and the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("broker {node}: {cause}: {detail}")]
+pub struct Unhealable {
+    /// The node's URL, password masked.
+    pub node: String,
+    /// `authentication failed` or `TLS certificate not trusted`.
+    pub cause: &'static str,
+    /// The client library's error (redacted) and what to check.
+    pub detail: String,
 }
 
 impl From<Unhealable> for RelayError {

@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::health::Health;
+use crate::service::health::Health;
 
 /// Where the endpoints listen unless told otherwise: every interface, port 9187.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9187);

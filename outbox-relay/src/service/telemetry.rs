@@ -7,7 +7,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::publisher::PublishFailure;
+use crate::broker::publishing::PublishFailure;
+use crate::foundation::db::within_deadline;
+use crate::foundation::diagnosis;
+use crate::foundation::pause::sleep_unless_cancelled;
+use crate::store::stats;
 
 /// Events confirmed by the broker (counter).
 pub const PUBLISHED: &str = "outbox_published_total";
@@ -121,7 +125,7 @@ pub async fn refresh_gauges(
     deadline: Duration,
     cancel: CancellationToken,
 ) {
-    while crate::pause::sleep_unless_cancelled(interval, &cancel).await {
+    while sleep_unless_cancelled(interval, &cancel).await {
         refresh_gauges_once(&pool, deadline).await;
     }
 }
@@ -129,9 +133,7 @@ pub async fn refresh_gauges(
 /// Reads the backlog figures (within `deadline`) into the gauges; a failure is logged and
 /// leaves them as they were.
 pub async fn refresh_gauges_once(pool: &PgPool, deadline: Duration) {
-    let read = crate::db::within_deadline(pool, deadline, async |conn| {
-        crate::store::stats::gauges(conn).await
-    });
+    let read = within_deadline(pool, deadline, async |conn| stats::gauges(conn).await);
     match read.await {
         Ok(figures) => {
             metrics::gauge!(BACKLOG).set(figures.pending as f64);
@@ -143,7 +145,7 @@ pub async fn refresh_gauges_once(pool: &PgPool, deadline: Duration) {
             metrics::gauge!(DEAD_TUPLES).set(figures.dead_tuples as f64);
         }
         Err(error) => {
-            let error = crate::diagnosis::database(&error);
+            let error = diagnosis::database(&error);
             warn!(%error, "could not read the backlog");
         }
     }

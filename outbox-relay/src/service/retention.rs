@@ -1,5 +1,5 @@
 //! The relay's `--retention`: every few minutes, delete finished events (delivered and
-//! discarded) past the age, through [`crate::store::purge`]'s batch-delete loop. Pending and
+//! discarded) past the age, through [`purge`]'s batch-delete loop. Pending and
 //! dead events, and the consumers' inbox records, are never purged here (`outbox-relay purge
 //! --inbox` does the inbox).
 
@@ -9,9 +9,10 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::pause::sleep_unless_cancelled;
+use crate::foundation::diagnosis;
+use crate::foundation::pause::sleep_unless_cancelled;
+use crate::service::telemetry;
 use crate::store::purge;
-use crate::telemetry;
 
 /// Purges delivered and discarded events past `retention`, and the key locks of keys
 /// with nothing left to deliver, every few minutes until cancelled (the relay's
@@ -33,7 +34,7 @@ pub async fn purge_periodically(
                 info!(deleted, "purged events past retention");
             }
             Err(error) => {
-                let error = crate::diagnosis::database(&error);
+                let error = diagnosis::database(&error);
                 warn!(%error, "retention purge failed");
             }
         }

@@ -1,33 +1,21 @@
 //! The one way the relay and its operator commands connect to the database.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection as _, PgConnection, PgPool};
 
-use crate::error::RelayError;
-use crate::mask::mask_url;
-
-/// The connect options of a `--database-url`; a malformed URL is refused naming the flag,
-/// with the password masked. Also what [`crate::RelayConfig::validate`] checks, so `run`
-/// refuses such a URL before it starts anything.
-pub fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(format!(
-            "--database-url {}: expected a postgres:// or postgresql:// URL",
-            mask_url(url)
-        ));
-    }
-    PgConnectOptions::from_str(url).map_err(|e| format!("--database-url {}: {e}", mask_url(url)))
-}
+use crate::foundation::backoff::BackoffPolicy;
+use crate::foundation::config::{ConfigError, connect_options};
+use crate::foundation::diagnosis::{self, refusal_heals};
+use crate::foundation::error::{DatabaseRefused, RelayError};
+use crate::foundation::mask::mask_url;
 
 /// How long taking a connection may wait (the operator commands' first connection too).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
 pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
-    let options = connect_options(url).map_err(crate::config::ConfigError)?;
+    let options = connect_options(url).map_err(ConfigError)?;
     Ok(outbox_core::tcp_nodelay::pool_options(&options)
         .max_connections(max_connections)
         .acquire_timeout(CONNECT_TIMEOUT)
@@ -74,18 +62,6 @@ fn no_answer(deadline: Duration) -> sqlx::Error {
     ))
 }
 
-/// The database refused the relay at its first contact in a way no retry heals: wrong
-/// credentials, no such database, a schema not migrated, a missing grant, a certificate
-/// not trusted. Its text names the server (password masked), the cause and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("database {server}: {cause}")]
-pub struct DatabaseRefused {
-    /// The server's URL, password masked.
-    pub server: String,
-    /// The cause and what to do about it ([`crate::diagnosis::database`]).
-    pub cause: String,
-}
-
 /// Connects once, on a connection of its own (so a refused port answers at once instead
 /// of after the pool's wait), and reads the outbox table, all within `deadline`. Fails only
 /// when the answer is one no retry can change ([`refusal_heals`] says which). A server that
@@ -113,12 +89,12 @@ pub async fn first_contact(database_url: &str, deadline: Duration) -> Result<(),
         Err(error) if refusal_heals(&error) => {
             tracing::warn!(
                 database = %mask_url(database_url),
-                error = %crate::diagnosis::database(&error),
+                error = %diagnosis::database(&error),
                 "database not usable at start; retrying"
             );
             Ok(())
         }
-        Err(error) => Err(refused(crate::diagnosis::database(&error))),
+        Err(error) => Err(refused(diagnosis::database(&error))),
     }
 }
 
@@ -130,7 +106,7 @@ pub async fn wait_until_reachable(database_url: &str, deadline: Duration) {
     let Ok(options) = connect_options(database_url) else {
         return;
     };
-    let mut delays = crate::backoff::BackoffPolicy::RECONNECT.delay_iter();
+    let mut delays = BackoffPolicy::RECONNECT.delay_iter();
     loop {
         let connected = within(deadline, PgConnection::connect_with(&options)).await;
         match connected {
@@ -139,12 +115,10 @@ pub async fn wait_until_reachable(database_url: &str, deadline: Duration) {
                 return;
             }
             Err(error) if refusal_heals(&error) => {
-                let delay = delays
-                    .next()
-                    .unwrap_or(crate::backoff::BackoffPolicy::RECONNECT.cap);
+                let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                 tracing::warn!(
                     database = %mask_url(database_url),
-                    error = %crate::diagnosis::database(&error),
+                    error = %diagnosis::database(&error),
                     retry_in = %format_args!("{delay:.1?}"),
                     "database not reachable yet; waiting to migrate"
                 );
@@ -163,52 +137,4 @@ async fn within<T>(
     tokio::time::timeout(deadline, work)
         .await
         .unwrap_or_else(|_| Err(no_answer(deadline)))
-}
-
-/// Whether a failed first contact may heal by itself: the network, a server starting up or
-/// shutting down, no free connection slot, an outbox table not created yet. Authentication,
-/// a missing database, a missing grant, TLS and malformed settings do not.
-pub fn refusal_heals(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => !matches!(
-            db.code().as_deref(),
-            Some("28P01" | "28000" | "3D000" | "42501")
-        ),
-        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => false,
-        sqlx::Error::Io(io) => !certificate_refused(io),
-        _ => true,
-    }
-}
-
-/// Whether an I/O error is a TLS handshake that failed on a certificate (not signed by a
-/// CA of `sslrootcert`, a wrong host name, expired; or the server refusing ours). rustls
-/// reports these as I/O errors of kind `InvalidData`, and sqlx passes them on as
-/// `sqlx::Error::Io`, not as `sqlx::Error::Tls`.
-pub fn certificate_refused(io: &std::io::Error) -> bool {
-    io.kind() == std::io::ErrorKind::InvalidData
-        && io.to_string().to_lowercase().contains("certificate")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// rustls's refusal of the server's certificate reaches us as an I/O error: it cannot
-    /// heal, unlike the network errors next to it.
-    #[test]
-    fn an_untrusted_certificate_does_not_heal_but_the_network_does() {
-        let io = |kind, text: &str| sqlx::Error::Io(std::io::Error::new(kind, text.to_owned()));
-        use std::io::ErrorKind::{ConnectionRefused, InvalidData, TimedOut};
-        assert!(!refusal_heals(&io(
-            InvalidData,
-            "invalid peer certificate: UnknownIssuer"
-        )));
-        assert!(!refusal_heals(&io(
-            InvalidData,
-            "invalid peer certificate: NotValidForName"
-        )));
-        assert!(refusal_heals(&io(ConnectionRefused, "connection refused")));
-        assert!(refusal_heals(&io(TimedOut, "no answer")));
-        assert!(refusal_heals(&io(InvalidData, "unexpected message")));
-    }
 }

@@ -1,7 +1,7 @@
 //! Durations as operators type and read them: `500ms`, `15s`, `2h`, `7d`.
 //!
 //! Flags parse them, help texts show their defaults and reports print them in the same
-//! notation, so the default written in [`crate::config`] is the one `--help` shows.
+//! notation, so the default written in [`crate::foundation::config`] is the one `--help` shows.
 
 use std::fmt;
 use std::str::FromStr;

@@ -23,8 +23,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::backoff::BackoffPolicy;
-use crate::pause::sleep_unless_cancelled;
+use crate::foundation::backoff::BackoffPolicy;
+use crate::foundation::config::DEFAULT_DB_TIMEOUT;
+use crate::foundation::db::within_deadline;
+use crate::foundation::diagnosis;
+use crate::foundation::pause::sleep_unless_cancelled;
 use crate::store::claim;
 
 /// The channel the insert trigger notifies.
@@ -93,12 +96,12 @@ impl Wakeup {
             pool: pool.clone(),
             min_interval: min_interval.min(max_interval),
             max_interval,
-            db_timeout: crate::config::DEFAULT_DB_TIMEOUT,
+            db_timeout: DEFAULT_DB_TIMEOUT,
         }
     }
 
     /// Bounds each look for work by `timeout` (default
-    /// [`crate::config::DEFAULT_DB_TIMEOUT`]): a look on a database that stopped answering
+    /// [`DEFAULT_DB_TIMEOUT`]): a look on a database that stopped answering
     /// then fails, its connection is closed, and the loop goes on to its claim (which
     /// reports the error) instead of waiting on the silent link.
     pub fn with_db_timeout(mut self, timeout: Duration) -> Self {
@@ -176,7 +179,7 @@ impl Wakeup {
                     }
                     Err(error) => {
                         let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
-                        let error = crate::diagnosis::database(&error);
+                        let error = diagnosis::database(&error);
                         warn!(%error, retry_in = %format_args!("{delay:.1?}"), "LISTEN failed; polling until it works");
                         if !sleep_unless_cancelled(delay, &cancel).await {
                             return;
@@ -201,7 +204,7 @@ impl Wakeup {
                     self.notify.notify_one();
                 }
                 Err(error) => {
-                    let error = crate::diagnosis::database(&error);
+                    let error = diagnosis::database(&error);
                     warn!(%error, "LISTEN connection failed");
                     listener = None;
                     self.listening.store(false, Ordering::Relaxed);
@@ -215,7 +218,7 @@ impl Wakeup {
     async fn follow_mode(self, cancel: CancellationToken) {
         let mut known = None;
         loop {
-            let read = crate::db::within_deadline(&self.pool, self.db_timeout, async |conn| {
+            let read = within_deadline(&self.pool, self.db_timeout, async |conn| {
                 Mode::read(conn).await
             });
             match read.await {

@@ -12,8 +12,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::health::Health;
-use crate::pause::sleep_unless_cancelled;
+use crate::foundation::db::within_deadline;
+use crate::foundation::pause::sleep_unless_cancelled;
+use crate::service::health::Health;
 
 /// How often the database is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -29,7 +30,7 @@ pub async fn probe_database(
     loop {
         // Within the deadline, on a connection closed rather than given back when the
         // database stops answering (see `within_deadline`).
-        let answered = crate::db::within_deadline(&pool, deadline, async |conn| {
+        let answered = within_deadline(&pool, deadline, async |conn| {
             sqlx::query("SELECT 1").execute(conn).await
         })
         .await;

@@ -1,6 +1,5 @@
 //! The delivery loop: wake up → claim → publish in waves → settle, until shutdown.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,19 +9,28 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use crate::backoff::BackoffPolicy;
-use crate::config::{RelayConfig, SETTLE_RESERVE};
-use crate::db::pool_for;
-use crate::error::RelayError;
-use crate::health::Health;
-use crate::mask::mask_url;
-use crate::message;
-use crate::pause::sleep_unless_cancelled;
-use crate::publisher::{Broker, PublishFailure, PublishResult, Publisher};
-use crate::store::claim::{self, Claim, ClaimedEvent};
+use crate::broker::connection::Broker;
+use crate::broker::message;
+use crate::broker::publishing::{PublishFailure, PublishResult, Publisher};
+use crate::engine::event::ClaimedEvent;
+use crate::engine::waves;
+use crate::foundation::backoff::BackoffPolicy;
+use crate::foundation::config::{RelayConfig, SETTLE_RESERVE, mask_amqp_nodes};
+use crate::foundation::db::{self, pool_for};
+use crate::foundation::diagnosis;
+use crate::foundation::error::RelayError;
+use crate::foundation::mask::mask_url;
+use crate::foundation::pause::sleep_unless_cancelled;
+use crate::service::health::Health;
+use crate::service::ownership::Ownership;
+use crate::service::wakeup::Wakeup;
+use crate::service::{probe, retention, telemetry};
+use crate::store::claim::{self, Claim};
 use crate::store::settle::{self, Outcome, Settled};
-use crate::telemetry;
-use crate::wakeup::Wakeup;
+
+/// How long a delivery loop waits before looking again when the relay does not hold its
+/// ownership lock (at start, or while its session is re-established).
+const OWNERSHIP_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs the relay until `shutdown` completes, then drains: the waves in flight finish,
 /// unpublished rows are released, and the function returns — within
@@ -42,12 +50,12 @@ pub async fn run(
     tokio::pin!(shutdown);
     let cancel = CancellationToken::new();
     // A connection per loop (its claim or settle), one each for the listener, the database
-    // probe, the mode refresh, the gauges and retention, and one spare (a connection given
-    // up on a silent link may hold its slot while sqlx closes it).
-    let pool = pool_for(&config.database_url, config.in_flight_batches + 6)?;
+    // probe, the mode refresh, the gauges, retention and the ownership session, and one
+    // spare (a connection given up on a silent link may hold its slot while sqlx closes it).
+    let pool = pool_for(&config.database_url, config.in_flight_batches + 7)?;
     let broker = Broker::for_config(&config)?;
     let background = cancel.child_token();
-    tokio::spawn(crate::probe::probe_database(
+    tokio::spawn(probe::probe_database(
         pool.clone(),
         health.clone(),
         config.db_timeout,
@@ -63,7 +71,7 @@ pub async fn run(
         tokio::try_join!(
             async { broker.first_contact().await.map_err(RelayError::from) },
             async {
-                crate::db::first_contact(&config.database_url, config.db_timeout)
+                db::first_contact(&config.database_url, config.db_timeout)
                     .await
                     .map_err(RelayError::from)
             },
@@ -97,7 +105,7 @@ pub async fn run(
         background.clone(),
     ));
     if let Some(retention) = config.retention {
-        tokio::spawn(crate::retention::purge_periodically(
+        tokio::spawn(retention::purge_periodically(
             pool.clone(),
             retention,
             config.db_timeout,
@@ -107,12 +115,16 @@ pub async fn run(
     info!(
         relay_id = %config.relay_id,
         database = %mask_url(&config.database_url),
-        broker = %crate::config::mask_amqp_nodes(&config.amqp_url),
+        broker = %mask_amqp_nodes(&config.amqp_url),
         exchange = %config.exchange,
         batch_size = config.batch_size,
         in_flight_batches = config.in_flight_batches,
         "relay started"
     );
+
+    // The session whose advisory lock the claim tokens name: the leases end with this
+    // process. It outlives the delivery loops' drain (it ends with the background tasks).
+    let ownership = Ownership::start(pool.clone(), config.db_timeout, background.clone());
 
     let lane = Lane {
         broker,
@@ -120,6 +132,7 @@ pub async fn run(
         pool,
         wakeup,
         health,
+        ownership,
         cancel,
     };
     let mut lanes = tokio::task::JoinSet::new();
@@ -180,6 +193,7 @@ struct Lane {
     broker: Arc<Broker>,
     wakeup: Wakeup,
     health: Arc<Health>,
+    ownership: Ownership,
     cancel: CancellationToken,
 }
 
@@ -192,6 +206,7 @@ impl Lane {
             broker,
             wakeup,
             health,
+            ownership,
             cancel,
         } = self;
         let mut publisher = Publisher::new(broker, config.confirm_timeout)
@@ -209,14 +224,21 @@ impl Lane {
             }
             health.set_broker(index, true);
 
-            // 2. Claim the heads of keys and the runs behind them, under a fresh token. The
-            //    lease is counted from before the claim: the database's deadline is later.
+            // 2. Claim the heads of keys and the runs behind them, under a fresh token that
+            //    names this relay's ownership lock (no claim without it: the lease must end
+            //    with this process). The lease is counted from before the claim: the
+            //    database's deadline is later.
+            let Some(owner) = ownership.current() else {
+                sleep_unless_cancelled(OWNERSHIP_WAIT, &cancel).await;
+                continue;
+            };
             let claim_started = Instant::now();
             let lease_ends = claim_started + config.lease;
             let claim = match claim::claim_within(
                 &pool,
                 config.db_timeout,
                 &config.relay_id,
+                Some(owner),
                 config.batch_size,
                 config.lease,
             )
@@ -229,7 +251,7 @@ impl Lane {
                 Err(error) => {
                     health.set_database(false);
                     let delay = db_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
-                    let error = crate::diagnosis::database(&error);
+                    let error = diagnosis::database(&error);
                     warn!(%error, retry_in = %format_args!("{delay:.1?}"), "claim failed; retrying");
                     sleep_unless_cancelled(delay, &cancel).await;
                     continue;
@@ -248,8 +270,9 @@ impl Lane {
 
             // 3. Publish in waves, awaiting confirms between waves, while the lease allows.
             let publish_started = Instant::now();
+            let held = || ownership.still(owner);
             let outcomes =
-                publish_in_waves(&mut publisher, &config, &claim, lease_ends, &cancel).await;
+                publish_in_waves(&mut publisher, &config, &claim, lease_ends, &held, &cancel).await;
             health.set_broker(index, publisher.is_connected());
             let published_in = publish_started.elapsed();
 
@@ -292,16 +315,19 @@ fn report(settled: &Settled) {
     }
 }
 
-/// Publishes a claim so that no event goes out before the earlier events of its key are
-/// confirmed: wave *n* holds the *n*-th event of every key. An event that fails releases
-/// the rest of its key unpublished. A wave starts only while the lease has room for the
-/// worst case of a wave plus the settle; cancellation, a broken link, or a lease running
-/// short releases everything not yet sent.
+/// Publishes a claim so that no event goes out before the earlier events of its ordering
+/// scope are confirmed, in the waves [`waves`] plans: wave *n* holds the *n*-th event of
+/// every scope. An event that is not confirmed releases the rest of its scope unpublished. A
+/// wave starts only while the lease has room for the worst case of a wave plus the settle,
+/// and while `held` says the relay still holds the ownership lock its claim token names;
+/// cancellation, a broken link, a lease running short or a lost ownership session releases
+/// everything not yet sent.
 async fn publish_in_waves(
     publisher: &mut Publisher,
     config: &RelayConfig,
     claim: &Claim,
     lease_ends: Instant,
+    held: &(dyn Fn() -> bool + Sync),
     cancel: &CancellationToken,
 ) -> Vec<(Uuid, Outcome)> {
     let mut outcomes = Vec::with_capacity(claim.len());
@@ -315,42 +341,44 @@ async fn publish_in_waves(
             },
         ));
     }
-    // An unreadable event is dead and blocks its key: nothing after it in its key goes out.
-    let (publishable, blocked): (Vec<&ClaimedEvent>, Vec<&ClaimedEvent>) =
-        claim.events.iter().partition(|event| {
-            !claim.undecodable.iter().any(|u| {
-                event.seq > u.seq
-                    && match &u.ordering_key {
-                        Some(key) => key.is_some() && *key == event.ordering_key,
-                        None => true,
-                    }
-            })
-        });
+    // An unreadable event is dead and blocks its scope: nothing after it there goes out.
+    let unreadable: Vec<waves::Unreadable<'_>> = claim
+        .undecodable
+        .iter()
+        .map(|u| waves::Unreadable {
+            seq: u.seq,
+            ordering_key: u.ordering_key.as_ref().map(Option::as_deref),
+            tenant_id: u.tenant_id,
+        })
+        .collect();
+    let (publishable, blocked) = waves::hold_back(&claim.events, &unreadable);
     outcomes.extend(blocked.iter().map(|event| (event.id, Outcome::Released)));
-    let mut lanes = lanes_by_ordering_key(&publishable);
+    let mut lanes = waves::lanes_by_scope(&publishable);
     loop {
-        let wave: Vec<(usize, &ClaimedEvent)> = lanes
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(lane, events)| events.pop_front().map(|event| (lane, event)))
-            .collect();
+        let wave = waves::next_wave(&mut lanes);
         if wave.is_empty() {
             break;
         }
-        // Rows whose lease runs out may be claimed by another relay: publishing them here
-        // too could put a later event of their key out first there.
-        let lease_short = Instant::now() + config.worst_case_wave() + SETTLE_RESERVE >= lease_ends;
-        if cancel.is_cancelled() || !publisher.is_connected() || lease_short {
+        let lease_short = waves::lease_short(
+            Instant::now(),
+            config.worst_case_wave() + SETTLE_RESERVE,
+            lease_ends,
+        );
+        let owned = held();
+        if cancel.is_cancelled() || !publisher.is_connected() || lease_short || !owned {
             if lease_short {
                 warn!(
                     unpublished = wave.len(),
                     "the lease is running short; releasing the rest of the batch"
                 );
+            } else if !owned {
+                warn!(
+                    unpublished = wave.len(),
+                    "the relay's ownership session was lost (another relay may take these events over); releasing the rest of the batch"
+                );
             }
             outcomes.extend(wave.iter().map(|(_, event)| (event.id, Outcome::Released)));
-            for lane in &mut lanes {
-                release_lane(lane, &mut outcomes);
-            }
+            released(&mut outcomes, waves::release_all(&mut lanes));
             break;
         }
 
@@ -375,9 +403,7 @@ async fn publish_in_waves(
                             error: format!("cannot be published: {error}"),
                         },
                     ));
-                    if let Some(rest) = lanes.get_mut(lane) {
-                        release_lane(rest, &mut outcomes);
-                    }
+                    released(&mut outcomes, waves::release_lane(&mut lanes, lane));
                 }
             }
         }
@@ -403,43 +429,20 @@ async fn publish_in_waves(
                     outcomes.push((event.id, Outcome::Released));
                 }
             }
-            if let Some(rest) = lanes.get_mut(lane) {
-                release_lane(rest, &mut outcomes);
-            }
+            released(&mut outcomes, waves::release_lane(&mut lanes, lane));
         }
     }
     outcomes
 }
 
+/// Records `ids` as released unpublished.
+fn released(outcomes: &mut Vec<(Uuid, Outcome)>, ids: Vec<Uuid>) {
+    outcomes.extend(ids.into_iter().map(|id| (id, Outcome::Released)));
+}
+
 /// The first 80 characters of a value for a log line.
 fn shorten(text: &str) -> String {
     text.chars().take(80).collect()
-}
-
-/// Splits a seq-ordered batch into one queue per ordering key (events without a key each
-/// get their own), preserving seq order within every queue.
-fn lanes_by_ordering_key<'a>(batch: &[&'a ClaimedEvent]) -> Vec<VecDeque<&'a ClaimedEvent>> {
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut lanes: Vec<VecDeque<&ClaimedEvent>> = Vec::new();
-    for &event in batch {
-        match event.ordering_key.as_deref() {
-            Some(key) => {
-                let lane = *index.entry(key).or_insert_with(|| {
-                    lanes.push(VecDeque::new());
-                    lanes.len() - 1
-                });
-                if let Some(queue) = lanes.get_mut(lane) {
-                    queue.push_back(event);
-                }
-            }
-            None => lanes.push(VecDeque::from([event])),
-        }
-    }
-    lanes
-}
-
-fn release_lane(lane: &mut VecDeque<&ClaimedEvent>, outcomes: &mut Vec<(Uuid, Outcome)>) {
-    outcomes.extend(lane.drain(..).map(|event| (event.id, Outcome::Released)));
 }
 
 fn failure(config: &RelayConfig, event: &ClaimedEvent, error: &PublishFailure) -> Outcome {
@@ -482,7 +485,7 @@ async fn settle_outcomes(
             Ok(settled) => return Some(settled),
             Err(error) => {
                 tries += 1;
-                let error = crate::diagnosis::database(&error);
+                let error = diagnosis::database(&error);
                 if cancel.is_cancelled() && tries >= 3 {
                     error!(%error, rows = outcomes.len(), "could not record outcomes before shutdown; leases will expire and the rows will be published again");
                     return None;

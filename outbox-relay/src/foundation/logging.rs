@@ -111,7 +111,7 @@ mod tests {
             tracing::warn!(target: "lapin::returned_messages", message = "data: [123, 34]", "Server returned us a message");
             tracing::trace!(target: "lapin::channel", "frame dump");
             tracing::warn!(target: "lapin::channel", "Channel closed");
-            tracing::warn!(target: "outbox_relay::relay", "publish failed; retrying");
+            tracing::warn!(target: "outbox_relay::service::relay", "publish failed; retrying");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(

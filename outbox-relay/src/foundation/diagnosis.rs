@@ -20,7 +20,7 @@ pub fn database(error: &sqlx::Error) -> String {
             ErrorKind::NotFound => format!(
                 "not found: {io}: check the files the URL names (sslrootcert, sslcert, sslkey), or the Unix socket's directory"
             ),
-            ErrorKind::InvalidData if crate::db::certificate_refused(io) => format!(
+            ErrorKind::InvalidData if certificate_refused(io) => format!(
                 "TLS failed: {io}: check sslrootcert (it must hold the CA that signed the server's certificate) and the host name"
             ),
             _ => format!("network error: {io}"),
@@ -67,6 +67,30 @@ pub fn database_in_chain(error: &(dyn std::error::Error + 'static)) -> Option<St
     None
 }
 
+/// Whether a failed first contact may heal by itself: the network, a server starting up or
+/// shutting down, no free connection slot, an outbox table not created yet. Authentication,
+/// a missing database, a missing grant, TLS and malformed settings do not.
+pub fn refusal_heals(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => !matches!(
+            db.code().as_deref(),
+            Some("28P01" | "28000" | "3D000" | "42501")
+        ),
+        sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => false,
+        sqlx::Error::Io(io) => !certificate_refused(io),
+        _ => true,
+    }
+}
+
+/// Whether an I/O error is a TLS handshake that failed on a certificate (not signed by a
+/// CA of `sslrootcert`, a wrong host name, expired; or the server refusing ours). rustls
+/// reports these as I/O errors of kind `InvalidData`, and sqlx passes them on as
+/// `sqlx::Error::Io`, not as `sqlx::Error::Tls`.
+pub fn certificate_refused(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::InvalidData
+        && io.to_string().to_lowercase().contains("certificate")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +112,24 @@ mod tests {
                 .unwrap()
                 .contains("no connection became available")
         );
+    }
+
+    /// rustls's refusal of the server's certificate reaches us as an I/O error: it cannot
+    /// heal, unlike the network errors next to it.
+    #[test]
+    fn an_untrusted_certificate_does_not_heal_but_the_network_does() {
+        let io = |kind, text: &str| sqlx::Error::Io(std::io::Error::new(kind, text.to_owned()));
+        use std::io::ErrorKind::{ConnectionRefused, InvalidData, TimedOut};
+        assert!(!refusal_heals(&io(
+            InvalidData,
+            "invalid peer certificate: UnknownIssuer"
+        )));
+        assert!(!refusal_heals(&io(
+            InvalidData,
+            "invalid peer certificate: NotValidForName"
+        )));
+        assert!(refusal_heals(&io(ConnectionRefused, "connection refused")));
+        assert!(refusal_heals(&io(TimedOut, "no answer")));
+        assert!(refusal_heals(&io(InvalidData, "unexpected message")));
     }
 }

@@ -1,11 +1,18 @@
 //! Everything the relay loop needs to know, independent of how it was configured: the
 //! settings, each default as an exported constant (the binary's flags show the same ones),
 //! and [`RelayConfig::validate`], which refuses what the relay cannot honour before it
-//! connects to anything.
+//! connects to anything — the routing key template and AMQP's short-string limit
+//! ([`check_routing_key_template`], [`SHORT_STRING_MAX`]) included, which the wire format
+//! (`broker/message.rs`) then relies on.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use crate::backoff::BackoffPolicy;
+use catalog_types::Category;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::foundation::backoff::BackoffPolicy;
+use crate::foundation::mask::{mask_url, password_of, redact};
 
 /// The relay's settings; the binary fills them from flags and environment.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +34,7 @@ pub struct RelayConfig {
     /// Rows claimed per batch.
     pub batch_size: u32,
     /// The longest wait between looks for work: the safety net while notifications arrive,
-    /// the idle ceiling of adaptive polling otherwise (see [`crate::wakeup`]).
+    /// the idle ceiling of adaptive polling otherwise (see [`crate::service::wakeup`]).
     pub poll_interval: Duration,
     /// The shortest wait of adaptive polling: the first look after a claim found nothing.
     pub poll_min_interval: Duration,
@@ -41,7 +48,8 @@ pub struct RelayConfig {
     pub max_attempts: u32,
     /// Retry delays between failed attempts.
     pub retry: BackoffPolicy,
-    /// How long a claim lease lasts; a crashed relay's rows are claimable again after it.
+    /// How long a claim lease lasts when the claiming relay's ownership session cannot end
+    /// it sooner (see `crate::engine::lease`).
     pub lease: Duration,
     /// How long to wait for a publisher confirm before counting the attempt as failed.
     pub confirm_timeout: Duration,
@@ -106,6 +114,19 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test"
 /// The local development broker.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The connect options of a `--database-url`; a malformed URL is refused naming the flag,
+/// with the password masked. Also what [`RelayConfig::validate`] checks, so `run`
+/// refuses such a URL before it starts anything.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "--database-url {}: expected a postgres:// or postgresql:// URL",
+            mask_url(url)
+        ));
+    }
+    PgConnectOptions::from_str(url).map_err(|e| format!("--database-url {}: {e}", mask_url(url)))
+}
+
 /// The nodes of an AMQP URL list: the comma-separated URLs, trimmed, empty items left out
 /// (a comma inside a password must be percent-encoded, `%2C`, as any URL's reserved
 /// character).
@@ -117,12 +138,12 @@ pub fn amqp_nodes(list: &str) -> Vec<&str> {
 }
 
 /// An AMQP URL list with every node's password masked, for logs and errors
-/// ([`crate::mask::mask_url`] per node: masking the list as one URL would miss the later
+/// ([`mask_url`] per node: masking the list as one URL would miss the later
 /// nodes' passwords).
 pub fn mask_amqp_nodes(list: &str) -> String {
     amqp_nodes(list)
         .into_iter()
-        .map(crate::mask::mask_url)
+        .map(mask_url)
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -132,6 +153,70 @@ pub const DEFAULT_EXCHANGE: &str = "outbox.events";
 
 /// `<category slug>.<event type lower case>`, e.g. `tickets.ticket_status_changed`.
 pub const DEFAULT_ROUTING_KEY: &str = "{category}.{event_type}";
+
+/// AMQP short strings (type, header names, routing key) hold at most this many bytes.
+pub const SHORT_STRING_MAX: usize = 255;
+
+/// The placeholders a routing key template may use.
+pub const ROUTING_KEY_PLACEHOLDERS: [&str; 3] = ["{category}", "{event_type}", "{tenant_id}"];
+
+/// Checks a routing key template before the relay starts, so a typo cannot make every
+/// event unroutable or dead: it must not be empty, may use only
+/// [`ROUTING_KEY_PLACEHOLDERS`] in braces, must hold no control characters, and must stay
+/// within AMQP's 255 bytes for every catalog event (the longest category slug and event
+/// type, a tenant id). The error says what is wrong, without the flag's name.
+pub fn check_routing_key_template(template: &str) -> Result<(), String> {
+    if template.is_empty() {
+        return Err(
+            "is empty: every event would be published with an empty routing key".to_owned(),
+        );
+    }
+    if let Some(c) = template.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "holds the control character {}",
+            c.escape_unicode()
+        ));
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err("has a `}` without its `{`".to_owned());
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err("has a `{` without its `}`".to_owned());
+        };
+        let placeholder = &rest[open..open + close + 1];
+        if !ROUTING_KEY_PLACEHOLDERS.contains(&placeholder) {
+            return Err(format!(
+                "uses the unknown placeholder `{}`: the placeholders are {}",
+                placeholder.chars().take(40).collect::<String>(),
+                ROUTING_KEY_PLACEHOLDERS.join(", ")
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    let longest = |names: Vec<String>| names.into_iter().max_by_key(String::len);
+    let registry = catalog_types::registry();
+    let slug = longest(Category::ALL.iter().map(|c| c.slug().to_owned()).collect());
+    let event_type = longest(
+        registry
+            .entries()
+            .iter()
+            .map(|e| e.event_type.to_ascii_lowercase())
+            .collect(),
+    );
+    let expanded = template
+        .replace("{category}", &slug.unwrap_or_default())
+        .replace("{event_type}", &event_type.unwrap_or_default())
+        .replace("{tenant_id}", &uuid::Uuid::nil().to_string());
+    if expanded.len() > SHORT_STRING_MAX {
+        return Err(format!(
+            "expands to up to {} bytes, over AMQP's {SHORT_STRING_MAX}-byte routing key",
+            expanded.len()
+        ));
+    }
+    Ok(())
+}
 
 /// Events claimed per batch: large enough to amortise a claim, small enough to publish well
 /// within a lease.
@@ -202,7 +287,7 @@ impl RelayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |text: String| Err(ConfigError(text));
         // A malformed database URL is refused here, before `run` serves or connects anything.
-        if let Err(reason) = crate::db::connect_options(&self.database_url) {
+        if let Err(reason) = connect_options(&self.database_url) {
             return bad(reason);
         }
         let nodes = amqp_nodes(&self.amqp_url);
@@ -215,17 +300,17 @@ impl RelayConfig {
                     "--amqp-url node {} of {} ({})",
                     index + 1,
                     nodes.len(),
-                    crate::mask::mask_url(node)
+                    mask_url(node)
                 )
             } else {
-                format!("--amqp-url {}", crate::mask::mask_url(node))
+                format!("--amqp-url {}", mask_url(node))
             };
             if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
                 return bad(format!("{name}: expected an amqp:// or amqps:// URL"));
             }
             if let Err(error) = node.parse::<lapin::uri::AMQPUri>() {
-                let secrets: Vec<String> = crate::mask::password_of(node).into_iter().collect();
-                return bad(format!("{name}: {}", crate::mask::redact(&error, &secrets)));
+                let secrets: Vec<String> = password_of(node).into_iter().collect();
+                return bad(format!("{name}: {}", redact(&error, &secrets)));
             }
         }
         if let Some(path) = &self.amqp_ca_file {
@@ -254,8 +339,7 @@ impl RelayConfig {
                 self.exchange.escape_debug()
             ));
         }
-        if let Err(reason) = crate::message::check_routing_key_template(&self.routing_key_template)
-        {
+        if let Err(reason) = check_routing_key_template(&self.routing_key_template) {
             return bad(format!(
                 "--routing-key `{}` {reason}",
                 self.routing_key_template.escape_debug()
@@ -453,5 +537,32 @@ mod tests {
         let error = c.validate().unwrap_err().0;
         let _ = std::fs::remove_file(&empty);
         assert!(error.contains("no PEM certificate"), "{error}");
+    }
+
+    #[test]
+    fn routing_key_templates_are_checked_before_the_relay_starts() {
+        for good in [
+            "{category}.{event_type}",
+            "{tenant_id}.{category}.{event_type}",
+            "all-events",
+            "évènements.{event_type}",
+        ] {
+            assert_eq!(check_routing_key_template(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("", "empty"),
+            (
+                "{category}.{eventtype}",
+                "unknown placeholder `{eventtype}`",
+            ),
+            ("{category", "without its `}`"),
+            ("category}", "without its `{`"),
+            ("a\nb", "control character"),
+            (&"k".repeat(256), "over AMQP"),
+            (&format!("{}{{event_type}}", "k".repeat(230)), "over AMQP"),
+        ] {
+            let error = check_routing_key_template(bad).unwrap_err();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
     }
 }

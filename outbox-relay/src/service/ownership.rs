@@ -1,0 +1,149 @@
+//! The relay's ownership session: one database connection, held for as long as the relay
+//! runs, holding the advisory lock its claim tokens name ([`crate::engine::lease`]).
+//!
+//! A relay that dies (SIGKILL, the OOM killer, a lost node) loses this session when the
+//! kernel closes its socket; the lock goes with it, and the next claim of another relay
+//! reaps its leases at once instead of after `--lease`. While the relay cannot confirm that
+//! it holds the lock (the session failed a heartbeat, or is being re-established), its
+//! delivery loops claim nothing and start no new wave: another relay may be taking its rows
+//! over. A relay that is alive but cut off from the database keeps its wall-clock lease:
+//! its session stays on the server until the server's TCP keepalive gives up on it, and
+//! the relay itself stops publishing when its own lease runs short, as before.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::engine::lease::{OWNER_LOCK_CLASS, owner_lock_key};
+use crate::foundation::backoff::BackoffPolicy;
+use crate::foundation::diagnosis;
+use crate::foundation::pause::sleep_unless_cancelled;
+
+/// How often the session is checked: the longest a relay whose session ended keeps
+/// starting waves before it notices.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The ownership a relay's loops read: who this relay is, and whether it is sure of it.
+#[derive(Debug, Clone, Default)]
+pub struct Ownership {
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    owner: AtomicU32,
+    held: AtomicBool,
+}
+
+impl Ownership {
+    /// The owner id to put in claim tokens, while this relay holds its lock.
+    pub fn current(&self) -> Option<u32> {
+        self.state
+            .held
+            .load(Ordering::Acquire)
+            .then(|| self.state.owner.load(Ordering::Acquire))
+    }
+
+    /// Whether the lock of `owner` is still held by this relay (a batch claimed as `owner`
+    /// may start another wave).
+    pub fn still(&self, owner: u32) -> bool {
+        self.current() == Some(owner)
+    }
+
+    /// Keeps a session holding an owner lock from `pool` until `cancel`, re-establishing it
+    /// (under a new owner id when the old one may still be held by a session the server has
+    /// not ended yet) whenever it fails. Returns at once; the work runs in a task.
+    pub fn start(pool: PgPool, db_timeout: Duration, cancel: CancellationToken) -> Ownership {
+        let ownership = Ownership::default();
+        tokio::spawn(hold(ownership.clone(), pool, db_timeout, cancel));
+        ownership
+    }
+
+    fn set(&self, owner: Option<u32>) {
+        if let Some(owner) = owner {
+            self.state.owner.store(owner, Ordering::Release);
+        }
+        self.state.held.store(owner.is_some(), Ordering::Release);
+    }
+}
+
+async fn hold(ownership: Ownership, pool: PgPool, db_timeout: Duration, cancel: CancellationToken) {
+    let deadline = db_timeout.min(Duration::from_secs(5));
+    let mut delays = BackoffPolicy::RECONNECT.delay_iter();
+    while !cancel.is_cancelled() {
+        let attempt = tokio::time::timeout(deadline, lock_a_session(&pool)).await;
+        let (mut conn, owner) = match attempt {
+            Ok(Ok(held)) => held,
+            Ok(Err(error)) => {
+                warn!(error = %diagnosis::database(&error), "cannot take the relay's ownership lock; retrying");
+                let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+                sleep_unless_cancelled(delay, &cancel).await;
+                continue;
+            }
+            Err(_) => {
+                let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+                sleep_unless_cancelled(delay, &cancel).await;
+                continue;
+            }
+        };
+        delays = BackoffPolicy::RECONNECT.delay_iter();
+        ownership.set(Some(owner));
+        info!(owner = %format_args!("{owner:08x}"), "holding the relay's ownership lock");
+        let lost = loop {
+            if !sleep_unless_cancelled(HEARTBEAT, &cancel).await {
+                break None;
+            }
+            let beat =
+                tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&mut *conn)).await;
+            match beat {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => break Some(diagnosis::database(&error)),
+                Err(_) => break Some(format!("no answer within {deadline:?}")),
+            }
+        };
+        ownership.set(None);
+        match lost {
+            // Shutdown: closing the session releases the lock at once.
+            None => {
+                let _ = tokio::time::timeout(deadline, conn.detach().close()).await;
+            }
+            Some(error) => {
+                warn!(%error, owner = %format_args!("{owner:08x}"), "the relay's ownership session failed; no new batch until it is back");
+                // Closed, never returned to the pool: the session may still hold the lock.
+                drop(conn.detach());
+            }
+        }
+    }
+    ownership.set(None);
+}
+
+/// A pooled session holding a fresh owner's lock, and the owner.
+async fn lock_a_session(pool: &PgPool) -> Result<(PoolConnection<Postgres>, u32), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    // The session lives as long as the relay: no statement or idle timeout of the database
+    // may end it.
+    sqlx::query(
+        "SELECT set_config('statement_timeout', '0', false),
+                set_config('idle_session_timeout', '0', false),
+                set_config('idle_in_transaction_session_timeout', '0', false)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    loop {
+        let owner = Uuid::new_v4().as_u128() as u32;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(OWNER_LOCK_CLASS)
+            .bind(owner_lock_key(owner))
+            .fetch_one(&mut *conn)
+            .await?;
+        if locked {
+            return Ok((conn, owner));
+        }
+    }
+}

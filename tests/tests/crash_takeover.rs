@@ -1,0 +1,181 @@
+//! A crashed relay's work moves on in seconds, not after its lease: a relay holds an
+//! advisory lock for as long as it runs, its claim tokens name that lock, and a lease whose
+//! owner's lock nobody holds is reaped by the next claim. A relay that is alive keeps its
+//! leases; claims made without an owner keep their wall-clock lease.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use integration_tests::proxy::Proxy;
+use integration_tests::{
+    RelayProcess, RunningRelay, TestBroker, TestDb, count_status, log_path, relay_config,
+    wait_until, with_db_and_broker,
+};
+use outbox_relay::engine::lease::{OWNER_LOCK_CLASS, owner_lock_key};
+use outbox_relay::store::claim;
+use serde_json::json;
+use sqlx::{Connection, PgPool};
+use uuid::Uuid;
+
+async fn insert(pool: &PgPool, key: &str) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO outbox_events (event_type, payload, ordering_key)
+         VALUES ('TICKET_UPDATED', $1, $2) RETURNING id",
+    )
+    .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
+    .bind(key)
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn leased(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE claim_token IS NOT NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()> {
+    with_db_and_broker(&["#"], async |db, broker| {
+        let key = format!("ticket:{}", Uuid::now_v7());
+        let owned: Vec<Uuid> = vec![
+            insert(&db.pool, &key).await?,
+            insert(&db.pool, &key).await?,
+            insert(&db.pool, &format!("other:{}", Uuid::now_v7())).await?,
+        ];
+        // A relay's ownership session (as `outbox-relay run` keeps one) and its claim, leased
+        // for an hour.
+        let mut owner_session = db.connect().await?;
+        let owner: u32 = 0x8000_0001;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(OWNER_LOCK_CLASS)
+            .bind(owner_lock_key(owner))
+            .fetch_one(&mut owner_session)
+            .await?;
+        assert!(locked);
+        let hour = Duration::from_secs(3600);
+        let claimed = claim::claim_within(
+            &db.pool,
+            Duration::from_secs(10),
+            "crashed",
+            Some(owner),
+            100,
+            hour,
+        )
+        .await?;
+        assert_eq!(claimed.events.len(), 3);
+        // A claim without an owner (an older relay's) keeps its wall-clock lease.
+        let ownerless = insert(&db.pool, &format!("legacy:{}", Uuid::now_v7())).await?;
+        let legacy = claim::claim(&db.pool, "legacy", 100, hour).await?;
+        assert_eq!(legacy.events.len(), 1);
+
+        let relay = RunningRelay::start(relay_config(db, broker));
+        // While the owner's session lives, its leases hold.
+        let early = broker.collect(1, Duration::from_secs(3)).await?;
+        assert!(
+            early.is_empty(),
+            "a live owner's lease was taken over: {early:?}"
+        );
+        assert_eq!(leased(&db.pool).await?, 4);
+
+        // The owner goes away: its leases end now, not in an hour.
+        let gone = Instant::now();
+        owner_session.close().await?;
+        let received = broker.collect(3, Duration::from_secs(20)).await?;
+        let took = gone.elapsed();
+        let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        for id in &owned {
+            assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
+        }
+        let first = ids.iter().position(|i| *i == owned[0].to_string());
+        let second = ids.iter().position(|i| *i == owned[1].to_string());
+        assert!(first < second, "the key's events in order: {ids:?}");
+        assert!(
+            took < Duration::from_secs(15),
+            "took {took:?} after the owner's session ended"
+        );
+        // The ownerless claim is still leased.
+        let token: Option<Uuid> =
+            sqlx::query_scalar("SELECT claim_token FROM outbox_events WHERE id = $1")
+                .bind(ownerless)
+                .fetch_one(&db.pool)
+                .await?;
+        assert_eq!(token, Some(legacy.token));
+        relay.stop().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_relays_events_go_out_long_before_its_lease_ends() -> Result<()> {
+    let db = TestDb::new().await?;
+    let broker = TestBroker::new(&["#"]).await?;
+    // Relay A reaches the broker through a proxy that goes silent: its waves wait for
+    // confirms that never come, so it holds its leases (two minutes) when it is killed.
+    let proxy = Proxy::to_broker().await?;
+    let log = log_path("crash-takeover-a");
+    let mut relay_a = RelayProcess::start_via(
+        &db,
+        &broker,
+        &proxy.amqp_url()?,
+        &[
+            "--lease",
+            "120s",
+            "--confirm-timeout",
+            "60s",
+            "--publish-timeout",
+            "5s",
+        ],
+        &log,
+    )?;
+    relay_a.wait_ready(Duration::from_secs(30)).await?;
+    // Warm up: every delivery loop has its channel open before the broker goes silent.
+    for _ in 0..30 {
+        insert(&db.pool, &format!("warm-up:{}", Uuid::now_v7())).await?;
+    }
+    wait_until(Duration::from_secs(30), "the warm-up delivered", || async {
+        Ok(count_status(&db.pool, "delivered").await? == 30)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.freeze();
+    let mut ids = Vec::new();
+    for k in 0..10 {
+        let key = format!("ticket:{k}:{}", Uuid::now_v7());
+        for _ in 0..5 {
+            ids.push(insert(&db.pool, &key).await?);
+        }
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "relay A leases every event",
+        || async { Ok(leased(&db.pool).await? == ids.len() as i64) },
+    )
+    .await?;
+    relay_a.signal("KILL").await?;
+    let killed = Instant::now();
+
+    let relay_b = RunningRelay::start(relay_config(&db, &broker));
+    let expected = ids.len() as i64 + 30;
+    wait_until(Duration::from_secs(60), "relay B delivers them", || async {
+        Ok(count_status(&db.pool, "delivered").await? == expected)
+    })
+    .await?;
+    let took = killed.elapsed();
+    eprintln!("a SIGKILLed relay's 120 s leases were taken over and delivered in {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the events waited {took:?}: as long as the lease, not the relay's death"
+    );
+    relay_b.stop().await?;
+    let _ = relay_a.child.wait().await;
+    let _ = std::fs::remove_file(&log);
+    broker.cleanup().await?;
+    db.cleanup().await
+}

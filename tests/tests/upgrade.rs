@@ -1,0 +1,251 @@
+//! Upgrading a database from the schema before engine v3's first step (migrations up to
+//! `20260501000001`) with events in every state: nothing is lost, nothing changes state,
+//! per-scope order holds, and events that an earlier tenant's head held on the same key flow.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use anyhow::Result;
+use integration_tests::{RunningRelay, TestBroker, TestDb, relay_cli, relay_config, wait_until};
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use uuid::Uuid;
+
+/// The first migration of engine v3's first step.
+const STEP_ONE: i64 = 20261206000001;
+
+/// Inserts a ticket event as the old schema's writers did; returns its id.
+async fn insert(pool: &PgPool, tenant: Option<Uuid>, key: Option<&str>) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO outbox_events (event_type, payload, tenant_id, ordering_key)
+         VALUES ('TICKET_UPDATED', $1, $2, $3) RETURNING id",
+    )
+    .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
+    .bind(tenant)
+    .bind(key)
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn set(pool: &PgPool, id: Uuid, assignments: &str) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE outbox_events SET {assignments} WHERE id = $1"
+    )))
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// (status, attempts, parked) of each event, in the order given.
+async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(
+            sqlx::query_as("SELECT status, attempts, parked FROM outbox_events WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() -> Result<()> {
+    let db = TestDb::empty().await?;
+    let before = Migrator::with_migrations(
+        outbox_core::MIGRATOR
+            .iter()
+            .filter(|m| m.version < STEP_ONE)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db.pool).await?;
+    outbox_core::sync_catalog(&db.pool).await?;
+
+    let tenant_a = Uuid::now_v7();
+    let tenant_b = Uuid::now_v7();
+    let shared = format!("order:{}", Uuid::now_v7());
+    let retrying_key = format!("ticket:{}", Uuid::now_v7());
+    let leased_key = format!("ticket:{}", Uuid::now_v7());
+    let discarded_key = format!("ticket:{}", Uuid::now_v7());
+
+    // Tenant A on the shared key: delivered, dead (its head), then one waiting behind it.
+    let a_delivered = insert(&db.pool, Some(tenant_a), Some(&shared)).await?;
+    set(
+        &db.pool,
+        a_delivered,
+        "status = 'delivered', attempts = 1, delivered_at = now()",
+    )
+    .await?;
+    let a_dead = insert(&db.pool, Some(tenant_a), Some(&shared)).await?;
+    set(
+        &db.pool,
+        a_dead,
+        "status = 'dead', attempts = 10, last_error = 'nacked'",
+    )
+    .await?;
+    let a_waiting = insert(&db.pool, Some(tenant_a), Some(&shared)).await?;
+    // Tenant B on the same key: the old engine parked it behind A's dead head.
+    let b_first = insert(&db.pool, Some(tenant_b), Some(&shared)).await?;
+    let b_second = insert(&db.pool, Some(tenant_b), Some(&shared)).await?;
+    // No tenant: a retrying head with one behind it.
+    let retrying = insert(&db.pool, None, Some(&retrying_key)).await?;
+    set(
+        &db.pool,
+        retrying,
+        "attempts = 2, last_error = 'timeout', available_at = now() + interval '1 second'",
+    )
+    .await?;
+    let behind_retrying = insert(&db.pool, None, Some(&retrying_key)).await?;
+    // Leased by a relay (stopped before the upgrade) until two seconds from now.
+    let leased = insert(&db.pool, Some(tenant_a), Some(&leased_key)).await?;
+    set(
+        &db.pool,
+        leased,
+        "claim_token = gen_random_uuid(), locked_by = 'old-relay', locked_until = now() + interval '2 seconds'",
+    )
+    .await?;
+    // Discarded by an operator, and the event after it.
+    let discarded = insert(&db.pool, Some(tenant_b), Some(&discarded_key)).await?;
+    set(
+        &db.pool,
+        discarded,
+        "status = 'discarded', attempts = 10, parked = false",
+    )
+    .await?;
+    let after_discarded = insert(&db.pool, Some(tenant_b), Some(&discarded_key)).await?;
+    set(&db.pool, after_discarded, "parked = false").await?;
+    // Unordered events: pending, delivered, dead.
+    let unordered = insert(&db.pool, None, None).await?;
+    let unordered_delivered = insert(&db.pool, None, None).await?;
+    set(
+        &db.pool,
+        unordered_delivered,
+        "status = 'delivered', attempts = 1, delivered_at = now()",
+    )
+    .await?;
+    let unordered_dead = insert(&db.pool, None, None).await?;
+    set(&db.pool, unordered_dead, "status = 'dead', attempts = 10").await?;
+    // A rolled-back writer leaves nothing behind.
+    let mut tx = db.pool.begin().await?;
+    let rolled_back: Uuid = sqlx::query_scalar(
+        "INSERT INTO outbox_events (event_type, payload, ordering_key)
+         VALUES ('TICKET_UPDATED', '{\"ticketId\": \"x\"}', $1) RETURNING id",
+    )
+    .bind(&shared)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+
+    let all = [
+        a_delivered,
+        a_dead,
+        a_waiting,
+        b_first,
+        b_second,
+        retrying,
+        behind_retrying,
+        leased,
+        discarded,
+        after_discarded,
+        unordered,
+        unordered_delivered,
+        unordered_dead,
+    ];
+    let old = states(&db.pool, &all).await?;
+    assert!(
+        old[3].2,
+        "the old engine parked tenant B behind tenant A's head: {old:?}"
+    );
+    let max_seq: i64 = sqlx::query_scalar("SELECT max(seq) FROM outbox_events")
+        .fetch_one(&db.pool)
+        .await?;
+
+    outbox_core::migrate(&db.pool).await?;
+
+    // Every status and attempt count is kept; B's first event is a head of its own now.
+    let new = states(&db.pool, &all).await?;
+    for (i, (was, is)) in old.iter().zip(&new).enumerate() {
+        assert_eq!((&was.0, was.1), (&is.0, is.1), "event {i} changed state");
+    }
+    assert!(!new[3].2, "tenant B's first event is unparked: {new:?}");
+    assert!(
+        new[4].2,
+        "tenant B's second event stays parked behind its first"
+    );
+    assert!(
+        new[2].2,
+        "tenant A's waiting event stays parked behind its dead head"
+    );
+    // New events continue the sequence.
+    let next = insert(&db.pool, None, None).await?;
+    let next_seq: i64 = sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = $1")
+        .bind(next)
+        .fetch_one(&db.pool)
+        .await?;
+    assert!(
+        next_seq > max_seq,
+        "seq continues after the upgrade: {next_seq} <= {max_seq}"
+    );
+
+    let broker = TestBroker::new(&["#"]).await?;
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let expected = [
+        b_first,
+        b_second,
+        retrying,
+        behind_retrying,
+        leased,
+        after_discarded,
+        unordered,
+        next,
+    ];
+    let received = broker
+        .collect(expected.len(), Duration::from_secs(30))
+        .await?;
+    let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
+    for id in &expected {
+        assert!(ids.contains(&id.to_string()), "{id} not delivered: {ids:?}");
+    }
+    let position = |id: &Uuid| ids.iter().position(|x| *x == id.to_string());
+    assert!(
+        position(&b_first) < position(&b_second),
+        "tenant B in order"
+    );
+    assert!(
+        position(&retrying) < position(&behind_retrying),
+        "retrying key in order"
+    );
+    for id in [a_waiting, rolled_back, discarded, unordered_dead, a_dead] {
+        assert!(position(&id).is_none(), "{id} must not be published");
+    }
+
+    // Tenant A's key flows once its dead head is discarded.
+    let (code, stdout, stderr) = relay_cli(
+        &db,
+        &["discard", "--id", &a_dead.to_string(), "--actor", "t"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let pool = db.pool.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "tenant A's waiting event delivered",
+        || {
+            let pool = pool.clone();
+            async move { Ok(states(&pool, &[a_waiting]).await?[0].0 == "delivered") }
+        },
+    )
+    .await?;
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
