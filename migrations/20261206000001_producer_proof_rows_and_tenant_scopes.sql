@@ -186,8 +186,11 @@ $$;
 -- 4. Rows changed outside the relay. The relay marks its own transactions
 -- (`outbox.actor = relay`, transaction-local), so its settles, purges and operator commands
 -- pay nothing here: they move heads themselves.
+-- It runs as the outbox's owner: a service allowed to delete its scheduled events needs no
+-- privilege on the relay's re-check list (the function only ever notes the changed row's
+-- scope; its search_path is bound below).
 CREATE OR REPLACE FUNCTION outbox_events_note_moved_head() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
     INSERT INTO outbox_key_recheck (ordering_key)
         VALUES (outbox_scope(OLD.tenant_id, OLD.ordering_key))

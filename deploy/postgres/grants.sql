@@ -25,6 +25,9 @@ GRANT SELECT ON outbox_events TO :"writer_role";
 GRANT INSERT (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
               dedupe_key, occurred_at, created_at, available_at)
     ON outbox_events TO :"writer_role";
+-- A service that cancels the scheduled events it wrote (a DELETE before they are due) needs
+-- `GRANT DELETE ON outbox_events` as well, and nothing more: the re-check that moves the
+-- scope's head on to the next event runs as the owner.
 GRANT USAGE ON SEQUENCE outbox_events_seq_seq TO :"writer_role";
 GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
 

@@ -454,3 +454,48 @@ async fn a_settle_that_fails_on_one_row_records_the_others() -> Result<()> {
     );
     db.cleanup().await
 }
+
+/// A service allowed only to delete its events (to cancel a scheduled one) needs no
+/// privilege on the relay's tables: the re-check its delete triggers runs as the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<()> {
+    let db = TestDb::new().await?;
+    let role = format!("outbox_t_{}_canceller", integration_tests::unique_suffix());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN; GRANT SELECT, DELETE ON outbox_events TO {role};"
+    )))
+    .execute(&db.pool)
+    .await?;
+    let outcome = async {
+        let key = format!("ticket:{}", Uuid::now_v7());
+        let scheduled = insert_raw(
+            &db.pool,
+            &key,
+            &[("available_at", "now() + interval '1 hour'")],
+        )
+        .await?;
+        insert_raw(&db.pool, &key, &[]).await?;
+        let canceller = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(db.options.clone().username(&role))
+            .await?;
+        sqlx::query("DELETE FROM outbox_events WHERE id = $1")
+            .bind(scheduled)
+            .execute(&canceller)
+            .await?;
+        canceller.close().await;
+        let noted: Vec<String> = sqlx::query_scalar("SELECT ordering_key FROM outbox_key_recheck")
+            .fetch_all(&db.pool)
+            .await?;
+        assert_eq!(noted, vec![format!("-/{key}")]);
+        anyhow::Ok(())
+    }
+    .await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {role}; DROP ROLE {role};"
+    )))
+    .execute(&db.pool)
+    .await?;
+    outcome?;
+    db.cleanup().await
+}

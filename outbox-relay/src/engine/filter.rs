@@ -23,11 +23,11 @@ pub enum ReplayableStatus {
 
 impl ReplayableStatus {
     /// The stored status.
-    pub fn status(self) -> crate::store::Status {
+    pub fn status(self) -> crate::engine::status::Status {
         match self {
-            ReplayableStatus::Dead => crate::store::Status::Dead,
-            ReplayableStatus::Delivered => crate::store::Status::Delivered,
-            ReplayableStatus::Discarded => crate::store::Status::Discarded,
+            ReplayableStatus::Dead => crate::engine::status::Status::Dead,
+            ReplayableStatus::Delivered => crate::engine::status::Status::Delivered,
+            ReplayableStatus::Discarded => crate::engine::status::Status::Discarded,
         }
     }
 

@@ -1,17 +1,23 @@
 //! Pure decisions over plain data: no I/O, no clock of its own, no server needed to test.
 //!
-//! [`event`] is the claimed event and its ordering scope, the type the store produces and
+//! [`claim_plan`] decides what a claim takes from what its scan found. [`event`] is the
+//! claimed event and its ordering scope, the type the store produces and
 //! the broker's message builder consumes. `waves` decides how a claim goes out: which
 //! events form each wave, which are held back or released when an earlier event of their
 //! scope is unreadable, rejected or not confirmed, and when the lease is too short for
 //! another wave. [`filter`] is the operator commands' selection of events, validated.
-//! [`lease`] lays out claim tokens that name the relay process holding them.
+//! [`outcome`] is what a settle records per event and how a batch of outcomes becomes its
+//! statements. [`lease`] lays out claim tokens that name the relay process holding them; [`status`] names
+//! an event's states.
 //! `service/relay.rs` is the shell that does the claiming, publishing and settling these
 //! decisions describe.
 //!
 //! This layer imports nothing from the rest of the crate.
 
+pub mod claim_plan;
 pub mod event;
 pub mod filter;
 pub mod lease;
+pub mod outcome;
+pub mod status;
 pub(crate) mod waves;

@@ -15,7 +15,6 @@
 //! the backlog. Row content is decoded row by row: a row that cannot be decoded is returned
 //! in [`Claim::undecodable`] (to be marked dead), never fails the claim.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -24,6 +23,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{ClaimLock, begin_locked, unpark_heads};
+use crate::engine::claim_plan::{self, Candidate};
 pub use crate::engine::event::ClaimedEvent;
 use crate::foundation::db::within_deadline;
 
@@ -189,19 +189,7 @@ impl Claim {
     }
 }
 
-/// A ready row as scanned, with the seq of the undelivered event before it in its key.
-struct Candidate {
-    id: Uuid,
-    seq: i64,
-    /// The ordering scope's name (`outbox_scope()`); `None` for an unordered event.
-    scope: Option<String>,
-    predecessor: Option<i64>,
-}
-
-/// A head and the events behind it that one claim takes together when heads alone would
-/// fill the batch: the next head of a key is then unparked once per run, not once per
-/// event, and a run is published in as many waves as it is long.
-pub const RUN_DEPTH: usize = 4;
+pub use crate::engine::claim_plan::RUN_DEPTH;
 
 /// How long each step of one claim took, as its client saw the round trips (for the
 /// benchmarks: the claim's cost per step, from the claim itself).
@@ -319,43 +307,16 @@ async fn claim_timed_on(
         .fetch_all(&mut *tx)
         .await?;
     lap(&mut steps.ready);
-    let (heads, behind): (Vec<Candidate>, Vec<Candidate>) = candidates
-        .into_iter()
-        .partition(|c| c.predecessor.is_none());
-    let to_park: Vec<Uuid> = behind.iter().map(|c| c.id).collect();
+    let (heads, to_park) = claim_plan::split(candidates);
 
-    // 4. The run behind each keyed head, sharing what the heads leave of the batch. When
-    //    heads alone would fill it (then not every key can be served anyway), the oldest
-    //    heads come with runs of up to RUN_DEPTH and younger heads fill what is left.
-    let first = if heads.len() >= limit {
-        limit.div_ceil(RUN_DEPTH)
-    } else {
-        heads.len()
+    // 4. The run behind each keyed head, in the room the heads leave (`claim_plan`).
+    let plan = claim_plan::plan_runs(&heads, limit);
+    let runs = match &plan.runs {
+        Some((keyed, share)) => runs_behind(&mut tx, keyed, *share).await?,
+        None => Vec::new(),
     };
-    let (leading, younger) = heads.split_at(first);
-    let mut chosen: Vec<Uuid> = leading.iter().map(|c| c.id).collect();
-    let keyed: Vec<&Candidate> = leading.iter().filter(|c| c.scope.is_some()).collect();
-    let room = limit.saturating_sub(chosen.len());
-    if room > 0 && !keyed.is_empty() {
-        let share = i32::try_from(room.div_ceil(keyed.len())).unwrap_or(i32::MAX);
-        chosen.extend(
-            runs_behind(&mut tx, &keyed, share)
-                .await?
-                .into_iter()
-                .take(room),
-        );
-    }
-    let room = limit.saturating_sub(chosen.len());
-    chosen.extend(younger.iter().take(room).map(|c| c.id));
+    let (chosen, to_park) = claim_plan::complete(&plan, runs, to_park, limit);
     lap(&mut steps.runs);
-
-    // A row both behind another and in a run (an event replayed ahead of an unparked
-    // head) is leased, not parked: one statement must not change a row twice.
-    let in_claim: std::collections::HashSet<&Uuid> = chosen.iter().collect();
-    let to_park: Vec<Uuid> = to_park
-        .into_iter()
-        .filter(|id| !in_claim.contains(id))
-        .collect();
 
     // 5. Lease the chosen rows and park the rows found behind another event.
     let rows: Vec<PgRow> = sqlx::query(LEASE_SQL)
@@ -451,28 +412,17 @@ fn is_lock_timeout(error: &sqlx::Error) -> bool {
 async fn runs_behind(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     heads: &[&Candidate],
-    share: i32,
+    share: usize,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let keys: Vec<&str> = heads.iter().filter_map(|c| c.scope.as_deref()).collect();
     let seqs: Vec<i64> = heads.iter().map(|c| c.seq).collect();
     let rows: Vec<(String, Uuid, bool)> = sqlx::query_as(RUNS_SQL)
         .bind(&keys)
         .bind(&seqs)
-        .bind(share)
+        .bind(i32::try_from(share).unwrap_or(i32::MAX))
         .fetch_all(&mut **tx)
         .await?;
-    // Rows arrive grouped by key in seq order; a run ends at its first row that is not ready.
-    let mut stopped: HashMap<String, bool> = HashMap::new();
-    let mut run = Vec::new();
-    for (key, id, ready) in rows {
-        let stop = stopped.entry(key).or_insert(false);
-        if *stop || !ready {
-            *stop = true;
-            continue;
-        }
-        run.push(id);
-    }
-    Ok(run)
+    Ok(claim_plan::runs_from(rows))
 }
 
 /// Runs the statements of one [`claim`] of up to `limit` events, each under
@@ -555,27 +505,22 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
             },
         )
         .collect();
-    let (heads, behind): (Vec<Candidate>, Vec<Candidate>) = candidates
-        .into_iter()
-        .partition(|c| c.predecessor.is_none());
-    let to_park: Vec<Uuid> = behind.iter().map(|c| c.id).collect();
-
-    let mut chosen: Vec<Uuid> = heads.iter().map(|c| c.id).collect();
-    let keyed: Vec<&Candidate> = heads.iter().filter(|c| c.scope.is_some()).collect();
-    let room = limit.saturating_sub(chosen.len());
-    if !keyed.is_empty() {
-        let (name, share) = if room > 0 {
-            (
-                "4. run extension".to_owned(),
-                i32::try_from(room.div_ceil(keyed.len())).unwrap_or(i32::MAX),
-            )
-        } else {
-            (
-                "4. run extension (skipped by the claim: the heads fill the batch; shown with a share of 1)"
-                    .to_owned(),
+    // The claim's own plan (`claim_plan`): the same heads, runs and parked rows.
+    let (heads, to_park) = claim_plan::split(candidates);
+    let plan = claim_plan::plan_runs(&heads, limit);
+    let shown: Option<(Vec<&Candidate>, usize, &str)> = match &plan.runs {
+        Some((keyed, share)) => Some((keyed.clone(), *share, "4. run extension")),
+        None => {
+            let keyed: Vec<&Candidate> =
+                plan.leading.iter().filter(|c| c.scope.is_some()).collect();
+            (!keyed.is_empty()).then_some((
+                keyed,
                 1,
-            )
-        };
+                "4. run extension (skipped by the claim: the heads fill the batch; shown with a share of 1)",
+            ))
+        }
+    };
+    if let Some((keyed, share, name)) = shown {
         let keys: Vec<&str> = keyed.iter().filter_map(|c| c.scope.as_deref()).collect();
         let seqs: Vec<i64> = keyed.iter().map(|c| c.seq).collect();
         plans.push((
@@ -585,7 +530,7 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
                 sqlx::query(sqlx::AssertSqlSafe(explained(RUNS_SQL)))
                     .bind(&keys)
                     .bind(&seqs)
-                    .bind(share),
+                    .bind(i32::try_from(share).unwrap_or(i32::MAX)),
             )
             .await?,
         ));
@@ -610,21 +555,12 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
             .await?,
         ));
         unprepare(&mut tx, &prepared).await?;
-        if room > 0 {
-            chosen.extend(
-                runs_behind(&mut tx, &keyed, share)
-                    .await?
-                    .into_iter()
-                    .take(room),
-            );
-        }
     }
-    // As the claim does: a row both behind another and in a run is leased, not parked.
-    let in_claim: std::collections::HashSet<&Uuid> = chosen.iter().collect();
-    let to_park: Vec<Uuid> = to_park
-        .into_iter()
-        .filter(|id| !in_claim.contains(id))
-        .collect();
+    let runs = match &plan.runs {
+        Some((keyed, share)) => runs_behind(&mut tx, keyed, *share).await?,
+        None => Vec::new(),
+    };
+    let (chosen, to_park) = claim_plan::complete(&plan, runs, to_park, limit);
 
     // The lease runs twice, the generic plan (what a warm connection runs) first; it is
     // undone before the custom plan runs, whose index inserts then land beside the undone

@@ -15,39 +15,8 @@ use uuid::Uuid;
 
 use super::{ClaimLock, Status, begin_locked, heads_moved};
 
-/// What happened to one claimed event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The broker confirmed it (routed and stored).
-    Delivered,
-    /// The attempt failed and may succeed later: retry after `retry_in`, or `dead` once the
-    /// attempt limit is reached.
-    Failed {
-        /// Why (nack, unroutable, timeout, connection lost).
-        error: String,
-        /// Backoff before the next attempt.
-        retry_in: Duration,
-    },
-    /// The event can never be published as stored (too large, unreadable, ...): `dead` now.
-    Rejected {
-        /// Why.
-        error: String,
-    },
-    /// Not published (an earlier event of its key failed, the lease ran short, or shutdown):
-    /// unleased untouched.
-    Released,
-}
-
-impl Outcome {
-    fn kind(&self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Rejected { .. } => "rejected",
-            Outcome::Released => "released",
-        }
-    }
-}
+pub use crate::engine::outcome::Outcome;
+use crate::engine::outcome::{self, Tally};
 
 /// Counts of a settled claim.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -199,15 +168,7 @@ async fn record_one_by_one(
             }
             Err(error) if fails_on_a_value(&error) => {
                 attempt.rollback().await?;
-                let rejected = [(
-                    *id,
-                    Outcome::Rejected {
-                        error: format!(
-                            "the relay could not record this event's outcome ({}): {error}",
-                            outcome.kind()
-                        ),
-                    },
-                )];
+                let rejected = [(*id, outcome.unrecordable(&error.to_string()))];
                 let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
                 match record(&mut attempt, token, max_attempts, &rejected).await {
                     Ok((settled, keys)) => {
@@ -249,59 +210,35 @@ async fn record(
     let mut total = Settled::default();
     let mut moved = BTreeSet::new();
     // Most outcomes are deliveries: they take a plain statement; the rest the general one.
-    let (delivered, others): (Vec<_>, Vec<_>) = outcomes
-        .iter()
-        .partition(|(_, outcome)| *outcome == Outcome::Delivered);
-    for chunk in delivered.chunks(CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
+    let (delivered, others) = outcome::split_deliveries(outcomes);
+    for ids in delivered.chunks(CHUNK) {
         let keys: Vec<Option<String>> = sqlx::query_scalar(DELIVERED_SQL)
-            .bind(&ids)
+            .bind(ids)
             .bind(token)
             .fetch_all(&mut **tx)
             .await?;
-        total.lost += (chunk.len() - keys.len()) as u64;
+        total.lost += (ids.len() - keys.len()) as u64;
         total.delivered += keys.len() as u64;
-        // A delivered event moves its key's head to the next undelivered event.
+        // A delivered event moves its scope's head to the next undelivered event.
         moved.extend(keys.into_iter().flatten());
     }
     for chunk in others.chunks(CHUNK) {
-        let mut ids = Vec::with_capacity(chunk.len());
-        let mut kinds = Vec::with_capacity(chunk.len());
-        let mut errors: Vec<Option<&str>> = Vec::with_capacity(chunk.len());
-        let mut delays = Vec::with_capacity(chunk.len());
-        for (id, outcome) in chunk {
-            ids.push(*id);
-            kinds.push(outcome.kind());
-            match outcome {
-                Outcome::Failed { error, retry_in } => {
-                    errors.push(Some(error));
-                    delays.push(retry_in.as_secs_f64());
-                }
-                Outcome::Rejected { error } => {
-                    errors.push(Some(error));
-                    delays.push(0.0);
-                }
-                Outcome::Delivered | Outcome::Released => {
-                    errors.push(None);
-                    delays.push(0.0);
-                }
-            }
-        }
+        let columns = outcome::columns(chunk);
         let rows: Vec<(String, String)> = sqlx::query_as(OUTCOMES_SQL)
-            .bind(&ids)
-            .bind(&kinds)
-            .bind(&errors)
-            .bind(&delays)
+            .bind(&columns.ids)
+            .bind(&columns.kinds)
+            .bind(&columns.errors)
+            .bind(&columns.delays)
             .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
             .bind(token)
             .fetch_all(&mut **tx)
             .await?;
         total.lost += (chunk.len() - rows.len()) as u64;
         for (kind, status) in rows {
-            match (kind.as_str(), Status::parse(&status)) {
-                ("released", _) => total.released += 1,
-                (_, Some(Status::Dead)) => total.dead += 1,
-                _ => total.retrying += 1,
+            match outcome::tally(&kind, Status::parse(&status)) {
+                Tally::Released => total.released += 1,
+                Tally::Dead => total.dead += 1,
+                Tally::Retrying => total.retrying += 1,
             }
         }
     }
