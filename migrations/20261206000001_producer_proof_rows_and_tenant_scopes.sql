@@ -74,9 +74,12 @@ $$;
 -- 2. seq: a plain column filled by the trigger, from a sequence of the same name as before
 -- (so `TRUNCATE ... RESTART IDENTITY` and existing grants keep working), continuing after
 -- the highest value handed out.
+-- Whoever could use the old sequence (the writer role of grants.sql) can use the new one.
 DO $$
 DECLARE
     next_value bigint;
+    grants text[];
+    g text;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_attribute
                 WHERE attrelid = 'outbox_events'::regclass AND attname = 'seq'
@@ -85,9 +88,21 @@ BEGIN
                    (SELECT last_value FROM outbox_events_seq_seq),
                    (SELECT COALESCE(max(seq), 0) FROM outbox_events))
           INTO next_value;
+        SELECT COALESCE(array_agg(format('GRANT %s ON SEQUENCE outbox_events_seq_seq TO %s',
+                                         a.privilege_type,
+                                         CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                              ELSE quote_ident(r.rolname) END)), '{}')
+          INTO grants
+          FROM pg_class c
+          CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+          LEFT JOIN pg_roles r ON r.oid = a.grantee
+         WHERE c.oid = 'outbox_events_seq_seq'::regclass AND a.grantee <> c.relowner;
         ALTER TABLE outbox_events ALTER COLUMN seq DROP IDENTITY;
         CREATE SEQUENCE outbox_events_seq_seq AS bigint OWNED BY outbox_events.seq;
         PERFORM setval('outbox_events_seq_seq', GREATEST(next_value, 1), next_value > 0);
+        FOREACH g IN ARRAY grants LOOP
+            EXECUTE g;
+        END LOOP;
     END IF;
 END;
 $$;
@@ -199,6 +214,23 @@ BEGIN
 END;
 $$;
 
+-- An event's place in its scope's order never changes: the tenant is part of the scope now.
+CREATE OR REPLACE FUNCTION outbox_events_immutable_order() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'outbox: seq, tenant_id and ordering_key of an event cannot change (event %)', OLD.id
+        USING ERRCODE = 'check_violation';
+END;
+$$;
+
+DROP TRIGGER IF EXISTS outbox_events_immutable_order ON outbox_events;
+CREATE TRIGGER outbox_events_immutable_order
+    BEFORE UPDATE OF seq, tenant_id, ordering_key ON outbox_events
+    FOR EACH ROW
+    WHEN (OLD.seq IS DISTINCT FROM NEW.seq OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id
+          OR OLD.ordering_key IS DISTINCT FROM NEW.ordering_key)
+    EXECUTE FUNCTION outbox_events_immutable_order();
+
 DROP TRIGGER IF EXISTS outbox_events_deleted_open ON outbox_events;
 CREATE TRIGGER outbox_events_deleted_open
     AFTER DELETE ON outbox_events
@@ -227,7 +259,8 @@ BEGIN
     FOR f IN
         SELECT p.oid::regprocedure
           FROM pg_proc p
-         WHERE p.pronamespace = current_schema()::regnamespace
+         WHERE p.pronamespace = (SELECT n.oid FROM pg_namespace n
+                                  WHERE n.nspname = current_schema())
            AND p.proname IN ('outbox_events_before_insert', 'outbox_events_notify',
                              'outbox_events_immutable_order', 'outbox_events_note_moved_head',
                              'outbox_estimate_pending', 'outbox_estimate_behind',

@@ -22,6 +22,9 @@
 -- reads back the id stored first.
 GRANT SELECT ON system_event_catalog TO :"writer_role";
 GRANT SELECT ON outbox_events TO :"writer_role";
+-- (Grants of earlier versions of this file gave INSERT on the whole table: taken back, so
+-- that re-running this file after an upgrade leaves only the column grants.)
+REVOKE INSERT ON outbox_events FROM :"writer_role";
 GRANT INSERT (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
               dedupe_key, occurred_at, created_at, available_at)
     ON outbox_events TO :"writer_role";
@@ -36,6 +39,8 @@ GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
 GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
+-- Its ownership session registers itself; claims forget relays that are gone.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
 
 -- Operators (`status`, `inspect`, `replay`, `discard`, `purge`, `wakeup` to read the mode):
 -- change event states, add audit records (the database stamps its own role on each), and

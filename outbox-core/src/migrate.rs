@@ -30,7 +30,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (
         20260101000001,
         "outbox events",
@@ -65,6 +65,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         20261206000001,
         "producer proof rows and tenant scopes",
         include_str!("../../migrations/20261206000001_producer_proof_rows_and_tenant_scopes.sql"),
+    ),
+    (
+        20261206000002,
+        "relay owners",
+        include_str!("../../migrations/20261206000002_relay_owners.sql"),
     ),
 ];
 

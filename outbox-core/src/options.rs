@@ -46,9 +46,10 @@ impl EmitOptions {
         self
     }
 
-    /// Deliver no earlier than `delay` after the insert, on the **database's** clock (its
-    /// `now()`, the time its transaction started), so a service whose clock is off delays
-    /// by what it asked. Delays beyond [`EmitOptions::MAX_DELAY`] are that long.
+    /// Deliver no earlier than `delay` after the writer's transaction began, on the
+    /// **database's** clock (its `now()`), so a service whose clock is off delays by what it
+    /// asked. (A transaction open longer than `delay` makes the event due at its commit.)
+    /// Delays beyond [`EmitOptions::MAX_DELAY`] are that long.
     pub fn delay(mut self, delay: std::time::Duration) -> Self {
         self.delay_seconds = Some(delay.min(Self::MAX_DELAY).as_secs_f64());
         self.available_at = None;

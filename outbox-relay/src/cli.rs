@@ -244,6 +244,10 @@ pub struct RunArgs {
     /// Never LISTEN, poll adaptively (PgBouncer in transaction mode).
     #[arg(long, env = "OUTBOX_NO_LISTEN")]
     pub no_listen: bool,
+    /// Hold no ownership session: claims end only with --lease, not with the relay's process
+    /// (PgBouncer in transaction mode, where a session's advisory lock cannot be held).
+    #[arg(long, env = "OUTBOX_NO_OWNERSHIP")]
+    pub no_ownership: bool,
     /// Publish attempts before an event becomes dead.
     #[arg(long, allow_negative_numbers = true, env = "OUTBOX_MAX_ATTEMPTS", default_value_t = config::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_MAX_ATTEMPTS)))]
     pub max_attempts: u32,

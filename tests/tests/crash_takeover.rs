@@ -57,6 +57,10 @@ async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()
             .fetch_one(&mut owner_session)
             .await?;
         assert!(locked);
+        sqlx::query("INSERT INTO outbox_relay_owners (owner, relay_id) VALUES ($1, 'crashed')")
+            .bind(owner_lock_key(owner))
+            .execute(&db.pool)
+            .await?;
         let hour = Duration::from_secs(3600);
         let claimed = claim::claim_within(
             &db.pool,
@@ -99,6 +103,12 @@ async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()
             took < Duration::from_secs(15),
             "took {took:?} after the owner's session ended"
         );
+        let owners: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_relay_owners WHERE owner = $1")
+                .bind(owner_lock_key(owner))
+                .fetch_one(&db.pool)
+                .await?;
+        assert_eq!(owners, 0, "the relay that is gone is forgotten");
         // The ownerless claim is still leased.
         let token: Option<Uuid> =
             sqlx::query_scalar("SELECT claim_token FROM outbox_events WHERE id = $1")
@@ -131,6 +141,10 @@ async fn a_sigkilled_relays_events_go_out_long_before_its_lease_ends() -> Result
             "60s",
             "--publish-timeout",
             "5s",
+            // One delivery loop: its channel is open after the warm-up (a loop that opens
+            // its channel only once the broker is silent would wait there, not claim).
+            "--in-flight-batches",
+            "1",
         ],
         &log,
     )?;
@@ -145,13 +159,24 @@ async fn a_sigkilled_relays_events_go_out_long_before_its_lease_ends() -> Result
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.freeze();
+    // One transaction, so that relay A's one claim takes them all.
     let mut ids = Vec::new();
+    let mut tx = db.pool.begin().await?;
     for k in 0..10 {
         let key = format!("ticket:{k}:{}", Uuid::now_v7());
         for _ in 0..5 {
-            ids.push(insert(&db.pool, &key).await?);
+            let id: Uuid = sqlx::query_scalar(
+                "INSERT INTO outbox_events (event_type, payload, ordering_key)
+                 VALUES ('TICKET_UPDATED', $1, $2) RETURNING id",
+            )
+            .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
+            .bind(&key)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
         }
     }
+    tx.commit().await?;
     wait_until(
         Duration::from_secs(30),
         "relay A leases every event",
@@ -178,4 +203,41 @@ async fn a_sigkilled_relays_events_go_out_long_before_its_lease_ends() -> Result
     let _ = std::fs::remove_file(&log);
     broker.cleanup().await?;
     db.cleanup().await
+}
+
+/// Without an ownership session (`--no-ownership`, for PgBouncer in transaction mode) the
+/// relay delivers as before, its claims naming no owner; with one, it registers while it
+/// runs and forgets itself when stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_registers_its_ownership_while_it_runs_unless_told_not_to() -> Result<()> {
+    with_db_and_broker(&["#"], async |db, broker| {
+        let owners = || async {
+            anyhow::Ok(
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox_relay_owners")
+                    .fetch_one(&db.pool)
+                    .await?,
+            )
+        };
+        let mut config = relay_config(db, broker);
+        config.ownership = false;
+        let relay = RunningRelay::start(config);
+        insert(&db.pool, "ticket:a").await?;
+        assert_eq!(broker.collect(1, Duration::from_secs(20)).await?.len(), 1);
+        assert_eq!(owners().await?, 0);
+        relay.stop().await?;
+
+        let relay = RunningRelay::start(relay_config(db, broker));
+        insert(&db.pool, "ticket:b").await?;
+        assert_eq!(broker.collect(1, Duration::from_secs(20)).await?.len(), 1);
+        assert_eq!(owners().await?, 1);
+        relay.stop().await?;
+        wait_until(
+            Duration::from_secs(10),
+            "the stopped relay forgot itself",
+            || async { Ok(owners().await? == 0) },
+        )
+        .await?;
+        Ok(())
+    })
+    .await
 }

@@ -499,3 +499,70 @@ async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<
     outcome?;
     db.cleanup().await
 }
+
+/// Schema names that need quoting bind their own functions, also beside a schema whose
+/// name differs only in case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_whose_names_need_quoting_bind_their_own_functions() -> Result<()> {
+    let db = TestDb::new().await?;
+    let mut pools = Vec::new();
+    for schema in ["tenantx", "\"TenantX\"", "\"Out-Box\""] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&db.pool)
+            .await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                db.options
+                    .clone()
+                    .options([("search_path", schema.to_owned())]),
+            )
+            .await?;
+        outbox_core::migrate(&pool).await?;
+        pools.push(pool);
+    }
+    let bound: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT n.nspname, p.proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE p.proname = 'outbox_events_before_insert' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    assert_eq!(bound.len(), 4, "{bound:?}");
+    for (schema, config) in &bound {
+        let quoted: String = sqlx::query_scalar("SELECT quote_ident($1)")
+            .bind(schema)
+            .fetch_one(&db.pool)
+            .await?;
+        assert_eq!(
+            config,
+            &vec![format!("search_path={quoted}, pg_catalog, pg_temp")],
+            "{schema}"
+        );
+    }
+    for pool in pools {
+        pool.close().await;
+    }
+    db.cleanup().await
+}
+
+/// An event's tenant is part of its ordering scope: like its key and seq, it cannot change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_events_scope_cannot_change() -> Result<()> {
+    let db = TestDb::new().await?;
+    let id = insert_raw(&db.pool, "ticket:1", &[]).await?;
+    for assignment in [
+        "tenant_id = gen_random_uuid()",
+        "ordering_key = 'ticket:2'",
+        "seq = seq + 1",
+    ] {
+        let refused = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox_events SET {assignment} WHERE id = $1"
+        )))
+        .bind(id)
+        .execute(&db.pool)
+        .await;
+        let error = format!("{:?}", refused.err());
+        assert!(error.contains("cannot change"), "{assignment}: {error}");
+    }
+    db.cleanup().await
+}

@@ -165,7 +165,33 @@ async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() ->
         .fetch_one(&db.pool)
         .await?;
 
+    // A writer role granted as the grants.sql of that schema did.
+    let writer = format!("outbox_t_{}_writer", integration_tests::unique_suffix());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {writer} LOGIN;
+         GRANT SELECT ON system_event_catalog TO {writer};
+         GRANT SELECT, INSERT ON outbox_events TO {writer};
+         GRANT USAGE ON SEQUENCE outbox_events_seq_seq TO {writer};
+         GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO {writer};"
+    )))
+    .execute(&db.pool)
+    .await?;
+
     outbox_core::migrate(&db.pool).await?;
+
+    // The writer still writes (the sequence the trigger now draws from kept its grants).
+    let as_writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.options.clone().username(&writer))
+        .await?;
+    let by_writer = insert(&as_writer, Some(tenant_b), Some(&discarded_key)).await;
+    as_writer.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {writer}; DROP ROLE {writer};"
+    )))
+    .execute(&db.pool)
+    .await?;
+    let by_writer = by_writer?;
 
     // Every status and attempt count is kept; B's first event is a head of its own now.
     let new = states(&db.pool, &all).await?;
@@ -201,6 +227,7 @@ async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() ->
         behind_retrying,
         leased,
         after_discarded,
+        by_writer,
         unordered,
         next,
     ];
@@ -223,6 +250,10 @@ async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() ->
     assert!(
         position(&retrying) < position(&behind_retrying),
         "retrying key in order"
+    );
+    assert!(
+        position(&after_discarded) < position(&by_writer),
+        "the writer's event after the earlier one of its scope"
     );
     for id in [a_waiting, rolled_back, discarded, unordered_dead, a_dead] {
         assert!(position(&id).is_none(), "{id} must not be published");

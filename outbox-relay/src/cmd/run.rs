@@ -54,6 +54,7 @@ fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
     config.poll_min_interval = args.poll_min_interval.into();
     config.in_flight_batches = args.in_flight_batches;
     config.listen = !args.no_listen;
+    config.ownership = !args.no_ownership;
     config.max_attempts = args.max_attempts;
     config.retry = BackoffPolicy {
         base: args.retry_base.into(),

@@ -44,6 +44,9 @@ pub struct RelayConfig {
     pub in_flight_batches: u32,
     /// Whether to LISTEN for insert notifications (off behind PgBouncer in transaction mode).
     pub listen: bool,
+    /// Whether to hold an ownership session, so this relay's leases end with its process
+    /// (off behind PgBouncer in transaction mode: claims then end only with the lease).
+    pub ownership: bool,
     /// Publish attempts before a row becomes `dead`.
     pub max_attempts: u32,
     /// Retry delays between failed attempts.
@@ -92,6 +95,7 @@ impl RelayConfig {
             poll_min_interval: DEFAULT_POLL_MIN_INTERVAL,
             in_flight_batches: DEFAULT_IN_FLIGHT_BATCHES,
             listen: true,
+            ownership: true,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             retry: BackoffPolicy::PUBLISH_RETRY,
             lease: DEFAULT_LEASE,

@@ -39,7 +39,12 @@ pub struct Ownership {
 struct State {
     owner: AtomicU32,
     held: AtomicBool,
+    disabled: AtomicBool,
 }
+
+/// The relay does not hold its ownership lock right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHeld;
 
 impl Ownership {
     /// The owner id to put in claim tokens, while this relay holds its lock.
@@ -56,13 +61,46 @@ impl Ownership {
         self.current() == Some(owner)
     }
 
-    /// Keeps a session holding an owner lock from `pool` until `cancel`, re-establishing it
-    /// (under a new owner id when the old one may still be held by a session the server has
-    /// not ended yet) whenever it fails. Returns at once; the work runs in a task.
-    pub fn start(pool: PgPool, db_timeout: Duration, cancel: CancellationToken) -> Ownership {
+    /// Keeps a session holding an owner lock from `pool` until `cancel`, registered in
+    /// `outbox_relay_owners` under `relay_id`, re-establishing it (under a new owner id: the
+    /// old one may still be held by a session the server has not ended yet) whenever it
+    /// fails. Returns at once; the work runs in a task.
+    pub fn start(
+        pool: PgPool,
+        relay_id: String,
+        db_timeout: Duration,
+        cancel: CancellationToken,
+    ) -> Ownership {
         let ownership = Ownership::default();
-        tokio::spawn(hold(ownership.clone(), pool, db_timeout, cancel));
+        tokio::spawn(hold(ownership.clone(), pool, relay_id, db_timeout, cancel));
         ownership
+    }
+
+    /// An ownership that never holds a lock's session: claims carry no owner and end only
+    /// with their lease (`--no-ownership`).
+    pub fn none() -> Ownership {
+        let ownership = Ownership::default();
+        ownership.state.held.store(true, Ordering::Release);
+        ownership.state.disabled.store(true, Ordering::Release);
+        ownership
+    }
+
+    /// The owner id to put in claim tokens: `Ok(None)` without an ownership session, `Err`
+    /// while the session is not held (claim nothing then).
+    pub fn for_claim(&self) -> Result<Option<u32>, NotHeld> {
+        if self.state.disabled.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.current().map(Some).ok_or(NotHeld)
+    }
+
+    /// Whether a batch claimed as `owner` may start another wave: the relay still holds the
+    /// lock of `owner` (always, for a claim without an owner).
+    pub fn still_holds(&self, owner: Option<u32>) -> bool {
+        match owner {
+            None => true,
+            Some(owner) => self.still(owner),
+        }
     }
 
     fn set(&self, owner: Option<u32>) {
@@ -73,20 +111,20 @@ impl Ownership {
     }
 }
 
-async fn hold(ownership: Ownership, pool: PgPool, db_timeout: Duration, cancel: CancellationToken) {
+async fn hold(
+    ownership: Ownership,
+    pool: PgPool,
+    relay_id: String,
+    db_timeout: Duration,
+    cancel: CancellationToken,
+) {
     let deadline = db_timeout.min(Duration::from_secs(5));
     let mut delays = BackoffPolicy::RECONNECT.delay_iter();
     while !cancel.is_cancelled() {
-        let attempt = tokio::time::timeout(deadline, lock_a_session(&pool)).await;
-        let (mut conn, owner) = match attempt {
-            Ok(Ok(held)) => held,
-            Ok(Err(error)) => {
-                warn!(error = %diagnosis::database(&error), "cannot take the relay's ownership lock; retrying");
-                let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
-                sleep_unless_cancelled(delay, &cancel).await;
-                continue;
-            }
-            Err(_) => {
+        let (mut conn, owner) = match lock_a_session(&pool, &relay_id, deadline).await {
+            Ok(held) => held,
+            Err(error) => {
+                warn!(%error, "cannot take the relay's ownership lock; retrying");
                 let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                 sleep_unless_cancelled(delay, &cancel).await;
                 continue;
@@ -99,19 +137,35 @@ async fn hold(ownership: Ownership, pool: PgPool, db_timeout: Duration, cancel: 
             if !sleep_unless_cancelled(HEARTBEAT, &cancel).await {
                 break None;
             }
-            let beat =
-                tokio::time::timeout(deadline, sqlx::query("SELECT 1").execute(&mut *conn)).await;
+            // The lock itself, on this very session (a pooler that moved the session, or a
+            // lock released behind the relay's back, is a lost ownership too).
+            let beat = tokio::time::timeout(
+                deadline,
+                sqlx::query_scalar::<_, bool>(HOLDS_SQL)
+                    .bind(OWNER_LOCK_CLASS)
+                    .bind(owner_lock_key(owner))
+                    .fetch_one(&mut *conn),
+            )
+            .await;
             match beat {
-                Ok(Ok(_)) => {}
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => break Some("the session no longer holds the lock".to_owned()),
                 Ok(Err(error)) => break Some(diagnosis::database(&error)),
                 Err(_) => break Some(format!("no answer within {deadline:?}")),
             }
         };
         ownership.set(None);
         match lost {
-            // Shutdown: closing the session releases the lock at once.
+            // Shutdown: the relay forgets itself, and closing the session releases the lock.
             None => {
-                let _ = tokio::time::timeout(deadline, conn.detach().close()).await;
+                let _ = tokio::time::timeout(deadline, async {
+                    let _ = sqlx::query("DELETE FROM outbox_relay_owners WHERE owner = $1")
+                        .bind(owner_lock_key(owner))
+                        .execute(&mut *conn)
+                        .await;
+                    conn.detach().close().await
+                })
+                .await;
             }
             Some(error) => {
                 warn!(%error, owner = %format_args!("{owner:08x}"), "the relay's ownership session failed; no new batch until it is back");
@@ -123,27 +177,66 @@ async fn hold(ownership: Ownership, pool: PgPool, db_timeout: Duration, cancel: 
     ownership.set(None);
 }
 
-/// A pooled session holding a fresh owner's lock, and the owner.
-async fn lock_a_session(pool: &PgPool) -> Result<(PoolConnection<Postgres>, u32), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    // The session lives as long as the relay: no statement or idle timeout of the database
-    // may end it.
-    sqlx::query(
-        "SELECT set_config('statement_timeout', '0', false),
-                set_config('idle_session_timeout', '0', false),
-                set_config('idle_in_transaction_session_timeout', '0', false)",
-    )
-    .execute(&mut *conn)
-    .await?;
-    loop {
-        let owner = Uuid::new_v4().as_u128() as u32;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(OWNER_LOCK_CLASS)
+/// Whether this session holds the owner lock `($1, $2)`.
+const HOLDS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
+                         WHERE pid = pg_backend_pid() AND locktype = 'advisory'
+                           AND classid = $1::int4::oid AND objid = $2::int4::oid
+                           AND objsubid = 2 AND granted)";
+
+/// A pooled session holding a fresh owner's lock, registered under `relay_id`, and the
+/// owner; each step within `deadline`. A session that fails or runs out of time on the way
+/// is closed, never given back to the pool (it may hold the lock).
+async fn lock_a_session(
+    pool: &PgPool,
+    relay_id: &str,
+    deadline: Duration,
+) -> Result<(PoolConnection<Postgres>, u32), String> {
+    let mut conn = tokio::time::timeout(deadline, pool.acquire())
+        .await
+        .map_err(|_| format!("no connection within {deadline:?}"))?
+        .map_err(|error| diagnosis::database(&error))?;
+    let taken = tokio::time::timeout(deadline, async {
+        // The session lives as long as the relay: no statement or idle timeout of the
+        // database may end it.
+        sqlx::query(
+            "SELECT set_config('statement_timeout', '0', false),
+                    set_config('idle_session_timeout', '0', false),
+                    set_config('idle_in_transaction_session_timeout', '0', false)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        loop {
+            let owner = Uuid::new_v4().as_u128() as u32;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(OWNER_LOCK_CLASS)
+                .bind(owner_lock_key(owner))
+                .fetch_one(&mut *conn)
+                .await?;
+            if !locked {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO outbox_relay_owners (owner, relay_id) VALUES ($1, $2)
+                 ON CONFLICT (owner) DO UPDATE SET relay_id = EXCLUDED.relay_id,
+                                                   started_at = now()",
+            )
             .bind(owner_lock_key(owner))
-            .fetch_one(&mut *conn)
+            .bind(relay_id)
+            .execute(&mut *conn)
             .await?;
-        if locked {
-            return Ok((conn, owner));
+            return Ok::<u32, sqlx::Error>(owner);
+        }
+    })
+    .await;
+    match taken {
+        Ok(Ok(owner)) => Ok((conn, owner)),
+        Ok(Err(error)) => {
+            drop(conn.detach());
+            Err(diagnosis::database(&error))
+        }
+        Err(_) => {
+            drop(conn.detach());
+            Err(format!("no answer within {deadline:?}"))
         }
     }
 }

@@ -124,7 +124,16 @@ pub async fn run(
 
     // The session whose advisory lock the claim tokens name: the leases end with this
     // process. It outlives the delivery loops' drain (it ends with the background tasks).
-    let ownership = Ownership::start(pool.clone(), config.db_timeout, background.clone());
+    let ownership = if config.ownership {
+        Ownership::start(
+            pool.clone(),
+            config.relay_id.clone(),
+            config.db_timeout,
+            background.clone(),
+        )
+    } else {
+        Ownership::none()
+    };
 
     let lane = Lane {
         broker,
@@ -228,7 +237,7 @@ impl Lane {
             //    names this relay's ownership lock (no claim without it: the lease must end
             //    with this process). The lease is counted from before the claim: the
             //    database's deadline is later.
-            let Some(owner) = ownership.current() else {
+            let Ok(owner) = ownership.for_claim() else {
                 sleep_unless_cancelled(OWNERSHIP_WAIT, &cancel).await;
                 continue;
             };
@@ -238,7 +247,7 @@ impl Lane {
                 &pool,
                 config.db_timeout,
                 &config.relay_id,
-                Some(owner),
+                owner,
                 config.batch_size,
                 config.lease,
             )
@@ -270,7 +279,7 @@ impl Lane {
 
             // 3. Publish in waves, awaiting confirms between waves, while the lease allows.
             let publish_started = Instant::now();
-            let held = || ownership.still(owner);
+            let held = || ownership.still_holds(owner);
             let outcomes =
                 publish_in_waves(&mut publisher, &config, &claim, lease_ends, &held, &cancel).await;
             health.set_broker(index, publisher.is_connected());

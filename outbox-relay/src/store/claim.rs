@@ -27,43 +27,43 @@ use crate::engine::claim_plan::{self, Candidate};
 pub use crate::engine::event::ClaimedEvent;
 use crate::foundation::db::within_deadline;
 
-/// Step 1: reaps expired leases and the leases of relays that are gone (the owner an
-/// owner's token names no longer holds its advisory lock, see [`crate::engine::lease`]),
-/// and reports whether any key waits for a re-check.
-pub const REAP_SQL: &str = "WITH reaped AS (
+/// Step 1: reaps expired leases; forgets the relays that are gone (registered owners whose
+/// advisory lock nobody holds: one lock probe per running relay, see
+/// [`crate::engine::lease`]) and returns them, to reap their leases next; reports whether
+/// any key waits for a re-check.
+pub const REAP_SQL: &str = "WITH gone AS (
+             DELETE FROM outbox_relay_owners o
+              WHERE pg_try_advisory_xact_lock(1869968482, o.owner)
+             RETURNING o.owner),
+         reaped AS (
              UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
-              WHERE claim_token IS NOT NULL
-                AND (locked_until < statement_timestamp()
-                     OR (substr(claim_token::text, 15, 1) = '8'
-                         AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::bigint NOT IN (
-                             SELECT l.objid::bigint FROM pg_locks l
-                              WHERE l.locktype = 'advisory' AND l.classid = 1869968482
-                                AND l.objsubid = 2 AND l.granted
-                                AND l.database = (SELECT oid FROM pg_database
-                                                   WHERE datname = current_database()))))
+              WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp()
              RETURNING 1)
-         SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck)";
+         SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck),
+                COALESCE((SELECT array_agg(owner) FROM gone), '{}')";
+
+/// Step 1, when relays are gone: reaps the leases whose token names one of them (`$1`,
+/// owners as the lock's int4 key). Scans the leased rows: only after a relay died.
+pub const REAP_OWNERS_SQL: &str = "UPDATE outbox_events
+            SET claim_token = NULL, locked_by = NULL, locked_until = NULL
+          WHERE claim_token IS NOT NULL
+            AND substr(claim_token::text, 15, 1) = '8'
+            AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::int = ANY($1::int[])";
 
 /// Whether a claim now would find anything to do: a due, unleased head (the first entry of
-/// the ready index), an expired lease or one whose relay is gone, or a key noted for a
-/// re-check. Three index probes and no lock: cheap enough to run every few milliseconds
-/// while polling (0.07 ms at a million rows once vacuumed; like the claim's own scan, it
-/// walks the dead index entries a vacuum has not yet removed — 200 ms after a million events
-/// were delivered and before autovacuum got to them). The owners' locks are read only when
-/// leased rows exist.
+/// the ready index), an expired lease, a relay that is gone (its leases are to be reaped),
+/// or a key noted for a re-check. Index probes and one lock probe per running relay, no
+/// lock held after it: cheap enough to run every few milliseconds while polling (0.07 ms at
+/// a million rows once vacuumed; like the claim's own scan, it walks the dead index entries
+/// a vacuum has not yet removed — 200 ms after a million events were delivered and before
+/// autovacuum got to them).
 pub const PROBE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox_events
                         WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
                           AND available_at <= statement_timestamp())
              OR EXISTS (SELECT 1 FROM outbox_events
-                         WHERE claim_token IS NOT NULL
-                           AND (locked_until < statement_timestamp()
-                                OR (substr(claim_token::text, 15, 1) = '8'
-                                    AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::bigint NOT IN (
-                                        SELECT l.objid::bigint FROM pg_locks l
-                                         WHERE l.locktype = 'advisory' AND l.classid = 1869968482
-                                           AND l.objsubid = 2 AND l.granted
-                                           AND l.database = (SELECT oid FROM pg_database
-                                                              WHERE datname = current_database())))))
+                         WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp())
+             OR EXISTS (SELECT 1 FROM outbox_relay_owners o
+                         WHERE pg_try_advisory_xact_lock(1869968482, o.owner))
              OR EXISTS (SELECT 1 FROM outbox_key_recheck)";
 
 /// Runs [`PROBE_SQL`]: whether a claim now would find work.
@@ -277,8 +277,16 @@ async fn claim_timed_on(
     let mut tx = begin_locked(conn, ClaimLock::Exclusive).await?;
     lap(&mut steps.begin_lock);
 
-    // 1. Reap expired leases; learn whether any key waits for a re-check.
-    let (_reaped, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
+    // 1. Reap expired leases and those of relays that are gone; learn whether any key
+    //    waits for a re-check.
+    let (_reaped, recheck, gone): (i64, bool, Vec<i32>) =
+        sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
+    if !gone.is_empty() {
+        sqlx::query(REAP_OWNERS_SQL)
+            .bind(&gone)
+            .execute(&mut *tx)
+            .await?;
+    }
     lap(&mut steps.reap);
 
     // 2. Keys whose head a settle could not unpark while a writer held them.
@@ -451,7 +459,8 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
         .await?,
     ));
     // Executed again for its answer (nothing left to reap).
-    let (_, recheck): (i64, bool) = sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
+    let (_, recheck, _): (i64, bool, Vec<i32>) =
+        sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
     if recheck {
         create_missing_key_locks(&mut tx).await?;
         plans.push((
