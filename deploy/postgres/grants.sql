@@ -41,6 +41,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
 -- Its ownership session registers itself; claims forget relays that are gone.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
+-- Retention forgets the discard times of the discarded events it deletes.
+GRANT SELECT, DELETE ON outbox_discarded TO :"relay_role";
 
 -- Operators (`status`, `inspect`, `replay`, `discard`, `purge`, `wakeup` to read the mode):
 -- change event states, add audit records (the database stamps its own role on each), and
@@ -48,6 +50,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"operator_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"operator_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_discarded TO :"operator_role";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";
 -- (A purge locks the rows it deletes, which PostgreSQL allows only with an UPDATE
 -- privilege: the operator may update the inbox's timestamp, nothing else of it.)

@@ -437,3 +437,78 @@ async fn a_relay_with_retention_purges_old_delivered_rows_by_itself() -> Result<
     broker.cleanup().await?;
     db.cleanup().await
 }
+
+/// A discarded event stays replayable for the retention counted from its discard, not from
+/// when it was written; `inspect` shows when it was discarded.
+#[tokio::test]
+async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> {
+    use outbox_relay::store::purge::{Purgeable, purge};
+    let db = TestDb::new().await?;
+    let tenant = Uuid::now_v7();
+    let id = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
+    // Written a month ago, dead, discarded now.
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'dead', attempts = 10,
+                created_at = now() - interval '30 days' WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    let (code, out, err) =
+        relay_cli(&db, &["discard", "--id", &id.to_string(), "--actor", "t"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let week = Duration::from_secs(7 * 86_400);
+    assert_eq!(purge(&db.pool, Purgeable::Discarded, week, 100).await?, 0);
+    let (code, out, err) = relay_cli(&db, &["inspect", &id.to_string()]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let row: serde_json::Value = serde_json::from_str(&out)?;
+    assert!(row["discardedAt"].is_string(), "{row}");
+
+    // Eight days after the discard it goes, with its discard time.
+    sqlx::query(
+        "UPDATE outbox_discarded SET discarded_at = now() - interval '8 days' WHERE event_id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    assert_eq!(purge(&db.pool, Purgeable::Discarded, week, 100).await?, 1);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM outbox_events) + (SELECT count(*) FROM outbox_discarded)",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(left, 0);
+
+    // A replayed discarded event is no longer counted as discarded.
+    let again = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
+    sqlx::query("UPDATE outbox_events SET status = 'dead', attempts = 10 WHERE id = $1")
+        .bind(again)
+        .execute(&db.pool)
+        .await?;
+    let again_id = again.to_string();
+    for command in [
+        &["discard", "--id", &again_id, "--actor", "t"][..],
+        &[
+            "replay",
+            "--status",
+            "discarded",
+            "--id",
+            &again_id,
+            "--actor",
+            "t",
+        ],
+    ] {
+        let (code, out, err) = relay_cli(&db, command).await?;
+        assert_eq!(code, 0, "{command:?}: {out}{err}");
+    }
+    let status: String = sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+        .bind(again)
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(status, "pending");
+    let discarded: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_discarded")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(discarded, 0);
+    db.cleanup().await
+}

@@ -126,6 +126,11 @@ pub async fn apply(
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     match action {
         Action::Replay => {
+            // A replayed discarded event is no longer discarded.
+            sqlx::query("DELETE FROM outbox_discarded WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
             // A revived key may have lost its writers' lock row (purged when it went idle):
             // settles then leave it to the claim's re-check, which recreates the row. (Not
             // here: creating it could wait for a writer while holding the claim lock.)
@@ -149,6 +154,15 @@ pub async fn apply(
             )
             .bind(&ids)
             .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+            // Retention counts from the discard.
+            sqlx::query(
+                "INSERT INTO outbox_discarded (event_id)
+                 SELECT unnest($1::uuid[])
+                 ON CONFLICT (event_id) DO UPDATE SET discarded_at = now()",
+            )
+            .bind(&ids)
             .execute(&mut *tx)
             .await?;
             let scopes: Vec<String> = sqlx::query_scalar(
@@ -182,10 +196,14 @@ pub async fn apply(
 
 /// One event's full row as a JSON object, or `None` when there is no such event.
 pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar("SELECT to_jsonb(e) FROM outbox_events e WHERE e.id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT to_jsonb(e) || jsonb_build_object('discarded_at', x.discarded_at)
+           FROM outbox_events e LEFT JOIN outbox_discarded x ON x.event_id = e.id
+          WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The status of each of `ids` that exists (for an operator who named events that a

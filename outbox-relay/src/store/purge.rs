@@ -19,7 +19,8 @@ pub const MAX_BATCH: i64 = 100_000;
 pub enum Purgeable {
     /// Delivered events, by `delivered_at`.
     Delivered,
-    /// Discarded events, by `created_at`.
+    /// Discarded events, by when they were discarded (`outbox_discarded`; by `created_at`
+    /// for a row an operator set `discarded` by hand).
     Discarded,
     /// Consumer inbox records, by `processed_at`.
     Inbox,
@@ -41,13 +42,20 @@ impl Purgeable {
             }
             Purgeable::Discarded => {
                 "WITH doomed AS (
-                     SELECT id FROM outbox_events
-                      WHERE status IN ('dead', 'discarded') AND status = 'discarded'
-                        AND created_at < now() - make_interval(secs => $1)
+                     SELECT e.id FROM outbox_events e
+                       LEFT JOIN outbox_discarded x ON x.event_id = e.id
+                      WHERE e.status IN ('dead', 'discarded') AND e.status = 'discarded'
+                        AND COALESCE(x.discarded_at, e.created_at)
+                            < now() - make_interval(secs => $1)
                       LIMIT $2
-                        FOR UPDATE SKIP LOCKED)
-                 DELETE FROM outbox_events o USING doomed d
-                  WHERE o.id = d.id AND o.status = 'discarded'"
+                        FOR UPDATE OF e SKIP LOCKED),
+                 gone AS (
+                     DELETE FROM outbox_events o USING doomed d
+                      WHERE o.id = d.id AND o.status = 'discarded'
+                     RETURNING o.id),
+                 forgotten AS (
+                     DELETE FROM outbox_discarded x USING gone g WHERE x.event_id = g.id)
+                 SELECT count(*) FROM gone"
             }
             Purgeable::Inbox => {
                 "WITH doomed AS (
@@ -68,9 +76,11 @@ impl Purgeable {
                   WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => $1)"
             }
             Purgeable::Discarded => {
-                "SELECT count(*) FROM outbox_events
-                  WHERE status IN ('dead', 'discarded') AND status = 'discarded'
-                    AND created_at < now() - make_interval(secs => $1)"
+                "SELECT count(*) FROM outbox_events e
+                   LEFT JOIN outbox_discarded x ON x.event_id = e.id
+                  WHERE e.status IN ('dead', 'discarded') AND e.status = 'discarded'
+                    AND COALESCE(x.discarded_at, e.created_at)
+                        < now() - make_interval(secs => $1)"
             }
             Purgeable::Inbox => {
                 "SELECT count(*) FROM outbox_inbox
@@ -156,12 +166,23 @@ async fn delete_batch(
     older_than: Duration,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(what.delete_batch())
-        .bind(older_than.as_secs_f64())
-        .bind(batch)
-        .execute(conn)
-        .await?
-        .rows_affected())
+    match what {
+        // Deletes from two tables and counts the events.
+        Purgeable::Discarded => {
+            let deleted: i64 = sqlx::query_scalar(what.delete_batch())
+                .bind(older_than.as_secs_f64())
+                .bind(batch)
+                .fetch_one(conn)
+                .await?;
+            Ok(u64::try_from(deleted).unwrap_or(0))
+        }
+        Purgeable::Delivered | Purgeable::Inbox => Ok(sqlx::query(what.delete_batch())
+            .bind(older_than.as_secs_f64())
+            .bind(batch)
+            .execute(conn)
+            .await?
+            .rows_affected()),
+    }
 }
 
 /// Runs `one` (a statement deleting at most `batch` rows) until it deletes fewer; returns
