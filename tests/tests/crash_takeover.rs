@@ -231,10 +231,15 @@ async fn a_relay_registers_its_ownership_while_it_runs_unless_told_not_to() -> R
         assert_eq!(broker.collect(1, Duration::from_secs(20)).await?.len(), 1);
         assert_eq!(owners().await?, 1);
         relay.stop().await?;
+        // Its session closed; the next claim finds it gone and forgets it (after reaping
+        // whatever it still held, as for a relay that crashed).
         wait_until(
             Duration::from_secs(10),
-            "the stopped relay forgot itself",
-            || async { Ok(owners().await? == 0) },
+            "the stopped relay forgotten",
+            || async {
+                claim::claim(&db.pool, "next", 1, Duration::from_secs(30)).await?;
+                Ok(owners().await? == 0)
+            },
         )
         .await?;
         Ok(())

@@ -138,12 +138,15 @@ async fn hold(
                 break None;
             }
             // The lock itself, on this very session (a pooler that moved the session, or a
-            // lock released behind the relay's back, is a lost ownership too).
+            // lock released behind the relay's back, is a lost ownership too), and the
+            // registration, restored if something removed it (claims reap only the leases
+            // of registered owners).
             let beat = tokio::time::timeout(
                 deadline,
-                sqlx::query_scalar::<_, bool>(HOLDS_SQL)
+                sqlx::query_scalar::<_, bool>(HEARTBEAT_SQL)
                     .bind(OWNER_LOCK_CLASS)
                     .bind(owner_lock_key(owner))
+                    .bind(&relay_id)
                     .fetch_one(&mut *conn),
             )
             .await;
@@ -155,30 +158,32 @@ async fn hold(
             }
         };
         ownership.set(None);
+        // Out of the pool before anything that could be cut short: the session may hold the
+        // lock, and must end, never serve another statement.
+        let conn = conn.detach();
         match lost {
-            // Shutdown: the relay forgets itself, and closing the session releases the lock.
+            // Shutdown: closing the session releases the lock. The registration stays: a
+            // relay that stopped with leases left (its shutdown bound reached) has them
+            // reaped by the next claim, as a crashed one's; one that left none is simply
+            // forgotten then.
             None => {
-                let _ = tokio::time::timeout(deadline, async {
-                    let _ = sqlx::query("DELETE FROM outbox_relay_owners WHERE owner = $1")
-                        .bind(owner_lock_key(owner))
-                        .execute(&mut *conn)
-                        .await;
-                    conn.detach().close().await
-                })
-                .await;
+                let _ = tokio::time::timeout(deadline, conn.close()).await;
             }
             Some(error) => {
                 warn!(%error, owner = %format_args!("{owner:08x}"), "the relay's ownership session failed; no new batch until it is back");
-                // Closed, never returned to the pool: the session may still hold the lock.
-                drop(conn.detach());
+                drop(conn);
             }
         }
     }
     ownership.set(None);
 }
 
-/// Whether this session holds the owner lock `($1, $2)`.
-const HOLDS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
+/// Re-registers owner `$2` of relay `$3` if its row is gone, and answers whether this
+/// session holds the owner lock `($1, $2)`.
+const HEARTBEAT_SQL: &str = "WITH registered AS (
+             INSERT INTO outbox_relay_owners (owner, relay_id) VALUES ($2, $3)
+             ON CONFLICT (owner) DO NOTHING)
+         SELECT EXISTS (SELECT 1 FROM pg_locks
                          WHERE pid = pg_backend_pid() AND locktype = 'advisory'
                            AND classid = $1::int4::oid AND objid = $2::int4::oid
                            AND objsubid = 2 AND granted)";
@@ -215,15 +220,25 @@ async fn lock_a_session(
             if !locked {
                 continue;
             }
-            sqlx::query(
+            // A row left by a dead relay under the same id (one chance in 2^32) is not
+            // adopted: its leases must still be reaped. Another id then.
+            let registered = sqlx::query(
                 "INSERT INTO outbox_relay_owners (owner, relay_id) VALUES ($1, $2)
-                 ON CONFLICT (owner) DO UPDATE SET relay_id = EXCLUDED.relay_id,
-                                                   started_at = now()",
+                 ON CONFLICT (owner) DO NOTHING",
             )
             .bind(owner_lock_key(owner))
             .bind(relay_id)
             .execute(&mut *conn)
-            .await?;
+            .await?
+            .rows_affected();
+            if registered == 0 {
+                sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                    .bind(OWNER_LOCK_CLASS)
+                    .bind(owner_lock_key(owner))
+                    .execute(&mut *conn)
+                    .await?;
+                continue;
+            }
             return Ok::<u32, sqlx::Error>(owner);
         }
     })

@@ -123,13 +123,17 @@ pub async fn run(
     );
 
     // The session whose advisory lock the claim tokens name: the leases end with this
-    // process. It outlives the delivery loops' drain (it ends with the background tasks).
+    // process. It must outlive the delivery loops' drain (their settles): ended only once
+    // they are done — not by the shutdown, which cancels the loops and the background
+    // tasks — or when this future is dropped.
+    let ownership_ends = CancellationToken::new();
+    let _ownership_guard = ownership_ends.clone().drop_guard();
     let ownership = if config.ownership {
         Ownership::start(
             pool.clone(),
             config.relay_id.clone(),
             config.db_timeout,
-            background.clone(),
+            ownership_ends.clone(),
         )
     } else {
         Ownership::none()
@@ -180,6 +184,7 @@ pub async fn run(
         }
     };
     lane.cancel.cancel();
+    ownership_ends.cancel();
     lane.broker.close().await;
     background.cancel();
     info!(relay_id = %lane.config.relay_id, "relay stopped");

@@ -50,6 +50,14 @@ pub const REAP_OWNERS_SQL: &str = "UPDATE outbox_events
             AND substr(claim_token::text, 15, 1) = '8'
             AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::int = ANY($1::int[])";
 
+/// Whether the claiming relay is still the registered, live owner `$1` (int4 key): leases
+/// under an owner that is not registered would never be reaped, and under one whose lock
+/// nobody holds (its session just ended) would be reaped by the next claim. (A lock this
+/// transaction takes here, because nobody held it, goes with the transaction.)
+pub const OWNER_ALIVE_SQL: &str =
+    "SELECT EXISTS (SELECT 1 FROM outbox_relay_owners WHERE owner = $1)
+                AND NOT pg_try_advisory_xact_lock(1869968482, $1)";
+
 /// Whether a claim now would find anything to do: a due, unleased head (the first entry of
 /// the ready index), an expired lease, a relay that is gone (its leases are to be reaped),
 /// or a key noted for a re-check. Index probes and one lock probe per running relay, no
@@ -178,6 +186,16 @@ pub struct Unreadable {
 }
 
 impl Claim {
+    /// A claim that leased nothing.
+    pub fn empty(token: Uuid) -> Claim {
+        Claim {
+            token,
+            events: Vec::new(),
+            undecodable: Vec::new(),
+            parked: 0,
+        }
+    }
+
     /// Whether nothing was leased.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.undecodable.is_empty()
@@ -286,6 +304,18 @@ async fn claim_timed_on(
             .bind(&gone)
             .execute(&mut *tx)
             .await?;
+    }
+    // A relay whose ownership ended a moment ago (its heartbeat has not noticed yet) leases
+    // nothing under it: the reaps above are kept, the claim is empty.
+    if let Some(owner) = crate::engine::lease::token_owner(token) {
+        let alive: bool = sqlx::query_scalar(OWNER_ALIVE_SQL)
+            .bind(crate::engine::lease::owner_lock_key(owner))
+            .fetch_one(&mut *tx)
+            .await?;
+        if !alive {
+            tx.commit().await?;
+            return Ok((Claim::empty(token), steps));
+        }
     }
     lap(&mut steps.reap);
 
