@@ -69,7 +69,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut samples: Vec<f64>) -> Percentiles {
+    /// The statistics of `samples` (all zero when there are none).
+    pub fn of(mut samples: Vec<f64>) -> Percentiles {
         samples.sort_by(f64::total_cmp);
         let mean = if samples.is_empty() {
             0.0

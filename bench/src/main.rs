@@ -8,6 +8,9 @@
 //! - `ceiling`, `drain`, `scale-out`, `resources`, `latency`: what the broker takes without a
 //!   database, the relay's drain against it, several relays, the relay process's memory and
 //!   CPU, and commit → consumer latency at a fixed rate;
+//! - `soak`: minutes of production-like load with relay processes killed on a schedule:
+//!   latency, backlog, database size and relay memory per minute, then loss, order and
+//!   duplicates (not part of `all`);
 //! - `all`: every scenario, one report; `render`: its plots and the generated part of
 //!   `docs/benchmarks.md` (`scripts/bench-report` does both).
 //!
@@ -28,6 +31,7 @@ mod render;
 mod resources;
 mod scale_out;
 mod shapes;
+mod soak;
 mod steps;
 mod summary;
 
@@ -88,6 +92,10 @@ enum Command {
     Resources(resources::Args),
     /// Commit → consumer latency of one-event transactions at a fixed rate.
     Latency(latency::Args),
+    /// Minutes of production-like load, relay processes SIGKILLed on a schedule: per-minute
+    /// latency, backlog, database size, relay RSS; then loss, rollbacks, order, duplicates
+    /// (exits non-zero on a loss, a delivered rollback or an order violation).
+    Soak(soak::Args),
     /// Every scenario with its defaults, one report (claim-shapes at fewer rows).
     All(all::Args),
     /// SVG plots and the generated part of `docs/benchmarks.md` from `all --json`.
@@ -277,12 +285,22 @@ async fn run(cli: &Cli, server: &Server) -> Result<()> {
             let report = all::run(args, server, (&cli.database_url, amqp), keep).await?;
             harness::output(cli.json, &report, |r| all::markdown(r, None))?
         }
+        Command::Soak(args) => {
+            let report = soak::run(args, server, amqp, keep).await?;
+            print(&harness::output(cli.json, &report, soak::markdown)?)?;
+            return soak::verdict(&report);
+        }
         Command::Render(args) => {
             render::run(args)?;
             String::new()
         }
     };
-    // An error (a closed pipe), not a panic: the databases are still dropped.
+    print(&text)
+}
+
+/// Writes `text` on stdout: an error (a closed pipe), not a panic, so that the databases are
+/// still dropped.
+fn print(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;

@@ -9,7 +9,7 @@
 //! must exit cleanly. Linux only.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ pub async fn run(args: &Args, server: &Server, amqp_url: &str, keep: bool) -> Re
 }
 
 /// `outbox-relay` in the directory of this program (where cargo puts both).
-fn relay_binary() -> Result<PathBuf> {
+pub(crate) fn relay_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating outbox-bench itself")?;
     let dir = exe
         .parent()
@@ -129,25 +129,32 @@ fn relay_binary() -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// The relay running as a child process, with the tail of its log.
-struct RelayProcess {
-    child: Child,
-    pid: u32,
+/// The relay running as a child process (killed when dropped), with the tail of its log.
+pub(crate) struct RelayProcess {
+    pub(crate) child: Child,
+    pub(crate) pid: u32,
     log: Arc<Mutex<VecDeque<String>>>,
 }
 
 /// Lines of the relay's log kept for an error message.
 const LOG_TAIL: usize = 20;
 
+/// Sees every line the relay writes on standard error (besides the tail kept).
+pub(crate) type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
+
 impl RelayProcess {
-    fn start(binary: &PathBuf, database_url: &str, amqp_url: &str, exchange: &str) -> Result<Self> {
+    fn start(binary: &Path, database_url: &str, amqp_url: &str, exchange: &str) -> Result<Self> {
+        let args = relay_args(database_url, amqp_url, exchange)
+            .into_iter()
+            .chain(["--relay-id".to_owned(), "bench-relay-process".to_owned()])
+            .collect::<Vec<_>>();
+        Self::spawn(binary, &args, None)
+    }
+
+    /// Starts `binary` with `args`; `sink`, if any, sees every line of its log.
+    pub(crate) fn spawn(binary: &Path, args: &[String], sink: Option<LineSink>) -> Result<Self> {
         let mut child = Command::new(binary)
-            .arg("run")
-            .args(["--database-url", database_url])
-            .args(["--amqp-url", amqp_url])
-            .args(["--exchange", exchange])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args(["--relay-id", "bench-relay-process"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -161,6 +168,9 @@ impl RelayProcess {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(sink) = &sink {
+                        sink(&line);
+                    }
                     let mut tail = log.lock().unwrap_or_else(PoisonError::into_inner);
                     if tail.len() == LOG_TAIL {
                         tail.pop_front();
@@ -173,15 +183,11 @@ impl RelayProcess {
     }
 
     /// SIGTERM, then a clean exit within the relay's shutdown timeout (else SIGKILL).
-    async fn stop(&mut self) -> Result<()> {
+    pub(crate) async fn stop(&mut self) -> Result<()> {
         if self.child.try_wait()?.is_some() {
             bail!("the relay process had already exited");
         }
-        let status = std::process::Command::new("kill")
-            .args(["-s", "TERM", "--", &self.pid.to_string()])
-            .status()
-            .context("running kill -s TERM")?;
-        ensure!(status.success(), "kill -s TERM -- {} failed", self.pid);
+        send_signal(self.pid, "TERM").await?;
         match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
             Ok(status) => {
                 let status = status?;
@@ -198,12 +204,78 @@ impl RelayProcess {
         }
     }
 
+    /// SIGKILL, then the exit reaped (within 10 s).
+    pub(crate) async fn kill(&mut self) -> Result<std::process::ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "the relay process {} had already exited ({status})",
+                self.pid
+            );
+        }
+        send_signal(self.pid, "KILL").await?;
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .with_context(|| format!("the relay process {} outlived SIGKILL by 10 s", self.pid))?
+            .context("waiting for the killed relay")
+    }
+
+    /// The last lines the relay logged.
+    pub(crate) fn log_tail(&self) -> Vec<String> {
+        let tail = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.iter().cloned().collect()
+    }
+
     /// `error` with the last lines the relay logged.
-    fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+    pub(crate) fn explain(&self, error: anyhow::Error) -> anyhow::Error {
         let tail = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
         error.context(format!("the relay's last log lines:\n{}", lines.join("\n")))
     }
+}
+
+/// The flags of `outbox-relay run` on a scenario's database and exchange, metrics on an
+/// ephemeral local port.
+pub(crate) fn relay_args(database_url: &str, amqp_url: &str, exchange: &str) -> Vec<String> {
+    [
+        "run",
+        "--database-url",
+        database_url,
+        "--amqp-url",
+        amqp_url,
+        "--exchange",
+        exchange,
+        "--http-addr",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// `kill -s <name> -- <pid>`: one process, never a group, never pid 0 or 1.
+pub(crate) async fn send_signal(pid: u32, name: &str) -> Result<()> {
+    ensure!(pid > 1, "refusing to signal pid {pid}");
+    let status = Command::new("kill")
+        .args(["-s", name, "--", &pid.to_string()])
+        .status()
+        .await
+        .with_context(|| format!("running kill -s {name}"))?;
+    ensure!(status.success(), "kill -s {name} -- {pid} failed");
+    Ok(())
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`); Linux only.
+pub(crate) fn status_kib(pid: u32, name: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status (Linux only)"))?;
+    status_field(&status, name).with_context(|| format!("no {name} in /proc/{pid}/status"))
+}
+
+fn status_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse().ok())
 }
 
 /// What `/proc` says about a process.
@@ -217,12 +289,7 @@ fn usage(pid: u32) -> Result<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status (Linux only)"))?;
     let field = |name: &str| -> Result<u64> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|value| value.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
+        status_field(&status, name).with_context(|| format!("no {name} in /proc/{pid}/status"))
     };
     let peak_rss_kib = field("VmHWM:")?;
     let threads = field("Threads:")?;
