@@ -62,9 +62,23 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The connection, to open more channels on it (a consumer).
-    pub fn connection(&self) -> &Connection {
-        &self.connection
+    /// A consumer of the queue on a channel of its own, acking nothing (`no_ack`), tagged
+    /// `tag`; keep the channel as long as the consumer.
+    pub async fn consume(&self, tag: &str) -> Result<(Channel, lapin::Consumer)> {
+        let channel = self.connection.create_channel().await?;
+        let deliveries = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                tag.into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..lapin::options::BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .context("consuming the benchmark queue")?;
+        Ok((channel, deliveries))
     }
 
     /// Empties the queue (between runs of one scenario).

@@ -20,8 +20,6 @@ use anyhow::{Context, Result, ensure};
 use catalog_types::{CatalogEvent, TicketStatusChanged};
 use futures_util::StreamExt;
 use futures_util::future::try_join_all;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -143,19 +141,7 @@ async fn measure(
     amqp_url: &str,
     broker: &Broker,
 ) -> Result<Report> {
-    let channel = broker.connection().create_channel().await?;
-    let deliveries = channel
-        .basic_consume(
-            broker.queue.as_str().into(),
-            "outbox-bench-latency".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .context("consuming the benchmark queue")?;
+    let (_channel, deliveries) = broker.consume("outbox-bench-latency").await?;
     let stop = CancellationToken::new();
     let count = Arc::new(AtomicUsize::new(0));
     let consumer = tokio::spawn(receive(deliveries, Arc::clone(&count), stop.clone()));

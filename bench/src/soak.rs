@@ -36,8 +36,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use catalog_types::{CatalogEvent, TicketAssigned, TicketMessageAdded, TicketStatusChanged};
 use futures_util::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use outbox_core::{EmitError, NewEvent};
 use outbox_relay::foundation::config::DEFAULT_LEASE;
 use outbox_relay::foundation::human_duration::HumanDuration;
@@ -358,19 +356,7 @@ async fn measure(
     broker: &Broker,
     binary: &Path,
 ) -> Result<Report> {
-    let channel = broker.connection().create_channel().await?;
-    let deliveries = channel
-        .basic_consume(
-            broker.queue.as_str().into(),
-            "outbox-bench-soak".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .context("consuming the benchmark queue")?;
+    let (_channel, deliveries) = broker.consume("outbox-bench-soak").await?;
     let receipts: Receipts = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let consumer = tokio::spawn(consume(deliveries, Arc::clone(&receipts), stop.clone()));

@@ -118,22 +118,19 @@ async fn settle_on(
     outcomes: &[(Uuid, Outcome)],
 ) -> Result<Settled, sqlx::Error> {
     let mut tx = begin_locked(conn, ClaimLock::Shared).await?;
-    match record(&mut tx, token, max_attempts, outcomes).await {
-        Ok((total, moved)) => {
-            heads_moved(&mut tx, &moved).await?;
-            tx.commit().await?;
-            Ok(total)
-        }
+    let recorded = match record(&mut tx, token, max_attempts, outcomes).await {
+        Ok(recorded) => recorded,
         Err(error) if fails_on_a_value(&error) => {
             tx.rollback().await?;
-            let mut tx = begin_locked(conn, ClaimLock::Shared).await?;
-            let (total, moved) = record_one_by_one(&mut tx, token, max_attempts, outcomes).await?;
-            heads_moved(&mut tx, &moved).await?;
-            tx.commit().await?;
-            Ok(total)
+            tx = begin_locked(conn, ClaimLock::Shared).await?;
+            record_one_by_one(&mut tx, token, max_attempts, outcomes).await?
         }
-        Err(error) => Err(error),
-    }
+        Err(error) => return Err(error),
+    };
+    let (total, moved) = recorded;
+    heads_moved(&mut tx, &moved).await?;
+    tx.commit().await?;
+    Ok(total)
 }
 
 /// Whether a statement failed on the values it met (SQLSTATE class 22 or 23), as opposed to
@@ -157,36 +154,44 @@ async fn record_one_by_one(
     let mut total = Settled::default();
     let mut moved = BTreeSet::new();
     for (id, outcome) in outcomes {
-        let one = [(*id, outcome.clone())];
-        let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
-        match record(&mut attempt, token, max_attempts, &one).await {
-            Ok((settled, keys)) => {
-                attempt.commit().await?;
+        let recorded = match in_savepoint(tx, token, max_attempts, (*id, outcome.clone())).await? {
+            Ok(done) => Some(done),
+            Err(failed) => {
+                let instead = (*id, outcome.unrecordable(&failed.to_string()));
+                in_savepoint(tx, token, max_attempts, instead).await?.ok()
+            }
+        };
+        match recorded {
+            Some((settled, keys)) => {
                 total.add(settled);
                 moved.extend(keys);
-                continue;
             }
-            Err(error) if fails_on_a_value(&error) => {
-                attempt.rollback().await?;
-                let rejected = [(*id, outcome.unrecordable(&error.to_string()))];
-                let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
-                match record(&mut attempt, token, max_attempts, &rejected).await {
-                    Ok((settled, keys)) => {
-                        attempt.commit().await?;
-                        total.add(settled);
-                        moved.extend(keys);
-                    }
-                    Err(error) if fails_on_a_value(&error) => {
-                        attempt.rollback().await?;
-                        total.lost += 1;
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            Err(error) => return Err(error),
+            None => total.lost += 1,
         }
     }
     Ok((total, moved.into_iter().collect()))
+}
+
+/// [`record`] of one outcome under a savepoint: the inner `Err` is a failure on a value
+/// (undone, the transaction goes on); the outer one anything else.
+async fn in_savepoint(
+    tx: &mut Transaction<'_, Postgres>,
+    token: Uuid,
+    max_attempts: u32,
+    outcome: (Uuid, Outcome),
+) -> Result<Result<(Settled, Vec<String>), sqlx::Error>, sqlx::Error> {
+    let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
+    match record(&mut attempt, token, max_attempts, &[outcome]).await {
+        Ok(done) => {
+            attempt.commit().await?;
+            Ok(Ok(done))
+        }
+        Err(error) if fails_on_a_value(&error) => {
+            attempt.rollback().await?;
+            Ok(Err(error))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 impl Settled {
