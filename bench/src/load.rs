@@ -292,8 +292,8 @@ pub async fn table_state(pool: &PgPool) -> Result<TableState> {
         "SELECT count(*) FILTER (WHERE status = 'pending'),
                 count(*) FILTER (WHERE status = 'dead'),
                 count(*) FILTER (WHERE status = 'pending' AND parked),
-                count(*) FILTER (WHERE status = 'pending' AND NOT parked AND claim_token IS NULL),
-                count(*) FILTER (WHERE claim_token IS NOT NULL)
+                count(*) FILTER (WHERE status = 'pending' AND NOT parked),
+                (SELECT COALESCE(sum(events), 0)::int8 FROM outbox_leases)
            FROM outbox_events",
     )
     .fetch_one(pool)

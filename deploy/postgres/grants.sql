@@ -41,6 +41,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
 -- Its ownership session registers itself; claims forget relays that are gone.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
+-- Its claims lease scopes here; settles and reaps end the leases.
+GRANT SELECT, INSERT, DELETE ON outbox_leases TO :"relay_role";
 -- Retention forgets the discard times of the discarded events it deletes.
 GRANT SELECT, DELETE ON outbox_discarded TO :"relay_role";
 
@@ -51,6 +53,8 @@ GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"operator_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_discarded TO :"operator_role";
+-- What is in flight, for `status` and `inspect`.
+GRANT SELECT ON outbox_leases, outbox_leased_events TO :"operator_role";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";
 -- (A purge locks the rows it deletes, which PostgreSQL allows only with an UPDATE
 -- privilege: the operator may update the inbox's timestamp, nothing else of it.)

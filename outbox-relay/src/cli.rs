@@ -296,7 +296,7 @@ pub struct RunArgs {
     /// Apply migrations before starting.
     #[arg(long, env = "OUTBOX_MIGRATE")]
     pub migrate: bool,
-    /// This instance's name in `locked_by` (default: host-pid-random).
+    /// This instance's name on its leases (default: host-pid-random).
     #[arg(long, env = "OUTBOX_RELAY_ID")]
     pub relay_id: Option<String>,
 }

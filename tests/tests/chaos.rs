@@ -672,7 +672,7 @@ async fn check(pool: &PgPool, written: &Written) -> Result<Verdict> {
     .fetch_one(pool)
     .await?;
     (verdict.leased, verdict.pending, verdict.dead) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE claim_token IS NOT NULL),
+        "SELECT (SELECT count(*) FROM outbox_leased_events),
                 count(*) FILTER (WHERE status = 'pending'),
                 count(*) FILTER (WHERE status = 'dead')
            FROM outbox_events",

@@ -32,7 +32,7 @@ async fn insert(pool: &PgPool, key: &str) -> Result<Uuid> {
 
 async fn leased(pool: &PgPool) -> Result<i64> {
     Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE claim_token IS NOT NULL")
+        sqlx::query_scalar("SELECT count(*) FROM outbox_leased_events")
             .fetch_one(pool)
             .await?,
     )
@@ -111,7 +111,7 @@ async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()
         assert_eq!(owners, 0, "the relay that is gone is forgotten");
         // The ownerless claim is still leased.
         let token: Option<Uuid> =
-            sqlx::query_scalar("SELECT claim_token FROM outbox_events WHERE id = $1")
+            sqlx::query_scalar("SELECT token FROM outbox_leased_events WHERE id = $1")
                 .bind(ownerless)
                 .fetch_one(&db.pool)
                 .await?;

@@ -340,7 +340,9 @@ async fn expect_refused(pool: &PgPool, row: &RawRow, needles: &[&str]) -> Result
 async fn undelivered_rows(pool: &PgPool) -> Result<String> {
     let rows: Vec<Value> = sqlx::query_scalar(
         "SELECT jsonb_build_object('seq', seq, 'id', id, 'key', ordering_key, 'status', status,
-                                   'parked', parked, 'leased_by', locked_by,
+                                   'parked', parked,
+                                   'leased_by', (SELECT l.relay_id FROM outbox_leased_events l
+                                                  WHERE l.id = outbox_events.id),
                                    'attempts', attempts, 'available_at', available_at,
                                    'last_error', last_error)
            FROM outbox_events WHERE status <> 'delivered' ORDER BY ordering_key, seq LIMIT 40",
@@ -612,8 +614,7 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
         let look_until = Instant::now() + Duration::from_secs(3);
         while Instant::now() < look_until {
             let holder: Option<String> = sqlx::query_scalar(
-                "SELECT locked_by FROM outbox_events
-                  WHERE claim_token IS NOT NULL AND locked_by = ANY($1) LIMIT 1",
+                "SELECT relay_id FROM outbox_leases WHERE relay_id = ANY($1) LIMIT 1",
             )
             .bind(&ids)
             .fetch_optional(&db.pool)
@@ -629,7 +630,7 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
         process.child.wait().await?;
         kills += 1;
         orphaned_leases += sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM outbox_events WHERE locked_by = $1 AND claim_token IS NOT NULL",
+            "SELECT count(*) FROM outbox_leased_events WHERE relay_id = $1",
         )
         .bind(&*killed_id)
         .fetch_one(&db.pool)

@@ -138,8 +138,7 @@ async fn a_broker_blocking_publishers_cannot_hold_a_wave_past_its_lease() -> Res
     let mut overdue_seen = 0;
     while std::time::Instant::now() < blocked_until {
         let overdue: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox_events
-              WHERE claim_token IS NOT NULL AND locked_until < clock_timestamp()",
+            "SELECT count(*) FROM outbox_leased_events WHERE leased_until < clock_timestamp()",
         )
         .fetch_one(&db.pool)
         .await?;

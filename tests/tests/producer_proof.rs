@@ -418,6 +418,10 @@ async fn a_settle_that_fails_on_one_row_records_the_others() -> Result<()> {
         };
         assert_eq!(status, expected, "{id}");
     }
+    // Its scope stays leased (nothing recorded it): the next claim does not publish it again
+    // at once, only after the lease.
+    let again = claim::claim(&db.pool, "test", 100, Duration::from_secs(30)).await?;
+    assert!(again.is_empty(), "{again:?}");
 
     // A row that takes a rejection but not a delivery is recorded dead with the cause.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -425,8 +429,7 @@ async fn a_settle_that_fails_on_one_row_records_the_others() -> Result<()> {
          CREATE TRIGGER refuse_change BEFORE UPDATE ON outbox_events FOR EACH ROW
              WHEN (OLD.id = '{poisoned}' AND NEW.status = 'delivered')
              EXECUTE FUNCTION refuse_change();
-         UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
-          WHERE id = '{poisoned}';"
+         DELETE FROM outbox_leases;"
     )))
     .execute(&db.pool)
     .await?;

@@ -127,7 +127,8 @@ async fn ten_thousand_events_arrive_once_each_with_the_documented_message_format
     })
     .await?;
     let leased: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox_events WHERE locked_by IS NOT NULL OR delivered_at IS NULL",
+        "SELECT (SELECT count(*) FROM outbox_events WHERE delivered_at IS NULL)
+              + (SELECT count(*) FROM outbox_leases)",
     )
     .fetch_one(&db.pool)
     .await?;

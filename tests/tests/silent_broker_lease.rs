@@ -55,9 +55,9 @@ async fn a_delivery_loop_settles_within_its_lease_when_the_broker_stops_answerin
         let mut worst = Duration::ZERO;
         while frozen_at.elapsed() < Duration::from_secs(25) {
             let overrun_ms: Option<f64> = sqlx::query_scalar(
-                "SELECT (extract(epoch FROM max(clock_timestamp() - locked_until)) * 1000)::float8
-                   FROM outbox_events
-                  WHERE claim_token IS NOT NULL AND locked_until < clock_timestamp()",
+                "SELECT (extract(epoch FROM max(clock_timestamp() - leased_until)) * 1000)::float8
+                   FROM outbox_leases
+                  WHERE leased_until < clock_timestamp()",
             )
             .fetch_one(&db.pool)
             .await?;
@@ -71,10 +71,9 @@ async fn a_delivery_loop_settles_within_its_lease_when_the_broker_stops_answerin
         let stopping = Instant::now();
         let stopped = relay.stop().await;
         let stop_took = stopping.elapsed();
-        let still_leased: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE claim_token IS NOT NULL")
-                .fetch_one(&db.pool)
-                .await?;
+        let still_leased: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_leased_events")
+            .fetch_one(&db.pool)
+            .await?;
         eprintln!(
             "longest a claim stayed unsettled past its lease: {worst:?}; stop (broker silent) \
              took {stop_took:?}; rows still leased after it: {still_leased}"

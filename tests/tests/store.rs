@@ -30,7 +30,8 @@ const LEASE: Duration = Duration::from_secs(60);
 /// The attempt limit the tests settle with unless they test the limit.
 const MAX_ATTEMPTS: u32 = 10;
 
-/// One row of `outbox_events`, the columns the state machine changes.
+/// One row of `outbox_events`, the columns the state machine changes, with its lease (from
+/// `outbox_leased_events`: leases live in `outbox_leases`, not on the row).
 #[derive(Debug, Clone)]
 struct Row {
     #[expect(dead_code, reason = "shown in assertion messages")]
@@ -105,9 +106,11 @@ impl Row {
 /// Reads one row.
 async fn row(pool: &PgPool, id: Uuid) -> Result<Row> {
     Ok(sqlx::query_as(
-        "SELECT id, seq, status, parked, attempts, claim_token, locked_by,
-                locked_until, available_at, last_error, delivered_at
-           FROM outbox_events WHERE id = $1",
+        "SELECT e.id, e.seq, e.status, e.parked, e.attempts, l.token AS claim_token,
+                l.relay_id AS locked_by, l.leased_until AS locked_until, e.available_at,
+                e.last_error, e.delivered_at
+           FROM outbox_events e LEFT JOIN outbox_leased_events l ON l.id = e.id
+          WHERE e.id = $1",
     )
     .bind(id)
     .fetch_one(pool)

@@ -280,3 +280,190 @@ async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() ->
     broker.cleanup().await?;
     db.cleanup().await
 }
+
+/// The first migration of engine v3's second step (leases off the event row).
+const STEP_TWO: i64 = 20261206000004;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -> Result<()> {
+    let db = TestDb::empty().await?;
+    let before = Migrator::with_migrations(
+        outbox_core::MIGRATOR
+            .iter()
+            .filter(|m| m.version < STEP_TWO)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db.pool).await?;
+    outbox_core::sync_catalog(&db.pool).await?;
+
+    let tenant = Uuid::now_v7();
+    let leased_key = format!("ticket:{}", Uuid::now_v7());
+    let dead_key = format!("ticket:{}", Uuid::now_v7());
+    let retrying_key = format!("ticket:{}", Uuid::now_v7());
+    let scheduled_key = format!("ticket:{}", Uuid::now_v7());
+
+    // A head and its run leased by a step-one relay (stopped for the upgrade), one parked
+    // behind the run.
+    let leased: Vec<Uuid> = {
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(insert(&db.pool, Some(tenant), Some(&leased_key)).await?);
+        }
+        ids
+    };
+    for id in &leased[..3] {
+        set(
+            &db.pool,
+            *id,
+            "claim_token = '00000001-0000-8000-8000-000000000000', locked_by = 'old-relay',
+             locked_until = now() + interval '1 hour'",
+        )
+        .await?;
+    }
+    // An unordered event leased, with an expired lease.
+    let unordered_leased = insert(&db.pool, None, None).await?;
+    set(
+        &db.pool,
+        unordered_leased,
+        "claim_token = gen_random_uuid(), locked_by = 'old-relay', locked_until = now() - interval '1 minute'",
+    )
+    .await?;
+    // Delivered, dead with one behind, retrying with one behind, scheduled, discarded.
+    let delivered = insert(&db.pool, None, Some(&dead_key)).await?;
+    set(
+        &db.pool,
+        delivered,
+        "status = 'delivered', attempts = 1, delivered_at = now()",
+    )
+    .await?;
+    let dead = insert(&db.pool, None, Some(&dead_key)).await?;
+    set(
+        &db.pool,
+        dead,
+        "status = 'dead', attempts = 10, last_error = 'nacked'",
+    )
+    .await?;
+    let behind_dead = insert(&db.pool, None, Some(&dead_key)).await?;
+    let retrying = insert(&db.pool, None, Some(&retrying_key)).await?;
+    set(
+        &db.pool,
+        retrying,
+        "attempts = 2, last_error = 'timeout', available_at = now() + interval '1 second'",
+    )
+    .await?;
+    let behind_retrying = insert(&db.pool, None, Some(&retrying_key)).await?;
+    let scheduled = insert(&db.pool, None, Some(&scheduled_key)).await?;
+    set(
+        &db.pool,
+        scheduled,
+        "available_at = now() + interval '2 seconds'",
+    )
+    .await?;
+    let discarded = insert(&db.pool, None, None).await?;
+    set(&db.pool, discarded, "status = 'discarded', attempts = 10").await?;
+    sqlx::query("INSERT INTO outbox_discarded (event_id) VALUES ($1)")
+        .bind(discarded)
+        .execute(&db.pool)
+        .await?;
+
+    let all: Vec<Uuid> = leased
+        .iter()
+        .copied()
+        .chain([
+            unordered_leased,
+            delivered,
+            dead,
+            behind_dead,
+            retrying,
+            behind_retrying,
+            scheduled,
+            discarded,
+        ])
+        .collect();
+    let old = states(&db.pool, &all).await?;
+
+    outbox_core::migrate(&db.pool).await?;
+
+    // States kept; no lease left on any row, none in the lease table; the row-lease index
+    // gone, the ready index without the lease in its predicate.
+    let new = states(&db.pool, &all).await?;
+    assert_eq!(old, new, "states changed");
+    let (on_rows, in_table): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM outbox_events
+                  WHERE claim_token IS NOT NULL OR locked_by IS NOT NULL OR locked_until IS NOT NULL),
+                (SELECT count(*) FROM outbox_leases)",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!((on_rows, in_table), (0, 0));
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE tablename = 'outbox_events'",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    assert!(
+        !indexes
+            .iter()
+            .any(|(name, _)| name == "outbox_events_leased"),
+        "{indexes:?}"
+    );
+    let ready = indexes
+        .iter()
+        .find(|(name, _)| name == "outbox_events_ready")
+        .map(|(_, def)| def.clone())
+        .unwrap_or_default();
+    assert!(
+        ready.contains("parked") && !ready.contains("claim_token"),
+        "{ready}"
+    );
+
+    // The relay delivers every pending event once, in order per scope.
+    let broker = TestBroker::new(&["#"]).await?;
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let expected: Vec<Uuid> = leased
+        .iter()
+        .copied()
+        .chain([unordered_leased, retrying, behind_retrying, scheduled])
+        .collect();
+    let received = broker
+        .collect(expected.len(), Duration::from_secs(30))
+        .await?;
+    let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
+    let position = |id: &Uuid| ids.iter().position(|x| *x == id.to_string());
+    for id in &expected {
+        assert!(position(id).is_some(), "{id} not delivered: {ids:?}");
+    }
+    for pair in leased.windows(2) {
+        assert!(
+            position(&pair[0]) < position(&pair[1]),
+            "leased key in order"
+        );
+    }
+    assert!(position(&retrying) < position(&behind_retrying));
+    for id in [delivered, dead, behind_dead, discarded] {
+        assert!(position(&id).is_none(), "{id} must not be published");
+    }
+    let pool = db.pool.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "every lease ended by its settle",
+        || {
+            let pool = pool.clone();
+            async move {
+                let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_leases")
+                    .fetch_one(&pool)
+                    .await?;
+                Ok(leases == 0)
+            }
+        },
+    )
+    .await?;
+    relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}

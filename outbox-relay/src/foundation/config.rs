@@ -68,7 +68,7 @@ pub struct RelayConfig {
     pub retention: Option<Duration>,
     /// How often to refresh the backlog gauges.
     pub gauge_interval: Duration,
-    /// This instance's name in `locked_by`.
+    /// This instance's name on its leases (`outbox_leases.relay_id`).
     pub relay_id: String,
     /// The AMQP heartbeat the relay asks for (whole seconds, 1 to 65,535; the URL's own
     /// `heartbeat` wins). A broker link that stays silent for twice as long is dropped and
@@ -416,7 +416,7 @@ impl RelayConfig {
     }
 }
 
-/// `<host>-<pid>-<random>`: unique per process, readable in `locked_by`.
+/// `<host>-<pid>-<random>`: unique per process, readable on its leases.
 pub fn default_relay_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()

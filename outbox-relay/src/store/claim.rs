@@ -3,13 +3,14 @@
 //! A claim, under the exclusive claim lock:
 //! 1. reaps expired leases (a crashed relay's rows become claimable again);
 //! 2. unparks the heads of keys a settle left for re-checking;
-//! 3. scans the *ready* index — unparked, unleased, due pending rows: the heads of keys and
-//!    unkeyed events — and confirms each is its key's head (no earlier undelivered event);
+//! 3. scans the *ready* index — unparked, due pending rows: the heads of keys and unkeyed
+//!    events — past those of leased scopes, and confirms each is its key's head (no earlier undelivered event);
 //!    a row that is not (an event replayed behind it, say) is parked;
-//! 4. extends each head with the run of due, unleased events behind it (through the key
-//!    index, parked or not), so a hot key moves a batch at a time, not an event;
-//! 5. leases the chosen rows: `claim_token`, `locked_by`, `locked_until` from the clock
-//!    *after* the lock wait.
+//! 4. extends each head with the run of due events behind it (through the scope index,
+//!    parked or not), so a hot key moves a batch at a time, not an event;
+//! 5. leases the scopes of the chosen rows: one `outbox_leases` row per scope (or unordered
+//!    event) with the token, the relay and a deadline from the clock *after* the lock wait.
+//!    The event rows are not written: a leased scope is simply skipped by the next claim.
 //!
 //! Nothing here reads rows behind a blocked head, so its cost follows the batch size, not
 //! the backlog. Row content is decoded row by row: a row that cannot be decoded is returned
@@ -27,28 +28,42 @@ use crate::engine::claim_plan::{self, Candidate};
 pub use crate::engine::event::ClaimedEvent;
 use crate::foundation::db::within_deadline;
 
-/// Step 1: reaps expired leases; forgets the relays that are gone (registered owners whose
-/// advisory lock nobody holds: one lock probe per running relay, see
-/// [`crate::engine::lease`]) and returns them, to reap their leases next; reports whether
-/// any key waits for a re-check.
+/// The lease key of the event row aliased `$alias` in a statement: its ordering scope
+/// (`outbox_scope()`), or `#<id>` for an event without an ordering key (a scope's name starts
+/// with a tenant id or `-`, never `#`). What `outbox_leases.lease_key` holds.
+macro_rules! lease_key_of {
+    ($alias:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            $alias,
+            ".ordering_key IS NULL THEN '#' || ",
+            $alias,
+            ".id::text ELSE outbox_scope(",
+            $alias,
+            ".tenant_id, ",
+            $alias,
+            ".ordering_key) END)"
+        )
+    };
+}
+pub(crate) use lease_key_of;
+
+/// Step 1: forgets the relays that are gone (registered owners whose advisory lock nobody
+/// holds: one lock probe per running relay, see [`crate::engine::lease`]) and ends their
+/// leases, ends expired leases, and reports whether any key waits for a re-check. Leases
+/// live in `outbox_leases`, one row per leased scope: all of this reads a table the size
+/// of what is in flight.
 pub const REAP_SQL: &str = "WITH gone AS (
              DELETE FROM outbox_relay_owners o
               WHERE pg_try_advisory_xact_lock(1869968482, o.owner)
              RETURNING o.owner),
          reaped AS (
-             UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
-              WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp()
+             DELETE FROM outbox_leases
+              WHERE leased_until < statement_timestamp()
+                 OR owner IN (SELECT owner FROM gone)
              RETURNING 1)
          SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck),
                 COALESCE((SELECT array_agg(owner) FROM gone), '{}')";
-
-/// Step 1, when relays are gone: reaps the leases whose token names one of them (`$1`,
-/// owners as the lock's int4 key). Scans the leased rows: only after a relay died.
-pub const REAP_OWNERS_SQL: &str = "UPDATE outbox_events
-            SET claim_token = NULL, locked_by = NULL, locked_until = NULL
-          WHERE claim_token IS NOT NULL
-            AND substr(claim_token::text, 15, 1) = '8'
-            AND ('x' || substr(claim_token::text, 1, 8))::bit(32)::int = ANY($1::int[])";
 
 /// Whether the claiming relay is still the registered, live owner `$1` (int4 key): leases
 /// under an owner that is not registered would never be reaped, and under one whose lock
@@ -58,21 +73,26 @@ pub const OWNER_ALIVE_SQL: &str =
     "SELECT EXISTS (SELECT 1 FROM outbox_relay_owners WHERE owner = $1)
                 AND NOT pg_try_advisory_xact_lock(1869968482, $1)";
 
-/// Whether a claim now would find anything to do: a due, unleased head (the first entry of
-/// the ready index), an expired lease, a relay that is gone (its leases are to be reaped),
-/// or a key noted for a re-check. Index probes and one lock probe per running relay, no
-/// lock held after it: cheap enough to run every few milliseconds while polling (0.07 ms at
-/// a million rows once vacuumed; like the claim's own scan, it walks the dead index entries
-/// a vacuum has not yet removed — 200 ms after a million events were delivered and before
-/// autovacuum got to them).
-pub const PROBE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM outbox_events
-                        WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
-                          AND available_at <= statement_timestamp())
-             OR EXISTS (SELECT 1 FROM outbox_events
-                         WHERE claim_token IS NOT NULL AND locked_until < statement_timestamp())
+/// Whether a claim now would find anything to do: a due head of a scope nobody leases (the
+/// ready index, past the heads in flight), an expired lease, a relay that is gone (its
+/// leases are to be reaped), or a key noted for a re-check. Index probes and one lock
+/// probe per running relay, no lock held after it: cheap enough to run every few
+/// milliseconds while polling (0.07 ms at a million rows once vacuumed; like the claim's
+/// own scan, it walks the dead index entries a vacuum has not yet removed — 200 ms after a
+/// million events were delivered and before autovacuum got to them).
+pub const PROBE_SQL: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM outbox_events e
+                        WHERE e.status = 'pending' AND NOT e.parked
+                          AND e.available_at <= statement_timestamp()
+                          AND NOT EXISTS (SELECT 1 FROM outbox_leases l
+                                           WHERE l.lease_key = ",
+    lease_key_of!("e"),
+    "))
+             OR EXISTS (SELECT 1 FROM outbox_leases WHERE leased_until < statement_timestamp())
              OR EXISTS (SELECT 1 FROM outbox_relay_owners o
                          WHERE pg_try_advisory_xact_lock(1869968482, o.owner))
-             OR EXISTS (SELECT 1 FROM outbox_key_recheck)";
+             OR EXISTS (SELECT 1 FROM outbox_key_recheck)"
+);
 
 /// Runs [`PROBE_SQL`]: whether a claim now would find work.
 pub async fn work_waiting(pool: &PgPool) -> Result<bool, sqlx::Error> {
@@ -106,28 +126,34 @@ pub const RECHECK_LOCK_ROWS_SQL: &str = "INSERT INTO outbox_key_locks (ordering_
 pub const RECHECK_DONE_SQL: &str =
     "DELETE FROM outbox_key_recheck WHERE ordering_key = ANY($1::text[])";
 
-/// Step 3: the ready rows (the ready index), each with its ordering scope (tenant and key,
-/// see `outbox_scope()`) and the scope's previous undelivered event (the head probe; none
-/// for a head).
-pub const READY_SQL: &str = "SELECT r.id, r.seq, r.scope,
+/// Step 3: the ready rows (the ready index) of scopes nobody leases, each with its ordering
+/// scope (tenant and key, see `outbox_scope()`) and the scope's previous undelivered event
+/// (the head probe; none for a head).
+pub const READY_SQL: &str = concat!(
+    "SELECT r.id, r.seq, r.scope,
                 (SELECT b.seq FROM outbox_events b
                   WHERE outbox_scope(b.tenant_id, b.ordering_key) = r.scope AND b.seq < r.seq
                     AND b.status IN ('pending', 'dead')
                   ORDER BY b.seq DESC LIMIT 1) AS predecessor
-           FROM (SELECT id, seq, outbox_scope(tenant_id, ordering_key) AS scope
-                   FROM outbox_events
-                  WHERE status = 'pending' AND NOT parked AND claim_token IS NULL
-                    AND available_at <= statement_timestamp()
-                  ORDER BY available_at, seq
-                  LIMIT $1) AS r";
+           FROM (SELECT e.id, e.seq, outbox_scope(e.tenant_id, e.ordering_key) AS scope
+                   FROM outbox_events e
+                  WHERE e.status = 'pending' AND NOT e.parked
+                    AND e.available_at <= statement_timestamp()
+                    AND NOT EXISTS (SELECT 1 FROM outbox_leases l
+                                     WHERE l.lease_key = ",
+    lease_key_of!("e"),
+    ")
+                  ORDER BY e.available_at, e.seq
+                  LIMIT $1) AS r"
+);
 
-/// Step 4: the run behind each head, through the scope index (at most `$3` per scope).
+/// Step 4: the run behind each head, through the scope index (at most `$3` per scope). The
+/// head's scope is not leased (step 3), so no event of it is.
 pub const RUNS_SQL: &str = "SELECT h.key, x.id,
-                x.status = 'pending' AND x.claim_token IS NULL
-                    AND x.available_at <= statement_timestamp() AS ready
+                x.status = 'pending' AND x.available_at <= statement_timestamp() AS ready
            FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(key, seq, n)
            CROSS JOIN LATERAL (
-                SELECT e.id, e.seq, e.status, e.claim_token, e.available_at
+                SELECT e.id, e.seq, e.status, e.available_at
                   FROM outbox_events e
                  WHERE outbox_scope(e.tenant_id, e.ordering_key) = h.key AND e.seq > h.seq
                    AND e.status IN ('pending', 'dead')
@@ -135,23 +161,41 @@ pub const RUNS_SQL: &str = "SELECT h.key, x.id,
                  LIMIT $3) AS x
           ORDER BY h.n, x.seq";
 
-/// Step 5: leases the chosen rows and parks the rows found behind another event.
-pub const LEASE_SQL: &str = "WITH parked AS (
+/// Step 5: parks the rows found behind another event, leases the scopes of the chosen rows
+/// (one `outbox_leases` row per scope, `$2` the token, `$6` the owner, `$3` the relay,
+/// `$4` the lease in seconds from the clock *after* the lock wait) and returns the chosen
+/// rows. A scope already leased (which the claim lock rules out) keeps its lease, and its
+/// rows are not returned.
+pub const LEASE_SQL: &str = concat!(
+    "WITH parked AS (
              UPDATE outbox_events SET parked = true
-              WHERE id = ANY($5::uuid[]) AND status = 'pending' AND claim_token IS NULL
-             RETURNING 1)
-         UPDATE outbox_events o
-            SET claim_token = $2, locked_by = $3,
-                locked_until = clock_timestamp() + make_interval(secs => $4)
-          WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending' AND o.claim_token IS NULL
-         RETURNING o.id, o.seq, o.tenant_id, o.event_type, o.schema_ref, o.category,
-                   o.ordering_key, o.payload::text AS payload, o.headers::text AS headers,
-                   o.dedupe_key,
-                   CASE WHEN o.occurred_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
-                        THEN o.occurred_at END AS occurred_at,
-                   CASE WHEN o.created_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
-                        THEN o.created_at END AS created_at,
-                   o.attempts";
+              WHERE id = ANY($5::uuid[]) AND status = 'pending'
+             RETURNING 1),
+         chosen AS MATERIALIZED (
+             SELECT o.*, ",
+    lease_key_of!("o"),
+    " AS lease_key
+               FROM outbox_events o
+              WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending'),
+         leased AS (
+             INSERT INTO outbox_leases
+                    (lease_key, token, owner, relay_id, leased_until, first_seq, last_seq, events)
+             SELECT c.lease_key, $2, $6, $3, clock_timestamp() + make_interval(secs => $4),
+                    min(c.seq), max(c.seq), count(*)
+               FROM chosen c GROUP BY c.lease_key
+             ON CONFLICT (lease_key) DO NOTHING
+             RETURNING lease_key)
+         SELECT o.id, o.seq, o.tenant_id, o.event_type, o.schema_ref, o.category,
+                o.ordering_key, o.payload::text AS payload, o.headers::text AS headers,
+                o.dedupe_key,
+                CASE WHEN o.occurred_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
+                     THEN o.occurred_at END AS occurred_at,
+                CASE WHEN o.created_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
+                     THEN o.created_at END AS created_at,
+                o.attempts
+           FROM chosen o
+          WHERE o.lease_key IN (SELECT lease_key FROM leased)"
+);
 
 /// A leased batch.
 #[derive(Debug, Clone)]
@@ -297,19 +341,14 @@ async fn claim_timed_on(
 
     // 1. Reap expired leases and those of relays that are gone; learn whether any key
     //    waits for a re-check.
-    let (_reaped, recheck, gone): (i64, bool, Vec<i32>) =
+    let (_reaped, recheck, _gone): (i64, bool, Vec<i32>) =
         sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
-    if !gone.is_empty() {
-        sqlx::query(REAP_OWNERS_SQL)
-            .bind(&gone)
-            .execute(&mut *tx)
-            .await?;
-    }
     // A relay whose ownership ended a moment ago (its heartbeat has not noticed yet) leases
     // nothing under it: the reaps above are kept, the claim is empty.
-    if let Some(owner) = crate::engine::lease::token_owner(token) {
+    let owner = crate::engine::lease::token_owner(token).map(crate::engine::lease::owner_lock_key);
+    if let Some(owner) = owner {
         let alive: bool = sqlx::query_scalar(OWNER_ALIVE_SQL)
-            .bind(crate::engine::lease::owner_lock_key(owner))
+            .bind(owner)
             .fetch_one(&mut *tx)
             .await?;
         if !alive {
@@ -363,6 +402,7 @@ async fn claim_timed_on(
         .bind(relay_id)
         .bind(lease.as_secs_f64())
         .bind(&to_park)
+        .bind(owner)
         .fetch_all(&mut *tx)
         .await?;
     lap(&mut steps.lease);
@@ -620,7 +660,7 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
         plan_of(
             &mut tx,
             sqlx::query(sqlx::AssertSqlSafe(explained(&format!(
-                "EXECUTE {name}({chosen_literal}, '{}'::uuid, 'explain', 60.0, {park_literal})",
+                "EXECUTE {name}({chosen_literal}, '{}'::uuid, 'explain', 60.0, {park_literal}, NULL)",
                 Uuid::now_v7()
             )))),
         )
@@ -639,7 +679,8 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
                 .bind(Uuid::now_v7())
                 .bind("explain")
                 .bind(60.0_f64)
-                .bind(&to_park),
+                .bind(&to_park)
+                .bind(None::<i32>),
         )
         .await?,
     ));

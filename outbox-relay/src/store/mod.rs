@@ -5,8 +5,8 @@
 //! | from | to | by | where |
 //! | --- | --- | --- | --- |
 //! | (insert) | `pending` (head, or `parked` behind its key's head) | the insert trigger | `migrations/` |
-//! | `pending`, unleased | `pending`, leased under a claim token | [`claim::claim`] | `claim.rs` |
-//! | `pending`, lease expired | `pending`, unleased | [`claim::claim`] (reaping) | `claim.rs` |
+//! | `pending`, unleased | `pending`, its scope leased under a claim token (a row of `outbox_leases`; the event row is not written) | [`claim::claim`] | `claim.rs` |
+//! | `pending`, lease expired or its relay gone | `pending`, unleased (the lease row deleted) | [`claim::claim`] (reaping) | `claim.rs` |
 //! | `pending`, leased | `delivered` / `pending` (retry) / `dead` / unleased | [`settle::settle`] | `settle.rs` |
 //! | `dead`, `delivered` or `discarded` | `pending` | [`operator::apply`] (replay) | `operator.rs` |
 //! | `dead` | `discarded` | [`operator::apply`] (discard) | `operator.rs` |

@@ -194,11 +194,16 @@ pub async fn apply(
     })
 }
 
-/// One event's full row as a JSON object, or `None` when there is no such event.
+/// One event's full row as a JSON object, or `None` when there is no such event. Its lease
+/// (`claim_token`, `locked_by`, `locked_until`) comes from `outbox_leases` when a claim holds
+/// it; its discard time from `outbox_discarded`.
 pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT to_jsonb(e) || jsonb_build_object('discarded_at', x.discarded_at)
-           FROM outbox_events e LEFT JOIN outbox_discarded x ON x.event_id = e.id
+        "SELECT to_jsonb(e) || jsonb_build_object('discarded_at', x.discarded_at,
+                    'claim_token', l.token, 'locked_by', l.relay_id, 'locked_until', l.leased_until)
+           FROM outbox_events e
+           LEFT JOIN outbox_discarded x ON x.event_id = e.id
+           LEFT JOIN outbox_leased_events l ON l.id = e.id
           WHERE e.id = $1",
     )
     .bind(id)

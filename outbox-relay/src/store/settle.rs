@@ -1,9 +1,11 @@
 //! Settling: record what happened to each event of a claim, in one statement per chunk.
 //!
-//! Only rows still held under the claim's token change: a claim whose lease expired and was
-//! reaped (or taken over by another relay) settles nothing, and its rows go out again from
-//! their new owner — at least once, never lost, never out of order. Settles hold the claim
-//! lock in shared mode, so a claim never reads a half-settled key.
+//! A settle first ends the claim's leases (deletes the `outbox_leases` rows under its token)
+//! and records outcomes only for events of the scopes it still held: a claim whose lease
+//! expired and was reaped (or taken over by another relay) settles nothing there, and those
+//! events go out again from their new owner — at least once, never lost, never out of
+//! order. Settles hold the claim lock in shared mode, so a claim never reads a half-settled
+//! key.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::foundation::db::within_deadline;
 use uuid::Uuid;
 
+use super::claim::lease_key_of;
 use super::{ClaimLock, Status, begin_locked, heads_moved};
 
 pub use crate::engine::outcome::Outcome;
@@ -37,18 +40,39 @@ pub struct Settled {
 /// look-up stays cheap for the largest batches.
 const CHUNK: usize = 1000;
 
-/// Deliveries: the rows still held under the token (`$2`) become `delivered`.
-const DELIVERED_SQL: &str = "UPDATE outbox_events
-        SET status = 'delivered', attempts = LEAST(attempts, 2147483646) + 1, delivered_at = clock_timestamp(),
-            last_error = NULL, claim_token = NULL, locked_by = NULL, locked_until = NULL
-      WHERE id = ANY($1::uuid[]) AND claim_token = $2 AND status = 'pending'
-     RETURNING outbox_scope(tenant_id, ordering_key)";
+/// Ends the leases of the claim `$1` and returns the lease keys it still held.
+const END_LEASES_SQL: &str = "DELETE FROM outbox_leases WHERE token = $1 RETURNING lease_key";
 
-/// Every outcome but delivery, per row (attempt counts saturate: no stored value makes the
-/// statement fail): `$2` holds each id's outcome kind, `$3` its error, `$4` its
-/// retry delay in seconds, `$5` the attempt limit. Each row finds its outcome by its
+/// The lease keys the claim `$1` still holds.
+const HELD_SQL: &str = "SELECT lease_key FROM outbox_leases WHERE token = $1";
+
+/// Ends the leases of the claim `$1` but those of the scopes of events `$2`.
+const END_LEASES_BUT_SQL: &str = concat!(
+    "DELETE FROM outbox_leases
+      WHERE token = $1
+        AND lease_key NOT IN (SELECT ",
+    lease_key_of!("e"),
+    " FROM outbox_events e WHERE e.id = ANY($2::uuid[]))"
+);
+
+/// Deliveries: the rows of the scopes still held (`$2`, lease keys) become `delivered`.
+const DELIVERED_SQL: &str = concat!(
+    "UPDATE outbox_events o
+        SET status = 'delivered', attempts = LEAST(attempts, 2147483646) + 1, delivered_at = clock_timestamp(),
+            last_error = NULL
+      WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending'
+        AND ",
+    lease_key_of!("o"),
+    " IN (SELECT unnest($2::text[]))
+     RETURNING outbox_scope(o.tenant_id, o.ordering_key)"
+);
+
+/// Every outcome but delivery, per row of the scopes still held (`$6`, lease keys; attempt
+/// counts saturate: no stored value makes the statement fail): `$2` holds each id's outcome
+/// kind, `$3` its error, `$4` its retry delay in seconds, `$5` the attempt limit. Each row finds its outcome by its
 /// position in the id array (a join on `unnest` lets the planner rescan the array per row).
-const OUTCOMES_SQL: &str = "UPDATE outbox_events o
+const OUTCOMES_SQL: &str = concat!(
+    "UPDATE outbox_events o
         SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
                 WHEN 'rejected' THEN 'dead'
                 WHEN 'failed' THEN CASE WHEN LEAST(o.attempts, 2147483646) + 1 >= $5 THEN 'dead' ELSE 'pending' END
@@ -60,14 +84,14 @@ const OUTCOMES_SQL: &str = "UPDATE outbox_events o
                 ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
             available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
                 WHEN 'failed' THEN clock_timestamp() + make_interval(secs => ($4::float8[])[array_position($1::uuid[], o.id)])
-                ELSE o.available_at END,
-            claim_token = NULL,
-            locked_by = NULL,
-            locked_until = NULL
+                ELSE o.available_at END
       WHERE o.id = ANY($1::uuid[])
-        AND o.claim_token = $6
         AND o.status = 'pending'
-     RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status";
+        AND ",
+    lease_key_of!("o"),
+    " IN (SELECT unnest($6::text[]))
+     RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status"
+);
 
 /// Records the outcomes of the claim `token`, all in one transaction.
 pub async fn settle(
@@ -118,12 +142,26 @@ async fn settle_on(
     outcomes: &[(Uuid, Outcome)],
 ) -> Result<Settled, sqlx::Error> {
     let mut tx = begin_locked(conn, ClaimLock::Shared).await?;
-    let recorded = match record(&mut tx, token, max_attempts, outcomes).await {
+    let held = end_leases(&mut tx, token).await?;
+    let recorded = match record(&mut tx, &held, max_attempts, outcomes).await {
         Ok(recorded) => recorded,
         Err(error) if fails_on_a_value(&error) => {
             tx.rollback().await?;
             tx = begin_locked(conn, ClaimLock::Shared).await?;
-            record_one_by_one(&mut tx, token, max_attempts, outcomes).await?
+            let held: Vec<String> = sqlx::query_scalar(HELD_SQL)
+                .bind(token)
+                .fetch_all(&mut *tx)
+                .await?;
+            let (recorded, stuck) =
+                record_one_by_one(&mut tx, &held, max_attempts, outcomes).await?;
+            // The scope of an event whose outcome could not be recorded at all stays leased:
+            // it goes out again when the lease ends, not at the next claim.
+            sqlx::query(END_LEASES_BUT_SQL)
+                .bind(token)
+                .bind(&stuck)
+                .execute(&mut *tx)
+                .await?;
+            recorded
         }
         Err(error) => return Err(error),
     };
@@ -131,6 +169,18 @@ async fn settle_on(
     heads_moved(&mut tx, &moved).await?;
     tx.commit().await?;
     Ok(total)
+}
+
+/// Ends the leases of the claim `token`; returns the lease keys it still held (a lease
+/// reaped since, or taken by another claim, is not among them).
+async fn end_leases(
+    tx: &mut Transaction<'_, Postgres>,
+    token: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(END_LEASES_SQL)
+        .bind(token)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 /// Whether a statement failed on the values it met (SQLSTATE class 22 or 23), as opposed to
@@ -144,21 +194,22 @@ fn fails_on_a_value(error: &sqlx::Error) -> bool {
 
 /// [`record`] for each outcome alone, under a savepoint: one that fails does not undo the
 /// others. An outcome that cannot be recorded is replaced by a rejection (`dead`, with the
-/// cause); if even that fails, the row is left to its lease.
+/// cause); if even that fails, the row is left to its lease: returned among the stuck.
 async fn record_one_by_one(
     tx: &mut Transaction<'_, Postgres>,
-    token: Uuid,
+    held: &[String],
     max_attempts: u32,
     outcomes: &[(Uuid, Outcome)],
-) -> Result<(Settled, Vec<String>), sqlx::Error> {
+) -> Result<((Settled, Vec<String>), Vec<Uuid>), sqlx::Error> {
     let mut total = Settled::default();
     let mut moved = BTreeSet::new();
+    let mut stuck = Vec::new();
     for (id, outcome) in outcomes {
-        let recorded = match in_savepoint(tx, token, max_attempts, (*id, outcome.clone())).await? {
+        let recorded = match in_savepoint(tx, held, max_attempts, (*id, outcome.clone())).await? {
             Ok(done) => Some(done),
             Err(failed) => {
                 let instead = (*id, outcome.unrecordable(&failed.to_string()));
-                in_savepoint(tx, token, max_attempts, instead).await?.ok()
+                in_savepoint(tx, held, max_attempts, instead).await?.ok()
             }
         };
         match recorded {
@@ -166,22 +217,25 @@ async fn record_one_by_one(
                 total.add(settled);
                 moved.extend(keys);
             }
-            None => total.lost += 1,
+            None => {
+                total.lost += 1;
+                stuck.push(*id);
+            }
         }
     }
-    Ok((total, moved.into_iter().collect()))
+    Ok(((total, moved.into_iter().collect()), stuck))
 }
 
 /// [`record`] of one outcome under a savepoint: the inner `Err` is a failure on a value
 /// (undone, the transaction goes on); the outer one anything else.
 async fn in_savepoint(
     tx: &mut Transaction<'_, Postgres>,
-    token: Uuid,
+    held: &[String],
     max_attempts: u32,
     outcome: (Uuid, Outcome),
 ) -> Result<Result<(Settled, Vec<String>), sqlx::Error>, sqlx::Error> {
     let mut attempt = sqlx::Connection::begin(&mut **tx).await?;
-    match record(&mut attempt, token, max_attempts, &[outcome]).await {
+    match record(&mut attempt, held, max_attempts, &[outcome]).await {
         Ok(done) => {
             attempt.commit().await?;
             Ok(Ok(done))
@@ -204,11 +258,11 @@ impl Settled {
     }
 }
 
-/// Records `outcomes` of the claim `token` in `tx`; returns the counts and the keys whose
-/// head may have moved.
+/// Records `outcomes` in `tx` for the events of the scopes the claim still held (`held`,
+/// lease keys); returns the counts and the keys whose head may have moved.
 async fn record(
     tx: &mut Transaction<'_, Postgres>,
-    token: Uuid,
+    held: &[String],
     max_attempts: u32,
     outcomes: &[(Uuid, Outcome)],
 ) -> Result<(Settled, Vec<String>), sqlx::Error> {
@@ -219,7 +273,7 @@ async fn record(
     for ids in delivered.chunks(CHUNK) {
         let keys: Vec<Option<String>> = sqlx::query_scalar(DELIVERED_SQL)
             .bind(ids)
-            .bind(token)
+            .bind(held)
             .fetch_all(&mut **tx)
             .await?;
         total.lost += (ids.len() - keys.len()) as u64;
@@ -235,7 +289,7 @@ async fn record(
             .bind(&columns.errors)
             .bind(&columns.delays)
             .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
-            .bind(token)
+            .bind(held)
             .fetch_all(&mut **tx)
             .await?;
         total.lost += (chunk.len() - rows.len()) as u64;

@@ -122,7 +122,7 @@ from_row!(Totals {
 pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error> {
     let totals: Totals = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                count(*) FILTER (WHERE status = 'pending' AND claim_token IS NOT NULL) AS in_flight,
+                (SELECT COALESCE(sum(events), 0) FROM outbox_leases)::int8 AS in_flight,
                 count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
                 count(*) FILTER (WHERE status = 'delivered') AS delivered,
                 count(*) FILTER (WHERE status = 'dead') AS dead,
@@ -204,12 +204,12 @@ pub async fn blocked_keys(
                ORDER BY d.seq LIMIT $1)
              UNION ALL
              (SELECT r.id, r.seq FROM outbox_events r
-               WHERE $2 AND r.status = 'pending' AND NOT r.parked AND r.claim_token IS NULL
+               WHERE $2 AND r.status = 'pending' AND NOT r.parked
                  AND r.available_at > now() AND r.attempts > 0 AND r.ordering_key IS NOT NULL
                ORDER BY r.available_at LIMIT $1)
              UNION ALL
              (SELECT s.id, s.seq FROM outbox_events s
-               WHERE $2 AND s.status = 'pending' AND NOT s.parked AND s.claim_token IS NULL
+               WHERE $2 AND s.status = 'pending' AND NOT s.parked
                  AND s.available_at > now() AND s.attempts = 0 AND s.ordering_key IS NOT NULL
                  AND EXISTS (SELECT 1 FROM outbox_events x
                               WHERE outbox_scope(x.tenant_id, x.ordering_key)
@@ -250,7 +250,7 @@ pub async fn blocked_keys(
 pub struct Gauges {
     /// Pending rows (exact up to [`EXACT_UP_TO`], estimated beyond).
     pub pending: i64,
-    /// Leased rows.
+    /// Leased events (claimed, not yet settled).
     pub in_flight: i64,
     /// Seconds since the oldest pending row was written (0 when none).
     pub oldest_pending_age: f64,
@@ -273,8 +273,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
             "SELECT (SELECT CASE WHEN n > $1 THEN GREATEST(outbox_estimate_pending(), n) ELSE n END
                        FROM (SELECT count(*) AS n FROM (SELECT 1 FROM outbox_events
                               WHERE status = 'pending' LIMIT $1 + 1) AS p) AS c),
-                    (SELECT count(*) FROM (SELECT 1 FROM outbox_events
-                              WHERE claim_token IS NOT NULL LIMIT $1) AS l),
+                    (SELECT COALESCE(sum(events), 0)::int8 FROM outbox_leases),
                     COALESCE((SELECT extract(epoch FROM now() - created_at)::float8
                                 FROM outbox_events WHERE status = 'pending'
                                ORDER BY seq LIMIT 1), 0),
