@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use outbox_relay::foundation::backoff::BackoffPolicy;
 use outbox_relay::foundation::config;
@@ -24,6 +24,34 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line: [`Cli`]'s, with every environment variable shown in `--help` as
+/// `[env: NAME]`. Clap would otherwise print the variable's current value there
+/// (`[env: NAME=value]`: a password, a path), and a stray `=` when it is unset
+/// (`[env: OUTBOX_LOG_FORMAT=]`). A flag added later is covered without a word of its own.
+pub fn command() -> clap::Command {
+    hide_env_values(Cli::command())
+}
+
+/// Parses the process's arguments as [`command`] describes them; a usage error, `--help`
+/// and `--version` end the process as clap does (exit 2, 0, 0).
+pub fn parse() -> Cli {
+    let mut command = command();
+    let matches = command.get_matches_mut();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.format(&mut command).exit())
+}
+
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_env().is_some() {
+                arg.hide_env_values(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(hide_env_values)
 }
 
 /// Log line format.
@@ -374,4 +402,34 @@ pub enum ExportFormat {
     Markdown,
     /// TypeScript declarations: an interface per payload and a union keyed by event type.
     Typescript,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of `command` and of its subcommands, with the path to it.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((format!("{path} --{}", arg.get_id()), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn no_help_shows_the_value_of_an_environment_variable() {
+        let mut all = Vec::new();
+        arguments(&command(), "outbox-relay", &mut all);
+        let with_env: Vec<_> = all
+            .iter()
+            .filter(|(_, arg)| arg.get_env().is_some())
+            .collect();
+        assert!(with_env.len() > 20, "{}", with_env.len());
+        for (path, arg) in with_env {
+            assert!(arg.is_hide_env_values_set(), "{path}");
+        }
+        command().debug_assert();
+    }
 }

@@ -8,12 +8,10 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use cli::{Cli, Command, LogFormat};
+use cli::{Command, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     outbox_relay::foundation::logging::init(cli.log_format == LogFormat::Json);
     // One thread: the relay waits on its servers far more than it computes (0.4 CPU
     // seconds per 10,000 events), and every extra thread costs a malloc arena (RSS).

@@ -512,3 +512,45 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
     assert_eq!(discarded, 0);
     db.cleanup().await
 }
+
+/// `--help` names each environment variable as `[env: NAME]`: never its value, never a
+/// stray `=` when it is unset.
+#[test]
+fn help_names_environment_variables_without_their_values() -> Result<()> {
+    let binary = integration_tests::relay_binary()?;
+    for set in [false, true] {
+        for page in [
+            &[] as &[&str],
+            &["run"],
+            &["replay"],
+            &["discard"],
+            &["status"],
+            &["inspect"],
+            &["purge"],
+            &["migrate"],
+            &["wakeup"],
+        ] {
+            let mut command = std::process::Command::new(&binary);
+            command.args(page).arg("--help");
+            command
+                .env_remove("OUTBOX_LOG_FORMAT")
+                .env_remove("OUTBOX_EXCHANGE");
+            if set {
+                command
+                    .env("OUTBOX_LOG_FORMAT", "json")
+                    .env("OUTBOX_EXCHANGE", "value-of-the-variable")
+                    .env("OUTBOX_ACTOR", "value-of-the-variable");
+            }
+            let output = command.output()?;
+            assert!(output.status.success(), "{page:?}");
+            let help = String::from_utf8(output.stdout)?;
+            assert!(
+                help.contains("[env: OUTBOX_LOG_FORMAT]"),
+                "{page:?}: {help}"
+            );
+            assert!(!help.contains("=]"), "{page:?} (set: {set}): {help}");
+            assert!(!help.contains("value-of-the-variable"), "{page:?}: {help}");
+        }
+    }
+    Ok(())
+}
