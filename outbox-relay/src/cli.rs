@@ -79,7 +79,12 @@ pub enum Command {
     Discard(DiscardArgs),
     /// Counts by status and event type, backlog, oldest pending age; alerts with --max-lag.
     Status(StatusArgs),
-    /// Print one event's full row (payload, headers, attempts, last error) as JSON.
+    /// Print one event's full row (state, payload, headers, lease) as JSON.
+    ///
+    /// Its fields always come in this order (unset ones are null): id, status, attempts,
+    /// lastError, availableAt, deliveredAt, discardedAt, eventType, schemaRef, category,
+    /// tenantId, orderingKey, seq, dedupeKey, occurredAt, createdAt, parked, lockedBy,
+    /// lockedUntil, claimToken, headers, payload.
     Inspect(InspectArgs),
     /// Delete delivered events (or inbox records) older than the retention, in small batches.
     Purge(PurgeArgs),
@@ -431,5 +436,22 @@ mod tests {
             assert!(arg.is_hide_env_values_set(), "{path}");
         }
         command().debug_assert();
+    }
+
+    #[test]
+    fn inspect_documents_its_field_order() {
+        let about = command()
+            .find_subcommand("inspect")
+            .and_then(|sub| sub.get_long_about())
+            .map(|about| {
+                about
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let order = outbox_relay::ops::inspect::FIELDS.join(", ");
+        assert!(about.contains(&format!("{order}.")), "{about}");
     }
 }

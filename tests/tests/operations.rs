@@ -513,6 +513,95 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
     db.cleanup().await
 }
 
+/// `inspect` prints its fields in the documented order, whatever order the database keeps
+/// them in; `status` keeps its blocked-keys table aligned with long, non-ASCII keys.
+#[tokio::test]
+async fn inspect_prints_fields_in_a_fixed_order_and_status_cuts_long_keys() -> Result<()> {
+    let db = TestDb::new().await?;
+    let tenant = Uuid::now_v7();
+    let key = "заказ-".repeat(40);
+    let options = outbox_core::EmitOptions::new()
+        .ordering_key(key.clone())
+        .header("x-zeta", "last")
+        .header("x-alpha", "first");
+    let id =
+        outbox_core::emit_with(&mut *db.pool.acquire().await?, &invoice(tenant), options).await?;
+    let behind = outbox_core::emit_with(
+        &mut *db.pool.acquire().await?,
+        &invoice(Uuid::now_v7()),
+        outbox_core::EmitOptions::new().ordering_key("short-key"),
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'dead', attempts = 10,
+                last_error = 'unroutable: no queue bound for billing.invoice_generated'
+          WHERE id = ANY($1)",
+    )
+    .bind(vec![id, behind])
+    .execute(&db.pool)
+    .await?;
+    // A second event behind the long key's head, so the key shows as blocked.
+    outbox_core::emit_with(
+        &mut *db.pool.acquire().await?,
+        &invoice(tenant),
+        outbox_core::EmitOptions::new().ordering_key(key.clone()),
+    )
+    .await?;
+
+    let (code, stdout, stderr) = relay_cli(&db, &["inspect", &id.to_string()]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(&stdout)?;
+    let keys: Vec<&str> = row
+        .as_object()
+        .map(|fields| fields.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(keys, outbox_relay::ops::inspect::FIELDS, "{stdout}");
+    assert_eq!(row["status"], "dead");
+    assert_eq!(row["orderingKey"], key.as_str());
+    assert_eq!(row["headers"]["x-zeta"], "last");
+    let at = |field: &str| {
+        stdout
+            .find(&format!("\n  \"{field}\""))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        at("id") < at("status")
+            && at("status") < at("attempts")
+            && at("attempts") < at("lastError")
+            && at("lastError") < at("eventType")
+            && at("eventType") < at("payload"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = relay_cli(&db, &["status"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("ORDERING KEY"))
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(table.len() >= 2, "{stdout}");
+    let head_column =
+        |line: &str, what: &str| line.find(what).map(|byte| line[..byte].chars().count());
+    let header_at = head_column(table[0], "HEAD EVENT");
+    let long_line = table
+        .iter()
+        .find(|line| line.contains(&id.to_string()))
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        long_line.starts_with("заказ-заказ-") && long_line.contains('…'),
+        "{stdout}"
+    );
+    assert!(!long_line.contains(&key), "the key is cut: {stdout}");
+    assert_eq!(
+        head_column(long_line, &id.to_string()),
+        header_at,
+        "{stdout}"
+    );
+    db.cleanup().await
+}
+
 /// `--help` names each environment variable as `[env: NAME]`: never its value, never a
 /// stray `=` when it is unset.
 #[test]

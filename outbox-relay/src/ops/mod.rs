@@ -3,8 +3,8 @@
 //! filter that selects events for replay and discard is plain data, in
 //! [`crate::engine::filter`] (the store takes it too), re-exported here. The reports of replay, discard,
 //! status and purge render themselves as text or serialise to camelCase JSON, the binary
-//! only choosing between the two; `inspect` returns a row as camelCase JSON, `wakeup` the
-//! mode's name.
+//! only choosing between the two; `inspect` returns a row whose fields serialise to camelCase
+//! JSON in a fixed order, `wakeup` the mode's name.
 
 pub mod catalog;
 pub mod inspect;

@@ -194,10 +194,90 @@ pub async fn apply(
     })
 }
 
-/// One event's full row as a JSON object, or `None` when there is no such event.
-pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT to_jsonb(e) || jsonb_build_object('discarded_at', x.discarded_at)
+/// One event's full row, for `inspect`. The fields are in the order `inspect` prints them
+/// (serialised as camelCase): where the event stands first (status, attempts, last error,
+/// when it is due, delivered or discarded), then what it is (type, schema, category,
+/// tenant, key, seq, dedupe key, times), then the relay's lease, then headers and payload.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedEvent {
+    /// Event id (the message id it carries).
+    pub id: Uuid,
+    /// `pending`, `delivered`, `dead` or `discarded`.
+    pub status: String,
+    /// Publish attempts so far.
+    pub attempts: i32,
+    /// Why the last attempt failed (or who discarded it).
+    pub last_error: Option<String>,
+    /// When it may be sent (next try of a retrying event).
+    pub available_at: DateTime<Utc>,
+    /// When the broker confirmed it.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When an operator discarded it (its retention counts from then).
+    pub discarded_at: Option<DateTime<Utc>>,
+    /// Catalog event type.
+    pub event_type: String,
+    /// Payload schema ref.
+    pub schema_ref: String,
+    /// Catalog category.
+    pub category: String,
+    /// Tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Ordering key.
+    pub ordering_key: Option<String>,
+    /// Position in commit order within its scope.
+    pub seq: i64,
+    /// Dedupe key (unique per tenant).
+    pub dedupe_key: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// Waiting behind an earlier event of its scope.
+    pub parked: bool,
+    /// The relay holding it.
+    pub locked_by: Option<String>,
+    /// Until when that relay's lease runs.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The claim holding it.
+    pub claim_token: Option<Uuid>,
+    /// Extra AMQP headers, as stored.
+    pub headers: serde_json::Value,
+    /// The payload, as stored.
+    pub payload: serde_json::Value,
+}
+from_row!(InspectedEvent {
+    id,
+    status,
+    attempts,
+    last_error,
+    available_at,
+    delivered_at,
+    discarded_at,
+    event_type,
+    schema_ref,
+    category,
+    tenant_id,
+    ordering_key,
+    seq,
+    dedupe_key,
+    occurred_at,
+    created_at,
+    parked,
+    locked_by,
+    locked_until,
+    claim_token,
+    headers,
+    payload
+});
+
+/// One event's full row, or `None` when there is no such event.
+pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<InspectedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.status, e.attempts, e.last_error, e.available_at, e.delivered_at,
+                x.discarded_at, e.event_type, e.schema_ref, e.category, e.tenant_id,
+                e.ordering_key, e.seq, e.dedupe_key, e.occurred_at, e.created_at, e.parked,
+                e.locked_by, e.locked_until, e.claim_token, e.headers, e.payload
            FROM outbox_events e LEFT JOIN outbox_discarded x ON x.event_id = e.id
           WHERE e.id = $1",
     )
