@@ -73,9 +73,15 @@ pub enum Command {
     /// Inspect and export the event catalog.
     Catalog(CatalogArgs),
     /// Send dead (or delivered) events again, with their original ids.
+    ///
+    /// Exit code 3 when no event matched (nothing to replay; the first line says why), 1 on
+    /// an error, 2 on a bad flag.
     Replay(ReplayArgs),
     /// Give up dead events for good (status `discarded`), so the later events of their keys
     /// flow again. Never automatic.
+    ///
+    /// Exit code 3 when no event matched (nothing to discard; the first line says why), 1 on
+    /// an error, 2 on a bad flag.
     Discard(DiscardArgs),
     /// Counts by status and event type, backlog, oldest pending age; alerts with --max-lag.
     Status(StatusArgs),
@@ -453,5 +459,22 @@ mod tests {
             .unwrap_or_default();
         let order = outbox_relay::ops::inspect::FIELDS.join(", ");
         assert!(about.contains(&format!("{order}.")), "{about}");
+    }
+
+    #[test]
+    fn replay_and_discard_document_their_exit_code_for_nothing_to_do() {
+        let code = outbox_relay::ops::replay::NOTHING_TO_DO_EXIT_CODE;
+        let command = command();
+        for name in ["replay", "discard"] {
+            let about = command
+                .find_subcommand(name)
+                .and_then(|sub| sub.get_long_about())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                about.contains(&format!("Exit code {code} when no event matched")),
+                "{name}: {about}"
+            );
+        }
     }
 }

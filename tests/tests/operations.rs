@@ -213,12 +213,16 @@ async fn dry_runs_and_hostile_filters_change_nothing() -> Result<()> {
         assert_ne!(code, 0, "{args:?} was accepted");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    // Hostile but well-formed values simply match nothing.
+    // Hostile but well-formed values simply match nothing: nothing to do (exit code 3).
     for key in ["' OR '1'='1", "invoice:%", "*; TRUNCATE outbox_events"] {
         let (code, stdout, stderr) = relay_cli(&db, &["replay", "--ordering-key", key]).await?;
-        assert_eq!(code, 0, "{stderr}");
-        assert!(stdout.contains("replayed 0 event(s)"), "{key}: {stdout}");
+        assert_eq!(code, 3, "{stderr}");
+        assert!(
+            stdout.contains("nothing to replay: no dead event matched the filter"),
+            "{key}: {stdout}"
+        );
     }
+
     assert_eq!(
         snapshot(&db.pool).await?,
         before,
@@ -510,6 +514,82 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
         .fetch_one(&db.pool)
         .await?;
     assert_eq!(discarded, 0);
+    db.cleanup().await
+}
+
+/// `discard` and `replay` that change nothing exit 3 and say why; nothing is recorded.
+#[tokio::test]
+async fn a_replay_or_discard_of_nothing_exits_3_and_says_why() -> Result<()> {
+    let db = TestDb::new().await?;
+    let tenant = Uuid::now_v7();
+    let delivered = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'delivered', attempts = 1, delivered_at = now()
+          WHERE id = $1",
+    )
+    .bind(delivered)
+    .execute(&db.pool)
+    .await?;
+    let id = delivered.to_string();
+    let unknown = Uuid::now_v7().to_string();
+    for (args, expected) in [
+        (
+            vec!["discard", "--id", id.as_str()],
+            format!("nothing to discard: event {id} is delivered (discard takes dead events only)"),
+        ),
+        (
+            vec!["discard", "--id", id.as_str(), "--dry-run"],
+            format!("nothing to discard: event {id} is delivered (discard takes dead events only)"),
+        ),
+        (
+            vec!["replay", "--id", id.as_str()],
+            format!(
+                "nothing to replay: event {id} is delivered (replay takes one status at a time: add --status delivered)"
+            ),
+        ),
+        (
+            vec!["replay", "--id", unknown.as_str()],
+            format!("nothing to replay: no event has the id {unknown}"),
+        ),
+        (
+            vec!["replay", "--event-type", "COMPANY_CREATED"],
+            "nothing to replay: no dead event matched the filter".to_owned(),
+        ),
+        (
+            vec!["discard", "--all"],
+            "nothing to discard: no dead event matched the filter".to_owned(),
+        ),
+        (
+            vec!["replay", "--status", "discarded", "--all", "--dry-run"],
+            "nothing to replay: no discarded event matched the filter".to_owned(),
+        ),
+    ] {
+        let (code, stdout, stderr) = relay_cli(&db, &args).await?;
+        assert_eq!(code, 3, "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains(&expected), "{args:?}: {stdout}");
+        assert!(!stdout.contains("0 event(s)"), "{args:?}: {stdout}");
+    }
+    let (code, stdout, stderr) =
+        relay_cli(&db, &["discard", "--id", &id, "--format", "json"]).await?;
+    assert_eq!(code, 3, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["count"], 0);
+    assert_eq!(
+        report["nothingToDo"],
+        format!("event {id} is delivered (discard takes dead events only)")
+    );
+    // The same event replayed as what it is: done, exit 0.
+    let (code, stdout, stderr) = relay_cli(
+        &db,
+        &["replay", "--status", "delivered", "--id", &id, "--dry-run"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("would replay 1 event(s)"), "{stdout}");
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(records, 0);
     db.cleanup().await
 }
 

@@ -15,17 +15,21 @@ use outbox_relay::ops::{EventFilter, ReplayableStatus};
 use super::{connect, print_report};
 use crate::cli::{DiscardArgs, InspectArgs, PurgeArgs, ReplayArgs, SelectArgs, StatusArgs};
 
-/// `replay`: the selected events back to `pending`, with their original ids.
-pub async fn replay(args: ReplayArgs) -> Result<()> {
+/// `replay`: the selected events back to `pending`, with their original ids; exit code
+/// [`NOTHING_TO_DO_EXIT_CODE`](outbox_relay::ops::replay::NOTHING_TO_DO_EXIT_CODE) when none
+/// matched.
+pub async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     change(args.select, args.status, false).await
 }
 
-/// `discard`: the selected dead events given up for good.
-pub async fn discard(args: DiscardArgs) -> Result<()> {
+/// `discard`: the selected dead events given up for good; exit code
+/// [`NOTHING_TO_DO_EXIT_CODE`](outbox_relay::ops::replay::NOTHING_TO_DO_EXIT_CODE) when none
+/// matched.
+pub async fn discard(args: DiscardArgs) -> Result<ExitCode> {
     change(args.select, ReplayableStatus::Dead, true).await
 }
 
-async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Result<()> {
+async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Result<ExitCode> {
     let request = ReplayRequest {
         status,
         filter: filter(&args)?,
@@ -44,7 +48,8 @@ async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Re
         outbox_relay::ops::replay::replay(&db.pool, &request, &actor, args.dry_run).await
     }
     .map_err(|e| db.explain(e))?;
-    print_report(args.format, &db, &report, ReplayReport::to_text)
+    print_report(args.format, &db, &report, ReplayReport::to_text)?;
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 /// The selection the flags describe; a malformed value is refused naming its flag.
