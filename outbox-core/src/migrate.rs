@@ -30,7 +30,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 9] = [
+const MIGRATIONS: [(i64, &str, &str); 10] = [
     (
         20260101000001,
         "outbox events",
@@ -75,6 +75,11 @@ const MIGRATIONS: [(i64, &str, &str); 9] = [
         20261206000003,
         "discard times",
         include_str!("../../migrations/20261206000003_discard_times.sql"),
+    ),
+    (
+        20261215000001,
+        "audit dry runs",
+        include_str!("../../migrations/20261215000001_audit_dry_runs.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use outbox_relay::engine::filter::Action;
 use outbox_relay::foundation::backoff::BackoffPolicy;
 use outbox_relay::foundation::config;
 use outbox_relay::foundation::human_duration::HumanDuration;
@@ -83,6 +84,12 @@ pub enum Command {
     /// Exit code 3 when no event matched (nothing to discard; the first line says why), 1 on
     /// an error, 2 on a bad flag.
     Discard(DiscardArgs),
+    /// Who replayed or discarded which events, and when (dry runs included), newest first.
+    ///
+    /// Each record: its id, time, action, dry run or not, the actor (`--actor`), the
+    /// database role (stamped by the database), how many events, the filter as flags, and
+    /// the event ids (the table shows the first two; `--format json` all).
+    Audit(AuditArgs),
     /// Counts by status and event type, backlog, oldest pending age; alerts with --max-lag.
     Status(StatusArgs),
     /// Print one event's full row (state, payload, headers, lease) as JSON.
@@ -149,12 +156,63 @@ pub struct SelectArgs {
     /// Allow acting without any filter.
     #[arg(long)]
     pub all: bool,
-    /// Show what would change (count and a sample) and change nothing.
+    /// Show what would change (count and a sample) and change nothing (the audit records
+    /// the dry run).
     #[arg(long)]
     pub dry_run: bool,
     /// Who is acting, for the audit record (default: $USER).
     #[arg(long, env = "OUTBOX_ACTOR")]
     pub actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Flags of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only records made at or after: RFC 3339 or an age like 2h / 7d.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records made before: RFC 3339 or an age like 30m.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only replays or only discards.
+    #[arg(long, value_enum)]
+    pub action: Option<Action>,
+    /// Only records of this actor (the `--actor` of replay and discard).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only records made by this database role (stamped by the database).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Only records that touched this event (repeatable).
+    #[arg(long = "id", value_name = "UUID")]
+    pub ids: Vec<uuid::Uuid>,
+    /// Only records that touched an event of this catalog type (among the events still in
+    /// the table: a purged event is found by --id only).
+    #[arg(long)]
+    pub event_type: Option<String>,
+    /// Only records that touched an event of this category (display name or slug).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Only records that touched an event of this tenant.
+    #[arg(long, value_name = "UUID")]
+    pub tenant: Option<uuid::Uuid>,
+    /// Only records that touched an event of this ordering key.
+    #[arg(long)]
+    pub ordering_key: Option<String>,
+    /// Leave dry runs out: only changes.
+    #[arg(long, conflicts_with = "dry_runs_only")]
+    pub changes_only: bool,
+    /// Only dry runs.
+    #[arg(long)]
+    pub dry_runs_only: bool,
+    /// At most this many records (newest first).
+    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::ops::audit::DEFAULT_LIMIT, value_parser = clap::value_parser!(i64).range(1..=outbox_relay::ops::audit::MAX_LIMIT))]
+    pub limit: i64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,

@@ -17,7 +17,7 @@
 //! | [`store`] | every statement on the outbox table, and its state machine | foundation, engine |
 //! | [`broker`] | AMQP: the connection and its failover, publishing with confirms, the wire format, the topology | foundation, engine |
 //! | [`service`] | the running relay: the delivery loops ([`run`]), wake-ups, health and its probe, the HTTP endpoints, metrics, retention | foundation, engine, store, broker |
-//! | [`ops`] | the operator commands' reports (replay, discard, status, inspect, purge, wake-up mode, the catalog's table) | foundation, engine, store, service |
+//! | [`ops`] | the operator commands' reports (replay, discard, audit, status, inspect, purge, wake-up mode, the catalog's table) | foundation, engine, store, service |
 //!
 //! The binary (`main.rs`, `cli.rs`, `cmd/`) sits on top and uses the library through its
 //! public paths. One import still points up: `store/operator.rs` selects events by

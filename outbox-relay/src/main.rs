@@ -47,6 +47,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Catalog(args) => cmd::catalog::catalog(args.command).map(done),
         Command::Replay(args) => cmd::ops::replay(args).await,
         Command::Discard(args) => cmd::ops::discard(args).await,
+        Command::Audit(args) => cmd::ops::audit(args).await.map(done),
         Command::Status(args) => cmd::ops::status(args).await,
         Command::Inspect(args) => cmd::ops::inspect(args).await.map(done),
         Command::Purge(args) => cmd::ops::purge(args).await.map(done),

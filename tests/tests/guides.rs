@@ -136,7 +136,8 @@ fn known_envs_and_flags() -> (BTreeSet<String>, BTreeSet<String>) {
     let mut flags = BTreeSet::new();
     let mut help_pages = vec![vec![]];
     for sub in [
-        "run", "migrate", "catalog", "replay", "discard", "status", "inspect", "purge", "wakeup",
+        "run", "migrate", "catalog", "replay", "discard", "audit", "status", "inspect", "purge",
+        "wakeup",
     ] {
         help_pages.push(vec![sub]);
     }

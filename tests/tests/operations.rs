@@ -222,16 +222,17 @@ async fn dry_runs_and_hostile_filters_change_nothing() -> Result<()> {
             "{key}: {stdout}"
         );
     }
-
     assert_eq!(
         snapshot(&db.pool).await?,
         before,
         "a refused or empty replay changed rows"
     );
-    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit")
-        .fetch_one(&db.pool)
-        .await?;
-    assert_eq!(audits, 0);
+    // Only the dry run is recorded, as one.
+    let audits: Vec<(bool, i32)> =
+        sqlx::query_as("SELECT dry_run, event_count FROM outbox_replay_audit")
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(audits, vec![(true, 6)]);
     db.cleanup().await
 }
 
@@ -517,6 +518,237 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
     db.cleanup().await
 }
 
+/// `audit` after a dry-run replay, a replay and a discard: who, when, which events, dry run
+/// or not, the database role; every filter; JSON that parses.
+#[tokio::test]
+async fn audit_lists_replays_dry_runs_and_discards_and_filters_them() -> Result<()> {
+    let db = TestDb::new().await?;
+    let (tenant_a, tenant_b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut conn = db.pool.acquire().await?;
+    let inv1 = outbox_core::emit(&mut conn, &invoice(tenant_a)).await?;
+    let inv2 = outbox_core::emit(&mut conn, &invoice(tenant_a)).await?;
+    let ticket = TicketUpdated {
+        tenant_id: tenant_b,
+        ..TicketUpdated::example()
+    };
+    let tick = outbox_core::emit(&mut conn, &ticket).await?;
+    drop(conn);
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'dead', attempts = 10, last_error = 'unroutable'",
+    )
+    .execute(&db.pool)
+    .await?;
+    let role: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&db.pool)
+        .await?;
+
+    let cli = |args: &'static [&'static str], extra: Vec<String>| {
+        let db = &db;
+        async move {
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(extra);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            relay_cli(db, &all).await
+        }
+    };
+    let (code, stdout, stderr) = cli(
+        &[
+            "replay",
+            "--dry-run",
+            "--event-type",
+            "INVOICE_GENERATED",
+            "--actor",
+            "carol",
+        ],
+        vec![],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("would replay 2 event(s)") && stdout.contains("(dry run)"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = cli(
+        &["replay", "--actor", "alice", "--id"],
+        vec![inv1.to_string()],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = cli(
+        &["discard", "--actor", "bob", "--id"],
+        vec![tick.to_string()],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+
+    // The table: newest first, one line per record.
+    let (code, stdout, stderr) = cli(&["audit"], vec![]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("database  "), "{stdout}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "ID", "RECORDED", "AT", "ACTION", "DRY", "RUN", "ACTOR", "ROLE", "EVENTS", "FILTER",
+            "EVENT", "IDS"
+        ],
+        "{stdout}"
+    );
+    let rows = &lines[2..];
+    assert_eq!(rows.len(), 3, "{stdout}");
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for (row, (action, dry_run, actor, events)) in rows.iter().zip([
+        ("discard", "no", "bob", vec![tick]),
+        ("replay", "no", "alice", vec![inv1]),
+        ("replay", "yes", "carol", vec![inv1, inv2]),
+    ]) {
+        let words = words(row);
+        assert_eq!(
+            (&words[2][..], &words[3][..], &words[4][..], &words[5][..]),
+            (action, dry_run, actor, role.as_str()),
+            "{stdout}"
+        );
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&words[1]).is_ok(),
+            "{stdout}"
+        );
+        assert_eq!(words[6], events.len().to_string(), "{stdout}");
+        for id in events {
+            assert!(row.contains(&id.to_string()), "{stdout}");
+        }
+    }
+    assert!(
+        rows[2].contains("--status dead --event-type INVOICE_GENERATED"),
+        "{stdout}"
+    );
+
+    // JSON: every record whole.
+    let (code, stdout, stderr) = cli(&["audit", "--format", "json"], vec![]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["more"], false);
+    assert_eq!(report["database"], db.url().as_str());
+    let records = report["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 3, "{report}");
+    assert_eq!(records[0]["action"], "discard");
+    assert_eq!(records[0]["actor"], "bob");
+    assert_eq!(records[0]["dryRun"], false);
+    assert_eq!(records[0]["sessionRole"], role.as_str());
+    assert_eq!(records[0]["eventIds"], serde_json::json!([tick]));
+    assert!(records[0]["recordedAt"].is_string());
+    assert_eq!(records[2]["dryRun"], true);
+    assert_eq!(records[2]["eventCount"], 2);
+    assert_eq!(records[2]["eventIds"], serde_json::json!([inv1, inv2]));
+    assert_eq!(
+        records[2]["filter"]["filter"]["eventType"],
+        "INVOICE_GENERATED"
+    );
+
+    // Filters: the actors of the records each one selects, newest first.
+    sqlx::query(
+        "UPDATE outbox_replay_audit SET replayed_at = now() - interval '2 days' WHERE actor = 'carol'",
+    )
+    .execute(&db.pool)
+    .await?;
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let actors = |args: Vec<String>| {
+        let db = &db;
+        async move {
+            let mut all = vec!["audit".to_owned(), "--format".to_owned(), "json".to_owned()];
+            all.extend(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let (code, stdout, stderr) = relay_cli(db, &all).await?;
+            anyhow::ensure!(code == 0, "{all:?}: {stderr}");
+            let report: serde_json::Value = serde_json::from_str(&stdout)?;
+            anyhow::Ok(
+                report["records"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| r["actor"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let s = |items: &[&str]| items.iter().map(|i| (*i).to_owned()).collect::<Vec<_>>();
+    for (args, expected) in [
+        (s(&["--action", "discard"]), s(&["bob"])),
+        (s(&["--action", "replay"]), s(&["alice", "carol"])),
+        (s(&["--actor", "alice"]), s(&["alice"])),
+        (s(&["--dry-runs-only"]), s(&["carol"])),
+        (s(&["--changes-only"]), s(&["bob", "alice"])),
+        (
+            vec!["--id".to_owned(), inv1.to_string()],
+            s(&["alice", "carol"]),
+        ),
+        (vec!["--id".to_owned(), inv2.to_string()], s(&["carol"])),
+        (
+            s(&["--event-type", "invoice_generated"]),
+            s(&["alice", "carol"]),
+        ),
+        (s(&["--category", "tickets"]), s(&["bob"])),
+        (
+            vec!["--tenant".to_owned(), tenant_b.to_string()],
+            s(&["bob"]),
+        ),
+        (s(&["--role", role.as_str()]), s(&["bob", "alice", "carol"])),
+        (s(&["--role", "nobody"]), s(&[])),
+        (s(&["--since", "1d"]), s(&["bob", "alice"])),
+        (vec!["--until".to_owned(), day_ago.clone()], s(&["carol"])),
+        (s(&["--since", "3d", "--until", "1d"]), s(&["carol"])),
+        (s(&["--limit", "1"]), s(&["bob"])),
+        (
+            s(&[
+                "--action",
+                "replay",
+                "--changes-only",
+                "--event-type",
+                "INVOICE_GENERATED",
+            ]),
+            s(&["alice"]),
+        ),
+    ] {
+        assert_eq!(actors(args.clone()).await?, expected, "{args:?}");
+    }
+    let (_, stdout, _) = cli(&["audit", "--limit", "1"], vec![]).await?;
+    assert!(stdout.contains("... and older records"), "{stdout}");
+    let (code, stdout, _) = cli(&["audit", "--role", "nobody"], vec![]).await?;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("no audit record matched"), "{stdout}");
+
+    // Malformed values are refused by flag; conflicting flags are a usage error.
+    for (args, flag, expected_code) in [
+        (&["audit", "--since", "last tuesday"][..], "--since", 1),
+        (
+            &["audit", "--event-type", "NOPE_NOT_A_TYPE"],
+            "--event-type",
+            1,
+        ),
+        (
+            &["audit", "--since", "1h", "--until", "2h"],
+            "--since/--until",
+            1,
+        ),
+        (&["audit", "--actor", "a\u{1b}[2J"], "--actor", 1),
+        (
+            &["audit", "--changes-only", "--dry-runs-only"],
+            "--dry-runs-only",
+            2,
+        ),
+        (&["audit", "--limit", "0"], "--limit", 2),
+    ] {
+        let (code, _, stderr) = relay_cli(&db, args).await?;
+        assert_eq!(code, expected_code, "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    db.cleanup().await
+}
+
 /// `discard` and `replay` that change nothing exit 3 and say why; nothing is recorded.
 #[tokio::test]
 async fn a_replay_or_discard_of_nothing_exits_3_and_says_why() -> Result<()> {
@@ -586,10 +818,11 @@ async fn a_replay_or_discard_of_nothing_exits_3_and_says_why() -> Result<()> {
     .await?;
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("would replay 1 event(s)"), "{stdout}");
-    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit")
-        .fetch_one(&db.pool)
-        .await?;
-    assert_eq!(records, 0);
+    let changes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit WHERE NOT dry_run")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!(changes, 0);
     db.cleanup().await
 }
 
@@ -693,6 +926,7 @@ fn help_names_environment_variables_without_their_values() -> Result<()> {
             &["run"],
             &["replay"],
             &["discard"],
+            &["audit"],
             &["status"],
             &["inspect"],
             &["purge"],

@@ -3,8 +3,8 @@
 //! `replay` puts events back to `pending` so the relay sends them again with their original
 //! id (consumers' inboxes drop what they already applied); `discard` gives dead events up
 //! (`discarded`, terminal), which lets the later events of their keys flow. Both need a
-//! filter (or `--all`), show what they would do with `--dry-run`, and leave an audit record.
-//! When no event matches, the report says why and its
+//! filter (or `--all`), show what they would do with `--dry-run`, and leave an audit record
+//! (a dry run too, marked as one). When no event matches, the report says why and its
 //! [`ReplayReport::exit_code`] is [`NOTHING_TO_DO_EXIT_CODE`].
 
 use serde::Serialize;
@@ -50,7 +50,7 @@ pub struct ReplayReport {
     pub count: usize,
     /// Up to 10 of them, oldest first.
     pub sample: Vec<ReplayedEvent>,
-    /// The audit record written (none for a dry run, or when nothing matched).
+    /// The audit record written (none when nothing matched).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_id: Option<i64>,
     /// When nothing matched: why (`event … is delivered (discard takes dead events only)`,
@@ -149,7 +149,9 @@ async fn change(
     )
     .await?;
     let count = applied.events.len();
-    if let Some(audit_id) = applied.audit_id {
+    if let Some(audit_id) = applied.audit_id
+        && !dry_run
+    {
         tracing::info!(actor, audit_id, count, action = verb, filter = %audit, "operator change applied");
     }
     let matched: std::collections::HashSet<uuid::Uuid> =
@@ -242,17 +244,12 @@ impl ReplayReport {
             (false, Action::Discard) => "discarded",
         };
         let mut out = match &self.nothing_to_do {
-            Some(why) => {
-                let action = match self.action {
-                    Action::Replay => "replay",
-                    Action::Discard => "discard",
-                };
-                format!("nothing to {action}: {why}\n")
-            }
+            Some(why) => format!("nothing to {}: {why}\n", self.action.as_str()),
             None => format!("{verb} {} event(s)\n", self.count),
         };
         if let Some(audit) = self.audit_id {
-            let _ = writeln!(out, "audit record {audit}");
+            let kind = if self.dry_run { " (dry run)" } else { "" };
+            let _ = writeln!(out, "audit record {audit}{kind}");
         }
         for event in &self.sample {
             let _ = writeln!(

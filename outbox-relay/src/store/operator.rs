@@ -9,25 +9,7 @@ use uuid::Uuid;
 use super::{ClaimLock, Status, begin_locked, heads_moved};
 use crate::engine::filter::EventFilter;
 
-/// What an operator does to the selected events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Back to `pending` with attempts reset, keeping id and seq: published again, in order
-    /// with the rest of its key.
-    Replay,
-    /// `dead` → `discarded`: never published; its key's later events flow on.
-    Discard,
-}
-
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Replay => "replay",
-            Action::Discard => "discard",
-        }
-    }
-}
+pub use crate::engine::filter::Action;
 
 /// One event an operator command touches (or would touch).
 #[derive(Debug, Clone, Serialize)]
@@ -63,7 +45,7 @@ from_row!(SelectedEvent {
 pub struct Applied {
     /// Every matching event, oldest first.
     pub events: Vec<SelectedEvent>,
-    /// The audit record written (none for a dry run or when nothing matched).
+    /// The audit record written (none when nothing matched).
     pub audit_id: Option<i64>,
 }
 
@@ -80,8 +62,8 @@ const WHERE: &str = "status = $1
 
 /// Applies `action` to the events with status `from` that `filter` selects (at most
 /// `limit`, oldest first), recording `actor` and `audit` in `outbox_replay_audit`; with
-/// `dry_run`, only lists them. Matching rows are locked, so concurrent commands cannot
-/// double an event.
+/// `dry_run`, only lists them, and records that (`dry_run` set). Nothing is recorded when
+/// nothing matched. Matching rows are locked, so concurrent commands cannot double an event.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     pool: &PgPool,
@@ -116,7 +98,7 @@ pub async fn apply(
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-    if dry_run || events.is_empty() {
+    if events.is_empty() {
         tx.rollback().await?;
         return Ok(Applied {
             events,
@@ -125,6 +107,8 @@ pub async fn apply(
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     match action {
+        // A dry run changes no event; it is only recorded.
+        _ if dry_run => {}
         Action::Replay => {
             // A replayed discarded event is no longer discarded.
             sqlx::query("DELETE FROM outbox_discarded WHERE event_id = ANY($1)")
@@ -177,14 +161,15 @@ pub async fn apply(
         }
     }
     let audit_id: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox_replay_audit (actor, action, filter, event_count, event_ids)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO outbox_replay_audit (actor, action, filter, event_count, event_ids, dry_run)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(actor)
     .bind(action.as_str())
     .bind(audit)
     .bind(i32::try_from(ids.len()).unwrap_or(i32::MAX))
     .bind(&ids)
+    .bind(dry_run)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
