@@ -147,6 +147,23 @@ fn check_storable(event_type: &str, payload: &Value) -> Result<(), EmitError> {
 }
 
 /// Why an emit option's text cannot be stored, naming the option.
+/// Why `name` cannot be an AMQP header name (a short string of 1 to 255 bytes), if it
+/// cannot: an empty name is called empty, a long one is shown by its first characters.
+fn header_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some(
+            "a header name is empty (AMQP header names need at least one character)".to_owned(),
+        );
+    }
+    (name.len() > 255).then(|| {
+        format!(
+            "header name `{}…` is {} bytes, over the 255 allowed (AMQP short string)",
+            name.chars().take(40).collect::<String>().escape_debug(),
+            name.len()
+        )
+    })
+}
+
 fn invalid_option(what: &str, problem: impl std::fmt::Display) -> EmitError {
     EmitError::InvalidOption(format!("{what} {problem}"))
 }
@@ -443,11 +460,8 @@ impl Columns {
         }
         let headers = event.headers()?;
         for (name, value) in headers.as_object().into_iter().flatten() {
-            if name.is_empty() || name.len() > 255 {
-                return Err(EmitError::InvalidOption(format!(
-                    "header name `{}…` is empty or over 255 bytes (AMQP short string)",
-                    name.chars().take(40).collect::<String>()
-                )));
+            if let Some(problem) = header_name_problem(name) {
+                return Err(EmitError::InvalidOption(problem));
             }
             let shown = name
                 .chars()
@@ -482,5 +496,24 @@ impl Columns {
 
     fn key(&self, i: usize) -> (Option<Uuid>, String) {
         (self.tenant_ids[i], self.dedupe_keys[i].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_header_name_is_called_empty() {
+        let empty = header_name_problem("").unwrap_or_default();
+        assert!(empty.contains("header name is empty"), "{empty}");
+        assert!(!empty.contains('…'), "{empty}");
+        let long = header_name_problem(&"n".repeat(300)).unwrap_or_default();
+        assert!(
+            long.starts_with(&format!("header name `{}…` is 300 bytes", "n".repeat(40))),
+            "{long}"
+        );
+        assert_eq!(header_name_problem("x-ok"), None);
+        assert_eq!(header_name_problem(&"n".repeat(255)), None);
     }
 }

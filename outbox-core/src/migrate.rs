@@ -30,7 +30,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 10] = [
+const MIGRATIONS: [(i64, &str, &str); 11] = [
     (
         20260101000001,
         "outbox events",
@@ -80,6 +80,11 @@ const MIGRATIONS: [(i64, &str, &str); 10] = [
         20261206000004,
         "leases off the event row",
         include_str!("../../migrations/20261206000004_leases_off_the_event_row.sql"),
+    ),
+    (
+        20261206000005,
+        "audit dry runs",
+        include_str!("../../migrations/20261206000005_audit_dry_runs.sql"),
     ),
 ];
 

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use outbox_relay::engine::filter::Action;
 use outbox_relay::foundation::backoff::BackoffPolicy;
 use outbox_relay::foundation::config;
 use outbox_relay::foundation::human_duration::HumanDuration;
@@ -24,6 +25,34 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line: [`Cli`]'s, with every environment variable shown in `--help` as
+/// `[env: NAME]`. Clap would otherwise print the variable's current value there
+/// (`[env: NAME=value]`: a password, a path), and a stray `=` when it is unset
+/// (`[env: OUTBOX_LOG_FORMAT=]`). A flag added later is covered without a word of its own.
+pub fn command() -> clap::Command {
+    hide_env_values(Cli::command())
+}
+
+/// Parses the process's arguments as [`command`] describes them; a usage error, `--help`
+/// and `--version` end the process as clap does (exit 2, 0, 0).
+pub fn parse() -> Cli {
+    let mut command = command();
+    let matches = command.get_matches_mut();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.format(&mut command).exit())
+}
+
+fn hide_env_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_env().is_some() {
+                arg.hide_env_values(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(hide_env_values)
 }
 
 /// Log line format.
@@ -45,13 +74,30 @@ pub enum Command {
     /// Inspect and export the event catalog.
     Catalog(CatalogArgs),
     /// Send dead (or delivered) events again, with their original ids.
+    ///
+    /// Exit code 3 when no event matched (nothing to replay; the first line says why), 1 on
+    /// an error, 2 on a bad flag.
     Replay(ReplayArgs),
     /// Give up dead events for good (status `discarded`), so the later events of their keys
     /// flow again. Never automatic.
+    ///
+    /// Exit code 3 when no event matched (nothing to discard; the first line says why), 1 on
+    /// an error, 2 on a bad flag.
     Discard(DiscardArgs),
+    /// Who replayed or discarded which events, and when (dry runs included), newest first.
+    ///
+    /// Each record: its id, time, action, dry run or not, the actor (`--actor`), the
+    /// database role (stamped by the database), how many events, the filter as flags, and
+    /// the event ids (the table shows the first two; `--format json` all).
+    Audit(AuditArgs),
     /// Counts by status and event type, backlog, oldest pending age; alerts with --max-lag.
     Status(StatusArgs),
-    /// Print one event's full row (payload, headers, attempts, last error) as JSON.
+    /// Print one event's full row (state, payload, headers, lease) as JSON.
+    ///
+    /// Its fields always come in this order (unset ones are null): id, status, attempts,
+    /// lastError, availableAt, deliveredAt, discardedAt, eventType, schemaRef, category,
+    /// tenantId, orderingKey, seq, dedupeKey, occurredAt, createdAt, parked, lockedBy,
+    /// lockedUntil, claimToken, headers, payload.
     Inspect(InspectArgs),
     /// Delete delivered events (or inbox records) older than the retention, in small batches.
     Purge(PurgeArgs),
@@ -110,12 +156,63 @@ pub struct SelectArgs {
     /// Allow acting without any filter.
     #[arg(long)]
     pub all: bool,
-    /// Show what would change (count and a sample) and change nothing.
+    /// Show what would change (count and a sample) and change nothing (the audit records
+    /// the dry run).
     #[arg(long)]
     pub dry_run: bool,
     /// Who is acting, for the audit record (default: $USER).
     #[arg(long, env = "OUTBOX_ACTOR")]
     pub actor: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+/// Flags of `audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only records made at or after: RFC 3339 or an age like 2h / 7d.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records made before: RFC 3339 or an age like 30m.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only replays or only discards.
+    #[arg(long, value_enum)]
+    pub action: Option<Action>,
+    /// Only records of this actor (the `--actor` of replay and discard).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only records made by this database role (stamped by the database).
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Only records that touched this event (repeatable).
+    #[arg(long = "id", value_name = "UUID")]
+    pub ids: Vec<uuid::Uuid>,
+    /// Only records that touched an event of this catalog type (among the events still in
+    /// the table: a purged event is found by --id only).
+    #[arg(long)]
+    pub event_type: Option<String>,
+    /// Only records that touched an event of this category (display name or slug).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Only records that touched an event of this tenant.
+    #[arg(long, value_name = "UUID")]
+    pub tenant: Option<uuid::Uuid>,
+    /// Only records that touched an event of this ordering key.
+    #[arg(long)]
+    pub ordering_key: Option<String>,
+    /// Leave dry runs out: only changes.
+    #[arg(long, conflicts_with = "dry_runs_only")]
+    pub changes_only: bool,
+    /// Only dry runs.
+    #[arg(long)]
+    pub dry_runs_only: bool,
+    /// At most this many records (newest first).
+    #[arg(long, allow_negative_numbers = true, default_value_t = outbox_relay::ops::audit::DEFAULT_LIMIT, value_parser = clap::value_parser!(i64).range(1..=outbox_relay::ops::audit::MAX_LIMIT))]
+    pub limit: i64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
@@ -374,4 +471,68 @@ pub enum ExportFormat {
     Markdown,
     /// TypeScript declarations: an interface per payload and a union keyed by event type.
     Typescript,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of `command` and of its subcommands, with the path to it.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((format!("{path} --{}", arg.get_id()), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn no_help_shows_the_value_of_an_environment_variable() {
+        let mut all = Vec::new();
+        arguments(&command(), "outbox-relay", &mut all);
+        let with_env: Vec<_> = all
+            .iter()
+            .filter(|(_, arg)| arg.get_env().is_some())
+            .collect();
+        assert!(with_env.len() > 20, "{}", with_env.len());
+        for (path, arg) in with_env {
+            assert!(arg.is_hide_env_values_set(), "{path}");
+        }
+        command().debug_assert();
+    }
+
+    #[test]
+    fn inspect_documents_its_field_order() {
+        let about = command()
+            .find_subcommand("inspect")
+            .and_then(|sub| sub.get_long_about())
+            .map(|about| {
+                about
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let order = outbox_relay::ops::inspect::FIELDS.join(", ");
+        assert!(about.contains(&format!("{order}.")), "{about}");
+    }
+
+    #[test]
+    fn replay_and_discard_document_their_exit_code_for_nothing_to_do() {
+        let code = outbox_relay::ops::replay::NOTHING_TO_DO_EXIT_CODE;
+        let command = command();
+        for name in ["replay", "discard"] {
+            let about = command
+                .find_subcommand(name)
+                .and_then(|sub| sub.get_long_about())
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert!(
+                about.contains(&format!("Exit code {code} when no event matched")),
+                "{name}: {about}"
+            );
+        }
+    }
 }

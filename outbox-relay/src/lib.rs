@@ -12,12 +12,12 @@
 //!
 //! | folder | what | may import |
 //! | --- | --- | --- |
-//! | [`foundation`] | settings ([`RelayConfig`] and their checks), connecting to the database ([`pool_for`]), start-up errors ([`RelayError`]), what a database error means, retry policies, sleeps a shutdown cuts short, durations, password masking, log output | nothing of the crate |
+//! | [`foundation`] | settings ([`RelayConfig`] and their checks), connecting to the database ([`pool_for`]), start-up errors ([`RelayError`]), what a database error means, retry policies, sleeps a shutdown cuts short, durations, password masking, log output, text tables | nothing of the crate |
 //! | [`engine`] | pure decisions over plain data: the claimed event and its ordering scope, and how a claim is published in waves | nothing of the crate |
 //! | [`store`] | every statement on the outbox table, and its state machine | foundation, engine |
 //! | [`broker`] | AMQP: the connection and its failover, publishing with confirms, the wire format, the topology | foundation, engine |
 //! | [`service`] | the running relay: the delivery loops ([`run`]), wake-ups, health and its probe, the HTTP endpoints, metrics, retention | foundation, engine, store, broker |
-//! | [`ops`] | the operator commands' reports (replay, discard, status, inspect, purge, wake-up mode) | foundation, engine, store, service |
+//! | [`ops`] | the operator commands' reports (replay, discard, audit, status, inspect, purge, wake-up mode, the catalog's table) | foundation, engine, store, service |
 //!
 //! The binary (`main.rs`, `cli.rs`, `cmd/`) sits on top and uses the library through its
 //! public paths. One import still points up: `store/operator.rs` selects events by

@@ -8,12 +8,10 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use cli::{Cli, Command, LogFormat};
+use cli::{Command, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = cli::parse();
     outbox_relay::foundation::logging::init(cli.log_format == LogFormat::Json);
     // One thread: the relay waits on its servers far more than it computes (0.4 CPU
     // seconds per 10,000 events), and every extra thread costs a malloc arena (RSS).
@@ -47,8 +45,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => cmd::run::run(*args).await,
         Command::Migrate(args) => cmd::migrate::migrate(&args).await.map(done),
         Command::Catalog(args) => cmd::catalog::catalog(args.command).map(done),
-        Command::Replay(args) => cmd::ops::replay(args).await.map(done),
-        Command::Discard(args) => cmd::ops::discard(args).await.map(done),
+        Command::Replay(args) => cmd::ops::replay(args).await,
+        Command::Discard(args) => cmd::ops::discard(args).await,
+        Command::Audit(args) => cmd::ops::audit(args).await.map(done),
         Command::Status(args) => cmd::ops::status(args).await,
         Command::Inspect(args) => cmd::ops::inspect(args).await.map(done),
         Command::Purge(args) => cmd::ops::purge(args).await.map(done),

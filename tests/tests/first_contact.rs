@@ -220,9 +220,9 @@ async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -
         &["replay", "--id", &delivered, "--id", &unknown, "--dry-run"],
     )
     .await?;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 3, "nothing to replay: {stderr}");
     assert!(
-        stdout.contains("would replay 0 event(s)")
+        stdout.contains("nothing to replay: none of the 2 events named with --id")
             && stdout.contains(&format!(
                 "{delivered}: left alone: it is delivered (replay takes one status at a time: add --status delivered)"
             ))

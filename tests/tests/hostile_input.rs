@@ -359,6 +359,11 @@ async fn postgres_refuses_nul_and_emit_names_the_field_instead() -> Result<()> {
         (EmitOptions::new().dedupe_key("line\nbreak"), "dedupe key"),
         (EmitOptions::new().dedupe_key(""), "dedupe key is empty"),
         (EmitOptions::new().header("x-a\u{1b}", "v"), "header name"),
+        (EmitOptions::new().header("", "v"), "a header name is empty"),
+        (
+            EmitOptions::new().header("h".repeat(300), "v"),
+            "is 300 bytes, over the 255 allowed",
+        ),
         (
             EmitOptions::new().header("x-a", "v\u{0}"),
             "value of header `x-a`",

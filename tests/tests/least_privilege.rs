@@ -269,17 +269,28 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
     let (code, _, stderr) = relay_cli(db, &["wakeup", "notify", database[0], database[1]]).await?;
     assert_eq!(code, 1, "only the owner switches the wake-up mode");
     assert!(stderr.contains("owner"), "{stderr}");
-    let audit: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT actor, session_role FROM outbox_replay_audit ORDER BY id")
-            .fetch_all(&db.pool)
-            .await?;
+    let audit: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT actor, session_role, dry_run FROM outbox_replay_audit WHERE actor = 'alice' OR dry_run ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let operator_role = Some(roles.operator.clone());
     assert_eq!(
-        audit,
+        audit
+            .iter()
+            .map(|(actor, role, dry_run)| (actor.as_str() == "alice", role.clone(), *dry_run))
+            .collect::<Vec<_>>(),
         vec![
-            ("alice".to_owned(), Some(roles.operator.clone())),
-            ("alice".to_owned(), Some(roles.operator.clone())),
+            (true, operator_role.clone(), false),
+            (true, operator_role.clone(), false),
+            (false, operator_role.clone(), true),
         ]
     );
+    // The operator reads the audit too.
+    let (code, stdout, stderr) =
+        relay_cli(db, &["audit", "--actor", "alice", database[0], database[1]]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.matches(" alice ").count(), 2, "{stdout}");
     let operator = pool_as(db, &roles.operator).await?;
     refused(&operator, "UPDATE outbox_replay_audit SET actor = 'bob'").await;
     refused(&operator, "DELETE FROM outbox_replay_audit").await;

@@ -213,21 +213,26 @@ async fn dry_runs_and_hostile_filters_change_nothing() -> Result<()> {
         assert_ne!(code, 0, "{args:?} was accepted");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    // Hostile but well-formed values simply match nothing.
+    // Hostile but well-formed values simply match nothing: nothing to do (exit code 3).
     for key in ["' OR '1'='1", "invoice:%", "*; TRUNCATE outbox_events"] {
         let (code, stdout, stderr) = relay_cli(&db, &["replay", "--ordering-key", key]).await?;
-        assert_eq!(code, 0, "{stderr}");
-        assert!(stdout.contains("replayed 0 event(s)"), "{key}: {stdout}");
+        assert_eq!(code, 3, "{stderr}");
+        assert!(
+            stdout.contains("nothing to replay: no dead event matched the filter"),
+            "{key}: {stdout}"
+        );
     }
     assert_eq!(
         snapshot(&db.pool).await?,
         before,
         "a refused or empty replay changed rows"
     );
-    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit")
-        .fetch_one(&db.pool)
-        .await?;
-    assert_eq!(audits, 0);
+    // Only the dry run is recorded, as one.
+    let audits: Vec<(bool, i32)> =
+        sqlx::query_as("SELECT dry_run, event_count FROM outbox_replay_audit")
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(audits, vec![(true, 6)]);
     db.cleanup().await
 }
 
@@ -511,4 +516,444 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
         .await?;
     assert_eq!(discarded, 0);
     db.cleanup().await
+}
+
+/// `audit` after a dry-run replay, a replay and a discard: who, when, which events, dry run
+/// or not, the database role; every filter; JSON that parses.
+#[tokio::test]
+async fn audit_lists_replays_dry_runs_and_discards_and_filters_them() -> Result<()> {
+    let db = TestDb::new().await?;
+    let (tenant_a, tenant_b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut conn = db.pool.acquire().await?;
+    let inv1 = outbox_core::emit(&mut conn, &invoice(tenant_a)).await?;
+    let inv2 = outbox_core::emit(&mut conn, &invoice(tenant_a)).await?;
+    let ticket = TicketUpdated {
+        tenant_id: tenant_b,
+        ..TicketUpdated::example()
+    };
+    let tick = outbox_core::emit(&mut conn, &ticket).await?;
+    drop(conn);
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'dead', attempts = 10, last_error = 'unroutable'",
+    )
+    .execute(&db.pool)
+    .await?;
+    let role: String = sqlx::query_scalar("SELECT session_user::text")
+        .fetch_one(&db.pool)
+        .await?;
+
+    let cli = |args: &'static [&'static str], extra: Vec<String>| {
+        let db = &db;
+        async move {
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(extra);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            relay_cli(db, &all).await
+        }
+    };
+    let (code, stdout, stderr) = cli(
+        &[
+            "replay",
+            "--dry-run",
+            "--event-type",
+            "INVOICE_GENERATED",
+            "--actor",
+            "carol",
+        ],
+        vec![],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("would replay 2 event(s)") && stdout.contains("(dry run)"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = cli(
+        &["replay", "--actor", "alice", "--id"],
+        vec![inv1.to_string()],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = cli(
+        &["discard", "--actor", "bob", "--id"],
+        vec![tick.to_string()],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stderr}");
+
+    // The table: newest first, one line per record.
+    let (code, stdout, stderr) = cli(&["audit"], vec![]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("database  "), "{stdout}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "ID", "RECORDED", "AT", "ACTION", "DRY", "RUN", "ACTOR", "ROLE", "EVENTS", "FILTER",
+            "EVENT", "IDS"
+        ],
+        "{stdout}"
+    );
+    let rows = &lines[2..];
+    assert_eq!(rows.len(), 3, "{stdout}");
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for (row, (action, dry_run, actor, events)) in rows.iter().zip([
+        ("discard", "no", "bob", vec![tick]),
+        ("replay", "no", "alice", vec![inv1]),
+        ("replay", "yes", "carol", vec![inv1, inv2]),
+    ]) {
+        let words = words(row);
+        assert_eq!(
+            (&words[2][..], &words[3][..], &words[4][..], &words[5][..]),
+            (action, dry_run, actor, role.as_str()),
+            "{stdout}"
+        );
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&words[1]).is_ok(),
+            "{stdout}"
+        );
+        assert_eq!(words[6], events.len().to_string(), "{stdout}");
+        for id in events {
+            assert!(row.contains(&id.to_string()), "{stdout}");
+        }
+    }
+    assert!(
+        rows[2].contains("--status dead --event-type INVOICE_GENERATED"),
+        "{stdout}"
+    );
+
+    // JSON: every record whole.
+    let (code, stdout, stderr) = cli(&["audit", "--format", "json"], vec![]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["more"], false);
+    assert_eq!(report["database"], db.url().as_str());
+    let records = report["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 3, "{report}");
+    assert_eq!(records[0]["action"], "discard");
+    assert_eq!(records[0]["actor"], "bob");
+    assert_eq!(records[0]["dryRun"], false);
+    assert_eq!(records[0]["sessionRole"], role.as_str());
+    assert_eq!(records[0]["eventIds"], serde_json::json!([tick]));
+    assert!(records[0]["recordedAt"].is_string());
+    assert_eq!(records[2]["dryRun"], true);
+    assert_eq!(records[2]["eventCount"], 2);
+    assert_eq!(records[2]["eventIds"], serde_json::json!([inv1, inv2]));
+    assert_eq!(
+        records[2]["filter"]["filter"]["eventType"],
+        "INVOICE_GENERATED"
+    );
+
+    // Filters: the actors of the records each one selects, newest first.
+    sqlx::query(
+        "UPDATE outbox_replay_audit SET replayed_at = now() - interval '2 days' WHERE actor = 'carol'",
+    )
+    .execute(&db.pool)
+    .await?;
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let actors = |args: Vec<String>| {
+        let db = &db;
+        async move {
+            let mut all = vec!["audit".to_owned(), "--format".to_owned(), "json".to_owned()];
+            all.extend(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let (code, stdout, stderr) = relay_cli(db, &all).await?;
+            anyhow::ensure!(code == 0, "{all:?}: {stderr}");
+            let report: serde_json::Value = serde_json::from_str(&stdout)?;
+            anyhow::Ok(
+                report["records"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|r| r["actor"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let s = |items: &[&str]| items.iter().map(|i| (*i).to_owned()).collect::<Vec<_>>();
+    for (args, expected) in [
+        (s(&["--action", "discard"]), s(&["bob"])),
+        (s(&["--action", "replay"]), s(&["alice", "carol"])),
+        (s(&["--actor", "alice"]), s(&["alice"])),
+        (s(&["--dry-runs-only"]), s(&["carol"])),
+        (s(&["--changes-only"]), s(&["bob", "alice"])),
+        (
+            vec!["--id".to_owned(), inv1.to_string()],
+            s(&["alice", "carol"]),
+        ),
+        (vec!["--id".to_owned(), inv2.to_string()], s(&["carol"])),
+        (
+            s(&["--event-type", "invoice_generated"]),
+            s(&["alice", "carol"]),
+        ),
+        (s(&["--category", "tickets"]), s(&["bob"])),
+        (
+            vec!["--tenant".to_owned(), tenant_b.to_string()],
+            s(&["bob"]),
+        ),
+        (s(&["--role", role.as_str()]), s(&["bob", "alice", "carol"])),
+        (s(&["--role", "nobody"]), s(&[])),
+        (s(&["--since", "1d"]), s(&["bob", "alice"])),
+        (vec!["--until".to_owned(), day_ago.clone()], s(&["carol"])),
+        (s(&["--since", "3d", "--until", "1d"]), s(&["carol"])),
+        (s(&["--limit", "1"]), s(&["bob"])),
+        (
+            s(&[
+                "--action",
+                "replay",
+                "--changes-only",
+                "--event-type",
+                "INVOICE_GENERATED",
+            ]),
+            s(&["alice"]),
+        ),
+    ] {
+        assert_eq!(actors(args.clone()).await?, expected, "{args:?}");
+    }
+    let (_, stdout, _) = cli(&["audit", "--limit", "1"], vec![]).await?;
+    assert!(stdout.contains("... and older records"), "{stdout}");
+    let (code, stdout, _) = cli(&["audit", "--role", "nobody"], vec![]).await?;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("no audit record matched"), "{stdout}");
+
+    // Malformed values are refused by flag; conflicting flags are a usage error.
+    for (args, flag, expected_code) in [
+        (&["audit", "--since", "last tuesday"][..], "--since", 1),
+        (
+            &["audit", "--event-type", "NOPE_NOT_A_TYPE"],
+            "--event-type",
+            1,
+        ),
+        (
+            &["audit", "--since", "1h", "--until", "2h"],
+            "--since/--until",
+            1,
+        ),
+        (&["audit", "--actor", "a\u{1b}[2J"], "--actor", 1),
+        (
+            &["audit", "--changes-only", "--dry-runs-only"],
+            "--dry-runs-only",
+            2,
+        ),
+        (&["audit", "--limit", "0"], "--limit", 2),
+    ] {
+        let (code, _, stderr) = relay_cli(&db, args).await?;
+        assert_eq!(code, expected_code, "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    db.cleanup().await
+}
+
+/// `discard` and `replay` that change nothing exit 3 and say why; nothing is recorded.
+#[tokio::test]
+async fn a_replay_or_discard_of_nothing_exits_3_and_says_why() -> Result<()> {
+    let db = TestDb::new().await?;
+    let tenant = Uuid::now_v7();
+    let delivered = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'delivered', attempts = 1, delivered_at = now()
+          WHERE id = $1",
+    )
+    .bind(delivered)
+    .execute(&db.pool)
+    .await?;
+    let id = delivered.to_string();
+    let unknown = Uuid::now_v7().to_string();
+    for (args, expected) in [
+        (
+            vec!["discard", "--id", id.as_str()],
+            format!("nothing to discard: event {id} is delivered (discard takes dead events only)"),
+        ),
+        (
+            vec!["discard", "--id", id.as_str(), "--dry-run"],
+            format!("nothing to discard: event {id} is delivered (discard takes dead events only)"),
+        ),
+        (
+            vec!["replay", "--id", id.as_str()],
+            format!(
+                "nothing to replay: event {id} is delivered (replay takes one status at a time: add --status delivered)"
+            ),
+        ),
+        (
+            vec!["replay", "--id", unknown.as_str()],
+            format!("nothing to replay: no event has the id {unknown}"),
+        ),
+        (
+            vec!["replay", "--event-type", "COMPANY_CREATED"],
+            "nothing to replay: no dead event matched the filter".to_owned(),
+        ),
+        (
+            vec!["discard", "--all"],
+            "nothing to discard: no dead event matched the filter".to_owned(),
+        ),
+        (
+            vec!["replay", "--status", "discarded", "--all", "--dry-run"],
+            "nothing to replay: no discarded event matched the filter".to_owned(),
+        ),
+    ] {
+        let (code, stdout, stderr) = relay_cli(&db, &args).await?;
+        assert_eq!(code, 3, "{args:?}: {stdout}{stderr}");
+        assert!(stdout.contains(&expected), "{args:?}: {stdout}");
+        assert!(!stdout.contains("0 event(s)"), "{args:?}: {stdout}");
+    }
+    let (code, stdout, stderr) =
+        relay_cli(&db, &["discard", "--id", &id, "--format", "json"]).await?;
+    assert_eq!(code, 3, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(report["count"], 0);
+    assert_eq!(
+        report["nothingToDo"],
+        format!("event {id} is delivered (discard takes dead events only)")
+    );
+    // The same event replayed as what it is: done, exit 0.
+    let (code, stdout, stderr) = relay_cli(
+        &db,
+        &["replay", "--status", "delivered", "--id", &id, "--dry-run"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("would replay 1 event(s)"), "{stdout}");
+    let changes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox_replay_audit WHERE NOT dry_run")
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!(changes, 0);
+    db.cleanup().await
+}
+
+/// `inspect` prints its fields in the documented order, whatever order the database keeps
+/// them in; `status` keeps its blocked-keys table aligned with long, non-ASCII keys.
+#[tokio::test]
+async fn inspect_prints_fields_in_a_fixed_order_and_status_cuts_long_keys() -> Result<()> {
+    let db = TestDb::new().await?;
+    let tenant = Uuid::now_v7();
+    let key = "заказ-".repeat(40);
+    let options = outbox_core::EmitOptions::new()
+        .ordering_key(key.clone())
+        .header("x-zeta", "last")
+        .header("x-alpha", "first");
+    let id =
+        outbox_core::emit_with(&mut *db.pool.acquire().await?, &invoice(tenant), options).await?;
+    let behind = outbox_core::emit_with(
+        &mut *db.pool.acquire().await?,
+        &invoice(Uuid::now_v7()),
+        outbox_core::EmitOptions::new().ordering_key("short-key"),
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE outbox_events SET status = 'dead', attempts = 10,
+                last_error = 'unroutable: no queue bound for billing.invoice_generated'
+          WHERE id = ANY($1)",
+    )
+    .bind(vec![id, behind])
+    .execute(&db.pool)
+    .await?;
+    // A second event behind the long key's head, so the key shows as blocked.
+    outbox_core::emit_with(
+        &mut *db.pool.acquire().await?,
+        &invoice(tenant),
+        outbox_core::EmitOptions::new().ordering_key(key.clone()),
+    )
+    .await?;
+
+    let (code, stdout, stderr) = relay_cli(&db, &["inspect", &id.to_string()]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(&stdout)?;
+    let keys: Vec<&str> = row
+        .as_object()
+        .map(|fields| fields.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(keys, outbox_relay::ops::inspect::FIELDS, "{stdout}");
+    assert_eq!(row["status"], "dead");
+    assert_eq!(row["orderingKey"], key.as_str());
+    assert_eq!(row["headers"]["x-zeta"], "last");
+    let at = |field: &str| {
+        stdout
+            .find(&format!("\n  \"{field}\""))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        at("id") < at("status")
+            && at("status") < at("attempts")
+            && at("attempts") < at("lastError")
+            && at("lastError") < at("eventType")
+            && at("eventType") < at("payload"),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = relay_cli(&db, &["status"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("ORDERING KEY"))
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(table.len() >= 2, "{stdout}");
+    let head_column =
+        |line: &str, what: &str| line.find(what).map(|byte| line[..byte].chars().count());
+    let header_at = head_column(table[0], "HEAD EVENT");
+    let long_line = table
+        .iter()
+        .find(|line| line.contains(&id.to_string()))
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        long_line.starts_with("заказ-заказ-") && long_line.contains('…'),
+        "{stdout}"
+    );
+    assert!(!long_line.contains(&key), "the key is cut: {stdout}");
+    assert_eq!(
+        head_column(long_line, &id.to_string()),
+        header_at,
+        "{stdout}"
+    );
+    db.cleanup().await
+}
+
+/// `--help` names each environment variable as `[env: NAME]`: never its value, never a
+/// stray `=` when it is unset.
+#[test]
+fn help_names_environment_variables_without_their_values() -> Result<()> {
+    let binary = integration_tests::relay_binary()?;
+    for set in [false, true] {
+        for page in [
+            &[] as &[&str],
+            &["run"],
+            &["replay"],
+            &["discard"],
+            &["audit"],
+            &["status"],
+            &["inspect"],
+            &["purge"],
+            &["migrate"],
+            &["wakeup"],
+        ] {
+            let mut command = std::process::Command::new(&binary);
+            command.args(page).arg("--help");
+            command
+                .env_remove("OUTBOX_LOG_FORMAT")
+                .env_remove("OUTBOX_EXCHANGE");
+            if set {
+                command
+                    .env("OUTBOX_LOG_FORMAT", "json")
+                    .env("OUTBOX_EXCHANGE", "value-of-the-variable")
+                    .env("OUTBOX_ACTOR", "value-of-the-variable");
+            }
+            let output = command.output()?;
+            assert!(output.status.success(), "{page:?}");
+            let help = String::from_utf8(output.stdout)?;
+            assert!(
+                help.contains("[env: OUTBOX_LOG_FORMAT]"),
+                "{page:?}: {help}"
+            );
+            assert!(!help.contains("=]"), "{page:?} (set: {set}): {help}");
+            assert!(!help.contains("value-of-the-variable"), "{page:?}: {help}");
+        }
+    }
+    Ok(())
 }

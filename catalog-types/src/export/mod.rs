@@ -1,6 +1,7 @@
-//! Renders the catalog for people and other systems: a text table, JSON, idempotent SQL (for
-//! the outbox's table and, in [`platform_sql`], for the platform's), the Markdown page
-//! `docs/catalog.md`, and TypeScript declarations ([`typescript`]).
+//! Renders the catalog for other systems: JSON, idempotent SQL (for the outbox's table and,
+//! in [`platform_sql`], for the platform's), the Markdown page `docs/catalog.md`, and
+//! TypeScript declarations ([`typescript`]). (The relay's `catalog list` prints the table
+//! for terminals, with the relay's table helper.)
 
 mod platform_sql;
 mod typescript;
@@ -13,34 +14,6 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::{Category, ExportedEntry, Registry};
-
-/// A fixed-width table of every event, for terminals.
-pub fn table(registry: &Registry) -> String {
-    let mut out = String::new();
-    let width = registry
-        .entries()
-        .iter()
-        .map(|e| e.event_type.len())
-        .max()
-        .unwrap_or(10);
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:<18}  {:<40}  SCHEMA REF",
-        "EVENT TYPE", "CATEGORY", "NAME"
-    );
-    for entry in registry.entries() {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<18}  {:<40}  {}",
-            entry.event_type,
-            entry.category.name(),
-            entry.name,
-            entry.schema_ref
-        );
-    }
-    let _ = writeln!(out, "{} events", registry.len());
-    out
-}
 
 /// Every entry with its payload schema, as a pretty JSON array.
 pub fn json(registry: &Registry) -> Result<String, serde_json::Error> {

@@ -10,7 +10,7 @@ use crate::cli::{CatalogCommand, DiffFormat, ExportFormat, TableShape};
 pub fn catalog(command: CatalogCommand) -> Result<()> {
     let registry = catalog_types::registry();
     let text = match command {
-        CatalogCommand::List => catalog_types::export::table(registry),
+        CatalogCommand::List => outbox_relay::ops::catalog::list(registry),
         CatalogCommand::Schema { event } => {
             // Any case; a near miss gets the closest name as a suggestion.
             let entry = match registry.lookup(&event) {

@@ -1,11 +1,12 @@
-//! The operator commands on the outbox table: `replay`, `discard`, `status`, `inspect`,
-//! `purge`.
+//! The operator commands on the outbox table: `replay`, `discard`, `audit`, `status`,
+//! `inspect`, `purge`.
 
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use tracing::info;
 
+use outbox_relay::engine::audit::AuditFilter;
 use outbox_relay::engine::filter::parse_time;
 use outbox_relay::foundation::human_duration::show;
 use outbox_relay::ops::purge::PurgeTarget;
@@ -13,19 +14,25 @@ use outbox_relay::ops::replay::{ReplayReport, ReplayRequest};
 use outbox_relay::ops::{EventFilter, ReplayableStatus};
 
 use super::{connect, print_report};
-use crate::cli::{DiscardArgs, InspectArgs, PurgeArgs, ReplayArgs, SelectArgs, StatusArgs};
+use crate::cli::{
+    AuditArgs, DiscardArgs, InspectArgs, PurgeArgs, ReplayArgs, SelectArgs, StatusArgs,
+};
 
-/// `replay`: the selected events back to `pending`, with their original ids.
-pub async fn replay(args: ReplayArgs) -> Result<()> {
+/// `replay`: the selected events back to `pending`, with their original ids; exit code
+/// [`NOTHING_TO_DO_EXIT_CODE`](outbox_relay::ops::replay::NOTHING_TO_DO_EXIT_CODE) when none
+/// matched.
+pub async fn replay(args: ReplayArgs) -> Result<ExitCode> {
     change(args.select, args.status, false).await
 }
 
-/// `discard`: the selected dead events given up for good.
-pub async fn discard(args: DiscardArgs) -> Result<()> {
+/// `discard`: the selected dead events given up for good; exit code
+/// [`NOTHING_TO_DO_EXIT_CODE`](outbox_relay::ops::replay::NOTHING_TO_DO_EXIT_CODE) when none
+/// matched.
+pub async fn discard(args: DiscardArgs) -> Result<ExitCode> {
     change(args.select, ReplayableStatus::Dead, true).await
 }
 
-async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Result<()> {
+async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Result<ExitCode> {
     let request = ReplayRequest {
         status,
         filter: filter(&args)?,
@@ -44,7 +51,52 @@ async fn change(args: SelectArgs, status: ReplayableStatus, discard: bool) -> Re
         outbox_relay::ops::replay::replay(&db.pool, &request, &actor, args.dry_run).await
     }
     .map_err(|e| db.explain(e))?;
-    print_report(args.format, &db, &report, ReplayReport::to_text)
+    print_report(args.format, &db, &report, ReplayReport::to_text)?;
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// `audit`: the replay/discard audit records the flags select, newest first.
+pub async fn audit(args: AuditArgs) -> Result<()> {
+    let now = chrono::Utc::now();
+    let mut events = EventFilter::default();
+    if let Some(value) = &args.event_type {
+        events = events.event_type(value)?;
+    }
+    if let Some(value) = &args.category {
+        events = events.category(value)?;
+    }
+    if let Some(value) = &args.ordering_key {
+        events = events.ordering_key(value)?;
+    }
+    events.tenant = args.tenant;
+    let mut filter = AuditFilter {
+        action: args.action,
+        dry_run: match (args.changes_only, args.dry_runs_only) {
+            (true, _) => Some(false),
+            (false, true) => Some(true),
+            (false, false) => None,
+        },
+        ids: args.ids.clone(),
+        events,
+        ..AuditFilter::default()
+    };
+    if let Some(value) = &args.actor {
+        filter = filter.actor(value)?;
+    }
+    if let Some(value) = &args.role {
+        filter = filter.role(value)?;
+    }
+    if let Some(value) = &args.since {
+        filter.since = Some(parse_time("--since", value, now)?);
+    }
+    if let Some(value) = &args.until {
+        filter.until = Some(parse_time("--until", value, now)?);
+    }
+    let db = connect(&args.database).await?;
+    let report = outbox_relay::ops::audit::audit(&db.pool, &filter, args.limit)
+        .await
+        .map_err(|e| db.explain(e))?;
+    print_report(args.format, &db, &report, |report| report.to_text())
 }
 
 /// The selection the flags describe; a malformed value is refused naming its flag.

@@ -37,6 +37,27 @@ impl ReplayableStatus {
     }
 }
 
+/// What an operator does to the selected events (also the values of `audit --action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Back to `pending` with attempts reset, keeping id and seq: published again, in order
+    /// with the rest of its key.
+    Replay,
+    /// `dead` → `discarded`: never published; its key's later events flow on.
+    Discard,
+}
+
+impl Action {
+    /// The command's name, as the audit records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Replay => "replay",
+            Action::Discard => "discard",
+        }
+    }
+}
+
 /// A malformed filter value.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FilterError {
@@ -150,7 +171,7 @@ impl EventFilter {
     }
 }
 
-fn check_length(flag: &'static str, value: &str) -> Result<(), FilterError> {
+pub(crate) fn check_length(flag: &'static str, value: &str) -> Result<(), FilterError> {
     if value.len() > MAX_VALUE_LEN {
         return Err(FilterError::Invalid {
             flag,

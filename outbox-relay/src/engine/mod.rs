@@ -5,7 +5,8 @@
 //! the broker's message builder consumes. `waves` decides how a claim goes out: which
 //! events form each wave, which are held back or released when an earlier event of their
 //! scope is unreadable, rejected or not confirmed, and when the lease is too short for
-//! another wave. [`filter`] is the operator commands' selection of events, validated.
+//! another wave. [`filter`] is the operator commands' selection of events, validated, and
+//! [`audit`] the `audit` command's selection of audit records.
 //! [`outcome`] is what a settle records per event and how a batch of outcomes becomes its
 //! statements. [`lease`] lays out claim tokens that name the relay process holding them; [`status`] names
 //! an event's states.
@@ -14,6 +15,7 @@
 //!
 //! This layer imports nothing from the rest of the crate.
 
+pub mod audit;
 pub mod claim_plan;
 pub mod event;
 pub mod filter;

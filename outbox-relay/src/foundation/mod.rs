@@ -9,10 +9,11 @@
 //! - [`diagnosis`]: what a database error means for an operator, and whether it heals.
 //! - [`backoff`]: named retry policies; [`pause`]: sleeps a shutdown cuts short;
 //!   [`human_duration`]: `7d`-style durations; [`mask`]: URLs without their passwords;
-//!   [`logging`]: log output.
+//!   [`logging`]: log output; [`table`]: the command line's text tables, long values cut
+//!   with an ellipsis.
 //!
 //! This layer imports nothing from the rest of the crate. Within it, the order is
-//! `mask`, `backoff`, `pause`, `human_duration`, `logging`, `diagnosis` (none imports
+//! `mask`, `backoff`, `pause`, `human_duration`, `logging`, `table`, `diagnosis` (none imports
 //! another) → `config` → `error` → `db`: a module imports only modules before it.
 
 pub mod backoff;
@@ -24,3 +25,4 @@ pub mod human_duration;
 pub mod logging;
 pub mod mask;
 pub mod pause;
+pub mod table;

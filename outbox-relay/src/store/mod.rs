@@ -22,7 +22,8 @@
 //!   when a writer holds it, the key is noted in `outbox_key_recheck` and the next claim
 //!   finishes the job.
 //!
-//! Read [`Status`] for the states; the reports of `status` and `/metrics` are in [`stats`].
+//! Read [`Status`] for the states; the reports of `status` and `/metrics` are in [`stats`],
+//! the audit of operator changes (written by [`operator::apply`]) is read in [`audit`].
 
 /// `sqlx::FromRow` for a struct whose fields are named as the columns, without sqlx's
 /// derive: its macros would compile the whole PostgreSQL driver a second time for the
@@ -40,6 +41,7 @@ macro_rules! from_row {
     };
 }
 
+pub mod audit;
 pub mod claim;
 pub mod operator;
 pub mod purge;

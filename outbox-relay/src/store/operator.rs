@@ -9,25 +9,7 @@ use uuid::Uuid;
 use super::{ClaimLock, Status, begin_locked, heads_moved};
 use crate::engine::filter::EventFilter;
 
-/// What an operator does to the selected events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Back to `pending` with attempts reset, keeping id and seq: published again, in order
-    /// with the rest of its key.
-    Replay,
-    /// `dead` → `discarded`: never published; its key's later events flow on.
-    Discard,
-}
-
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::Replay => "replay",
-            Action::Discard => "discard",
-        }
-    }
-}
+pub use crate::engine::filter::Action;
 
 /// One event an operator command touches (or would touch).
 #[derive(Debug, Clone, Serialize)]
@@ -63,7 +45,7 @@ from_row!(SelectedEvent {
 pub struct Applied {
     /// Every matching event, oldest first.
     pub events: Vec<SelectedEvent>,
-    /// The audit record written (none for a dry run or when nothing matched).
+    /// The audit record written (none when nothing matched).
     pub audit_id: Option<i64>,
 }
 
@@ -80,8 +62,8 @@ const WHERE: &str = "status = $1
 
 /// Applies `action` to the events with status `from` that `filter` selects (at most
 /// `limit`, oldest first), recording `actor` and `audit` in `outbox_replay_audit`; with
-/// `dry_run`, only lists them. Matching rows are locked, so concurrent commands cannot
-/// double an event.
+/// `dry_run`, only lists them, and records that (`dry_run` set). Nothing is recorded when
+/// nothing matched. Matching rows are locked, so concurrent commands cannot double an event.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     pool: &PgPool,
@@ -116,7 +98,7 @@ pub async fn apply(
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-    if dry_run || events.is_empty() {
+    if events.is_empty() {
         tx.rollback().await?;
         return Ok(Applied {
             events,
@@ -125,6 +107,8 @@ pub async fn apply(
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     match action {
+        // A dry run changes no event; it is only recorded.
+        _ if dry_run => {}
         Action::Replay => {
             // A replayed discarded event is no longer discarded.
             sqlx::query("DELETE FROM outbox_discarded WHERE event_id = ANY($1)")
@@ -177,14 +161,15 @@ pub async fn apply(
         }
     }
     let audit_id: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox_replay_audit (actor, action, filter, event_count, event_ids)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        "INSERT INTO outbox_replay_audit (actor, action, filter, event_count, event_ids, dry_run)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
     )
     .bind(actor)
     .bind(action.as_str())
     .bind(audit)
     .bind(i32::try_from(ids.len()).unwrap_or(i32::MAX))
     .bind(&ids)
+    .bind(dry_run)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -194,13 +179,93 @@ pub async fn apply(
     })
 }
 
-/// One event's full row as a JSON object, or `None` when there is no such event. Its lease
-/// (`claim_token`, `locked_by`, `locked_until`) comes from `outbox_leases` when a claim holds
-/// it; its discard time from `outbox_discarded`.
-pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<serde_json::Value>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT to_jsonb(e) || jsonb_build_object('discarded_at', x.discarded_at,
-                    'claim_token', l.token, 'locked_by', l.relay_id, 'locked_until', l.leased_until)
+/// One event's full row, for `inspect`. The fields are in the order `inspect` prints them
+/// (serialised as camelCase): where the event stands first (status, attempts, last error,
+/// when it is due, delivered or discarded), then what it is (type, schema, category,
+/// tenant, key, seq, dedupe key, times), then the relay's lease, then headers and payload.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectedEvent {
+    /// Event id (the message id it carries).
+    pub id: Uuid,
+    /// `pending`, `delivered`, `dead` or `discarded`.
+    pub status: String,
+    /// Publish attempts so far.
+    pub attempts: i32,
+    /// Why the last attempt failed (or who discarded it).
+    pub last_error: Option<String>,
+    /// When it may be sent (next try of a retrying event).
+    pub available_at: DateTime<Utc>,
+    /// When the broker confirmed it.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When an operator discarded it (its retention counts from then).
+    pub discarded_at: Option<DateTime<Utc>>,
+    /// Catalog event type.
+    pub event_type: String,
+    /// Payload schema ref.
+    pub schema_ref: String,
+    /// Catalog category.
+    pub category: String,
+    /// Tenant.
+    pub tenant_id: Option<Uuid>,
+    /// Ordering key.
+    pub ordering_key: Option<String>,
+    /// Position in commit order within its scope.
+    pub seq: i64,
+    /// Dedupe key (unique per tenant).
+    pub dedupe_key: String,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// Waiting behind an earlier event of its scope.
+    pub parked: bool,
+    /// The relay whose claim holds it (its scope's lease in `outbox_leases`).
+    pub locked_by: Option<String>,
+    /// Until when that lease runs.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The claim holding it.
+    pub claim_token: Option<Uuid>,
+    /// Extra AMQP headers, as stored.
+    pub headers: serde_json::Value,
+    /// The payload, as stored.
+    pub payload: serde_json::Value,
+}
+from_row!(InspectedEvent {
+    id,
+    status,
+    attempts,
+    last_error,
+    available_at,
+    delivered_at,
+    discarded_at,
+    event_type,
+    schema_ref,
+    category,
+    tenant_id,
+    ordering_key,
+    seq,
+    dedupe_key,
+    occurred_at,
+    created_at,
+    parked,
+    locked_by,
+    locked_until,
+    claim_token,
+    headers,
+    payload
+});
+
+/// One event's full row, or `None` when there is no such event. Its lease (`claim_token`,
+/// `locked_by`, `locked_until`) comes from `outbox_leases` when a claim holds it; its
+/// discard time from `outbox_discarded`.
+pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<InspectedEvent>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.status, e.attempts, e.last_error, e.available_at, e.delivered_at,
+                x.discarded_at, e.event_type, e.schema_ref, e.category, e.tenant_id,
+                e.ordering_key, e.seq, e.dedupe_key, e.occurred_at, e.created_at, e.parked,
+                l.relay_id AS locked_by, l.leased_until AS locked_until, l.token AS claim_token,
+                e.headers, e.payload
            FROM outbox_events e
            LEFT JOIN outbox_discarded x ON x.event_id = e.id
            LEFT JOIN outbox_leased_events l ON l.id = e.id
