@@ -41,9 +41,18 @@ ALTER TABLE outbox_leases SET (autovacuum_vacuum_scale_factor = 0,
 -- Leases written on event rows by relays older than this migration: those relays are
 -- stopped for the upgrade (the operating guide says so), so their leases end here and the
 -- events are claimed again (at least once: a batch an old relay published and had not
--- settled goes out again, with the same message id).
+-- settled goes out again, with the same message id). Relays have always set the three
+-- columns together (the partial index `outbox_events_leased` finds them).
 UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
- WHERE claim_token IS NOT NULL OR locked_by IS NOT NULL OR locked_until IS NOT NULL;
+ WHERE claim_token IS NOT NULL;
+
+-- An older relay left running would lease on the row, unseen by new relays (and would not
+-- see theirs): two relays could then publish one scope at once. Its claims fail on this
+-- check instead, loudly (SQLSTATE 23514), while its settles (which only clear the columns)
+-- still record what it published. Checked for rows written or changed from now on (the
+-- rows above were just cleared; NOT VALID spares a scan of the table under its lock).
+ALTER TABLE outbox_events ADD CONSTRAINT outbox_events_no_row_lease
+    CHECK (claim_token IS NULL AND locked_by IS NULL AND locked_until IS NULL) NOT VALID;
 
 -- The event-row lease index is empty from now on; the ready index no longer needs to leave
 -- leased rows out (a claim skips leased scopes by a look-up in outbox_leases).
@@ -68,6 +77,6 @@ UNION ALL
 SELECT e.id, e.seq, l.lease_key, l.token, l.owner, l.relay_id, l.leased_until
   FROM outbox_leases l
   JOIN outbox_events e
-    ON e.id = CAST(substr(l.lease_key, 2) AS uuid)
+    ON e.id = CASE WHEN l.lease_key LIKE '#%' THEN CAST(substr(l.lease_key, 2) AS uuid) END
    AND e.status = 'pending'
  WHERE l.lease_key LIKE '#%';

@@ -41,8 +41,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
 -- Its ownership session registers itself; claims forget relays that are gone.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
--- Its claims lease scopes here; settles and reaps end the leases.
+-- Its claims lease scopes here; settles and reaps end the leases (the view: its gauges).
 GRANT SELECT, INSERT, DELETE ON outbox_leases TO :"relay_role";
+GRANT SELECT ON outbox_leased_events TO :"relay_role";
 -- Retention forgets the discard times of the discarded events it deletes.
 GRANT SELECT, DELETE ON outbox_discarded TO :"relay_role";
 

@@ -324,7 +324,7 @@ fn report(settled: &Settled) {
     if settled.lost > 0 {
         warn!(
             rows = settled.lost,
-            "the lease of these events was taken over before the settle; they will be published again"
+            "these outcomes were not recorded: the events' lease ended before the settle (they will be published again) or the events were deleted meanwhile"
         );
     }
 }

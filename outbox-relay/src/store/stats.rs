@@ -122,7 +122,8 @@ from_row!(Totals {
 pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error> {
     let totals: Totals = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                (SELECT COALESCE(sum(events), 0) FROM outbox_leases)::int8 AS in_flight,
+                (SELECT count(*) FROM outbox_leased_events
+                  WHERE leased_until >= statement_timestamp()) AS in_flight,
                 count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
                 count(*) FILTER (WHERE status = 'delivered') AS delivered,
                 count(*) FILTER (WHERE status = 'dead') AS dead,
@@ -250,7 +251,8 @@ pub async fn blocked_keys(
 pub struct Gauges {
     /// Pending rows (exact up to [`EXACT_UP_TO`], estimated beyond).
     pub pending: i64,
-    /// Leased events (claimed, not yet settled).
+    /// Pending events of unexpired leases (claimed, not yet settled; exact up to
+    /// [`EXACT_UP_TO`]).
     pub in_flight: i64,
     /// Seconds since the oldest pending row was written (0 when none).
     pub oldest_pending_age: f64,
@@ -273,7 +275,8 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
             "SELECT (SELECT CASE WHEN n > $1 THEN GREATEST(outbox_estimate_pending(), n) ELSE n END
                        FROM (SELECT count(*) AS n FROM (SELECT 1 FROM outbox_events
                               WHERE status = 'pending' LIMIT $1 + 1) AS p) AS c),
-                    (SELECT COALESCE(sum(events), 0)::int8 FROM outbox_leases),
+                    (SELECT count(*) FROM (SELECT 1 FROM outbox_leased_events
+                              WHERE leased_until >= statement_timestamp() LIMIT $1) AS l),
                     COALESCE((SELECT extract(epoch FROM now() - created_at)::float8
                                 FROM outbox_events WHERE status = 'pending'
                                ORDER BY seq LIMIT 1), 0),
