@@ -274,6 +274,10 @@ impl ConsumerSupervisor {
             .env("DATABASE_URL", &self.database_url)
             .env("AMQP_URL", &self.amqp_url)
             .env("OUTBOX_EXCHANGE", &self.exchange)
+            .env(
+                "CONSUMER_QUEUE",
+                format!("{}.demo-projection", self.exchange),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)
@@ -282,8 +286,8 @@ impl ConsumerSupervisor {
     }
 
     async fn setup(&self) -> Result<()> {
-        let status = self.command()?.arg("--setup-only").status().await?;
-        anyhow::ensure!(status.success(), "consumer --setup-only failed");
+        let status = self.command()?.args(["setup", "--ledger"]).status().await?;
+        anyhow::ensure!(status.success(), "consumer setup --ledger failed");
         Ok(())
     }
 
@@ -291,7 +295,7 @@ impl ConsumerSupervisor {
     async fn supervise(self: Arc<Self>) -> Result<()> {
         while !self.stop.load(Ordering::Relaxed) {
             let mut command = self.command()?;
-            command.args(["--ledger", "--idle", "100000"]);
+            command.args(["run", "--ledger", "--idle", "100000"]);
             if !self.inbox {
                 command.arg("--no-inbox");
             }

@@ -33,14 +33,20 @@ struct Help {
 }
 
 fn help_text(args: &[&str]) -> String {
-    let output = std::process::Command::new(relay_binary().unwrap())
+    help_text_of(&relay_binary().unwrap(), args)
+}
+
+/// `<binary> <args> --help` (the relay, or an example binary built beside it).
+fn help_text_of(binary: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new(binary)
         .args(args)
         .arg("--help")
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "outbox-relay {args:?} --help failed"
+        "{} {args:?} --help failed",
+        binary.display()
     );
     String::from_utf8(output.stdout).unwrap()
 }
@@ -48,9 +54,13 @@ fn help_text(args: &[&str]) -> String {
 /// Parses clap's long help: `--flag <VALUE>` lines, `[alias: --x]`, `[env: NAME=…]` and
 /// `[default: …]` lines (which belong to the flag above them).
 fn help(args: &[&str]) -> Help {
+    parse_help(&help_text(args))
+}
+
+fn parse_help(text: &str) -> Help {
     let mut help = Help::default();
     let mut current: Option<String> = None;
-    for line in help_text(args).lines() {
+    for line in text.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with("--")
             || trimmed.starts_with("-h, --")
@@ -381,17 +391,38 @@ fn compose_runs_the_relay_and_the_examples_with_real_flags_env_and_ports() {
             "{name}: no example binary {binary}"
         );
         let source = read(&format!("examples/src/bin/{binary}.rs"));
-        for arg in command.iter().skip(1).filter(|a| a.starts_with("--")) {
-            assert!(
-                source.contains(&format!("\"{arg}\"")),
-                "{binary} takes no {arg}"
-            );
-        }
-        for variable in compose_env(service).keys() {
-            assert!(
-                source.contains(&format!("\"{variable}\"")),
-                "{binary} does not read {variable}"
-            );
+        if source.contains("use clap::") {
+            // A command line of its own (the consumer): the subcommand, flags and variables
+            // are checked against the built binary's `--help`.
+            let path = relay_binary().unwrap().with_file_name(binary);
+            let subcommand = command.get(1).expect("a subcommand").as_str();
+            let help = parse_help(&help_text_of(&path, &[subcommand]));
+            for arg in command.iter().skip(2).filter(|a| a.starts_with("--")) {
+                let flag = arg.trim_start_matches("--").split('=').next().unwrap();
+                assert!(
+                    help.flags.contains(flag),
+                    "{name}: `{binary} {subcommand}` takes no {arg}"
+                );
+            }
+            for variable in compose_env(service).keys() {
+                assert!(
+                    help.envs.contains(variable),
+                    "{name}: `{binary} {subcommand}` does not read {variable}"
+                );
+            }
+        } else {
+            for arg in command.iter().skip(1).filter(|a| a.starts_with("--")) {
+                assert!(
+                    source.contains(&format!("\"{arg}\"")),
+                    "{binary} takes no {arg}"
+                );
+            }
+            for variable in compose_env(service).keys() {
+                assert!(
+                    source.contains(&format!("\"{variable}\"")),
+                    "{binary} does not read {variable}"
+                );
+            }
         }
     }
 

@@ -198,10 +198,11 @@ fn words_with_prefix(text: &str, prefix: &str) -> BTreeSet<String> {
 fn every_flag_and_variable_the_guides_name_exists() {
     let (envs, flags) = known_envs_and_flags();
     for name in GUIDES {
-        // Cargo's own flags (`cargo test -p … --test …`) are not the relay's.
-        let text: String = guide(name)
+        // Cargo's and Docker's own flags (`cargo test -p … --test …`, `docker run --rm`) are
+        // not the relay's: their lines and code spans are left out.
+        let text: String = without_tool_spans(&guide(name))
             .lines()
-            .filter(|line| !line.contains("cargo "))
+            .filter(|line| !line.contains("cargo ") && !line.contains("docker "))
             .collect::<Vec<_>>()
             .join("\n");
         for env in words_with_prefix(&text, "OUTBOX_") {
@@ -218,6 +219,20 @@ fn every_flag_and_variable_the_guides_name_exists() {
             );
         }
     }
+}
+
+/// `markdown` without its inline code spans that are `cargo …` or `docker …` commands (a span
+/// may run over a line break).
+fn without_tool_spans(markdown: &str) -> String {
+    let mut kept = String::new();
+    for (index, piece) in markdown.split('`').enumerate() {
+        let tool = index % 2 == 1 && (piece.starts_with("cargo ") || piece.starts_with("docker "));
+        if !tool {
+            kept.push_str(piece);
+        }
+        kept.push('`');
+    }
+    kept
 }
 
 /// The rows of the operating guide's configuration table: (flags, envs, default).
@@ -369,6 +384,9 @@ fn check_cargo_command(command: &str) -> Result<()> {
             .position(|w| *w == flag)
             .and_then(|i| words.get(i + 1))
     };
+    if words.get(cargo + 1) == Some(&"install") {
+        return check_cargo_install(command);
+    }
     let package = after("-p").context("a cargo command without -p")?;
     let dir = match *package {
         "catalog-types" | "outbox-core" | "outbox-relay" => root().join(package),
@@ -386,6 +404,9 @@ fn check_cargo_command(command: &str) -> Result<()> {
         ["test", "run", "build"].contains(&words[cargo + 1]),
         "`{command}`"
     );
+    if words[cargo + 1] == "run" {
+        relay_package_binary(&dir).with_context(|| format!("`{command}`"))?;
+    }
     Ok(())
 }
 
@@ -434,12 +455,29 @@ async fn every_shell_command_of_the_guides_runs() -> Result<()> {
         .collect();
 
         let mut ran = 0;
+        let mut images = BTreeSet::new();
         for name in GUIDES {
             for (language, block) in code_blocks(&guide(name)) {
                 if language != "sh" {
                     continue;
                 }
                 for command in commands(&block) {
+                    // The relay run another way (`cargo run -p outbox-relay -- …`, `docker run …
+                    // outbox-relay …`) is checked as that way, then runs as the relay's command.
+                    if command.starts_with("docker build") {
+                        images.insert(check_docker_build(&command).with_context(|| name.to_owned())?);
+                        ran += 1;
+                        continue;
+                    }
+                    let command = match relay_command_of(&command, &images, &env) {
+                        Some(relay) => {
+                            if command.starts_with("cargo ") {
+                                check_cargo_command(&command).with_context(|| name.to_owned())?;
+                            }
+                            relay.with_context(|| format!("{name}: `{command}`"))?
+                        }
+                        None => command,
+                    };
                     let program = command
                         .split_whitespace()
                         .find(|w| !w.contains('='))
@@ -694,4 +732,698 @@ fn every_test_the_readmes_guarantees_name_exists() {
         named >= 30,
         "expected the guarantees to name their tests, found {named}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// One way in: the dependencies to add and the relay binary
+// ---------------------------------------------------------------------------------------
+
+fn readme() -> String {
+    std::fs::read_to_string(root().join("README.md")).unwrap()
+}
+
+/// `cargo`, the one running this suite when it says so, in the checkout's root.
+fn cargo() -> std::process::Command {
+    let mut command =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn run_cargo(args: &[&str]) -> Result<String> {
+    let output = cargo().args(args).output()?;
+    ensure!(
+        output.status.success(),
+        "cargo {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The workspace's packages as `cargo metadata --no-deps` lists them (it resolves nothing and
+/// downloads nothing).
+fn workspace_packages() -> Result<Vec<serde_json::Value>> {
+    let metadata: serde_json::Value = serde_json::from_str(&run_cargo(&[
+        "metadata",
+        "--no-deps",
+        "--offline",
+        "--format-version",
+        "1",
+    ])?)?;
+    Ok(metadata["packages"]
+        .as_array()
+        .context("no packages")?
+        .clone())
+}
+
+/// The workspace package whose manifest is `dir/Cargo.toml`.
+fn package_in(dir: &Path) -> Result<serde_json::Value> {
+    let manifest = dir
+        .join("Cargo.toml")
+        .canonicalize()
+        .with_context(|| format!("{} has no Cargo.toml", dir.display()))?;
+    workspace_packages()?
+        .into_iter()
+        .find(|package| {
+            package["manifest_path"]
+                .as_str()
+                .and_then(|path| Path::new(path).canonicalize().ok())
+                .is_some_and(|path| path == manifest)
+        })
+        .with_context(|| format!("{} is no package of the workspace", dir.display()))
+}
+
+/// Checks that the package in `dir` builds the binary `outbox-relay` from a source that exists;
+/// returns the package's name.
+fn relay_package_binary(dir: &Path) -> Result<String> {
+    let package = package_in(dir)?;
+    let binary = package["targets"]
+        .as_array()
+        .context("no targets")?
+        .iter()
+        .find(|target| {
+            target["name"] == "outbox-relay"
+                && target["kind"]
+                    .as_array()
+                    .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"))
+        })
+        .with_context(|| format!("{} builds no binary outbox-relay", dir.display()))?;
+    let main = Path::new(binary["src_path"].as_str().context("no src_path")?);
+    ensure!(
+        main.exists(),
+        "the binary's source {} is missing",
+        main.display()
+    );
+    Ok(package["name"].as_str().context("no name")?.to_owned())
+}
+
+/// `cargo install --path <dir> --locked` of a guide, from the checkout's root: `<dir>` is a
+/// package of the workspace that builds the binary `outbox-relay`, and `--locked` works: the
+/// committed `Cargo.lock` is complete and current (`cargo tree --locked` resolves as the
+/// install does, and fails where `--locked` would).
+///
+/// The install itself is not run. Measured on 2 cores, `cargo install --path outbox-relay
+/// --locked --debug --offline --root <tmp>` took 1.6 s with the suite's debug build warm
+/// (nothing recompiled: it builds in the workspace's `target/`), but it takes the build
+/// directory's lock, which a running `cargo test` holds, and on a cold cache (or without
+/// `--debug`, as users run it) it is a full build of the relay: minutes.
+fn check_cargo_install(command: &str) -> Result<()> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let path = words
+        .iter()
+        .position(|w| *w == "--path")
+        .and_then(|i| words.get(i + 1))
+        .context("`cargo install` without --path: the crates are not on crates.io")?;
+    ensure!(
+        words.contains(&"--locked"),
+        "`{command}`: without --locked the install picks versions anew, not Cargo.lock's"
+    );
+    let package = relay_package_binary(&root().join(path))?;
+    run_cargo(&[
+        "tree",
+        "--locked",
+        "--offline",
+        "--edges",
+        "normal",
+        "--depth",
+        "0",
+        "-p",
+        &package,
+    ])
+    .context("`cargo install --locked` would fail: Cargo.lock is not current")?;
+    Ok(())
+}
+
+/// `docker build … <context>` of a guide, from the checkout's root: the Dockerfile exists, the
+/// stage built (`--target`, else the last) runs `outbox-relay` as its entrypoint, and the
+/// relay in it is built from `Cargo.lock` (`--locked`). Returns the image's tag. (No Docker
+/// engine is needed; `deploy_manifests.rs` checks the Dockerfile's stages further.)
+fn check_docker_build(command: &str) -> Result<String> {
+    let words: Vec<&str> = command.split_whitespace().skip(2).collect();
+    let (mut tag, mut file, mut target, mut context) = (None, None, None, None);
+    let mut i = 0;
+    while i < words.len() {
+        let value = words.get(i + 1).copied();
+        match words[i] {
+            "-t" | "--tag" => (tag, i) = (value, i + 2),
+            "-f" | "--file" => (file, i) = (value, i + 2),
+            "--target" => (target, i) = (value, i + 2),
+            option if option.starts_with('-') => {
+                bail!("`{command}`: this test does not know the option {option}")
+            }
+            path => (context, i) = (Some(path), i + 1),
+        }
+    }
+    let tag = tag.context("a `docker build` without -t: the guide cannot run the image by name")?;
+    let context = root().join(context.context("a `docker build` without a context")?);
+    let dockerfile_path = file.map_or_else(|| context.join("Dockerfile"), |f| root().join(f));
+    let dockerfile = std::fs::read_to_string(&dockerfile_path)
+        .with_context(|| format!("{}", dockerfile_path.display()))?;
+    let mut stages: Vec<(String, String)> = Vec::new();
+    for line in dockerfile.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"FROM") {
+            let name = words
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case("as"))
+                .and_then(|at| words.get(at + 1))
+                .unwrap_or(&"");
+            stages.push(((*name).to_owned(), String::new()));
+        } else if let Some((_, text)) = stages.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    let (name, stage) = match target {
+        Some(target) => stages.iter().find(|(name, _)| name == target),
+        None => stages.last(),
+    }
+    .with_context(|| format!("`{command}`: no such stage"))?;
+    ensure!(
+        stage
+            .lines()
+            .any(|l| l.trim() == r#"ENTRYPOINT ["outbox-relay"]"#),
+        "`{command}`: the stage {name} does not run outbox-relay"
+    );
+    ensure!(
+        dockerfile.contains("--locked -p outbox-relay"),
+        "`{command}`: the image's relay is not built from Cargo.lock"
+    );
+    Ok(tag.to_owned())
+}
+
+/// The relay's own command line in another way of running it: `cargo run -p outbox-relay --
+/// <args>`, or `docker run [options] <image> <args>` of an image built before (`images`),
+/// whose `-e NAME` variables must be in `env` (they pass the caller's). `None` for anything
+/// else.
+fn relay_command_of(
+    command: &str,
+    images: &BTreeSet<String>,
+    env: &BTreeMap<String, String>,
+) -> Option<Result<String>> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.as_slice() {
+        ["cargo", "run", "-p", "outbox-relay", "--", args @ ..] => {
+            Some(Ok(format!("outbox-relay {}", args.join(" "))))
+        }
+        ["docker", "run", rest @ ..] => Some((|| {
+            let mut i = 0;
+            while let Some(word) = rest.get(i) {
+                match *word {
+                    "-e" | "--env" => {
+                        let name = rest.get(i + 1).context("-e without a variable")?;
+                        ensure!(
+                            !name.contains('=') && env.contains_key(*name),
+                            "-e {name}: the guide passes a variable the relay is not given here"
+                        );
+                        i += 2;
+                    }
+                    "--network" => i += 2,
+                    "--rm" | "-it" | "-i" | "-t" => i += 1,
+                    option if option.starts_with('-') => {
+                        bail!("this test does not know the option {option}")
+                    }
+                    image => {
+                        ensure!(
+                            images.contains(image),
+                            "the image {image} is not built by a `docker build -t` before it"
+                        );
+                        return Ok(format!("outbox-relay {}", rest[i + 1..].join(" ")));
+                    }
+                }
+            }
+            bail!("no image")
+        })()),
+        _ => None,
+    }
+}
+
+/// The GitHub anchor of a Markdown heading: `## 2. Get the relay` → `2-get-the-relay`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim_start_matches('#')
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The getting-started guide's section on getting the relay: its anchor and its ```sh block.
+fn get_the_relay_section() -> (String, String) {
+    let text = guide("getting-started.md");
+    let heading = text
+        .lines()
+        .find(|line| line.starts_with("## ") && line.contains("Get the relay"))
+        .expect("getting-started.md has a section `Get the relay`");
+    let section = text
+        .split(heading)
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let block = code_blocks(section)
+        .into_iter()
+        .find(|(language, _)| language == "sh")
+        .expect("a ```sh block in `Get the relay`")
+        .1;
+    (anchor(heading), block)
+}
+
+#[test]
+fn the_readme_and_the_guides_say_how_to_get_the_relay_and_each_way_is_real() -> Result<()> {
+    let (anchor, block) = get_the_relay_section();
+    // The README gives the same commands.
+    ensure!(
+        code_blocks(&readme())
+            .iter()
+            .any(|(l, b)| l == "sh" && *b == block),
+        "the README's commands to get the relay differ from getting-started.md's:\n{block}"
+    );
+    // Before the guide first runs it, and every other guide that runs it points there.
+    let text = guide("getting-started.md");
+    let first_use = text
+        .find("\noutbox-relay ")
+        .context("getting-started runs no outbox-relay")?;
+    ensure!(text.find(&block).is_some_and(|at| at < first_use));
+    for name in GUIDES.iter().filter(|name| **name != "getting-started.md") {
+        let text = guide(name);
+        if text.contains("outbox-relay") {
+            ensure!(
+                text.contains(&format!("(getting-started.md#{anchor})")),
+                "{name} runs outbox-relay but does not link getting-started.md#{anchor}"
+            );
+        }
+    }
+
+    // The three ways, each checked as what it is (the shell test then runs `cargo run` and
+    // `docker run`'s relay commands against a database).
+    let commands = commands(&block);
+    let (mut install, mut image, mut run) = (false, None, false);
+    for command in &commands {
+        if command.starts_with("cargo install") {
+            check_cargo_install(command)?;
+            install = true;
+        } else if command.starts_with("docker build") {
+            image = Some(check_docker_build(command)?);
+        } else if command.starts_with("cargo run") {
+            check_cargo_command(command)?;
+            run = true;
+        }
+    }
+    let image = image.context("no `docker build` of the image")?;
+    ensure!(install && run, "not every way is given: {commands:?}");
+    let images = BTreeSet::from([image]);
+    let env = BTreeMap::from([("DATABASE_URL".to_owned(), String::new())]);
+    for command in &commands {
+        if let Some(relay) = relay_command_of(command, &images, &env) {
+            let relay = relay?;
+            let subcommand = relay.split_whitespace().nth(1).context("no subcommand")?;
+            help_text(&[subcommand]);
+        }
+    }
+    Ok(())
+}
+
+/// One dependency of a ```toml block: its name, whether it is commented out (for some
+/// services only), the line.
+#[derive(Debug, Clone)]
+struct Dependency {
+    name: String,
+    optional: bool,
+    line: String,
+}
+
+/// The ```toml blocks of `markdown` that list `[dependencies]`.
+fn dependency_blocks(markdown: &str) -> Vec<String> {
+    code_blocks(markdown)
+        .into_iter()
+        .filter(|(language, block)| language == "toml" && block.contains("[dependencies]"))
+        .map(|(_, block)| block)
+        .collect()
+}
+
+fn dependencies(block: &str) -> Vec<Dependency> {
+    block
+        .lines()
+        .filter_map(|line| {
+            let trimmed = line.trim();
+            let (optional, body) = match trimmed.strip_prefix('#') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, trimmed),
+            };
+            let (name, _) = body.split_once(" = ")?;
+            let is_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            is_name.then(|| Dependency {
+                name: name.to_owned(),
+                optional,
+                line: body.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// The code of a ```rust block as a reader sees it: without rustdoc's hidden lines (`# …`),
+/// comments and the contents of string literals.
+fn visible_code(block: &str) -> String {
+    let mut code = String::new();
+    let mut in_string = false;
+    for line in block.lines() {
+        let trimmed = line.trim_start();
+        if !in_string && (trimmed == "#" || trimmed.starts_with("# ")) {
+            continue;
+        }
+        let mut escaped = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_string = false;
+                    code.push('"');
+                }
+                continue;
+            }
+            match c {
+                '"' => {
+                    in_string = true;
+                    code.push('"');
+                }
+                '/' if chars.peek() == Some(&'/') => break,
+                c => code.push(c),
+            }
+        }
+        code.push('\n');
+    }
+    code
+}
+
+/// What a block's code takes from crates: the first segment of every `use` path, every name
+/// a `use` brings in, and the first segment of every other path that starts with a lower-case
+/// name (`sqlx::query`; types and variants, `Uuid::now_v7`, start upper-case).
+fn crate_names(code: &str) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphabetic() || c == '_' {
+            let mut word = c.to_string();
+            while let Some(&next) = chars.peek() {
+                if next.is_alphanumeric() || next == '_' {
+                    word.push(next);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            tokens.push(word);
+        } else if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            tokens.push("::".to_owned());
+        } else if !c.is_whitespace() {
+            tokens.push(c.to_string());
+        }
+    }
+    let is_word = |t: &str| t.starts_with(|c: char| c.is_alphabetic() || c == '_');
+    let (mut use_roots, mut imported, mut path_roots) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i] == "use" {
+            let end = tokens[i..]
+                .iter()
+                .position(|t| t == ";")
+                .map_or(tokens.len(), |at| i + at);
+            let statement = &tokens[i + 1..end];
+            if let Some(root) = statement.iter().find(|t| *t != "::") {
+                use_roots.insert(root.clone());
+            }
+            imported.extend(statement.iter().filter(|t| is_word(t)).cloned());
+            i = end;
+            continue;
+        }
+        let starts_path = tokens.get(i + 1).is_some_and(|t| t == "::")
+            && (i == 0 || tokens[i - 1] != "::")
+            && tokens[i].starts_with(|c: char| c.is_lowercase() || c == '_');
+        if starts_path {
+            path_roots.insert(tokens[i].clone());
+        }
+        i += 1;
+    }
+    (use_roots, imported, path_roots)
+}
+
+/// What Rust code names without a dependency: the standard library, primitive types, paths
+/// relative to the current crate.
+const BUILT_IN: [&str; 22] = [
+    "std", "core", "alloc", "crate", "self", "super", "Self", "i8", "i16", "i32", "i64", "i128",
+    "isize", "u8", "u16", "u32", "u64", "u128", "usize", "f32", "f64", "str",
+];
+
+/// Checks that `markdown`'s Rust code names only the crates in `allowed` (dependency names,
+/// `-` as `_`) and the built-in ones.
+fn check_rust_crates(name: &str, markdown: &str, allowed: &BTreeSet<String>) -> Result<usize> {
+    let mut blocks = 0;
+    for (language, block) in code_blocks(markdown) {
+        if !language.starts_with("rust") {
+            continue;
+        }
+        blocks += 1;
+        let (use_roots, imported, path_roots) = crate_names(&visible_code(&block));
+        let known = |name: &String| allowed.contains(name) || BUILT_IN.contains(&name.as_str());
+        for root in &use_roots {
+            ensure!(
+                known(root),
+                "{name}: `use {root}::…`, but `{root}` is not among the dependencies it gives \
+                 ({allowed:?}){}",
+                if root == "sqlx" || root == "catalog_types" {
+                    format!(": use `outbox_core::{root}`")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        for root in &path_roots {
+            ensure!(
+                known(root) || imported.contains(root),
+                "{name}: `{root}::…` names a crate that is not among the dependencies it gives \
+                 ({allowed:?}) and no `use` brings it in"
+            );
+        }
+    }
+    Ok(blocks)
+}
+
+/// Dependency names as Rust code names them.
+fn crate_names_of(dependencies: &[Dependency]) -> BTreeSet<String> {
+    dependencies
+        .iter()
+        .filter(|d| !d.optional)
+        .map(|d| d.name.replace('-', "_"))
+        .collect()
+}
+
+#[test]
+fn the_readme_and_every_guide_give_the_same_dependencies_and_their_code_uses_only_those()
+-> Result<()> {
+    let readme = readme();
+    let readme_blocks = dependency_blocks(&readme);
+    ensure!(
+        readme_blocks.len() == 1,
+        "the README gives {} dependency lists",
+        readme_blocks.len()
+    );
+    let the_list = &readme_blocks[0];
+    let listed = dependencies(the_list);
+    let line_of = |name: &str, optional: bool| {
+        listed
+            .iter()
+            .find(|d| d.name == name && d.optional == optional)
+            .map(|d| d.line.clone())
+    };
+    let outbox_core = line_of("outbox-core", false).context("the README adds no outbox-core")?;
+    let optional_sqlx = line_of("sqlx", true);
+    // The getting-started guide adds the same list, word for word.
+    let getting_started = dependency_blocks(&guide("getting-started.md"));
+    ensure!(
+        getting_started.len() == 1 && getting_started[0] == *the_list,
+        "getting-started.md's dependencies differ from the README's:\n{getting_started:?}\nREADME:\n{the_list}"
+    );
+
+    // Nowhere another way in: catalog-types and sqlx come through outbox-core's re-exports.
+    let service = crate_names_of(&listed);
+    let catalog_crate: BTreeSet<String> =
+        package_in(&root().join("catalog-types"))?["dependencies"]
+            .as_array()
+            .context("dependencies")?
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .filter_map(|d| d["name"].as_str().map(|n| n.replace('-', "_")))
+            .chain(["catalog_types".to_owned()])
+            .collect();
+    let mut rust_blocks = check_rust_crates("README.md", &readme, &service)?;
+    for name in GUIDES {
+        let text = guide(name);
+        let mut allowed = service.clone();
+        for block in dependency_blocks(&text) {
+            for dependency in dependencies(&block) {
+                match (dependency.name.as_str(), dependency.optional) {
+                    ("outbox-core", _) => ensure!(
+                        dependency.line == outbox_core,
+                        "{name}: `{}` differs from the README's `{outbox_core}`",
+                        dependency.line
+                    ),
+                    ("catalog-types", _) => bail!(
+                        "{name} adds catalog-types: use outbox-core's re-export, `outbox_core::catalog_types`"
+                    ),
+                    ("sqlx", false) => bail!(
+                        "{name} adds sqlx: use outbox-core's re-export, `outbox_core::sqlx` (or the README's optional line)"
+                    ),
+                    ("sqlx", true) => ensure!(
+                        Some(&dependency.line) == optional_sqlx.as_ref(),
+                        "{name}: the optional sqlx line differs from the README's"
+                    ),
+                    _ => {}
+                }
+            }
+            allowed.extend(crate_names_of(&dependencies(&block)));
+        }
+        // The event-types guide shows code of catalog-types itself besides a consumer's.
+        if name == "event-types.md" {
+            allowed.extend(catalog_crate.iter().cloned());
+        }
+        rust_blocks += check_rust_crates(name, &text, &allowed)?;
+    }
+    ensure!(rust_blocks >= 6, "only {rust_blocks} Rust blocks checked");
+    Ok(())
+}
+
+/// `[[package]]` name → versions of `Cargo.lock`.
+fn locked_versions() -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock"))?;
+    let mut versions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(value) = line.strip_prefix("name = ") {
+            name = Some(value.trim_matches('"').to_owned());
+        } else if let Some(value) = line.strip_prefix("version = ")
+            && let Some(name) = name.take()
+        {
+            versions
+                .entry(name)
+                .or_default()
+                .insert(value.trim_matches('"').to_owned());
+        }
+    }
+    Ok(versions)
+}
+
+/// The README's dependency list (its optional lines too) and the consuming guide's, as the
+/// `[dependencies]` of a new service beside the checkout, resolved offline by cargo with the
+/// repository's `Cargo.lock` as a start: every line parses, every feature exists, the
+/// paths are the repository's crates, one sqlx (the one outbox-core is built with) is in the
+/// build, and every dependency resolves to the version this repository builds and tests with.
+#[test]
+fn the_readmes_dependencies_resolve_to_the_versions_this_repository_builds() -> Result<()> {
+    let mut lines = Vec::new();
+    let blocks = dependency_blocks(&readme())
+        .into_iter()
+        .chain(dependency_blocks(&guide("consuming.md")));
+    for block in blocks {
+        for dependency in dependencies(&block) {
+            let mut line = dependency.line.clone();
+            if let Some(start) = line.find("path = \"") {
+                let value_start = start + "path = \"".len();
+                let end = value_start + line[value_start..].find('"').context("unclosed path")?;
+                let path = &line[value_start..end];
+                // A service beside a checkout named `outbox`.
+                let inside = path.strip_prefix("../outbox/").with_context(|| {
+                    format!("`{line}`: a path beside the checkout, ../outbox/…")
+                })?;
+                let real = root().join(inside).canonicalize()?;
+                package_in(&real)?;
+                line = format!("{}{}{}", &line[..value_start], real.display(), &line[end..]);
+            }
+            lines.push(line);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "outbox-guides-service-{}",
+        integration_tests::unique_suffix()
+    ));
+    std::fs::create_dir_all(dir.join("src"))?;
+    let outcome = (|| -> Result<()> {
+        std::fs::write(dir.join("src/lib.rs"), "")?;
+        std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock"))?;
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"a-service\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\
+                 publish = false\n\n[workspace]\n\n[dependencies]\n{}\n",
+                lines.join("\n")
+            ),
+        )?;
+        let manifest = dir.join("Cargo.toml");
+        let manifest = manifest.to_str().context("temp path")?;
+        let tree = |depth: &str| {
+            run_cargo(&[
+                "tree",
+                "--offline",
+                "--manifest-path",
+                manifest,
+                "--edges",
+                "normal",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+                "--depth",
+                depth,
+            ])
+        };
+        let parse = |text: &str| -> Vec<(String, String)> {
+            text.lines()
+                .filter_map(|line| {
+                    let mut words = line.split_whitespace();
+                    let name = words.next()?.to_owned();
+                    let version = words.next()?.trim_start_matches('v').to_owned();
+                    Some((name, version))
+                })
+                .collect()
+        };
+        let locked = locked_versions()?;
+        let everything = parse(&tree("100")?);
+        for crate_name in ["sqlx", "sqlx-core", "catalog-types", "outbox-core"] {
+            let versions: BTreeSet<&String> = everything
+                .iter()
+                .filter(|(name, _)| name == crate_name)
+                .map(|(_, version)| version)
+                .collect();
+            ensure!(
+                versions.len() == 1 && locked[crate_name].contains(*versions.first().unwrap()),
+                "{crate_name}: {versions:?} in a service's build, {:?} in this repository's",
+                locked.get(crate_name)
+            );
+        }
+        for (name, version) in parse(&tree("1")?).into_iter().skip(1) {
+            ensure!(
+                locked.get(&name).is_some_and(|v| v.contains(&version)),
+                "{name} {version}: not the version this repository builds ({:?})",
+                locked.get(&name)
+            );
+        }
+        Ok(())
+    })();
+    let removed = std::fs::remove_dir_all(&dir);
+    outcome.and(removed.map_err(Into::into))
 }
