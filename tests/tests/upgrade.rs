@@ -417,6 +417,30 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
         ready.contains("parked") && !ready.contains("claim_token"),
         "{ready}"
     );
+    // A relay older than the migration, left running, cannot lease on the row any more
+    // (new relays would not see it): its claim fails loudly; clearing the columns (its
+    // settle) still works.
+    let fenced = sqlx::query(
+        "UPDATE outbox_events SET claim_token = gen_random_uuid(), locked_by = 'old-relay',
+                locked_until = now() + interval '1 minute'
+          WHERE id = $1",
+    )
+    .bind(leased[0])
+    .execute(&db.pool)
+    .await
+    .expect_err("an old relay's lease on the row is refused");
+    assert_eq!(
+        fenced.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23514"),
+        "{fenced}"
+    );
+    sqlx::query(
+        "UPDATE outbox_events SET claim_token = NULL, locked_by = NULL, locked_until = NULL
+          WHERE id = $1",
+    )
+    .bind(leased[0])
+    .execute(&db.pool)
+    .await?;
 
     // The relay delivers every pending event once, in order per scope.
     let broker = TestBroker::new(&["#"]).await?;
