@@ -39,6 +39,19 @@ async fn set(pool: &PgPool, id: Uuid, assignments: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`insert`], then [`set`]: an event written by the old schema's writers and brought into
+/// a state by hand.
+async fn insert_in(
+    pool: &PgPool,
+    tenant: Option<Uuid>,
+    key: Option<&str>,
+    assignments: &str,
+) -> Result<Uuid> {
+    let id = insert(pool, tenant, key).await?;
+    set(pool, id, assignments).await?;
+    Ok(id)
+}
+
 /// (status, attempts, parked) of each event, in the order given.
 async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>> {
     let mut out = Vec::new();
@@ -322,46 +335,39 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
         .await?;
     }
     // An unordered event leased, with an expired lease.
-    let unordered_leased = insert(&db.pool, None, None).await?;
-    set(
-        &db.pool,
-        unordered_leased,
-        "claim_token = gen_random_uuid(), locked_by = 'old-relay', locked_until = now() - interval '1 minute'",
-    )
-    .await?;
+    let unordered_leased = insert_in(&db.pool, None, None, "claim_token = gen_random_uuid(), locked_by = 'old-relay', locked_until = now() - interval '1 minute'").await?;
     // Delivered, dead with one behind, retrying with one behind, scheduled, discarded.
-    let delivered = insert(&db.pool, None, Some(&dead_key)).await?;
-    set(
+    let delivered = insert_in(
         &db.pool,
-        delivered,
+        None,
+        Some(&dead_key),
         "status = 'delivered', attempts = 1, delivered_at = now()",
     )
     .await?;
-    let dead = insert(&db.pool, None, Some(&dead_key)).await?;
-    set(
+    let dead = insert_in(
         &db.pool,
-        dead,
+        None,
+        Some(&dead_key),
         "status = 'dead', attempts = 10, last_error = 'nacked'",
     )
     .await?;
     let behind_dead = insert(&db.pool, None, Some(&dead_key)).await?;
-    let retrying = insert(&db.pool, None, Some(&retrying_key)).await?;
-    set(
+    let retrying = insert_in(
         &db.pool,
-        retrying,
+        None,
+        Some(&retrying_key),
         "attempts = 2, last_error = 'timeout', available_at = now() + interval '1 second'",
     )
     .await?;
     let behind_retrying = insert(&db.pool, None, Some(&retrying_key)).await?;
-    let scheduled = insert(&db.pool, None, Some(&scheduled_key)).await?;
-    set(
+    let scheduled = insert_in(
         &db.pool,
-        scheduled,
+        None,
+        Some(&scheduled_key),
         "available_at = now() + interval '2 seconds'",
     )
     .await?;
-    let discarded = insert(&db.pool, None, None).await?;
-    set(&db.pool, discarded, "status = 'discarded', attempts = 10").await?;
+    let discarded = insert_in(&db.pool, None, None, "status = 'discarded', attempts = 10").await?;
     sqlx::query("INSERT INTO outbox_discarded (event_id) VALUES ($1)")
         .bind(discarded)
         .execute(&db.pool)
