@@ -17,7 +17,7 @@ use crate::engine::waves;
 use crate::foundation::backoff::BackoffPolicy;
 use crate::foundation::config::{RelayConfig, SETTLE_RESERVE, mask_amqp_nodes};
 use crate::foundation::db::{self, pool_for};
-use crate::foundation::diagnosis;
+use crate::foundation::diagnosis::{self, BrokerRefusal};
 use crate::foundation::error::RelayError;
 use crate::foundation::mask::mask_url;
 use crate::foundation::pause::sleep_unless_cancelled;
@@ -59,6 +59,11 @@ pub async fn run(
         pool.clone(),
         health.clone(),
         config.db_timeout,
+        background.clone(),
+    ));
+    tokio::spawn(follow_refusals(
+        broker.refusals(),
+        health.clone(),
         background.clone(),
     ));
     // Wrong credentials, an untrusted certificate, a database that does not exist cannot
@@ -191,6 +196,25 @@ pub async fn run(
     outcome
 }
 
+/// Copies the broker's refusal, as it changes, into `health` (`/readyz` names it).
+async fn follow_refusals(
+    mut refusals: tokio::sync::watch::Receiver<Option<BrokerRefusal>>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let cause = refusals
+            .borrow_and_update()
+            .as_ref()
+            .map(|refusal| refusal.cause.clone());
+        health.set_broker_refusal(cause);
+        tokio::select! {
+            changed = refusals.changed() => if changed.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -226,6 +250,7 @@ impl Lane {
         let mut publisher = Publisher::new(broker, config.confirm_timeout)
             .with_publish_timeout(config.publish_timeout);
         let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
+        let mut refused_retry = BackoffPolicy::RECONNECT.delay_iter();
         let mut idle = wakeup.idle();
         while !cancel.is_cancelled() {
             // 1. The broker first: claiming rows we cannot publish would only park them. (An
@@ -305,6 +330,14 @@ impl Lane {
             if let Some(settled) = settled {
                 db_retry = BackoffPolicy::RECONNECT.delay_iter();
                 report(&settled);
+            }
+            // 5. The broker refused the relay's publishing (the events were released, not
+            //    failed): wait before claiming them again, as for a refused connection.
+            if publisher.take_refused() {
+                let delay = refused_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+                sleep_unless_cancelled(delay, &cancel).await;
+            } else {
+                refused_retry = BackoffPolicy::RECONNECT.delay_iter();
             }
         }
         health.set_broker(index, false);
