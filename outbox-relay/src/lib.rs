@@ -12,7 +12,7 @@
 //!
 //! | folder | what | may import |
 //! | --- | --- | --- |
-//! | [`foundation`] | settings ([`RelayConfig`] and their checks), connecting to the database ([`pool_for`]), start-up errors ([`RelayError`]), what a database error means, retry policies, sleeps a shutdown cuts short, durations, password masking, log output, text tables | nothing of the crate |
+//! | [`foundation`] | settings ([`RelayConfig`] and their checks), connecting to the database ([`pool_for`]), start-up errors ([`RelayError`]), what a database error or a broker's refusal means, retry policies, sleeps a shutdown cuts short, durations, password masking, log output, text tables | nothing of the crate |
 //! | [`engine`] | pure decisions over plain data: the claimed event and its ordering scope, and how a claim is published in waves | nothing of the crate |
 //! | [`store`] | every statement on the outbox table, and its state machine | foundation, engine |
 //! | [`broker`] | AMQP: the connection and its failover, publishing with confirms, the wire format, the topology | foundation, engine |

@@ -3,6 +3,12 @@
 //! when it is lost. It hands each delivery loop's [`Publisher`] a confirm-mode channel on
 //! that connection; publishing on it is [`crate::broker::publishing`]'s.
 //!
+//! Every failure is told apart by [`refusal_of`]: a broker that cannot be reached is retried
+//! (said once, then summarised), a broker that refuses the relay (its login, its vhost, its
+//! exchange, its permissions, its limits) is named in words ([`BrokerRefusal`]). At start a
+//! refusal no retry heals ends the relay; after start it is retried, said once per change,
+//! and shown by [`Broker::refusals`] (which `/readyz` follows).
+//!
 //! [`Publisher`]: crate::broker::publishing::Publisher
 
 use std::sync::Arc;
@@ -13,15 +19,19 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, DefaultConnectionBuilder, ErrorKind};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::broker::topology;
 use crate::foundation::backoff::BackoffPolicy;
 use crate::foundation::config::{
-    ConfigError, DEFAULT_HEARTBEAT, RelayConfig, SHORT_STRING_MAX, amqp_nodes,
+    ConfigError, DEFAULT_HEARTBEAT, DEFAULT_IN_FLIGHT_BATCHES, RelayConfig, SHORT_STRING_MAX,
+    amqp_nodes,
 };
+use crate::foundation::diagnosis::{self, BrokerIdentity, BrokerRefusal, BrokerStep};
 use crate::foundation::error::{RelayError, Unhealable};
+use crate::foundation::logging::{Repeats, Report};
 use crate::foundation::mask::{mask_url, password_of, redact};
 use crate::foundation::pause::sleep_unless_cancelled;
 
@@ -59,6 +69,21 @@ pub struct Broker {
     connecting: tokio::sync::Mutex<()>,
     /// Connections being closed in the background, awaited by [`Broker::close`].
     closing: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// How many channels the relay opens on its connection (one per delivery loop).
+    channels_needed: u32,
+    /// What went wrong last, for saying each change once.
+    trouble: std::sync::Mutex<Trouble>,
+    /// The refusal standing, if any (see [`Broker::refusals`]).
+    refused: watch::Sender<Option<BrokerRefusal>>,
+}
+
+/// What the relay last heard from the broker when something went wrong.
+#[derive(Default)]
+struct Trouble {
+    /// The refusal standing, and the step it came at.
+    refused: Option<(BrokerStep, BrokerRefusal)>,
+    /// Failures to reach the broker, said once and then summarised.
+    unreachable: Repeats,
 }
 
 /// The current connection, the node it goes to, and how many were opened before it.
@@ -69,24 +94,43 @@ struct Link {
     generation: u64,
 }
 
-/// Whether a failed connection attempt is one that retrying cannot heal, and why: the
-/// broker refused the credentials (`ACCESS_REFUSED`, 403), or the TLS handshake failed on
-/// the certificate (not signed by a trusted CA, wrong name, expired). `None` for everything
-/// else (refused, unreachable, timed out, reset): those heal when the broker is back.
-pub fn unhealable_cause(error: &lapin::Error) -> Option<&'static str> {
-    if let ErrorKind::ProtocolError(amqp) = error.kind()
-        && amqp.get_id() == 403
-    {
-        return Some("authentication failed");
+/// What a failed step with the broker means: the refusal in words, or `None` when it is no
+/// refusal (the broker is down, unreachable, restarting, or closed the connection): those
+/// heal by retrying. A refusal is read from the AMQP reply code the broker closed the
+/// channel or connection with, at the `step` it came ([`diagnosis::broker_refusal`]); two
+/// have no reply code: too few channels on the connection (`allowed` of them, against the
+/// `needed` the relay opens), and a TLS handshake that failed on the certificate.
+pub fn refusal_of(
+    error: &lapin::Error,
+    step: BrokerStep,
+    who: BrokerIdentity<'_>,
+    allowed: u16,
+    needed: u32,
+) -> Option<BrokerRefusal> {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) => {
+            diagnosis::broker_refusal(step, amqp.get_id(), amqp.get_message().as_str(), who)
+        }
+        ErrorKind::ChannelsLimitReached => Some(diagnosis::channel_limit(allowed, needed)),
+        ErrorKind::IOError(io) => {
+            // rustls's refusal of the certificate reaches lapin as an I/O error; no reply
+            // code exists for it, so its text is all there is.
+            let text = io.to_string();
+            let lower = text.to_lowercase();
+            (lower.contains("certificate") || lower.contains("unknownissuer"))
+                .then(|| diagnosis::tls_untrusted(&text))
+        }
+        _ => None,
     }
-    let text = error.to_string().to_lowercase();
-    if text.contains("access_refused") || text.contains("access-refused") {
-        return Some("authentication failed");
+}
+
+/// The user and the vhost of an AMQP URL (the defaults, `guest` and `/`, when it names
+/// none).
+fn identity_of(url: &str) -> (String, String) {
+    match url.parse::<AMQPUri>() {
+        Ok(uri) => (uri.authority.userinfo.username, uri.vhost),
+        Err(_) => ("guest".to_owned(), "/".to_owned()),
     }
-    if text.contains("certificate") || text.contains("unknownissuer") {
-        return Some("TLS certificate not trusted");
-    }
-    None
 }
 
 impl std::fmt::Debug for Broker {
@@ -136,6 +180,9 @@ impl Broker {
             link: std::sync::Mutex::new(Link::default()),
             connecting: tokio::sync::Mutex::new(()),
             closing: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            channels_needed: DEFAULT_IN_FLIGHT_BATCHES,
+            trouble: std::sync::Mutex::new(Trouble::default()),
+            refused: watch::Sender::new(None),
         }
     }
 
@@ -143,6 +190,7 @@ impl Broker {
     /// certificates of `amqp_ca_file` (read now) for `amqps://` nodes besides the system's.
     pub fn for_config(config: &RelayConfig) -> Result<Arc<Self>, RelayError> {
         let mut broker = Self::unshared(&config.amqp_url, &config.exchange, config.heartbeat);
+        broker.channels_needed = config.in_flight_batches;
         if let Some(path) = &config.amqp_ca_file {
             let pem = std::fs::read_to_string(path).map_err(|error| {
                 ConfigError(format!("--amqp-ca-file {}: {error}", path.display()))
@@ -165,6 +213,86 @@ impl Broker {
     /// The nodes' passwords, to redact from the client library's error texts.
     pub(super) fn secrets(&self) -> &[String] {
         &self.secrets
+    }
+
+    /// The refusal standing, as it changes: `Some` while the broker refuses the relay (its
+    /// login, vhost, exchange, permissions or limits), `None` once it accepts it again or
+    /// when the trouble is only that it cannot be reached. `/readyz` follows it.
+    pub fn refusals(&self) -> watch::Receiver<Option<BrokerRefusal>> {
+        self.refused.subscribe()
+    }
+
+    /// What `error` at `step` on node `node` means ([`refusal_of`]), for that node's user
+    /// and vhost.
+    fn refusal_at(
+        &self,
+        node: usize,
+        step: BrokerStep,
+        error: &lapin::Error,
+        allowed: u16,
+    ) -> Option<BrokerRefusal> {
+        let (user, vhost) = identity_of(self.node_url(node));
+        let who = BrokerIdentity {
+            user: &user,
+            vhost: &vhost,
+            exchange: &self.exchange,
+        };
+        refusal_of(error, step, who, allowed, self.channels_needed)
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, Trouble> {
+        self.trouble
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that the broker refuses the relay at `step`: said once (not again while the
+    /// same refusal stands), and shown by [`Broker::refusals`].
+    pub(super) fn note_refusal(&self, node: usize, step: BrokerStep, refusal: BrokerRefusal) {
+        let mut trouble = self.trouble();
+        trouble.unreachable.succeeded();
+        if trouble.refused.as_ref().map(|(_, standing)| standing) == Some(&refusal) {
+            return;
+        }
+        warn!(
+            node = %self.masked(node),
+            cause = %refusal.cause,
+            remedy = %refusal.remedy,
+            "the broker refuses the relay; retrying until it accepts it"
+        );
+        trouble.refused = Some((step, refusal.clone()));
+        self.refused.send_replace(Some(refusal));
+    }
+
+    /// What a failed publish on the current connection means, if it is the broker refusing
+    /// the relay's publishing itself (a missing write permission on the exchange).
+    pub(super) fn publish_refusal(&self, error: &lapin::Error) -> Option<BrokerRefusal> {
+        self.refusal_at(self.current_node(), BrokerStep::Publish, error, 0)
+    }
+
+    /// Records that the broker refused a publish ([`Broker::publish_refusal`]).
+    pub(super) fn note_publish_refused(&self, refusal: BrokerRefusal) {
+        self.note_refusal(self.current_node(), BrokerStep::Publish, refusal);
+    }
+
+    /// Records that the broker confirmed a publish: a refusal of publishing is over.
+    pub(super) fn note_published(&self) {
+        self.note_accepted(&[BrokerStep::Publish]);
+    }
+
+    /// Ends a refusal that came at one of `steps` (a channel was prepared: the login, the
+    /// vhost and the exchange are fine; a message was confirmed: publishing is too), saying
+    /// so once.
+    pub(super) fn note_accepted(&self, steps: &[BrokerStep]) {
+        let mut trouble = self.trouble();
+        trouble.unreachable.succeeded();
+        let ended = matches!(&trouble.refused, Some((step, _)) if steps.contains(step));
+        if ended {
+            if let Some((_, refusal)) = trouble.refused.take() {
+                info!(was = %refusal.cause, "the broker accepts the relay again");
+            }
+            self.refused.send_replace(None);
+        }
     }
 
     /// One connection attempt to the node whose turn it is, with the relay's frame size
@@ -197,53 +325,78 @@ impl Broker {
             .store((node + 1) % self.nodes.len().max(1), Ordering::Relaxed);
     }
 
-    /// Tries every node once, in order, until one accepts a connection (closed again at
-    /// once). Fails only when none did and one of them refused in a way no retry heals
-    /// ([`unhealable_cause`]): wrong credentials or an untrusted certificate. Everything
-    /// else (a node down, unreachable) is left to the reconnect loop. For a relay's start:
-    /// retrying such a refusal forever would only hide it.
+    /// Tries every node once, in order, until one accepts the relay: a connection, a
+    /// channel on it with the exchange declared (then closed again). Fails only when none
+    /// did and one of them refused the relay in a way no retry heals ([`refusal_of`],
+    /// [`BrokerRefusal::heals`]): wrong credentials, a vhost that does not exist or is not
+    /// the user's, an exchange of another type, a missing permission, too few channels, an
+    /// untrusted certificate. Everything else (a node down, unreachable, a connection limit
+    /// reached) is left to the reconnect loop. For a relay's start: retrying such a refusal
+    /// forever would only hide it. (Write permission on the exchange shows only when
+    /// publishing: a refusal then is retried, and shown by [`Broker::refusals`].)
     pub async fn first_contact(&self) -> Result<(), Unhealable> {
-        let mut refused = None;
+        let mut refused: Vec<(usize, BrokerRefusal)> = Vec::new();
         for node in 0..self.nodes.len() {
-            match self.connect_to(node, false).await {
-                Ok(connection) => {
+            match self.try_node(node).await {
+                Ok(()) => {
                     self.next_node.store(node, Ordering::Relaxed);
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        connection.close(200, "first contact".into()),
-                    )
-                    .await;
+                    // Other nodes' refusals matter once the relay fails over to them.
+                    for (node, refusal) in refused {
+                        warn!(
+                            node = %self.masked(node),
+                            cause = %refusal.cause,
+                            remedy = %refusal.remedy,
+                            "a broker node refuses the relay; it uses the other nodes"
+                        );
+                    }
                     return Ok(());
                 }
-                Err(error) => {
-                    let text = redact(&error.to_string(), &self.secrets);
-                    let cause = unhealable_cause(&error);
-                    match cause {
-                        Some(cause) => {
-                            warn!(node = %self.masked(node), error = %text, "broker refused the relay: {cause}")
-                        }
-                        None => {
-                            warn!(node = %self.masked(node), error = %text, "broker unreachable")
-                        }
+                Err((step, error, allowed)) => match self.refusal_at(node, step, &error, allowed) {
+                    Some(refusal) if refusal.heals() => {
+                        self.note_refusal(node, step, refusal);
                     }
-                    if let Some(cause) = cause {
-                        refused.get_or_insert(Unhealable {
-                            node: self.masked(node),
-                            cause,
-                            detail: match cause {
-                                "authentication failed" => format!(
-                                    "{text} (check the user and password of --amqp-url, and the user's permissions on the virtual host)"
-                                ),
-                                _ => format!(
-                                    "{text} (check --amqp-ca-file: it must hold the CA that signed the broker's certificate, and the host name must match it)"
-                                ),
-                            },
-                        });
+                    Some(refusal) => refused.push((node, refusal)),
+                    None => {
+                        let text = redact(&error.to_string(), &self.secrets);
+                        warn!(node = %self.masked(node), error = %text, "broker unreachable");
                     }
-                }
+                },
             }
         }
-        refused.map_or(Ok(()), Err)
+        match refused.into_iter().next() {
+            None => Ok(()),
+            Some((node, refusal)) => Err(Unhealable {
+                node: self.masked(node),
+                refusal,
+            }),
+        }
+    }
+
+    /// One look at node `node`: connects, checks the channels it allows, declares the
+    /// exchange on a channel, and closes again. The error says at which step it failed, and
+    /// how many channels the connection allowed.
+    async fn try_node(&self, node: usize) -> Result<(), (BrokerStep, lapin::Error, u16)> {
+        let connection = self
+            .connect_to(node, false)
+            .await
+            .map_err(|error| (BrokerStep::Connect, error, 0))?;
+        let allowed = connection.configuration().channel_max();
+        let checked = async {
+            if allowed != 0 && u32::from(allowed) < self.channels_needed {
+                return Err(lapin::Error::from(ErrorKind::ChannelsLimitReached));
+            }
+            let channel = connection.create_channel().await?;
+            topology::declare_exchange(&channel, &self.exchange).await
+        };
+        let checked = tokio::time::timeout(CHANNEL_SETUP_TIMEOUT, checked)
+            .await
+            .unwrap_or_else(|_| Err(timed_out("opening a channel timed out")));
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            connection.close(200, "first contact".into()),
+        )
+        .await;
+        checked.map_err(|error| (BrokerStep::Declare, error, allowed))
     }
 
     /// One connection attempt to node `node`; with `tcp_retries`, lapin retries a failed
@@ -282,6 +435,14 @@ impl Broker {
             .map_err(|_| timed_out("connect timed out"))?
     }
 
+    /// The node of the current (or last) connection.
+    fn current_node(&self) -> usize {
+        self.link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .node
+    }
+
     /// The current connection and its generation, if any (no waiting).
     fn current(&self) -> Option<(Arc<Connection>, u64)> {
         let link = self
@@ -311,6 +472,7 @@ impl Broker {
                 match attempt {
                     Ok(connection) => {
                         info!(node = %self.masked(node), exchange = %self.exchange, "connected to the broker");
+                        self.trouble().unreachable.succeeded();
                         let mut link = self
                             .link
                             .lock()
@@ -322,7 +484,12 @@ impl Broker {
                     Err(error) => {
                         // The next attempt goes to the next node (after the backoff).
                         self.move_on_from(node);
-                        if !self.pause_after(node, &error, &mut delays, cancel).await {
+                        let refusal = self.refusal_at(node, BrokerStep::Connect, &error, 0);
+                        let step = BrokerStep::Connect;
+                        if !self
+                            .pause_after(node, step, &error, refusal, &mut delays, cancel)
+                            .await
+                        {
                             return None;
                         }
                     }
@@ -338,6 +505,7 @@ impl Broker {
                 .unwrap_or_else(|_| Err(timed_out("opening a channel timed out")));
             match prepared {
                 Ok(channel) => {
+                    self.note_accepted(&[BrokerStep::Connect, BrokerStep::Declare]);
                     return Some(OpenChannel {
                         channel,
                         frame_max: connection.configuration().frame_max() as usize,
@@ -346,9 +514,22 @@ impl Broker {
                     });
                 }
                 Err(error) => {
-                    // A connection that cannot open a channel is no use: start afresh.
-                    let node = self.reset(generation);
-                    if !self.pause_after(node, &error, &mut delays, cancel).await {
+                    // A connection that cannot open a channel is no use: start afresh. One
+                    // that is still up and only refused the channel (an exchange of another
+                    // type, a missing permission) is kept, and the channel tried again
+                    // after the pause.
+                    let step = BrokerStep::Declare;
+                    let allowed = connection.configuration().channel_max();
+                    let refusal = self.refusal_at(self.current_node(), step, &error, allowed);
+                    let node = if refusal.is_some() && connection.status().connected() {
+                        self.current_node()
+                    } else {
+                        self.reset(generation)
+                    };
+                    if !self
+                        .pause_after(node, step, &error, refusal, &mut delays, cancel)
+                        .await
+                    {
                         return None;
                     }
                 }
@@ -387,34 +568,68 @@ impl Broker {
         Some(None)
     }
 
-    /// Logs a failed connection attempt to `node` and waits the next backoff delay; `false`
-    /// once `cancel` fires.
+    /// Reports a failed attempt at `step` on `node` (`refusal`: what it means, if it is a
+    /// refusal) — a refusal once per change, an unreachable broker once and then
+    /// summarised — and waits the next backoff delay; `false` once `cancel` fires.
     async fn pause_after(
         &self,
         node: usize,
+        step: BrokerStep,
         error: &lapin::Error,
+        refusal: Option<BrokerRefusal>,
         delays: &mut impl Iterator<Item = Duration>,
         cancel: &CancellationToken,
     ) -> bool {
         let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+        match refusal {
+            Some(refusal) => self.note_refusal(node, step, refusal),
+            None => self.note_unreachable(node, error, delay),
+        }
+        sleep_unless_cancelled(delay, cancel).await
+    }
+
+    /// Says that `node` could not be reached (`error`), unless it said the same moments
+    /// ago: repeats are summarised every [`SUMMARY_INTERVAL`]. A refusal that stood is over
+    /// (the broker no longer answers at all).
+    ///
+    /// [`SUMMARY_INTERVAL`]: crate::foundation::logging::SUMMARY_INTERVAL
+    fn note_unreachable(&self, node: usize, error: &lapin::Error, delay: Duration) {
+        let error = redact(&error.to_string(), &self.secrets);
+        let mut trouble = self.trouble();
+        if trouble.refused.take().is_some() {
+            self.refused.send_replace(None);
+        }
+        let several = self.nodes.len() > 1;
+        let key = if several {
+            format!("{node}: {error}")
+        } else {
+            error.clone()
+        };
+        let report = trouble.unreachable.failed(&key, Instant::now());
+        drop(trouble);
         let next = self.node_due();
-        if self.nodes.len() > 1 {
-            warn!(
+        match (report, several) {
+            (Report::Quiet, _) => {}
+            (Report::New, true) => warn!(
                 node = %self.masked(node),
-                error = %redact(&error.to_string(), &self.secrets),
+                %error,
                 next_node = %self.masked(next),
                 retry_in = %format_args!("{delay:.1?}"),
                 "broker node unreachable; trying the next node"
-            );
-        } else {
-            warn!(
+            ),
+            (Report::New, false) => warn!(
                 node = %self.masked(0),
-                error = %redact(&error.to_string(), &self.secrets),
+                %error,
                 retry_in = %format_args!("{delay:.1?}"),
                 "broker unreachable"
-            );
+            ),
+            (summary @ Report::Summary { .. }, _) => warn!(
+                node = %self.masked(node),
+                %error,
+                "broker unreachable: connecting {}; retrying",
+                summary.summary().unwrap_or_default()
+            ),
         }
-        sleep_unless_cancelled(delay, cancel).await
     }
 
     async fn prepare_channel(&self, connection: &Connection) -> Result<Channel, lapin::Error> {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::connection::{Broker, FRAME_MAX, OpenChannel};
 use crate::broker::message::OutgoingMessage;
 use crate::foundation::config::SHORT_STRING_MAX;
+use crate::foundation::diagnosis::BrokerRefusal;
 use crate::foundation::mask::redact;
 
 /// The result of publishing one message.
@@ -89,6 +90,9 @@ enum Waited {
     Confirmed(Box<Confirmation>),
     Failed(PublishFailure),
     NotSent,
+    /// The broker refused the relay's publishing itself (a missing write permission): not
+    /// the message's failure.
+    Refused(BrokerRefusal),
 }
 
 /// A delivery loop's confirm-mode channel on the shared [`Broker`] connection.
@@ -97,6 +101,8 @@ pub struct Publisher {
     confirm_timeout: Duration,
     publish_timeout: Duration,
     channel: Option<OpenChannel>,
+    /// Whether the last wave was refused by the broker (see [`Publisher::take_refused`]).
+    refused: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -116,6 +122,7 @@ impl Publisher {
             confirm_timeout,
             publish_timeout: Duration::from_secs(5),
             channel: None,
+            refused: false,
         }
     }
 
@@ -154,6 +161,14 @@ impl Publisher {
         self.channel.is_some()
     }
 
+    /// Whether the broker refused the relay's publishes since the last call (a missing write
+    /// permission: the messages count as not sent, not as failed attempts). The caller
+    /// should pause before publishing again; the refusal itself is reported by the broker
+    /// ([`Broker::refusals`]).
+    pub fn take_refused(&mut self) -> bool {
+        std::mem::take(&mut self.refused)
+    }
+
     /// Closes the channel in the background; the next publish opens another.
     fn close_channel(&mut self) {
         if let Some(OpenChannel { channel, .. }) = self.channel.take() {
@@ -188,12 +203,14 @@ impl Publisher {
             return vec![PublishResult::NotSent; messages.len()];
         };
         let exchange = self.broker.exchange();
-        let mut pending = Vec::with_capacity(messages.len());
+        // Each message's confirm to await, or what became of it already.
+        let mut pending: Vec<Result<lapin::PublisherConfirm, Waited>> =
+            Vec::with_capacity(messages.len());
         let mut broken = false;
         let handed_over_by = tokio::time::Instant::now() + self.publish_timeout;
         for message in messages {
             if broken || message.routing_key.len() > SHORT_STRING_MAX {
-                pending.push(None);
+                pending.push(Err(Waited::NotSent));
                 continue;
             }
             let sent = tokio::time::timeout_at(
@@ -211,35 +228,55 @@ impl Publisher {
             )
             .await;
             match sent {
-                Ok(Ok(confirm)) => pending.push(Some(Ok(confirm))),
+                Ok(Ok(confirm)) => pending.push(Ok(confirm)),
                 Err(_) => {
                     broken = true;
-                    pending.push(Some(Err(PublishFailure::Blocked(self.publish_timeout))));
+                    pending.push(Err(Waited::Failed(PublishFailure::Blocked(
+                        self.publish_timeout,
+                    ))));
                 }
                 Ok(Err(error)) => {
                     broken = true;
-                    pending.push(Some(Err(PublishFailure::Lost(format!(
-                        "publish failed: {}",
-                        redact(&error.to_string(), self.broker.secrets())
-                    )))));
+                    pending.push(Err(match self.broker.publish_refusal(&error) {
+                        Some(refusal) => Waited::Refused(refusal),
+                        None => Waited::Failed(PublishFailure::Lost(format!(
+                            "publish failed: {}",
+                            redact(&error.to_string(), self.broker.secrets())
+                        ))),
+                    }));
                 }
             }
         }
         let timeout = self.confirm_timeout;
+        let broker = &self.broker;
         let waits = pending.into_iter().map(|slot| async move {
             match slot {
-                None => Waited::NotSent,
-                Some(Err(failure)) => Waited::Failed(failure),
-                Some(Ok(confirm)) => match tokio::time::timeout(timeout, confirm).await {
+                Err(decided) => decided,
+                Ok(confirm) => match tokio::time::timeout(timeout, confirm).await {
                     Err(_) => Waited::Failed(PublishFailure::ConfirmTimeout(timeout)),
-                    Ok(Err(error)) => Waited::Failed(PublishFailure::Lost(format!(
-                        "connection lost before the confirm: {error}"
-                    ))),
+                    Ok(Err(error)) => match broker.publish_refusal(&error) {
+                        Some(refusal) => Waited::Refused(refusal),
+                        None => Waited::Failed(PublishFailure::Lost(format!(
+                            "connection lost before the confirm: {error}"
+                        ))),
+                    },
                     Ok(Ok(confirmation)) => Waited::Confirmed(Box::new(confirmation)),
                 },
             }
         });
         let waited = join_all(waits).await;
+        if let Some(refusal) = waited.iter().find_map(|outcome| match outcome {
+            Waited::Refused(refusal) => Some(refusal.clone()),
+            _ => None,
+        }) {
+            self.refused = true;
+            self.broker.note_publish_refused(refusal);
+        } else if waited
+            .iter()
+            .any(|outcome| matches!(outcome, Waited::Confirmed(_)))
+        {
+            self.broker.note_published();
+        }
 
         // lapin hands each basic.return to whichever confirm it resolves next, and a
         // `multiple` ack resolves several at once in no set order: a return can ride on
@@ -276,7 +313,7 @@ impl Publisher {
                     return PublishResult::Failed(reason.clone());
                 }
                 let confirmation = match outcome {
-                    Waited::NotSent => return PublishResult::NotSent,
+                    Waited::NotSent | Waited::Refused(_) => return PublishResult::NotSent,
                     Waited::Failed(failure) => return PublishResult::Failed(failure),
                     Waited::Confirmed(confirmation) => *confirmation,
                 };

@@ -115,6 +115,10 @@ impl RelayConfig {
 /// The local development database (what `scripts/demo` and the tests start).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+/// AMQP 0-9-1's smallest frame (`frame-min-size`): a broker refuses a connection that
+/// asks for less.
+pub const AMQP_FRAME_MIN: u32 = 4096;
+
 /// The local development broker.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -312,9 +316,31 @@ impl RelayConfig {
             if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
                 return bad(format!("{name}: expected an amqp:// or amqps:// URL"));
             }
-            if let Err(error) = node.parse::<lapin::uri::AMQPUri>() {
-                let secrets: Vec<String> = password_of(node).into_iter().collect();
-                return bad(format!("{name}: {}", redact(&error, &secrets)));
+            let uri = match node.parse::<lapin::uri::AMQPUri>() {
+                Ok(uri) => uri,
+                Err(error) => {
+                    let secrets: Vec<String> = password_of(node).into_iter().collect();
+                    return bad(format!("{name}: {}", redact(&error, &secrets)));
+                }
+            };
+            // The broker would refuse these (a frame below AMQP's minimum resets the
+            // connection; too few channels starve the delivery loops): say so now.
+            if let Some(frame_max) = uri.query.frame_max
+                && frame_max != 0
+                && frame_max < AMQP_FRAME_MIN
+            {
+                return bad(format!(
+                    "{name}: frame_max={frame_max} is below AMQP's minimum frame size, {AMQP_FRAME_MIN}"
+                ));
+            }
+            if let Some(channel_max) = uri.query.channel_max
+                && channel_max != 0
+                && u32::from(channel_max) < self.in_flight_batches
+            {
+                return bad(format!(
+                    "{name}: channel_max={channel_max} is below the {} channels the relay opens (one per --in-flight-batches)",
+                    self.in_flight_batches
+                ));
             }
         }
         if let Some(path) = &self.amqp_ca_file {
@@ -495,6 +521,29 @@ mod tests {
         let mut c = config();
         c.poll_min_interval = Duration::from_secs(2);
         assert!(c.validate().unwrap_err().0.contains("--poll-min-interval"));
+    }
+
+    #[test]
+    fn a_frame_or_channel_limit_the_broker_would_refuse_is_refused_by_name() {
+        let mut c = config();
+        c.amqp_url = "amqp://guest:s3cret@a:5672/%2f?frame_max=1000".to_owned();
+        let error = c.validate().unwrap_err().0;
+        assert!(
+            error.contains("frame_max=1000 is below AMQP's minimum frame size, 4096")
+                && error.contains("--amqp-url amqp://guest:***@a")
+                && !error.contains("s3cret"),
+            "{error}"
+        );
+        c.amqp_url = "amqp://guest:s3cret@a:5672/%2f?channel_max=2".to_owned();
+        let error = c.validate().unwrap_err().0;
+        assert!(
+            error.contains("channel_max=2 is below the 3 channels the relay opens"),
+            "{error}"
+        );
+        c.in_flight_batches = 2;
+        c.validate().unwrap();
+        c.amqp_url = "amqp://guest:s3cret@a:5672/%2f?frame_max=4096&channel_max=0".to_owned();
+        c.validate().unwrap();
     }
 
     #[test]

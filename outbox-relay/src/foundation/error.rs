@@ -3,6 +3,7 @@
 //! return.
 
 use crate::foundation::config::ConfigError;
+use crate::foundation::diagnosis::BrokerRefusal;
 
 /// Why the relay could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -11,7 +12,9 @@ pub enum RelayError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The broker refused the relay at its first contact in a way no retry heals (wrong
-    /// credentials, an untrusted certificate): the relay does not start.
+    /// credentials, a vhost that does not exist or is not the user's, an exchange of
+    /// another type, a missing permission, an untrusted certificate, too few channels):
+    /// the relay does not start.
     ///
     /// The refusal is the message, not a `source`: a chain printer (`anyhow`'s `{:#}`)
     /// would print it twice.
@@ -43,16 +46,14 @@ pub struct DatabaseRefused {
 
 /// Why the relay's first contact with the broker failed in a way no retry can heal (see
 /// [`crate::broker::connection::Broker::first_contact`]). Its text names the node
-/// (password masked) and the cause.
+/// (password masked), the cause in words and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("broker {node}: {cause}: {detail}")]
+#[error("broker {node}: {refusal}")]
 pub struct Unhealable {
     /// The node's URL, password masked.
     pub node: String,
-    /// `authentication failed` or `TLS certificate not trusted`.
-    pub cause: &'static str,
-    /// The client library's error (redacted) and what to check.
-    pub detail: String,
+    /// The refusal, in words ([`crate::foundation::diagnosis::broker_refusal`]).
+    pub refusal: BrokerRefusal,
 }
 
 impl From<Unhealable> for RelayError {

@@ -22,7 +22,8 @@ struct AppState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// The router: liveness, readiness (database and broker reachable) and metrics.
+/// The router: liveness, readiness (database and broker reachable, and the broker not
+/// refusing the relay) and metrics.
 pub fn router(health: Arc<Health>, metrics: Option<PrometheusHandle>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -54,9 +55,20 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
-    let database = state.health.database_ok();
-    let broker = state.health.broker_ok();
-    let body = format!("database: {}\nbroker: {}\n", up(database), up(broker));
+    readiness(&state.health)
+}
+
+/// `/readyz`'s answer: 200 only while both servers are up; the body names each server's
+/// state, a broker's refusal with its cause (`broker: refused (vhost "x" does not exist)`).
+pub fn readiness(health: &Health) -> (StatusCode, String) {
+    let database = health.database_ok();
+    let refusal = health.broker_refusal();
+    let broker = health.broker_ok() && refusal.is_none();
+    let broker_state = match refusal {
+        Some(cause) => format!("refused ({cause})"),
+        None => up(broker).to_owned(),
+    };
+    let body = format!("database: {}\nbroker: {broker_state}\n", up(database));
     if database && broker {
         (StatusCode::OK, body)
     } else {
@@ -75,5 +87,34 @@ async fn render_metrics(State(state): State<AppState>) -> (StatusCode, String) {
             StatusCode::NOT_FOUND,
             "metrics are not enabled\n".to_owned(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal wins over a link that is up (a channel open while publishing is refused),
+    /// and is named with its cause.
+    #[test]
+    fn readyz_names_a_refusal_with_its_cause() {
+        let health = Health::default();
+        health.set_database(true);
+        health.set_broker(0, true);
+        assert_eq!(
+            readiness(&health),
+            (StatusCode::OK, "database: up\nbroker: up\n".to_owned())
+        );
+        health.set_broker_refusal(Some("vhost \"x\" does not exist".to_owned()));
+        assert_eq!(
+            readiness(&health),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database: up\nbroker: refused (vhost \"x\" does not exist)\n".to_owned()
+            )
+        );
+        health.set_broker_refusal(None);
+        health.set_broker(0, false);
+        assert_eq!(readiness(&health).1, "database: up\nbroker: down\n");
     }
 }

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::engine::lease::{OWNER_LOCK_CLASS, owner_lock_key};
 use crate::foundation::backoff::BackoffPolicy;
 use crate::foundation::diagnosis;
+use crate::foundation::logging::{Repeats, Report};
 use crate::foundation::pause::sleep_unless_cancelled;
 
 /// How often the session is checked: the longest a relay whose session ended keeps
@@ -64,15 +65,16 @@ impl Ownership {
     /// Keeps a session holding an owner lock from `pool` until `cancel`, registered in
     /// `outbox_relay_owners` under `relay_id`, re-establishing it (under a new owner id: the
     /// old one may still be held by a session the server has not ended yet) whenever it
-    /// fails. Returns at once; the work runs in a task.
+    /// fails. Returns at once; the work runs in a task of `tasks`.
     pub fn start(
         pool: PgPool,
         relay_id: String,
         db_timeout: Duration,
         cancel: CancellationToken,
+        tasks: &mut tokio::task::JoinSet<()>,
     ) -> Ownership {
         let ownership = Ownership::default();
-        tokio::spawn(hold(ownership.clone(), pool, relay_id, db_timeout, cancel));
+        tasks.spawn(hold(ownership.clone(), pool, relay_id, db_timeout, cancel));
         ownership
     }
 
@@ -120,17 +122,29 @@ async fn hold(
 ) {
     let deadline = db_timeout.min(Duration::from_secs(5));
     let mut delays = BackoffPolicy::RECONNECT.delay_iter();
+    let mut repeats = Repeats::default();
     while !cancel.is_cancelled() {
         let (mut conn, owner) = match lock_a_session(&pool, &relay_id, deadline).await {
             Ok(held) => held,
             Err(error) => {
-                warn!(%error, "cannot take the relay's ownership lock; retrying");
+                match repeats.failed(&error, std::time::Instant::now()) {
+                    Report::New => {
+                        warn!(%error, "cannot take the relay's ownership lock; retrying")
+                    }
+                    summary @ Report::Summary { .. } => warn!(
+                        %error,
+                        "taking the relay's ownership lock {}; retrying",
+                        summary.summary().unwrap_or_default()
+                    ),
+                    Report::Quiet => {}
+                }
                 let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                 sleep_unless_cancelled(delay, &cancel).await;
                 continue;
             }
         };
         delays = BackoffPolicy::RECONNECT.delay_iter();
+        repeats.succeeded();
         ownership.set(Some(owner));
         info!(owner = %format_args!("{owner:08x}"), "holding the relay's ownership lock");
         let lost = loop {

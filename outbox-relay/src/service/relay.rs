@@ -17,8 +17,9 @@ use crate::engine::waves;
 use crate::foundation::backoff::BackoffPolicy;
 use crate::foundation::config::{RelayConfig, SETTLE_RESERVE, mask_amqp_nodes};
 use crate::foundation::db::{self, pool_for};
-use crate::foundation::diagnosis;
+use crate::foundation::diagnosis::{self, BrokerRefusal};
 use crate::foundation::error::RelayError;
+use crate::foundation::logging::{Repeats, Report};
 use crate::foundation::mask::mask_url;
 use crate::foundation::pause::sleep_unless_cancelled;
 use crate::service::health::Health;
@@ -41,6 +42,10 @@ const OWNERSHIP_WAIT: std::time::Duration = std::time::Duration::from_millis(100
 /// relay's broker connection: while one publishes, another claims and a third settles.
 /// They need no coordination: a claim never takes an event whose key has an earlier event
 /// leased (by this relay or another), so batches in flight never share a key.
+///
+/// The log tells the lifecycle as it is: "relay started" once the relay delivers (a claim
+/// succeeded with the broker reached: the outbox schema exists), the wake-up mode only
+/// after that, and "relay stopped" last (every task of the relay has ended by then).
 pub async fn run(
     config: RelayConfig,
     shutdown: impl Future<Output = ()> + Send,
@@ -55,19 +60,28 @@ pub async fn run(
     let pool = pool_for(&config.database_url, config.in_flight_batches + 7)?;
     let broker = Broker::for_config(&config)?;
     let background = cancel.child_token();
-    tokio::spawn(probe::probe_database(
+    // Every task beside the delivery loops: all have ended before the last line.
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(probe::probe_database(
         pool.clone(),
         health.clone(),
         config.db_timeout,
         background.clone(),
     ));
-    // Wrong credentials, an untrusted certificate, a database that does not exist cannot
-    // heal: refuse to start, naming the server and the cause, rather than retry forever. A
-    // server that is down is left to the reconnect loops, as after a start; a shutdown
-    // meanwhile ends the wait. (The database's probe already runs, so `/readyz` names the
-    // server at fault from the first second; the other background tasks start after, so a
-    // refusal is the only thing said about it.)
-    let first_contact = async {
+    tasks.spawn(follow_refusals(
+        broker.refusals(),
+        health.clone(),
+        background.clone(),
+    ));
+    // Wrong credentials, an untrusted certificate, a database that does not exist, a vhost
+    // or an exchange the broker refuses cannot heal: refuse to start, naming the server and
+    // the cause, rather than retry forever. A server that is down is left to the reconnect
+    // loops, as after a start; a shutdown meanwhile ends the wait. (The database's probe
+    // already runs, so `/readyz` names the server at fault from the first second; the other
+    // background tasks start after, so a refusal is the only thing said about it.) The
+    // gauges are read once before the loops start (a scrape right after start sees them).
+    let mut gauge_repeats = Repeats::default();
+    let starting = async {
         tokio::try_join!(
             async { broker.first_contact().await.map_err(RelayError::from) },
             async {
@@ -75,52 +89,49 @@ pub async fn run(
                     .await
                     .map_err(RelayError::from)
             },
-        )
+        )?;
+        telemetry::refresh_gauges_once(&pool, config.db_timeout, &mut gauge_repeats).await;
+        Ok::<(), RelayError>(())
     };
     tokio::select! {
-        contact = first_contact => {
-            if let Err(refused) = contact {
+        started = starting => {
+            if let Err(refused) = started {
                 cancel.cancel();
+                end_tasks(&mut tasks).await;
                 return Err(refused);
             }
         }
         () = &mut shutdown => {
             cancel.cancel();
+            broker.close().await;
+            end_tasks(&mut tasks).await;
+            info!(relay_id = %config.relay_id, "relay stopped");
             return Ok(());
         }
     }
     let wakeup = Wakeup::polling(&pool, config.poll_min_interval, config.poll_interval)
         .with_db_timeout(config.db_timeout);
-    let wakeup = if config.listen {
-        wakeup.following_mode(background.clone())
-    } else {
-        wakeup
-    };
-    // The gauges exist before the relay reports ready (a scrape right after start sees them).
-    telemetry::refresh_gauges_once(&pool, config.db_timeout).await;
-    tokio::spawn(telemetry::refresh_gauges(
+    // Wake-ups serve the delivery loops, and end with them; they say the mode only once
+    // the relay has said it started.
+    let (announce, announcement) = tokio::sync::watch::channel(false);
+    if config.listen {
+        wakeup.follow_mode_in(cancel.child_token(), announcement, &mut tasks);
+    }
+    tasks.spawn(telemetry::refresh_gauges(
         pool.clone(),
         config.gauge_interval,
         config.db_timeout,
         background.clone(),
+        gauge_repeats,
     ));
     if let Some(retention) = config.retention {
-        tokio::spawn(retention::purge_periodically(
+        tasks.spawn(retention::purge_periodically(
             pool.clone(),
             retention,
             config.db_timeout,
             background.clone(),
         ));
     }
-    info!(
-        relay_id = %config.relay_id,
-        database = %mask_url(&config.database_url),
-        broker = %mask_amqp_nodes(&config.amqp_url),
-        exchange = %config.exchange,
-        batch_size = config.batch_size,
-        in_flight_batches = config.in_flight_batches,
-        "relay started"
-    );
 
     // The session whose advisory lock the claim tokens name: the leases end with this
     // process. It must outlive the delivery loops' drain (their settles): ended only once
@@ -134,6 +145,7 @@ pub async fn run(
             config.relay_id.clone(),
             config.db_timeout,
             ownership_ends.clone(),
+            &mut tasks,
         )
     } else {
         Ownership::none()
@@ -147,6 +159,9 @@ pub async fn run(
         health,
         ownership,
         cancel,
+        delivering: Arc::new(Delivering::default()),
+        claim_failures: Arc::default(),
+        settle_failures: Arc::default(),
     };
     let mut lanes = tokio::task::JoinSet::new();
     let mut index_of = std::collections::HashMap::new();
@@ -154,8 +169,23 @@ pub async fn run(
         index_of.insert(lanes.spawn(lane.clone().deliver(index)).id(), index);
     }
     let mut drain_by = None;
+    let mut announced = false;
     let outcome = loop {
         tokio::select! {
+            () = lane.delivering.notify.notified(), if !announced && drain_by.is_none() => {
+                announced = true;
+                let config = &lane.config;
+                info!(
+                    relay_id = %config.relay_id,
+                    database = %mask_url(&config.database_url),
+                    broker = %mask_amqp_nodes(&config.amqp_url),
+                    exchange = %config.exchange,
+                    batch_size = config.batch_size,
+                    in_flight_batches = config.in_flight_batches,
+                    "relay started"
+                );
+                announce.send_replace(true);
+            }
             () = &mut shutdown, if drain_by.is_none() => {
                 info!("shutting down: finishing the waves in flight");
                 lane.cancel.cancel();
@@ -183,12 +213,67 @@ pub async fn run(
             },
         }
     };
+    // Aborted loops (the shutdown bound) are gone once the set is.
+    lanes.shutdown().await;
     lane.cancel.cancel();
     ownership_ends.cancel();
     lane.broker.close().await;
     background.cancel();
+    end_tasks(&mut tasks).await;
     info!(relay_id = %lane.config.relay_id, "relay stopped");
     outcome
+}
+
+/// How long the relay's tasks get to end on their own once cancelled (the ownership session
+/// closes, a statement in flight returns) before they are aborted.
+const TASKS_END_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (at most [`TASKS_END_WITHIN`]) for cancelled `tasks` to end, then aborts those
+/// left: nothing of the relay runs, or logs, after its last line.
+async fn end_tasks(tasks: &mut tokio::task::JoinSet<()>) {
+    let ended = tokio::time::timeout(TASKS_END_WITHIN, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if ended.is_err() {
+        tasks.shutdown().await;
+    }
+}
+
+/// Copies the broker's refusal, as it changes, into `health` (`/readyz` names it).
+async fn follow_refusals(
+    mut refusals: tokio::sync::watch::Receiver<Option<BrokerRefusal>>,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let cause = refusals
+            .borrow_and_update()
+            .as_ref()
+            .map(|refusal| refusal.cause.clone());
+        health.set_broker_refusal(cause);
+        tokio::select! {
+            changed = refusals.changed() => if changed.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Whether the relay delivers yet: set by the first delivery loop whose claim succeeded
+/// with its broker link up; the relay then says it started.
+#[derive(Debug, Default)]
+struct Delivering {
+    yes: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Delivering {
+    /// Records that a loop delivers (the first call wakes the relay's announcement).
+    fn now(&self) {
+        if !self.yes.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -209,6 +294,42 @@ struct Lane {
     health: Arc<Health>,
     ownership: Ownership,
     cancel: CancellationToken,
+    delivering: Arc<Delivering>,
+    /// Claim failures, said once and summarised, across loops.
+    claim_failures: Arc<std::sync::Mutex<Repeats>>,
+    /// Settle failures, said once and summarised, across loops.
+    settle_failures: Arc<std::sync::Mutex<Repeats>>,
+}
+
+/// Says `what` failed with `error` — once, then summarised ([`Repeats`]) — with the delay
+/// before the next try.
+fn warn_repeated(
+    repeats: &std::sync::Mutex<Repeats>,
+    what: &str,
+    error: &str,
+    delay: std::time::Duration,
+) {
+    let report = repeats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .failed(error, Instant::now());
+    match report {
+        Report::New => {
+            warn!(%error, retry_in = %format_args!("{delay:.1?}"), "{what} failed; retrying");
+        }
+        summary @ Report::Summary { .. } => {
+            warn!(%error, "{what} {}; retrying", summary.summary().unwrap_or_default());
+        }
+        Report::Quiet => {}
+    }
+}
+
+/// Records a success after failures counted in `repeats`.
+fn succeeded(repeats: &std::sync::Mutex<Repeats>) {
+    repeats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .succeeded();
 }
 
 impl Lane {
@@ -222,10 +343,14 @@ impl Lane {
             health,
             ownership,
             cancel,
+            delivering,
+            claim_failures,
+            settle_failures,
         } = self;
         let mut publisher = Publisher::new(broker, config.confirm_timeout)
             .with_publish_timeout(config.publish_timeout);
         let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
+        let mut refused_retry = BackoffPolicy::RECONNECT.delay_iter();
         let mut idle = wakeup.idle();
         while !cancel.is_cancelled() {
             // 1. The broker first: claiming rows we cannot publish would only park them. (An
@@ -260,13 +385,19 @@ impl Lane {
             {
                 Ok(claim) => {
                     health.set_database(true);
+                    succeeded(&claim_failures);
+                    delivering.now();
                     claim
                 }
                 Err(error) => {
                     health.set_database(false);
+                    if cancel.is_cancelled() {
+                        // Shutting down: no retry to announce.
+                        break;
+                    }
                     let delay = db_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                     let error = diagnosis::database(&error);
-                    warn!(%error, retry_in = %format_args!("{delay:.1?}"), "claim failed; retrying");
+                    warn_repeated(&claim_failures, "claim", &error, delay);
                     sleep_unless_cancelled(delay, &cancel).await;
                     continue;
                 }
@@ -292,7 +423,15 @@ impl Lane {
 
             // 4. Settle the whole claim in one transaction.
             let settle_started = Instant::now();
-            let settled = settle_outcomes(&pool, &config, claim.token, &outcomes, &cancel).await;
+            let settled = settle_outcomes(
+                &pool,
+                &config,
+                claim.token,
+                &outcomes,
+                &settle_failures,
+                &cancel,
+            )
+            .await;
             debug!(
                 lane = index,
                 batch = claim.len(),
@@ -305,6 +444,14 @@ impl Lane {
             if let Some(settled) = settled {
                 db_retry = BackoffPolicy::RECONNECT.delay_iter();
                 report(&settled);
+            }
+            // 5. The broker refused the relay's publishing (the events were released, not
+            //    failed): wait before claiming them again, as for a refused connection.
+            if publisher.take_refused() {
+                let delay = refused_retry.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
+                sleep_unless_cancelled(delay, &cancel).await;
+            } else {
+                refused_retry = BackoffPolicy::RECONNECT.delay_iter();
             }
         }
         health.set_broker(index, false);
@@ -482,6 +629,7 @@ async fn settle_outcomes(
     config: &RelayConfig,
     token: Uuid,
     outcomes: &[(Uuid, Outcome)],
+    failures: &std::sync::Mutex<Repeats>,
     cancel: &CancellationToken,
 ) -> Option<Settled> {
     let mut delays = BackoffPolicy::SETTLE_RETRY.delay_iter();
@@ -496,7 +644,10 @@ async fn settle_outcomes(
         )
         .await
         {
-            Ok(settled) => return Some(settled),
+            Ok(settled) => {
+                succeeded(failures);
+                return Some(settled);
+            }
             Err(error) => {
                 tries += 1;
                 let error = diagnosis::database(&error);
@@ -505,7 +656,7 @@ async fn settle_outcomes(
                     return None;
                 }
                 let delay = delays.next().unwrap_or(BackoffPolicy::SETTLE_RETRY.cap);
-                warn!(%error, retry_in = %format_args!("{delay:.1?}"), "settle failed; retrying");
+                warn_repeated(failures, "settle", &error, delay);
                 tokio::time::sleep(delay).await;
             }
         }

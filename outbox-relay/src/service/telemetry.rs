@@ -10,6 +10,7 @@ use tracing::warn;
 use crate::broker::publishing::PublishFailure;
 use crate::foundation::db::within_deadline;
 use crate::foundation::diagnosis;
+use crate::foundation::logging::{Repeats, Report};
 use crate::foundation::pause::sleep_unless_cancelled;
 use crate::store::stats;
 
@@ -118,24 +119,27 @@ pub fn describe() {
 }
 
 /// Refreshes the backlog gauges every `interval` until cancelled, starting after one
-/// interval (the relay reads them once with [`refresh_gauges_once`] before it starts).
+/// interval (the relay reads them once with [`refresh_gauges_once`] before it starts, with
+/// the same `repeats`).
 pub async fn refresh_gauges(
     pool: PgPool,
     interval: Duration,
     deadline: Duration,
     cancel: CancellationToken,
+    mut repeats: Repeats,
 ) {
     while sleep_unless_cancelled(interval, &cancel).await {
-        refresh_gauges_once(&pool, deadline).await;
+        refresh_gauges_once(&pool, deadline, &mut repeats).await;
     }
 }
 
-/// Reads the backlog figures (within `deadline`) into the gauges; a failure is logged and
-/// leaves them as they were.
-pub async fn refresh_gauges_once(pool: &PgPool, deadline: Duration) {
+/// Reads the backlog figures (within `deadline`) into the gauges; a failure is logged (once,
+/// then summarised: `repeats`) and leaves them as they were.
+pub async fn refresh_gauges_once(pool: &PgPool, deadline: Duration, repeats: &mut Repeats) {
     let read = within_deadline(pool, deadline, async |conn| stats::gauges(conn).await);
     match read.await {
         Ok(figures) => {
+            repeats.succeeded();
             metrics::gauge!(BACKLOG).set(figures.pending as f64);
             metrics::gauge!(IN_FLIGHT).set(figures.in_flight as f64);
             metrics::gauge!(OLDEST_PENDING_AGE).set(figures.oldest_pending_age);
@@ -146,7 +150,15 @@ pub async fn refresh_gauges_once(pool: &PgPool, deadline: Duration) {
         }
         Err(error) => {
             let error = diagnosis::database(&error);
-            warn!(%error, "could not read the backlog");
+            match repeats.failed(&error, std::time::Instant::now()) {
+                Report::New => warn!(%error, "could not read the backlog"),
+                summary @ Report::Summary { .. } => warn!(
+                    %error,
+                    "reading the backlog {}",
+                    summary.summary().unwrap_or_default()
+                ),
+                Report::Quiet => {}
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -27,6 +27,7 @@ use crate::foundation::backoff::BackoffPolicy;
 use crate::foundation::config::DEFAULT_DB_TIMEOUT;
 use crate::foundation::db::within_deadline;
 use crate::foundation::diagnosis;
+use crate::foundation::logging::{Repeats, Report};
 use crate::foundation::pause::sleep_unless_cancelled;
 use crate::store::claim;
 
@@ -109,13 +110,19 @@ impl Wakeup {
         self
     }
 
-    /// Wake-ups that follow the database's mode: LISTEN (in a background task that
-    /// reconnects by itself) while it is `notify`, adaptive polling otherwise.
-    /// Call after [`Wakeup::with_db_timeout`]: the tasks take the deadline with them.
-    pub fn following_mode(self, cancel: CancellationToken) -> Self {
-        tokio::spawn(self.clone().listen(cancel.clone()));
-        tokio::spawn(self.clone().follow_mode(cancel));
-        self
+    /// Makes these wake-ups (and every clone of them) follow the database's mode: LISTEN
+    /// (in a background task of `tasks` that reconnects by itself) while it is `notify`,
+    /// adaptive polling otherwise. Call after [`Wakeup::with_db_timeout`]: the tasks take
+    /// the deadline with them. The mode is logged once `announced` turns true (the relay
+    /// said it started): before the outbox schema exists, the mode means nothing.
+    pub fn follow_mode_in(
+        &self,
+        cancel: CancellationToken,
+        announced: watch::Receiver<bool>,
+        tasks: &mut tokio::task::JoinSet<()>,
+    ) {
+        tasks.spawn(self.clone().listen(cancel.clone()));
+        tasks.spawn(self.clone().follow_mode(cancel, announced));
     }
 
     /// A delivery loop's polling state: starts at `poll_min_interval`.
@@ -163,6 +170,7 @@ impl Wakeup {
     /// Keeps a LISTEN connection and wakes a loop per notification.
     async fn listen(self, cancel: CancellationToken) {
         let mut delays = BackoffPolicy::RECONNECT.delay_iter();
+        let mut repeats = Repeats::default();
         let mut listener: Option<PgListener> = None;
         loop {
             if cancel.is_cancelled() {
@@ -172,6 +180,7 @@ impl Wakeup {
                 match subscribe(&self.pool, self.db_timeout).await {
                     Ok(fresh) => {
                         delays = BackoffPolicy::RECONNECT.delay_iter();
+                        repeats.succeeded();
                         listener = Some(fresh);
                         self.listening.store(true, Ordering::Relaxed);
                         // Notifications sent while we were away are lost: scan now.
@@ -180,7 +189,17 @@ impl Wakeup {
                     Err(error) => {
                         let delay = delays.next().unwrap_or(BackoffPolicy::RECONNECT.cap);
                         let error = diagnosis::database(&error);
-                        warn!(%error, retry_in = %format_args!("{delay:.1?}"), "LISTEN failed; polling until it works");
+                        match repeats.failed(&error, std::time::Instant::now()) {
+                            Report::New => {
+                                warn!(%error, retry_in = %format_args!("{delay:.1?}"), "LISTEN failed; polling until it works")
+                            }
+                            summary @ Report::Summary { .. } => warn!(
+                                %error,
+                                "LISTEN {}; polling until it works",
+                                summary.summary().unwrap_or_default()
+                            ),
+                            Report::Quiet => {}
+                        }
                         if !sleep_unless_cancelled(delay, &cancel).await {
                             return;
                         }
@@ -214,29 +233,44 @@ impl Wakeup {
         }
     }
 
-    /// Re-reads the database's wake-up mode every [`MODE_REFRESH`].
-    async fn follow_mode(self, cancel: CancellationToken) {
-        let mut known = None;
+    /// Re-reads the database's wake-up mode every [`MODE_REFRESH`], and logs it when it
+    /// changes, once `announced` is true.
+    async fn follow_mode(self, cancel: CancellationToken, mut announced: watch::Receiver<bool>) {
+        let mut logged = None;
         loop {
             let read = within_deadline(&self.pool, self.db_timeout, async |conn| {
                 Mode::read(conn).await
             });
-            match read.await {
+            let known = match read.await {
                 Ok(mode) => {
-                    if known != Some(mode) {
-                        info!(mode = mode.as_str(), "wake-up mode");
-                        known = Some(mode);
-                    }
                     self.mode_notify
                         .store(mode == Mode::Notify, Ordering::Relaxed);
+                    Some(mode)
                 }
                 Err(error) => {
                     debug!(%error, "cannot read the wake-up mode; polling meanwhile");
                     self.mode_notify.store(false, Ordering::Relaxed);
+                    None
                 }
+            };
+            let say = *announced.borrow_and_update() && !cancel.is_cancelled();
+            if let Some(mode) = known
+                && say
+                && logged != Some(mode)
+            {
+                info!(mode = mode.as_str(), "wake-up mode");
+                logged = Some(mode);
             }
-            if !sleep_unless_cancelled(MODE_REFRESH, &cancel).await {
-                return;
+            let waiting_to_say = !*announced.borrow();
+            tokio::select! {
+                () = tokio::time::sleep(MODE_REFRESH) => {}
+                changed = announced.changed(), if waiting_to_say => {
+                    if changed.is_err() {
+                        // The relay is gone; the mode is no longer needed.
+                        return;
+                    }
+                }
+                () = cancel.cancelled() => return,
             }
         }
     }
