@@ -40,7 +40,7 @@ use catalog_types::{
 };
 use outbox_core::NewEvent;
 use serde::Serialize;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -238,15 +238,15 @@ pub async fn run(args: &Args, scratch: &Scratch) -> Result<Report> {
     let tickets = Arc::new(setup(scratch, args.tickets).await?);
 
     let pairs = plan(args);
-    // Writers connect as a library user should: with `TCP_NODELAY` (see
-    // `outbox_core::tcp_nodelay`), each on a connection of its own taken out of a pool.
+    // Writers connect as a library user does: a plain sqlx pool (which sets `TCP_NODELAY`
+    // since 0.9.1), each on a connection of its own taken out of it.
     let options: PgConnectOptions = scratch.url.parse().context("the scratch database URL")?;
     let most = pairs
         .iter()
         .map(|p| p.measured.connections)
         .max()
         .unwrap_or(1);
-    let writers = outbox_core::tcp_nodelay::pool_options(&options)
+    let writers = PgPoolOptions::new()
         .max_connections(u32::try_from(most)?)
         .connect_with(options)
         .await

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use futures_util::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -162,7 +162,7 @@ type Produced = (Vec<(Uuid, Instant)>, Vec<f64>, Duration, f64);
 
 async fn produce_and_wait(args: &Args, scratch: &Scratch, count: &AtomicUsize) -> Result<Produced> {
     let options: PgConnectOptions = scratch.url.parse().context("the scratch database's URL")?;
-    let pool = outbox_core::tcp_nodelay::pool_options(&options)
+    let pool = PgPoolOptions::new()
         .max_connections(args.connections)
         .min_connections(args.connections)
         .connect_with(options)

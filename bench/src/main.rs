@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
@@ -146,7 +146,7 @@ impl Server {
         conn.close().await?;
         eprintln!("database {name}");
         let options = self.admin.clone().database(&name);
-        let pool = outbox_core::tcp_nodelay::pool_options(&options)
+        let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)

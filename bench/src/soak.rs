@@ -40,7 +40,7 @@ use outbox_core::{EmitError, NewEvent};
 use outbox_relay::foundation::config::DEFAULT_LEASE;
 use outbox_relay::foundation::human_duration::HumanDuration;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -463,7 +463,7 @@ async fn drive(
     let options: PgConnectOptions = scratch.url.parse().context("the scratch database's URL")?;
     let mut pools = Vec::with_capacity(args.producers);
     for _ in 0..args.producers {
-        let pool = outbox_core::tcp_nodelay::pool_options(&options)
+        let pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .connect_with(options.clone())

@@ -18,7 +18,6 @@ mod error;
 pub mod inbox;
 mod migrate;
 mod options;
-pub mod tcp_nodelay;
 mod text;
 pub mod trace;
 

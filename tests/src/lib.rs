@@ -15,7 +15,7 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use outbox_relay::broker::topology;
 use outbox_relay::foundation::config;
 use outbox_relay::{Health, RelayConfig, RelayError};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection as _, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,7 @@ impl TestDb {
             .await?;
         conn.close().await?;
         let options = admin.database(&name);
-        let pool = outbox_core::tcp_nodelay::pool_options(&options)
+        let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())

@@ -115,7 +115,7 @@ impl World {
         let db_name = "chaos".to_owned();
         let url = pg.create_database(&db_name).await?;
         let connect: sqlx::postgres::PgConnectOptions = url.parse()?;
-        let pool = outbox_core::tcp_nodelay::pool_options(&connect)
+        let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(connect)

@@ -791,7 +791,7 @@ async fn connect_database(url: &str, options: sqlx::postgres::PgConnectOptions) 
         })?
         .map_err(|error| refused(diagnosis::database(&error)))?;
     let _ = first.close().await;
-    outbox_core::tcp_nodelay::pool_options(&options)
+    sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(options)

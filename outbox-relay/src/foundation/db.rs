@@ -8,15 +8,19 @@ use crate::foundation::backoff::BackoffPolicy;
 use crate::foundation::config::{ConfigError, connect_options};
 use crate::foundation::diagnosis::{self, refusal_heals};
 use crate::foundation::error::{DatabaseRefused, RelayError};
+use crate::foundation::keepalive;
 use crate::foundation::mask::mask_url;
 
 /// How long taking a connection may wait (the operator commands' first connection too).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A lazily connecting pool for `url`; a malformed URL is refused with the reason.
+/// A lazily connecting pool for `url`; a malformed URL is refused with the reason. Its
+/// connections get TCP keepalive and a user timeout, so the kernel fails one whose link
+/// is lost within about half a minute (a LISTEN connection too, which sends nothing while
+/// it waits); sqlx sets `TCP_NODELAY` itself.
 pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
     let options = connect_options(url).map_err(ConfigError)?;
-    Ok(outbox_core::tcp_nodelay::pool_options(&options)
+    Ok(keepalive::pool_options(url, &options)
         .max_connections(max_connections)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with(options))
@@ -28,8 +32,9 @@ pub fn pool_for(url: &str, max_connections: u32) -> Result<PgPool, RelayError> {
 /// The relay's answer to a database that stops answering without closing anything (a
 /// network partition, a firewall dropping packets, a stuck proxy): the kernel keeps the
 /// connection open, and a statement would wait for its answer for as long as TCP keeps
-/// trying (about 15 minutes by default; see `outbox_core::tcp_nodelay` for the keepalive
-/// and user timeout set on every connection). Past the deadline the work is abandoned and
+/// trying (about 15 minutes by default; see [`pool_for`] for the keepalive and user
+/// timeout set on every connection, which do not help when something on the path still
+/// acknowledges segments). Past the deadline the work is abandoned and
 /// its connection **closed, not given back to the pool**: sqlx would otherwise test the
 /// returned connection with a ping that waits on the same silent link, holding a pool slot
 /// for as long. The server rolls back whatever transaction was open once it sees the

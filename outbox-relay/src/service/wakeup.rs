@@ -300,8 +300,9 @@ impl Idle {
 
 /// A LISTEN connection, within `deadline` (a silent database fails it instead of holding
 /// the task). Once subscribed, a connection whose link goes silent is failed by the
-/// kernel's keepalive and user timeout (`outbox_core::tcp_nodelay`), and meanwhile the
-/// loops keep polling every `--poll-interval`.
+/// kernel's keepalive and user timeout (set on every connection of the relay's pool:
+/// [`pool_for`](crate::foundation::db::pool_for)), and meanwhile the loops keep polling
+/// every `--poll-interval`.
 async fn subscribe(pool: &PgPool, deadline: Duration) -> Result<PgListener, sqlx::Error> {
     let subscribing = async {
         let mut listener = PgListener::connect_with(pool).await?;
