@@ -43,6 +43,10 @@ pub const FRAME_MAX: u32 = 32 * 1024;
 
 /// How long opening and preparing a channel may take before the connection counts as
 /// unusable.
+/// How often lapin itself retries a failed TCP connect or TLS handshake before it gives
+/// up (200 ms doubling to 2 s: about 3 s in all; see `connect_to`).
+const LAPIN_RETRIES: usize = 4;
+
 const CHANNEL_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The relay's connection to the broker, shared by its delivery loops (each publishes on a
@@ -400,8 +404,8 @@ impl Broker {
     }
 
     /// One connection attempt to node `node`; with `tcp_retries`, lapin retries a failed
-    /// TCP connect or TLS handshake itself (16 times, with backoff, within the connect
-    /// timeout), and reconnects a lost connection to the same node.
+    /// TCP connect or TLS handshake itself ([`LAPIN_RETRIES`] times, about 3 s in all). A
+    /// lost connection is not recovered by lapin: the relay replaces it.
     async fn connect_to(&self, node: usize, tcp_retries: bool) -> Result<Connection, lapin::Error> {
         if self.exchange.len() > SHORT_STRING_MAX {
             return Err(lapin::Error::from(std::io::Error::new(
@@ -415,17 +419,23 @@ impl Broker {
         })?;
         uri.query.frame_max.get_or_insert(FRAME_MAX);
         uri.query.heartbeat.get_or_insert(self.heartbeat);
-        let mut properties = ConnectionProperties::default()
+        // No lapin auto-recovery: the relay reconnects itself (a lost connection is reset
+        // and replaced, its batches released or retried). With it, every connect the
+        // broker refused at `connection.open` (a vhost deleted under a running relay) left
+        // its I/O thread and socket recovering in the background, where nothing can stop
+        // them: a thread more per attempt, for minutes. lapin still retries a failed TCP
+        // connect or TLS handshake on the same node a few times ([`LAPIN_RETRIES`], about
+        // 3 s); with other nodes to go to, or to learn at start what each node answers, it
+        // fails at once (the relay's own loop paces the attempts).
+        let retries = if tcp_retries { LAPIN_RETRIES } else { 0 };
+        let properties = ConnectionProperties::default()
             .with_connection_name("outbox-relay".into())
-            .enable_auto_recover();
-        if !tcp_retries {
-            // lapin retries a refused TCP connect (and the reconnect of a lost connection)
-            // on the same node 16 times with backoff: a node that is down would hold every
-            // attempt until the connect timeout. With other nodes to go to, or to learn at
-            // start what each node answers, fail at once (the relay's own loop paces the
-            // attempts).
-            properties = properties.configure_backoff(|backoff| backoff.with_max_times(0));
-        }
+            .configure_backoff(|backoff| {
+                backoff
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_max_times(retries)
+            });
         let builder = DefaultConnectionBuilder::new()?
             .with_uri(uri)
             .with_properties(properties)
@@ -537,7 +547,7 @@ impl Broker {
         }
     }
 
-    /// The current connection if it is up, after giving lapin's own auto-recovery a short
+    /// The current connection if it is up, after giving one that is still connecting a short
     /// chance (none when there are other nodes); one that is not is dropped. `None`
     /// (outer) once `cancel` fires.
     async fn usable_connection(

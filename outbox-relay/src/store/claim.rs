@@ -343,9 +343,10 @@ async fn claim_timed_on(
 
     // 1. Reap expired leases and those of relays that are gone; learn whether any key
     //    waits for a re-check.
-    let (_reaped, recheck, gone): (i64, bool, Vec<i32>) =
+    let (reaped, recheck, gone): (i64, bool, Vec<i32>) =
         sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
-    if !gone.is_empty() {
+    // (A relay stopped cleanly leaves its row and no lease: forgetting it is not news.)
+    if !gone.is_empty() && reaped > 0 {
         tracing::info!(
             owners = ?gone,
             "relays that are gone (their ownership sessions ended): their leases end now"
