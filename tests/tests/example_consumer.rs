@@ -467,6 +467,14 @@ async fn setup_run_and_teardown_do_what_they_say() -> Result<()> {
         wait_until_settled(&db.pool, &ids, Duration::from_secs(60)).await?;
         relay.signal("TERM").await?;
         relay.child.wait().await?;
+        // Messages wait in the queue: teardown keeps it (without --force) and says why.
+        let (code, _, stderr) = consumer(&["teardown"], &env).await?;
+        ensure!(
+            code == 1,
+            "teardown of a queue holding messages exited {code}"
+        );
+        ensure!(stderr.contains("was kept"), "{stderr}");
+        ensure!(exists(Object::Queue, &queue).await?);
         let (code, stdout, stderr) =
             consumer(&["run", "--expect", "3", "--idle", "20"], &env).await?;
         ensure!(code == 0, "run exited {code}: {stderr}");

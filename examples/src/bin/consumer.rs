@@ -224,6 +224,10 @@ struct TeardownArgs {
     /// Also delete this exchange, if no other queue is bound to it.
     #[arg(long, value_name = "NAME")]
     delete_exchange: Option<String>,
+    /// Delete the queue even while a consumer reads it or messages wait in it (they are
+    /// lost). Without it, such a queue is kept and `teardown` fails saying why.
+    #[arg(long)]
+    force: bool,
     /// Also drop the tables `setup` creates (needs --database-url).
     #[arg(long, requires = "database_url")]
     drop_tables: bool,
@@ -443,10 +447,25 @@ async fn teardown(args: TeardownArgs) -> Result<()> {
     let queue = args.broker.queue.as_str();
     if broker.queue_exists(queue).await? {
         let channel = broker.channel().await?;
-        let dropped = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await
-            .map_err(|e| broker.error(&format!("deleting queue {queue:?}"), &e))?;
+        let options = QueueDeleteOptions {
+            if_unused: !args.force,
+            if_empty: !args.force,
+            ..QueueDeleteOptions::default()
+        };
+        let dropped = match channel.queue_delete(queue.into(), options).await {
+            Ok(dropped) => dropped,
+            Err(error) if reply_code(&error) == Some(406) => {
+                broker.close().await;
+                bail!(
+                    "queue {queue:?} was kept: a consumer reads it or messages wait in it; \
+                     stop the consumer and let it drain, or pass --force to delete it anyway \
+                     (its messages are lost)"
+                );
+            }
+            Err(error) => {
+                return Err(broker.error(&format!("deleting queue {queue:?}"), &error));
+            }
+        };
         println!("deleted queue {queue} ({dropped} messages in it dropped)");
     } else {
         println!("queue {queue} does not exist: nothing to delete");

@@ -3,6 +3,11 @@
 /// Returns `url` with any password replaced by `***`; text that is not a URL is returned
 /// without its `user:password@` part.
 pub fn mask_url(url: &str) -> String {
+    // A password with an unencoded `@` (or `/`) splits the URL where a parser does not
+    // expect: everything up to the last `@` goes, user name included.
+    if let Some((start, at)) = ambiguous_userinfo(url) {
+        return format!("{}***@{}", &url[..start], mask_url_tail(&url[at + 1..]));
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
@@ -33,6 +38,26 @@ pub fn mask_url(url: &str) -> String {
     }
 }
 
+/// The user-info span (from after `://` to its last `@`) of a URL whose user-info holds an
+/// unencoded `@`, which parsers split at the first `@` (so part of the password would
+/// show as a host or path); `None` for a URL with at most one `@` before its query.
+fn ambiguous_userinfo(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let end = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let region = &url[start..end];
+    (region.matches('@').count() > 1).then(|| (start, start + region.rfind('@').unwrap_or(0)))
+}
+
+/// The host-and-path part of a URL (after its user-info), with a query's password masked.
+fn mask_url_tail(tail: &str) -> String {
+    match mask_url(&format!("x://{tail}")).strip_prefix("x://") {
+        Some(masked) => masked.to_owned(),
+        None => tail.to_owned(),
+    }
+}
+
 /// Hides every occurrence of `secret` in `text` (errors from client libraries sometimes
 /// echo the URL they were given).
 pub fn redact(text: &str, secrets: &[String]) -> String {
@@ -45,6 +70,12 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 
 /// The password of a URL, if it has one (to pass to [`redact`]).
 pub fn password_of(url: &str) -> Option<String> {
+    if let Some((start, at)) = ambiguous_userinfo(url) {
+        let userinfo = &url[start..at];
+        return userinfo
+            .find(':')
+            .map(|colon| userinfo[colon + 1..].to_owned());
+    }
     let parsed = url::Url::parse(url).ok()?;
     let from_userinfo = parsed.password().map(percent_decode);
     from_userinfo.or_else(|| {
@@ -82,6 +113,23 @@ mod tests {
             "postgres://postgres@127.0.0.1/test"
         );
         assert!(!mask_url("not a url://user:hunter2@host").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_password_with_an_unencoded_at_or_slash_is_hidden_whole() {
+        let url = "amqp://u:S3c@ret/Pw@127.0.0.1:5672/v";
+        let masked = mask_url(url);
+        assert_eq!(masked, "amqp://***@127.0.0.1:5672/v");
+        for part in ["S3c", "ret", "Pw"] {
+            assert!(!masked.contains(part), "{masked}");
+        }
+        assert_eq!(password_of(url).as_deref(), Some("S3c@ret/Pw"));
+        let with_query = mask_url("postgres://a:b@c@db/main?password=hunter2&sslmode=require");
+        assert!(
+            !with_query.contains("hunter2") && !with_query.contains("b@c"),
+            "{with_query}"
+        );
+        assert!(with_query.ends_with("sslmode=require"), "{with_query}");
     }
 
     #[test]
