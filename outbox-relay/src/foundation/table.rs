@@ -13,26 +13,54 @@ pub const ELLIPSIS: char = '…';
 /// Between two columns.
 const GAP: &str = "  ";
 
-/// `text` in at most `width` characters, on one line: a longer text keeps its first
-/// `width - 1` characters and ends with [`ELLIPSIS`]; control characters (a newline in an
-/// error message, an escape sequence that would rewrite the terminal) are shown escaped
-/// (`\n`, `\u{1b}`) before the text is measured.
-pub fn truncate(text: &str, width: usize) -> Cow<'_, str> {
-    let text: Cow<'_, str> = if text.chars().any(char::is_control) {
-        Cow::Owned(
-            text.chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect(),
+/// `text` with what would rewrite or reorder a terminal shown escaped instead: control
+/// characters (a newline in an error message, an escape sequence) as `\n`, `\u{1b}`, and
+/// the invisible format characters that reorder or hide text (bidirectional overrides such
+/// as U+202E, zero-width spaces, the byte-order mark, soft hyphens; not the joiners that
+/// emoji and scripts need) as
+/// `\u{202e}`. For every value from the database that the command line prints.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if needs_escape(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Control characters and the invisible format characters (Unicode category Cf) a terminal
+/// would act on rather than show.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
         )
-    } else {
-        Cow::Borrowed(text)
-    };
+}
+
+/// `text` in at most `width` characters, on one line: a longer text keeps its first
+/// `width - 1` characters and ends with [`ELLIPSIS`]; what [`printable`] escapes is escaped
+/// before the text is measured.
+pub fn truncate(text: &str, width: usize) -> Cow<'_, str> {
+    let text = printable(text);
     if text.chars().count() <= width {
         return text;
     }
@@ -161,6 +189,14 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_what_would_rewrite_or_reorder_a_terminal() {
+        assert_eq!(printable("order:1"), "order:1");
+        assert_eq!(printable("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(printable("x\u{202e}y\u{200b}z"), "x\\u{202e}y\\u{200b}z");
+        assert_eq!(printable("ключ 注文 🎟"), "ключ 注文 🎟");
+    }
 
     #[test]
     fn short_values_are_kept_and_long_ones_end_with_an_ellipsis() {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::engine::filter::{EventFilter, FilterError, ReplayableStatus};
+use crate::foundation::table::printable;
 use crate::store::Status;
 use crate::store::operator::{self, Action};
 
@@ -257,8 +258,8 @@ impl ReplayReport {
                 "  {}  {}  {}  key={}  attempts={}",
                 event.id,
                 event.created_at.to_rfc3339(),
-                event.event_type,
-                event.ordering_key.as_deref().unwrap_or("-"),
+                printable(&event.event_type),
+                printable(event.ordering_key.as_deref().unwrap_or("-")),
                 event.attempts
             );
         }
