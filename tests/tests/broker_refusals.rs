@@ -247,6 +247,32 @@ async fn a_vhost_that_does_not_exist_ends_the_relay_at_start() -> Result<()> {
 }
 
 #[tokio::test]
+async fn tls_to_a_plain_amqp_port_ends_the_relay_at_start() -> Result<()> {
+    with_db_and_broker(&["#"], async |db, broker| {
+        let mut url = url::Url::parse(&amqp_url())?;
+        url.set_scheme("amqps")
+            .map_err(|()| anyhow::anyhow!("cannot make an amqps:// URL"))?;
+        let port = url.port().unwrap_or(5672);
+        let ran = run_until_exit(db, url.as_str(), &broker.exchange, "trace").await?;
+        let password = url.password().unwrap_or("guest").to_owned();
+        let node = format!(
+            "amqps://{}:***@{}:{port}",
+            url.username(),
+            url.host_str().unwrap_or("127.0.0.1")
+        );
+        assert_refused_at_start(
+            &ran,
+            &node,
+            "the server does not speak TLS on this port",
+            "use amqp:// for a plain port",
+            &format!(":{password}@"),
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn an_exchange_of_another_type_ends_the_relay_at_start() -> Result<()> {
     with_db_and_broker(&["#"], async |db, broker| {
         let exchange = format!("{}.fanout", broker.exchange);

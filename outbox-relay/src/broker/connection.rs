@@ -121,8 +121,19 @@ pub fn refusal_of(
             // code exists for it, so its text is all there is.
             let text = io.to_string();
             let lower = text.to_lowercase();
-            (lower.contains("certificate") || lower.contains("unknownissuer"))
-                .then(|| diagnosis::tls_untrusted(&text))
+            if lower.contains("certificate") || lower.contains("unknownissuer") {
+                Some(diagnosis::tls_untrusted(&text))
+            } else if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+                // rustls read a reply that is no TLS record: a plain AMQP port.
+                Some(diagnosis::tls_not_spoken(&text))
+            } else if step == BrokerStep::Connect
+                && matches!(io.kind(), std::io::ErrorKind::InvalidData)
+            {
+                // The greeting was answered with something that is not AMQP.
+                Some(diagnosis::not_amqp(&text))
+            } else {
+                None
+            }
         }
         _ => None,
     }

@@ -143,6 +143,9 @@ pub enum RefusalClass {
     ResourceShortage,
     /// The broker's TLS certificate is not trusted (no reply code: the handshake failed).
     TlsUntrusted,
+    /// The two ends do not speak the same protocol: TLS to a plain AMQP port, plain AMQP
+    /// to a TLS port, or AMQP to something that is not a broker (no reply code).
+    ProtocolMismatch,
 }
 
 impl RefusalClass {
@@ -334,6 +337,27 @@ pub fn tls_untrusted(detail: &str) -> BrokerRefusal {
         RefusalClass::TlsUntrusted,
         format!("TLS certificate not trusted ({detail})"),
         "check --amqp-ca-file: it must hold the CA that signed the broker's certificate, and the host name must match it".to_owned(),
+    )
+}
+
+/// The TLS handshake met a server that does not speak TLS (`detail`: the TLS library's
+/// reason): `amqps://` to a plain AMQP port.
+pub fn tls_not_spoken(detail: &str) -> BrokerRefusal {
+    BrokerRefusal::new(
+        RefusalClass::ProtocolMismatch,
+        format!("the server does not speak TLS on this port ({detail})"),
+        "use amqp:// for a plain port, or the broker's TLS port (5671 by default) with amqps://"
+            .to_owned(),
+    )
+}
+
+/// The server answered the AMQP greeting with something else (or closed at once): a port
+/// that is not an AMQP broker's, or a TLS port spoken to in plain text.
+pub fn not_amqp(detail: &str) -> BrokerRefusal {
+    BrokerRefusal::new(
+        RefusalClass::ProtocolMismatch,
+        format!("the server at this address does not answer as an AMQP broker ({detail})"),
+        "check the host and port of --amqp-url (5672 for amqp://, 5671 for amqps://)".to_owned(),
     )
 }
 
