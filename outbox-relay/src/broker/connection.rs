@@ -480,7 +480,7 @@ impl Broker {
     pub(super) async fn open_channel(&self, cancel: &CancellationToken) -> Option<OpenChannel> {
         let mut delays = BackoffPolicy::RECONNECT.delay_iter();
         loop {
-            let Some((connection, generation)) = self.usable_connection(cancel).await? else {
+            let Some((connection, generation)) = self.usable_connection() else {
                 // None usable: connect, one loop at a time (the others then find it).
                 let _turn = cancel.run_until_cancelled(self.connecting.lock()).await?;
                 if self.current().is_some() {
@@ -558,35 +558,15 @@ impl Broker {
         }
     }
 
-    /// The current connection if it is up, after giving one that is still connecting a short
-    /// chance (none when there are other nodes); one that is not is dropped. `None`
-    /// (outer) once `cancel` fires.
-    async fn usable_connection(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Option<Option<(Arc<Connection>, u64)>> {
-        let Some((connection, generation)) = self.current() else {
-            return Some(None);
-        };
-        // With other nodes to go to, moving on beats waiting for this one to come back.
-        let recovery = if self.nodes.len() > 1 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(5)
-        };
-        let deadline = Instant::now() + recovery;
-        while Instant::now() < deadline
-            && (connection.status().reconnecting() || connection.status().connecting())
-        {
-            if !sleep_unless_cancelled(Duration::from_millis(100), cancel).await {
-                return None;
-            }
-        }
+    /// The current connection if it is up; one that is not is dropped (lapin does not
+    /// recover it: the relay connects afresh, see `connect_to`).
+    fn usable_connection(&self) -> Option<(Arc<Connection>, u64)> {
+        let (connection, generation) = self.current()?;
         if connection.status().connected() {
-            return Some(Some((connection, generation)));
+            return Some((connection, generation));
         }
         self.reset(generation);
-        Some(None)
+        None
     }
 
     /// Reports a failed attempt at `step` on `node` (`refusal`: what it means, if it is a
