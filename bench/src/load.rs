@@ -243,7 +243,7 @@ pub async fn blocked_head(pool: &PgPool, payloads: &Payloads, head: Head) -> Res
 
 /// Empties the outbox tables (and restarts `seq`).
 pub async fn truncate(pool: &PgPool) -> Result<()> {
-    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_key_recheck RESTART IDENTITY")
+    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_key_recheck, outbox_leases, outbox_attempts, outbox_discarded RESTART IDENTITY")
         .execute(pool)
         .await?;
     Ok(())

@@ -46,6 +46,9 @@ GRANT SELECT, INSERT, DELETE ON outbox_leases TO :"relay_role";
 GRANT SELECT ON outbox_leased_events TO :"relay_role";
 -- Retention forgets the discard times of the discarded events it deletes.
 GRANT SELECT, DELETE ON outbox_discarded TO :"relay_role";
+-- Its settles count failures and schedule retries here; retention forgets them.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_attempts TO :"relay_role";
+GRANT SELECT ON outbox_event_status TO :"relay_role";
 
 -- Operators (`status`, `inspect`, `replay`, `discard`, `purge`, `wakeup` to read the mode):
 -- change event states, add audit records (the database stamps its own role on each), and
@@ -56,6 +59,9 @@ GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_discarded TO :"operator_role";
 -- What is in flight, for `status` and `inspect`.
 GRANT SELECT ON outbox_leases, outbox_leased_events TO :"operator_role";
+-- A replay forgets an event's failures; a discard notes who discarded it beside them.
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_attempts TO :"operator_role";
+GRANT SELECT ON outbox_event_status TO :"operator_role";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";
 -- (A purge locks the rows it deletes, which PostgreSQL allows only with an UPDATE
 -- privilege: the operator may update the inbox's timestamp, nothing else of it.)

@@ -30,7 +30,7 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 11] = [
+const MIGRATIONS: [(i64, &str, &str); 12] = [
     (
         20260101000001,
         "outbox events",
@@ -85,6 +85,11 @@ const MIGRATIONS: [(i64, &str, &str); 11] = [
         20261206000005,
         "audit dry runs",
         include_str!("../../migrations/20261206000005_audit_dry_runs.sql"),
+    ),
+    (
+        20261206000006,
+        "relay owned attempts",
+        include_str!("../../migrations/20261206000006_relay_owned_attempts.sql"),
     ),
 ];
 

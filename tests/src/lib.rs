@@ -762,12 +762,13 @@ pub struct EventState {
 
 /// The state of event `id`.
 pub async fn event_state(pool: &PgPool, id: Uuid) -> Result<EventState> {
-    let (status, attempts, last_error) =
-        sqlx::query_as("SELECT status, attempts, last_error FROM outbox_events WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await
-            .with_context(|| format!("event {id}"))?;
+    let (status, attempts, last_error) = sqlx::query_as(
+        "SELECT status, attempts, last_error FROM outbox_event_status WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("event {id}"))?;
     Ok(EventState {
         status,
         attempts,

@@ -33,10 +33,11 @@ async fn assert_exactly_once(db: &TestDb, broker: &TestBroker, ids: &[Uuid]) -> 
     let seen: std::collections::HashSet<String> = copies.keys().cloned().collect();
     assert_eq!(seen, id_set(ids), "every event arrives, and only those");
     for (id, count) in copies.iter().filter(|(_, count)| **count > 1) {
-        let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outbox_events WHERE id = $1")
-            .bind(id.parse::<Uuid>()?)
-            .fetch_one(&db.pool)
-            .await?;
+        let attempts: i32 =
+            sqlx::query_scalar("SELECT attempts FROM outbox_event_status WHERE id = $1")
+                .bind(id.parse::<Uuid>()?)
+                .fetch_one(&db.pool)
+                .await?;
         assert!(
             attempts >= *count as i32,
             "event {id} arrived {count} times but was attempted {attempts} times"

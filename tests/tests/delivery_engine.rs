@@ -246,10 +246,12 @@ async fn stop_relay(relay: &mut RelayProcess) -> Result<()> {
 /// One event's status, attempts and last error.
 async fn row_state(pool: &PgPool, id: Uuid) -> Result<(String, i32, Option<String>)> {
     Ok(
-        sqlx::query_as("SELECT status, attempts, last_error FROM outbox_events WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
+        sqlx::query_as(
+            "SELECT status, attempts, last_error FROM outbox_event_status WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await?,
     )
 }
 
@@ -340,12 +342,10 @@ async fn expect_refused(pool: &PgPool, row: &RawRow, needles: &[&str]) -> Result
 async fn undelivered_rows(pool: &PgPool) -> Result<String> {
     let rows: Vec<Value> = sqlx::query_scalar(
         "SELECT jsonb_build_object('seq', seq, 'id', id, 'key', ordering_key, 'status', status,
-                                   'parked', parked,
-                                   'leased_by', (SELECT l.relay_id FROM outbox_leased_events l
-                                                  WHERE l.id = outbox_events.id),
-                                   'attempts', attempts, 'available_at', available_at,
+                                   'parked', parked, 'leased_by', leased_by,
+                                   'attempts', attempts, 'due_at', due_at,
                                    'last_error', last_error)
-           FROM outbox_events WHERE status <> 'delivered' ORDER BY ordering_key, seq LIMIT 40",
+           FROM outbox_event_status WHERE status <> 'delivered' ORDER BY ordering_key, seq LIMIT 40",
     )
     .fetch_all(pool)
     .await?;
@@ -1362,7 +1362,7 @@ async fn headers_over_the_frame_size_fail_only_their_own_event() -> Result<()> {
     })
     .await;
     let states: Vec<(String, i32, Option<String>)> = sqlx::query_as(
-        "SELECT status, attempts, last_error FROM outbox_events WHERE id = ANY($1) ORDER BY seq",
+        "SELECT status, attempts, last_error FROM outbox_event_status WHERE id = ANY($1) ORDER BY seq",
     )
     .bind(&others)
     .fetch_all(&db.pool)

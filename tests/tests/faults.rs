@@ -146,8 +146,8 @@ async fn a_broker_blocking_publishers_cannot_hold_a_wave_past_its_lease() -> Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (delivered_while_blocked, attempted): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*) FILTER (WHERE attempts > 0)
-           FROM outbox_events",
+        "SELECT (SELECT count(*) FROM outbox_events WHERE status = 'delivered'),
+                (SELECT count(*) FROM outbox_attempts WHERE failures > 0)",
     )
     .fetch_one(&db.pool)
     .await?;

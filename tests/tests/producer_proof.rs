@@ -147,10 +147,11 @@ async fn a_producer_cannot_forge_delivery_state() -> Result<()> {
         for id in &own_scope {
             assert_once_in_order(&received, &[*id], "a tenant's own scope");
         }
-        let states: Vec<(String, i32, i64)> =
-            sqlx::query_as("SELECT status, attempts, count(*) FROM outbox_events GROUP BY 1, 2")
-                .fetch_all(&db.pool)
-                .await?;
+        let states: Vec<(String, i32, i64)> = sqlx::query_as(
+            "SELECT status, attempts, count(*) FROM outbox_event_status GROUP BY 1, 2",
+        )
+        .fetch_all(&db.pool)
+        .await?;
         assert_eq!(states, vec![("delivered".to_owned(), 1, total as i64)]);
         Ok(())
     })
@@ -444,7 +445,7 @@ async fn a_settle_that_fails_on_one_row_records_the_others() -> Result<()> {
     .await?;
     assert_eq!(settled.dead, 1, "{settled:?}");
     let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, last_error FROM outbox_events WHERE id = $1")
+        sqlx::query_as("SELECT status, last_error FROM outbox_event_status WHERE id = $1")
             .bind(poisoned)
             .fetch_one(&db.pool)
             .await?;

@@ -232,7 +232,7 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
     )
     .await?;
     let (attempts, last_error): (i32, Option<String>) =
-        sqlx::query_as("SELECT attempts, last_error FROM outbox_events WHERE id = $1")
+        sqlx::query_as("SELECT attempts, last_error FROM outbox_event_status WHERE id = $1")
             .bind(dead_id)
             .fetch_one(&db.pool)
             .await?;
@@ -263,7 +263,7 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
     }
     // ... while the later event of the dead event's key waits, never attempted.
     let (status, attempts): (String, i32) =
-        sqlx::query_as("SELECT status, attempts FROM outbox_events WHERE id = $1")
+        sqlx::query_as("SELECT status, attempts FROM outbox_event_status WHERE id = $1")
             .bind(blocked_id)
             .fetch_one(&db.pool)
             .await?;
@@ -388,7 +388,7 @@ async fn returns_are_matched_to_their_own_messages_in_a_mixed_wave() -> Result<(
     })
     .await?;
     let wrong: Vec<(String, String, i32)> = sqlx::query_as(
-        "SELECT event_type, status, attempts FROM outbox_events
+        "SELECT event_type, status, attempts FROM outbox_event_status
           WHERE (event_type = 'TICKET_UPDATED') <> (status = 'delivered')",
     )
     .fetch_all(&db.pool)

@@ -59,7 +59,7 @@ async fn an_event_with_a_cc_header_the_broker_refuses_is_dead_at_once_and_costs_
         relay.stop().await?;
 
         let refused_states: Vec<(i32, Option<String>)> = sqlx::query_as(
-            "SELECT attempts, last_error FROM outbox_events WHERE id = ANY($1) ORDER BY seq",
+            "SELECT attempts, last_error FROM outbox_event_status WHERE id = ANY($1) ORDER BY seq",
         )
         .bind(&refused)
         .fetch_all(&db.pool)
@@ -76,7 +76,7 @@ async fn an_event_with_a_cc_header_the_broker_refuses_is_dead_at_once_and_costs_
             );
         }
         let others_retried: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox_events WHERE id = ANY($1) AND attempts <> 1",
+            "SELECT count(*) FROM outbox_event_status WHERE id = ANY($1) AND attempts <> 1",
         )
         .bind(&others)
         .fetch_one(&db.pool)

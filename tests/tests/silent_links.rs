@@ -111,7 +111,7 @@ async fn latency_slows_the_relay_without_false_alarms() -> Result<()> {
         let took = started.elapsed();
         // A delivery counts as one attempt; more, or an error recorded, is a failed one.
         let failed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox_events WHERE attempts > 1 OR last_error IS NOT NULL",
+            "SELECT count(*) FROM outbox_event_status WHERE attempts > 1 OR last_error IS NOT NULL",
         )
         .fetch_one(&db.pool)
         .await?;

@@ -106,11 +106,11 @@ impl Row {
 /// Reads one row.
 async fn row(pool: &PgPool, id: Uuid) -> Result<Row> {
     Ok(sqlx::query_as(
-        "SELECT e.id, e.seq, e.status, e.parked, e.attempts, l.token AS claim_token,
-                l.relay_id AS locked_by, l.leased_until AS locked_until, e.available_at,
-                e.last_error, e.delivered_at
-           FROM outbox_events e LEFT JOIN outbox_leased_events l ON l.id = e.id
-          WHERE e.id = $1",
+        "SELECT s.id, s.seq, s.status, s.parked, s.attempts, s.lease_token AS claim_token,
+                s.leased_by AS locked_by, s.leased_until AS locked_until,
+                COALESCE(s.due_at, s.available_at) AS available_at, s.last_error, s.delivered_at
+           FROM outbox_event_status s
+          WHERE s.id = $1",
     )
     .bind(id)
     .fetch_one(pool)
@@ -570,7 +570,7 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
     );
     let head = row(pool, k[0]).await?;
     assert_eq!(head.status, "pending");
-    assert!(!head.parked);
+    assert!(head.parked, "a failed event is parked while it backs off");
     assert_eq!(head.attempts, 1);
     assert_eq!(head.last_error.as_deref(), Some("nack from the broker"));
     head.assert_unleased();
@@ -591,7 +591,7 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
     assert!(nothing.is_empty(), "{:?}", ids(&nothing));
 
     // The backoff is over: the head comes back with its run; the limit of 2 attempts is hit.
-    sqlx::query("UPDATE outbox_events SET available_at = now() WHERE id = $1")
+    sqlx::query("UPDATE outbox_attempts SET next_attempt_at = now() WHERE event_id = $1")
         .bind(k[0])
         .execute(pool)
         .await?;
@@ -1492,7 +1492,7 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
     assert!(claim(pool, "relay-a", 100, LEASE).await?.is_empty());
     assert!(row(pool, k[1]).await?.parked);
     // The retry is due; the head goes out, the second event is released (lease ran short).
-    sqlx::query("UPDATE outbox_events SET available_at = now() WHERE id = $1")
+    sqlx::query("UPDATE outbox_attempts SET next_attempt_at = now() WHERE event_id = $1")
         .bind(k[0])
         .execute(pool)
         .await?;

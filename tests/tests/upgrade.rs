@@ -52,15 +52,27 @@ async fn insert_in(
     Ok(id)
 }
 
-/// (status, attempts, parked) of each event, in the order given.
+/// (status, attempts, parked) of each event, in the order given: from the rows before
+/// engine v3's step 3, from `outbox_event_status` (which counts the failures the relay keeps
+/// in `outbox_attempts`) after it.
 async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>> {
+    let view: bool = sqlx::query_scalar("SELECT to_regclass('outbox_event_status') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let source = if view {
+        "outbox_event_status"
+    } else {
+        "outbox_events"
+    };
     let mut out = Vec::new();
     for id in ids {
         out.push(
-            sqlx::query_as("SELECT status, attempts, parked FROM outbox_events WHERE id = $1")
-                .bind(id)
-                .fetch_one(pool)
-                .await?,
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT status, attempts, parked FROM {source} WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
         );
     }
     Ok(out)
@@ -494,6 +506,240 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
     )
     .await?;
     relay.stop().await?;
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+/// The migration of engine v3's third step (failures off the event row).
+const STEP_THREE: i64 = 20261206000006;
+
+/// (status, attempts, last error) of each event, in the order given, as the rows said before
+/// the third step or `outbox_event_status` says after it.
+async fn facts(
+    pool: &PgPool,
+    ids: &[Uuid],
+    source: &str,
+) -> Result<Vec<(String, i32, Option<String>)>> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT status, attempts, last_error FROM {source} WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing() -> Result<()> {
+    let db = TestDb::empty().await?;
+    let before = Migrator::with_migrations(
+        outbox_core::MIGRATOR
+            .iter()
+            .filter(|m| m.version < STEP_THREE)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db.pool).await?;
+    outbox_core::sync_catalog(&db.pool).await?;
+
+    let tenant = Uuid::now_v7();
+    let dead_key = format!("ticket:{}", Uuid::now_v7());
+    let retrying_key = format!("ticket:{}", Uuid::now_v7());
+    let leased_key = format!("ticket:{}", Uuid::now_v7());
+    let scheduled_key = format!("ticket:{}", Uuid::now_v7());
+
+    // Delivered after two failures, then a dead head with one parked behind it.
+    let delivered = insert_in(
+        &db.pool,
+        Some(tenant),
+        Some(&dead_key),
+        "status = 'delivered', attempts = 3, delivered_at = now()",
+    )
+    .await?;
+    let dead = insert_in(
+        &db.pool,
+        Some(tenant),
+        Some(&dead_key),
+        "status = 'dead', attempts = 10, last_error = 'nacked'",
+    )
+    .await?;
+    let behind_dead = insert(&db.pool, Some(tenant), Some(&dead_key)).await?;
+    // A keyed head retrying in two seconds (a step-two relay rewrote its available_at), one
+    // parked behind it; an unordered event retrying in one.
+    let retrying = insert_in(
+        &db.pool,
+        Some(tenant),
+        Some(&retrying_key),
+        "attempts = 2, last_error = 'timeout', available_at = now() + interval '2 seconds'",
+    )
+    .await?;
+    let behind_retrying = insert(&db.pool, Some(tenant), Some(&retrying_key)).await?;
+    let unordered_retrying = insert_in(
+        &db.pool,
+        None,
+        None,
+        "attempts = 1, last_error = 'returned', available_at = now() + interval '1 second'",
+    )
+    .await?;
+    // Leased by a step-two relay (stopped for the upgrade) until a second from now.
+    let leased = insert(&db.pool, Some(tenant), Some(&leased_key)).await?;
+    sqlx::query(
+        "INSERT INTO outbox_leases (lease_key, token, relay_id, leased_until, first_seq, last_seq, events)
+         SELECT outbox_scope(tenant_id, ordering_key), gen_random_uuid(), 'old-relay',
+                now() + interval '1 second', seq, seq, 1
+           FROM outbox_events WHERE id = $1",
+    )
+    .bind(leased)
+    .execute(&db.pool)
+    .await?;
+    // Scheduled, never tried; plain pending; discarded after ten failures.
+    let scheduled = insert_in(
+        &db.pool,
+        None,
+        Some(&scheduled_key),
+        "available_at = now() + interval '2 seconds'",
+    )
+    .await?;
+    let pending = insert(&db.pool, Some(tenant), None).await?;
+    let discarded = insert_in(
+        &db.pool,
+        None,
+        None,
+        "status = 'discarded', attempts = 10, last_error = 'discarded by ops; last error: nacked'",
+    )
+    .await?;
+    sqlx::query("INSERT INTO outbox_discarded (event_id) VALUES ($1)")
+        .bind(discarded)
+        .execute(&db.pool)
+        .await?;
+
+    let all = [
+        delivered,
+        dead,
+        behind_dead,
+        retrying,
+        behind_retrying,
+        unordered_retrying,
+        leased,
+        scheduled,
+        pending,
+        discarded,
+    ];
+    let old = facts(&db.pool, &all, "outbox_events").await?;
+    let old_parked = states(&db.pool, &all).await?;
+
+    outbox_core::migrate(&db.pool).await?;
+
+    // Every event says the same through the status view; the failures of undelivered
+    // events live in the relay's table now, not on their rows.
+    let new = facts(&db.pool, &all, "outbox_event_status").await?;
+    assert_eq!(old, new, "what each event says changed");
+    assert_eq!(old_parked, states(&db.pool, &all).await?, "parking changed");
+    let on_rows: Vec<(Uuid, i32, Option<String>)> = sqlx::query_as(
+        "SELECT id, attempts, last_error FROM outbox_events
+          WHERE status <> 'delivered' AND (attempts <> 0 OR last_error IS NOT NULL)",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    assert!(on_rows.is_empty(), "failures left on rows: {on_rows:?}");
+    let moved: Vec<(Uuid, i32, bool)> = sqlx::query_as(
+        "SELECT event_id, failures, next_attempt_at IS NOT NULL FROM outbox_attempts ORDER BY event_id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    let mut expected_moved = vec![
+        (dead, 10, false),
+        (retrying, 2, true),
+        (unordered_retrying, 1, true),
+        (discarded, 10, false),
+    ];
+    expected_moved.sort();
+    assert_eq!(moved, expected_moved);
+    let delivered_row: i32 = sqlx::query_scalar("SELECT attempts FROM outbox_events WHERE id = $1")
+        .bind(delivered)
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(delivered_row, 3, "a delivered event keeps its history");
+
+    // The relay delivers every pending event once, in order, the retrying ones as their next
+    // attempt (`x-attempt`) once their time comes; nothing dead, delivered or discarded.
+    let broker = TestBroker::new(&["#"]).await?;
+    let started = std::time::Instant::now();
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let expected = [
+        retrying,
+        behind_retrying,
+        unordered_retrying,
+        leased,
+        scheduled,
+        pending,
+    ];
+    let received = broker
+        .collect(expected.len(), Duration::from_secs(30))
+        .await?;
+    let waited = started.elapsed();
+    let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
+    let position = |id: &Uuid| ids.iter().position(|x| *x == id.to_string());
+    for id in &expected {
+        assert!(position(id).is_some(), "{id} not delivered: {ids:?}");
+    }
+    assert!(position(&retrying) < position(&behind_retrying));
+    for id in [delivered, dead, behind_dead, discarded] {
+        assert!(position(&id).is_none(), "{id} must not be published");
+    }
+    let attempt_of = |id: Uuid| {
+        received
+            .iter()
+            .find(|m| m.message_id == id.to_string())
+            .and_then(|m| m.headers.get("x-attempt").cloned())
+    };
+    assert_eq!(attempt_of(retrying).as_deref(), Some("3"));
+    assert_eq!(attempt_of(unordered_retrying).as_deref(), Some("2"));
+    assert_eq!(attempt_of(pending).as_deref(), Some("1"));
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the retries waited for their time"
+    );
+    relay.stop().await?;
+
+    // What the events say after delivery: attempts counted from the failures.
+    let after = facts(
+        &db.pool,
+        &[retrying, unordered_retrying, pending],
+        "outbox_event_status",
+    )
+    .await?;
+    assert_eq!(
+        after
+            .iter()
+            .map(|(status, attempts, _)| (status.as_str(), *attempts))
+            .collect::<Vec<_>>(),
+        vec![("delivered", 3), ("delivered", 2), ("delivered", 1)]
+    );
+
+    // The dead head is replayed: its failures are forgotten, and it and the event behind it
+    // go out.
+    let (code, _, stderr) =
+        relay_cli(&db, &["replay", "--id", &dead.to_string(), "--actor", "t"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        facts(&db.pool, &[dead], "outbox_event_status").await?,
+        vec![("pending".to_owned(), 0, None)]
+    );
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let again = broker.collect(2, Duration::from_secs(30)).await?;
+    relay.stop().await?;
+    let again: Vec<String> = again.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(again, vec![dead.to_string(), behind_dead.to_string()]);
     broker.cleanup().await?;
     db.cleanup().await
 }

@@ -2,7 +2,9 @@
 //!
 //! A claim, under the exclusive claim lock:
 //! 1. reaps expired leases (a crashed relay's rows become claimable again);
-//! 2. unparks the heads of keys a settle left for re-checking;
+//! 2. unparks the heads of keys a settle left for re-checking, and the failed events whose
+//!    next try is due (a failed event is parked while it backs off; its failures and next
+//!    try live in `outbox_attempts`, not on its row);
 //! 3. scans the *ready* index — unparked, due pending rows: the heads of keys and unkeyed
 //!    events — past those of leased scopes, and confirms each is its key's head (no earlier undelivered event);
 //!    a row that is not (an event replayed behind it, say) is parked;
@@ -50,7 +52,8 @@ pub(crate) use lease_key_of;
 
 /// Step 1: forgets the relays that are gone (registered owners whose advisory lock nobody
 /// holds: one lock probe per running relay, see [`crate::engine::lease`]) and ends their
-/// leases, ends expired leases, and reports whether any key waits for a re-check. Leases
+/// leases, ends expired leases, and reports whether any key waits for a re-check and
+/// whether any failed event is due for its next try. Leases
 /// live in `outbox_leases`, one row per leased scope: all of this reads a table the size
 /// of what is in flight.
 pub const REAP_SQL: &str = "WITH gone AS (
@@ -63,7 +66,9 @@ pub const REAP_SQL: &str = "WITH gone AS (
                  OR owner IN (SELECT owner FROM gone)
              RETURNING 1)
          SELECT (SELECT count(*) FROM reaped), EXISTS (SELECT 1 FROM outbox_key_recheck),
-                COALESCE((SELECT array_agg(owner) FROM gone), '{}')";
+                COALESCE((SELECT array_agg(owner) FROM gone), '{}'),
+                EXISTS (SELECT 1 FROM outbox_attempts
+                         WHERE next_attempt_at <= statement_timestamp())";
 
 /// Whether the claiming relay is still the registered, live owner `$1` (int4 key): leases
 /// under an owner that is not registered would never be reaped, and under one whose lock
@@ -93,7 +98,9 @@ pub const PROBE_SQL: &str = concat!(
              OR EXISTS (SELECT 1 FROM outbox_leases WHERE leased_until < statement_timestamp())
              OR EXISTS (SELECT 1 FROM outbox_relay_owners o
                          WHERE pg_try_advisory_xact_lock(1869968482, o.owner))
-             OR EXISTS (SELECT 1 FROM outbox_key_recheck)"
+             OR EXISTS (SELECT 1 FROM outbox_key_recheck)
+             OR EXISTS (SELECT 1 FROM outbox_attempts
+                         WHERE next_attempt_at <= statement_timestamp())"
 );
 
 /// Runs [`PROBE_SQL`]: whether a claim now would find work.
@@ -123,6 +130,23 @@ pub const RECHECK_LOCK_ROWS_SQL: &str = "INSERT INTO outbox_key_locks (ordering_
           WHERE NOT EXISTS (SELECT 1 FROM outbox_key_locks k WHERE k.ordering_key = r.ordering_key)
           ORDER BY r.ordering_key
          ON CONFLICT DO NOTHING";
+
+/// Step 2, then: the failed events whose next try is due (at most 1,000, soonest first)
+/// leave the retry schedule (`outbox_attempts.next_attempt_at`) and are unparked, so the
+/// ready scan sees them again. A settle parks an event that failed and will be retried:
+/// while it backs off, it is not in the ready index, and no claim walks past it. (One that
+/// is no longer its scope's head — an earlier event was replayed meanwhile — is parked
+/// again by the ready scan's head probe.)
+pub const DUE_RETRIES_SQL: &str = "WITH due AS (
+             UPDATE outbox_attempts SET next_attempt_at = NULL, updated_at = clock_timestamp()
+              WHERE event_id IN (SELECT event_id FROM outbox_attempts
+                                  WHERE next_attempt_at <= statement_timestamp()
+                                  ORDER BY next_attempt_at
+                                  LIMIT 1000)
+             RETURNING event_id)
+         UPDATE outbox_events e SET parked = false
+           FROM due
+          WHERE e.id = due.event_id AND e.status = 'pending' AND e.parked";
 
 /// Step 2, after unparking: forgets the re-checked keys.
 pub const RECHECK_DONE_SQL: &str =
@@ -194,7 +218,8 @@ pub const LEASE_SQL: &str = concat!(
                      THEN o.occurred_at END AS occurred_at,
                 CASE WHEN o.created_at BETWEEN '0001-01-01Z' AND '9999-12-31Z'
                      THEN o.created_at END AS created_at,
-                o.attempts
+                COALESCE((SELECT a.failures FROM outbox_attempts a WHERE a.event_id = o.id), 0)
+                    AS attempts
            FROM chosen o
           WHERE o.lease_key IN (SELECT lease_key FROM leased)"
 );
@@ -263,7 +288,7 @@ pub struct ClaimSteps {
     pub begin_lock: Duration,
     /// Step 1, the reap.
     pub reap: Duration,
-    /// Step 2, the re-check of noted keys (zero when none waits).
+    /// Step 2, the re-check of noted keys and the due retries (zero when none waits).
     pub recheck: Duration,
     /// Step 3, the ready scan with its head probe.
     pub ready: Duration,
@@ -343,7 +368,7 @@ async fn claim_timed_on(
 
     // 1. Reap expired leases and those of relays that are gone; learn whether any key
     //    waits for a re-check.
-    let (reaped, recheck, gone): (i64, bool, Vec<i32>) =
+    let (reaped, recheck, gone, retries_due): (i64, bool, Vec<i32>, bool) =
         sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
     // (A relay stopped cleanly leaves its row and no lease: forgetting it is not news.)
     if !gone.is_empty() && reaped > 0 {
@@ -376,6 +401,10 @@ async fn claim_timed_on(
             .bind(&free)
             .execute(&mut *tx)
             .await?;
+    }
+    // Failed events whose next try is due.
+    if retries_due {
+        sqlx::query(DUE_RETRIES_SQL).execute(&mut *tx).await?;
     }
     lap(&mut steps.recheck);
 
@@ -538,8 +567,18 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
         .await?,
     ));
     // Executed again for its answer (nothing left to reap).
-    let (_, recheck, _): (i64, bool, Vec<i32>) =
+    let (_, recheck, _, retries_due): (i64, bool, Vec<i32>, bool) =
         sqlx::query_as(REAP_SQL).fetch_one(&mut *tx).await?;
+    if retries_due {
+        plans.push((
+            "2. due retries".to_owned(),
+            plan_of(
+                &mut tx,
+                sqlx::query(sqlx::AssertSqlSafe(explained(DUE_RETRIES_SQL))),
+            )
+            .await?,
+        ));
+    }
     if recheck {
         create_missing_key_locks(&mut tx).await?;
         plans.push((

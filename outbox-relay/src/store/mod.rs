@@ -7,7 +7,8 @@
 //! | (insert) | `pending` (head, or `parked` behind its key's head) | the insert trigger | `migrations/` |
 //! | `pending`, unleased | `pending`, its scope leased under a claim token (a row of `outbox_leases`; the event row is not written) | [`claim::claim`] | `claim.rs` |
 //! | `pending`, lease expired or its relay gone | `pending`, unleased (the lease row deleted) | [`claim::claim`] (reaping) | `claim.rs` |
-//! | `pending`, leased | `delivered` / `pending` (retry) / `dead` / unleased | [`settle::settle`] | `settle.rs` |
+//! | `pending`, leased | `delivered` / `pending` (retry: parked, its failure and next try in `outbox_attempts`) / `dead` / unleased | [`settle::settle`] | `settle.rs` |
+//! | `pending`, parked, next try due | `pending`, unparked | [`claim::claim`] (due retries) | `claim.rs` |
 //! | `dead`, `delivered` or `discarded` | `pending` | [`operator::apply`] (replay) | `operator.rs` |
 //! | `dead` | `discarded` | [`operator::apply`] (discard) | `operator.rs` |
 //! | `delivered`, `discarded` | (deleted) | [`purge`] | `purge.rs` |
@@ -127,8 +128,9 @@ async fn begin_locked(
 }
 
 /// Unparks the head (first undelivered event) of each of `keys` (ordering scopes, as
-/// `outbox_scope()` names them), whose writers' key locks the transaction holds. Returns how
-/// many rows changed.
+/// `outbox_scope()` names them), whose writers' key locks the transaction holds — unless the
+/// head failed and waits for its next try (the claim unparks it then). Returns how many rows
+/// changed.
 async fn unpark_heads(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[String],
@@ -144,7 +146,9 @@ async fn unpark_heads(
                  WHERE outbox_scope(h.tenant_id, h.ordering_key) = k.key
                    AND h.status IN ('pending', 'dead')
                  ORDER BY h.seq LIMIT 1) AS head
-          WHERE e.id = head.id AND e.parked",
+          WHERE e.id = head.id AND e.parked
+            AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
+                             WHERE a.event_id = e.id AND a.next_attempt_at IS NOT NULL)",
     )
     .bind(keys)
     .execute(&mut **tx)

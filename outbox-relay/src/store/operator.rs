@@ -78,13 +78,17 @@ pub async fn apply(
     let mut conn = pool.acquire().await?;
     let mut tx = begin_locked(&mut conn, ClaimLock::SharedDurable).await?;
     let select = format!(
-        "SELECT id, event_type, tenant_id, ordering_key, created_at, attempts, last_error
-           FROM outbox_events
+        "SELECT e.id, e.event_type, e.tenant_id, e.ordering_key, e.created_at,
+                GREATEST(e.attempts, COALESCE(a.failures, 0)
+                         + CASE WHEN e.status = 'delivered' THEN 1 ELSE 0 END) AS attempts,
+                COALESCE(a.last_error, e.last_error) AS last_error
+           FROM outbox_events e
+           LEFT JOIN outbox_attempts a ON a.event_id = e.id
           WHERE {WHERE}
-          ORDER BY seq
+          ORDER BY e.seq
           LIMIT $9
           {}",
-        if dry_run { "" } else { "FOR UPDATE" }
+        if dry_run { "" } else { "FOR UPDATE OF e" }
     );
     let events: Vec<SelectedEvent> = sqlx::query_as(sqlx::AssertSqlSafe(select))
         .bind(from.as_str())
@@ -118,11 +122,18 @@ pub async fn apply(
             // A revived key may have lost its writers' lock row (purged when it went idle):
             // settles then leave it to the claim's re-check, which recreates the row. (Not
             // here: creating it could wait for a writer while holding the claim lock.)
+            // Its failures are forgotten: it starts again with a full set of attempts.
+            sqlx::query("DELETE FROM outbox_attempts WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            // The row's `available_at` (when the producer let it first be sent) is left as
+            // it is: it is due now, having been sent or tried before. (`attempts` and
+            // `last_error` hold a count only on events delivered before engine v3's step 3.)
             sqlx::query(
                 "UPDATE outbox_events
-                    SET status = 'pending', attempts = 0, available_at = now(), last_error = NULL,
-                        delivered_at = NULL, parked = false, claim_token = NULL,
-                        locked_by = NULL, locked_until = NULL
+                    SET status = 'pending', attempts = 0, last_error = NULL,
+                        delivered_at = NULL, parked = false
                   WHERE id = ANY($1)",
             )
             .bind(&ids)
@@ -130,13 +141,25 @@ pub async fn apply(
             .await?;
         }
         Action::Discard => {
-            sqlx::query(
-                "UPDATE outbox_events
-                    SET status = 'discarded', parked = false,
-                        last_error = left('discarded by ' || $2 || '; last error: ' || COALESCE(last_error, 'none'), 2000)
-                  WHERE id = ANY($1) AND status = 'dead'",
+            let discarded: Vec<Uuid> = sqlx::query_scalar(
+                "UPDATE outbox_events SET status = 'discarded', parked = false
+                  WHERE id = ANY($1) AND status = 'dead'
+                 RETURNING id",
             )
             .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            // Who discarded it, beside why it died.
+            sqlx::query(
+                "INSERT INTO outbox_attempts AS a (event_id, failures, last_error)
+                 SELECT d.id, 0, left('discarded by ' || $2 || '; last error: none', 2000)
+                   FROM unnest($1::uuid[]) AS d(id)
+                 ON CONFLICT (event_id) DO UPDATE
+                    SET last_error = left('discarded by ' || $2 || '; last error: '
+                                          || COALESCE(a.last_error, 'none'), 2000),
+                        next_attempt_at = NULL, updated_at = clock_timestamp()",
+            )
+            .bind(&discarded)
             .bind(actor)
             .execute(&mut *tx)
             .await?;
@@ -194,7 +217,8 @@ pub struct InspectedEvent {
     pub attempts: i32,
     /// Why the last attempt failed (or who discarded it).
     pub last_error: Option<String>,
-    /// When it may be sent (next try of a retrying event).
+    /// When it may be sent: the producer's `available_at`, or the next try of an event that
+    /// failed, whichever is later.
     pub available_at: DateTime<Utc>,
     /// When the broker confirmed it.
     pub delivered_at: Option<DateTime<Utc>>,
@@ -256,19 +280,19 @@ from_row!(InspectedEvent {
     payload
 });
 
-/// One event's full row, or `None` when there is no such event. Its lease (`claim_token`,
-/// `locked_by`, `locked_until`) comes from `outbox_leases` when a claim holds it; its
-/// discard time from `outbox_discarded`.
+/// One event's full row, or `None` when there is no such event. Where it stands (status,
+/// attempts, last error, next try, lease, discard time) comes from `outbox_event_status`,
+/// which reads the relay's tables (`outbox_attempts`, `outbox_leases`, `outbox_discarded`).
 pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<InspectedEvent>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.id, e.status, e.attempts, e.last_error, e.available_at, e.delivered_at,
-                x.discarded_at, e.event_type, e.schema_ref, e.category, e.tenant_id,
-                e.ordering_key, e.seq, e.dedupe_key, e.occurred_at, e.created_at, e.parked,
-                l.relay_id AS locked_by, l.leased_until AS locked_until, l.token AS claim_token,
-                e.headers, e.payload
+        "SELECT s.id, s.status, s.attempts, s.last_error,
+                COALESCE(s.due_at, s.available_at) AS available_at, s.delivered_at,
+                s.discarded_at, e.event_type, e.schema_ref, e.category, e.tenant_id,
+                e.ordering_key, e.seq, e.dedupe_key, e.occurred_at, e.created_at, s.parked,
+                s.leased_by AS locked_by, s.leased_until AS locked_until,
+                s.lease_token AS claim_token, e.headers, e.payload
            FROM outbox_events e
-           LEFT JOIN outbox_discarded x ON x.event_id = e.id
-           LEFT JOIN outbox_leased_events l ON l.id = e.id
+           JOIN outbox_event_status s ON s.id = e.id
           WHERE e.id = $1",
     )
     .bind(id)

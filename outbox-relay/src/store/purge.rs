@@ -36,9 +36,14 @@ impl Purgeable {
                         AND delivered_at < now() - make_interval(secs => $1)
                       ORDER BY delivered_at
                       LIMIT $2
-                        FOR UPDATE SKIP LOCKED)
-                 DELETE FROM outbox_events o USING doomed d
-                  WHERE o.id = d.id AND o.status = 'delivered'"
+                        FOR UPDATE SKIP LOCKED),
+                 gone AS (
+                     DELETE FROM outbox_events o USING doomed d
+                      WHERE o.id = d.id AND o.status = 'delivered'
+                     RETURNING o.id),
+                 forgotten AS (
+                     DELETE FROM outbox_attempts a USING gone g WHERE a.event_id = g.id)
+                 SELECT count(*) FROM gone"
             }
             Purgeable::Discarded => {
                 "WITH doomed AS (
@@ -54,7 +59,9 @@ impl Purgeable {
                       WHERE o.id = d.id AND o.status = 'discarded'
                      RETURNING o.id),
                  forgotten AS (
-                     DELETE FROM outbox_discarded x USING gone g WHERE x.event_id = g.id)
+                     DELETE FROM outbox_discarded x USING gone g WHERE x.event_id = g.id),
+                 failures_forgotten AS (
+                     DELETE FROM outbox_attempts a USING gone g WHERE a.event_id = g.id)
                  SELECT count(*) FROM gone"
             }
             Purgeable::Inbox => {
@@ -167,8 +174,8 @@ async fn delete_batch(
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
     match what {
-        // Deletes from two tables and counts the events.
-        Purgeable::Discarded => {
+        // Deletes from several tables and counts the events.
+        Purgeable::Delivered | Purgeable::Discarded => {
             let deleted: i64 = sqlx::query_scalar(what.delete_batch())
                 .bind(older_than.as_secs_f64())
                 .bind(batch)
@@ -176,7 +183,7 @@ async fn delete_batch(
                 .await?;
             Ok(u64::try_from(deleted).unwrap_or(0))
         }
-        Purgeable::Delivered | Purgeable::Inbox => Ok(sqlx::query(what.delete_batch())
+        Purgeable::Inbox => Ok(sqlx::query(what.delete_batch())
             .bind(older_than.as_secs_f64())
             .bind(batch)
             .execute(conn)

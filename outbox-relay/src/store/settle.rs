@@ -56,10 +56,11 @@ const END_LEASES_BUT_SQL: &str = concat!(
 );
 
 /// Deliveries: the rows of the scopes still held (`$2`, lease keys) become `delivered`.
+/// Nothing else is written: an event's failures (if it had any) stay in `outbox_attempts`,
+/// and its attempts are counted from them (`outbox_event_status`).
 const DELIVERED_SQL: &str = concat!(
     "UPDATE outbox_events o
-        SET status = 'delivered', attempts = LEAST(attempts, 2147483646) + 1, delivered_at = clock_timestamp(),
-            last_error = NULL
+        SET status = 'delivered', delivered_at = clock_timestamp()
       WHERE o.id = ANY($1::uuid[]) AND o.status = 'pending'
         AND ",
     lease_key_of!("o"),
@@ -67,30 +68,52 @@ const DELIVERED_SQL: &str = concat!(
      RETURNING outbox_scope(o.tenant_id, o.ordering_key)"
 );
 
-/// Every outcome but delivery, per row of the scopes still held (`$6`, lease keys; attempt
-/// counts saturate: no stored value makes the statement fail): `$2` holds each id's outcome
-/// kind, `$3` its error, `$4` its retry delay in seconds, `$5` the attempt limit. Each row finds its outcome by its
-/// position in the id array (a join on `unnest` lets the planner rescan the array per row).
+/// Every outcome but delivery, for the events of the scopes still held (`$6`, lease keys):
+/// `$1` the ids, `$2` each one's outcome kind, `$3` its error, `$4` its retry delay in
+/// seconds, `$5` the attempt limit. A failure or a rejection counts in `outbox_attempts`
+/// (saturating: no stored value makes the statement fail) with its error; a failure below
+/// the limit is given its next try there and its event is parked until then (out of the
+/// ready index: no claim walks past it while it backs off); a rejection, or a failure at
+/// the limit, makes the event `dead`. A release changes nothing. Returns each recorded
+/// event's outcome kind and status.
 const OUTCOMES_SQL: &str = concat!(
-    "UPDATE outbox_events o
-        SET status = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'rejected' THEN 'dead'
-                WHEN 'failed' THEN CASE WHEN LEAST(o.attempts, 2147483646) + 1 >= $5 THEN 'dead' ELSE 'pending' END
-                ELSE o.status END,
-            attempts = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'released' THEN o.attempts ELSE LEAST(o.attempts, 2147483646) + 1 END,
-            last_error = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'released' THEN o.last_error
-                ELSE ($3::text[])[array_position($1::uuid[], o.id)] END,
-            available_at = CASE ($2::text[])[array_position($1::uuid[], o.id)]
-                WHEN 'failed' THEN clock_timestamp() + make_interval(secs => ($4::float8[])[array_position($1::uuid[], o.id)])
-                ELSE o.available_at END
-      WHERE o.id = ANY($1::uuid[])
-        AND o.status = 'pending'
-        AND ",
+    "WITH input AS (
+             SELECT DISTINCT ON (i.id) i.id, i.kind, i.error, i.delay
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) AS i(id, kind, error, delay)),
+         target AS MATERIALIZED (
+             SELECT i.id, i.kind, i.error, i.delay,
+                    LEAST(COALESCE(a.failures, 0), 2147483646) + 1 AS failures
+               FROM input i
+               JOIN outbox_events o ON o.id = i.id
+               LEFT JOIN outbox_attempts a ON a.event_id = i.id
+              WHERE o.status = 'pending'
+                AND ",
     lease_key_of!("o"),
-    " IN (SELECT unnest($6::text[]))
-     RETURNING ($2::text[])[array_position($1::uuid[], o.id)], o.status"
+    " IN (SELECT unnest($6::text[]))),
+         verdict AS MATERIALIZED (
+             SELECT t.*,
+                    CASE WHEN t.kind = 'released' THEN 'released'
+                         WHEN t.kind = 'rejected' OR t.failures >= $5 THEN 'dead'
+                         ELSE 'retrying' END AS fate
+               FROM target t),
+         counted AS (
+             INSERT INTO outbox_attempts AS a (event_id, failures, last_error, next_attempt_at, updated_at)
+             SELECT v.id, v.failures, v.error,
+                    CASE WHEN v.fate = 'retrying'
+                         THEN clock_timestamp() + make_interval(secs => v.delay) END,
+                    clock_timestamp()
+               FROM verdict v
+              WHERE v.fate <> 'released'
+             ON CONFLICT (event_id) DO UPDATE
+                SET failures = EXCLUDED.failures, last_error = EXCLUDED.last_error,
+                    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = EXCLUDED.updated_at),
+         marked AS (
+             UPDATE outbox_events o
+                SET status = CASE WHEN v.fate = 'dead' THEN 'dead' ELSE o.status END,
+                    parked = (v.fate = 'retrying')
+               FROM verdict v
+              WHERE o.id = v.id AND v.fate <> 'released')
+     SELECT v.kind, CASE WHEN v.fate = 'dead' THEN 'dead' ELSE 'pending' END FROM verdict v"
 );
 
 /// Records the outcomes of the claim `token`, all in one transaction.

@@ -124,7 +124,8 @@ pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error
         "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
                 (SELECT count(*) FROM outbox_leased_events
                   WHERE leased_until >= statement_timestamp()) AS in_flight,
-                count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retrying,
+                (SELECT count(*) FROM outbox_attempts a JOIN outbox_events r ON r.id = a.event_id
+                  WHERE r.status = 'pending') AS retrying,
                 count(*) FILTER (WHERE status = 'delivered') AS delivered,
                 count(*) FILTER (WHERE status = 'dead') AS dead,
                 count(*) FILTER (WHERE status = 'discarded') AS discarded,
@@ -204,14 +205,16 @@ pub async fn blocked_keys(
                                     AND b.status IN ('pending', 'dead'))
                ORDER BY d.seq LIMIT $1)
              UNION ALL
-             (SELECT r.id, r.seq FROM outbox_events r
-               WHERE $2 AND r.status = 'pending' AND NOT r.parked
-                 AND r.available_at > now() AND r.attempts > 0 AND r.ordering_key IS NOT NULL
-               ORDER BY r.available_at LIMIT $1)
+             (SELECT r.id, r.seq FROM outbox_attempts a JOIN outbox_events r ON r.id = a.event_id
+               WHERE $2 AND a.next_attempt_at > now()
+                 AND r.status = 'pending' AND r.ordering_key IS NOT NULL
+               ORDER BY a.next_attempt_at LIMIT $1)
              UNION ALL
              (SELECT s.id, s.seq FROM outbox_events s
                WHERE $2 AND s.status = 'pending' AND NOT s.parked
-                 AND s.available_at > now() AND s.attempts = 0 AND s.ordering_key IS NOT NULL
+                 AND s.available_at > now() AND s.ordering_key IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
+                                  WHERE a.event_id = s.id AND a.next_attempt_at IS NOT NULL)
                  AND EXISTS (SELECT 1 FROM outbox_events x
                               WHERE outbox_scope(x.tenant_id, x.ordering_key)
                                     = outbox_scope(s.tenant_id, s.ordering_key)
@@ -220,14 +223,18 @@ pub async fn blocked_keys(
                ORDER BY s.available_at LIMIT $1))
          SELECT e.ordering_key, e.tenant_id, e.id AS head_id, e.event_type,
                 CASE WHEN e.status = 'dead' THEN 'dead'
-                     WHEN e.attempts = 0 THEN 'scheduled' ELSE 'retrying' END AS status,
-                e.attempts, e.last_error,
-                CASE WHEN e.status = 'pending' THEN e.available_at END AS retry_at,
+                     WHEN a.next_attempt_at IS NULL THEN 'scheduled' ELSE 'retrying' END AS status,
+                GREATEST(e.attempts, COALESCE(a.failures, 0)) AS attempts,
+                COALESCE(a.last_error, e.last_error) AS last_error,
+                CASE WHEN e.status = 'pending'
+                     THEN GREATEST(e.available_at, COALESCE(a.next_attempt_at, e.available_at))
+                     END AS retry_at,
                 CASE WHEN w.n > $3
                      THEN GREATEST(outbox_estimate_behind(outbox_scope(e.tenant_id, e.ordering_key), e.seq), w.n)
                      ELSE w.n END AS waiting
            FROM heads h
            JOIN outbox_events e ON e.id = h.id
+           LEFT JOIN outbox_attempts a ON a.event_id = e.id
            CROSS JOIN LATERAL (
                 SELECT count(*) AS n FROM (
                     SELECT 1 FROM outbox_events x
