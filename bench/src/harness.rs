@@ -140,7 +140,10 @@ pub async fn wait_delivered(
     // the run; the pending index answers this at once.
     loop {
         let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM outbox_events WHERE status = 'pending' AND seq > $1)",
+            "SELECT EXISTS (SELECT 1 FROM outbox_events e
+                            WHERE e.status = 'pending' AND e.seq > $1
+                              AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
+                                               WHERE a.event_id = e.id AND a.dead_at IS NOT NULL))",
         )
         .bind(backlog.threshold)
         .fetch_one(pool)

@@ -289,24 +289,27 @@ pub struct TableState {
 /// Reads the table's state (a few full scans: seconds on a million rows).
 pub async fn table_state(pool: &PgPool) -> Result<TableState> {
     let (pending, dead, parked, ready, leased): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending'),
-                count(*) FILTER (WHERE status = 'dead'),
-                count(*) FILTER (WHERE status = 'pending' AND parked),
-                count(*) FILTER (WHERE status = 'pending' AND NOT parked),
+        "SELECT count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NULL),
+                count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NOT NULL),
+                count(*) FILTER (WHERE e.status = 'pending' AND e.parked),
+                count(*) FILTER (WHERE e.status = 'pending' AND NOT e.parked),
                 (SELECT COALESCE(sum(events), 0)::int8 FROM outbox_leases)
-           FROM outbox_events",
+           FROM outbox_events e LEFT JOIN outbox_attempts a ON a.event_id = e.id",
     )
     .fetch_one(pool)
     .await?;
     let (keys, keys_misparked): (i64, i64) = sqlx::query_as(
         "SELECT count(*),
-                count(*) FILTER (WHERE unparked <> 1 OR first_parked)
-           FROM (SELECT ordering_key,
-                        count(*) FILTER (WHERE NOT parked) AS unparked,
-                        (array_agg(parked ORDER BY seq))[1] AS first_parked
-                   FROM outbox_events
-                  WHERE status IN ('pending', 'dead') AND ordering_key IS NOT NULL
-                  GROUP BY ordering_key) AS k",
+                count(*) FILTER (WHERE unparked > 1 OR (first_parked <> held))
+           FROM (SELECT e.ordering_key,
+                        count(*) FILTER (WHERE NOT e.parked) AS unparked,
+                        (array_agg(e.parked ORDER BY e.seq))[1] AS first_parked,
+                        -- A dead or retrying head is parked (its state in outbox_attempts).
+                        (array_agg(a.dead_at IS NOT NULL OR a.next_attempt_at IS NOT NULL
+                                   ORDER BY e.seq))[1] AS held
+                   FROM outbox_events e LEFT JOIN outbox_attempts a ON a.event_id = e.id
+                  WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL
+                  GROUP BY e.ordering_key) AS k",
     )
     .fetch_one(pool)
     .await?;

@@ -727,7 +727,7 @@ async fn sample(pool: &PgPool, fleet: &Fleet, killed: &HashSet<&str>) -> Result<
 async fn count_status(pool: &PgPool, status: &str) -> Result<i64> {
     tokio::time::timeout(
         QUERY_LIMIT,
-        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = $1")
+        sqlx::query_scalar("SELECT count(*) FROM outbox_event_status WHERE status = $1")
             .bind(status)
             .fetch_one(pool),
     )

@@ -60,7 +60,7 @@ pub async fn replay_delivered(pool: &PgPool, ids: &[Uuid]) -> Result<()> {
         "the events are delivered",
         || async {
             let delivered: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM outbox_events WHERE id = ANY($1) AND status = 'delivered'",
+                "SELECT count(*) FROM outbox_event_status WHERE id = ANY($1) AND status = 'delivered'",
             )
             .bind(ids)
             .fetch_one(pool)

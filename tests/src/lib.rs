@@ -233,14 +233,44 @@ where
     }
 }
 
-/// Counts rows of `outbox_events` per status.
+/// Counts events per status (as `outbox_event_status` names it).
 pub async fn count_status(pool: &PgPool, status: &str) -> Result<i64> {
     Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = $1")
+        sqlx::query_scalar("SELECT count(*) FROM outbox_event_status WHERE status = $1")
             .bind(status)
             .fetch_one(pool)
             .await?,
     )
+}
+
+/// Makes events dead as the relay does when their attempts run out — `attempts` failures,
+/// the last with `error` — whatever stores that (the tests that need a dead event without
+/// a broker refusing it, so they do not restate the storage).
+pub async fn make_dead(
+    pool: &PgPool,
+    ids: &[Uuid],
+    attempts: i32,
+    error: Option<&str>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE outbox_events SET status = 'pending', parked = true WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO outbox_attempts (event_id, failures, last_error, dead_at)
+         SELECT unnest($1::uuid[]), $2, $3, now()
+         ON CONFLICT (event_id) DO UPDATE
+            SET failures = EXCLUDED.failures, last_error = EXCLUDED.last_error,
+                next_attempt_at = NULL, dead_at = EXCLUDED.dead_at",
+    )
+    .bind(ids)
+    .bind(attempts)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// One message as a consumer saw it.
@@ -780,7 +810,7 @@ pub async fn event_state(pool: &PgPool, id: Uuid) -> Result<EventState> {
 pub async fn wait_until_settled(pool: &PgPool, ids: &[Uuid], timeout: Duration) -> Result<()> {
     wait_until(timeout, "the events are settled", || async {
         let pending: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM outbox_events WHERE id = ANY($1) AND status = 'pending'",
+            "SELECT count(*) FROM outbox_event_status WHERE id = ANY($1) AND status = 'pending'",
         )
         .bind(ids)
         .fetch_one(pool)

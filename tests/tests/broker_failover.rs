@@ -85,7 +85,7 @@ async fn the_relay_moves_on_to_the_next_node_when_its_node_is_gone() -> Result<(
             "an event emitted after the failover is delivered",
             || async {
                 let status: String =
-                    sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+                    sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
                         .bind(probe[0])
                         .fetch_one(&db.pool)
                         .await?;

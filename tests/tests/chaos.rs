@@ -679,7 +679,7 @@ async fn check(pool: &PgPool, written: &Written) -> Result<Verdict> {
         "SELECT (SELECT count(*) FROM outbox_leased_events),
                 count(*) FILTER (WHERE status = 'pending'),
                 count(*) FILTER (WHERE status = 'dead')
-           FROM outbox_events",
+           FROM outbox_event_status",
     )
     .fetch_one(pool)
     .await?;
@@ -703,7 +703,7 @@ async fn drain(pool: &PgPool, committed_at_least: usize, timeout: Duration) -> R
     let started = Instant::now();
     while started.elapsed() < timeout {
         let (pending, applied): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM outbox_events WHERE status = 'pending'),
+            "SELECT (SELECT count(*) FROM outbox_event_status WHERE status = 'pending'),
                     (SELECT count(DISTINCT message_id) FROM consumer_ledger)",
         )
         .fetch_one(pool)

@@ -657,10 +657,11 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
         Duration::from_secs(120),
         "every committed event to be delivered",
         || async {
-            let delivered: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = 'delivered'")
-                    .fetch_one(&db.pool)
-                    .await?;
+            let delivered: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM outbox_event_status WHERE status = 'delivered'",
+            )
+            .fetch_one(&db.pool)
+            .await?;
             Ok(delivered >= target)
         },
     )
@@ -1355,7 +1356,7 @@ async fn headers_over_the_frame_size_fail_only_their_own_event() -> Result<()> {
     let mut relay = RelayProcess::start(&db, &broker, &flags, &log)?;
     let settled = wait_until(Duration::from_secs(40), "every event settled", || async {
         let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox_events WHERE status = 'pending'")
+            sqlx::query_scalar("SELECT count(*) FROM outbox_event_status WHERE status = 'pending'")
                 .fetch_one(&db.pool)
                 .await?;
         Ok(pending == 0)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use integration_tests::{
-    RelayProcess, TestBroker, TestDb, emit_tickets, log_path, metric, relay_cli,
+    RelayProcess, TestBroker, TestDb, emit_tickets, log_path, make_dead, metric, relay_cli,
 };
 
 /// Fails on a snake_case key anywhere in `value` outside the stored payload and headers.
@@ -158,10 +158,7 @@ async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -
     sqlx::query("UPDATE outbox_events SET created_at = now() - interval '1 hour'")
         .execute(&db.pool)
         .await?;
-    sqlx::query("UPDATE outbox_events SET status = 'dead', attempts = 10 WHERE id = $1")
-        .bind(ids[0])
-        .execute(&db.pool)
-        .await?;
+    make_dead(&db.pool, &[ids[0]], 10, None).await?;
     let shown = db.url();
 
     // --max-lag has an exit code of its own, unlike an error (1) or a usage error (2).

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use integration_tests::{
-    TestBroker, TestDb, count_status, database_url, emit_tickets, relay_cli, relay_config,
-    unique_suffix, wait_until, with_db_and_broker,
+    TestBroker, TestDb, count_status, database_url, emit_tickets, make_dead, relay_cli,
+    relay_config, unique_suffix, wait_until, with_db_and_broker,
 };
 use outbox_core::{EmitOptions, InboxOutcome};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -244,10 +244,7 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
 
     // The operator runs every operator command; the audit records its role.
     let more = emit_tickets(&db.pool, 5, 5).await?;
-    sqlx::query("UPDATE outbox_events SET status = 'dead', attempts = 10 WHERE id = ANY($1)")
-        .bind(&more)
-        .execute(&db.pool)
-        .await?;
+    make_dead(&db.pool, &more, 10, None).await?;
     let operator_url = url_as(db, &roles.operator);
     let database = ["--database-url", operator_url.as_str()];
     let id = more[0].to_string();

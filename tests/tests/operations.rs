@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use catalog_types::{CatalogEvent, InvoiceGenerated, TicketUpdated};
 use integration_tests::{
-    RunningRelay, TestBroker, TestDb, count_status, emit_tickets, relay_cli, relay_config,
-    snapshot, wait_until,
+    RunningRelay, TestBroker, TestDb, count_status, emit_tickets, make_dead, relay_cli,
+    relay_config, snapshot, wait_until,
 };
 use uuid::Uuid;
 
@@ -172,11 +172,10 @@ async fn dry_runs_and_hostile_filters_change_nothing() -> Result<()> {
         outbox_core::emit(&mut conn, &invoice(tenant)).await?;
     }
     drop(conn);
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'dead', attempts = 10, last_error = 'unroutable'",
-    )
-    .execute(&db.pool)
-    .await?;
+    let every: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM outbox_events")
+        .fetch_all(&db.pool)
+        .await?;
+    make_dead(&db.pool, &every, 10, Some("unroutable")).await?;
     let before = snapshot(&db.pool).await?;
 
     let (code, stdout, stderr) = relay_cli(&db, &["replay", "--all", "--dry-run"]).await?;
@@ -266,10 +265,11 @@ async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
     .await?;
     // Rows purge must leave alone: a dead one, and an old pending one far in the future.
     let dead = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
-    sqlx::query("UPDATE outbox_events SET status = 'dead', delivered_at = NULL, created_at = now() - interval '30 days' WHERE id = $1")
+    sqlx::query("UPDATE outbox_events SET delivered_at = NULL, created_at = now() - interval '30 days' WHERE id = $1")
         .bind(dead)
         .execute(&db.pool)
         .await?;
+    make_dead(&db.pool, &[dead], 10, None).await?;
     let parked = outbox_core::emit_with(
         &mut *db.pool.acquire().await?,
         &invoice(tenant),
@@ -309,7 +309,7 @@ async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
             "a live event during the purge",
             || async {
                 let status: String =
-                    sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+                    sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
                         .bind(id)
                         .fetch_one(&db.pool)
                         .await?;
@@ -329,11 +329,12 @@ async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
         worst < Duration::from_secs(5),
         "a live event waited {worst:?} during the purge"
     );
-    let left: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, status FROM outbox_events WHERE id = ANY($1) ORDER BY status")
-            .bind(vec![dead, parked])
-            .fetch_all(&db.pool)
-            .await?;
+    let left: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, status FROM outbox_event_status WHERE id = ANY($1) ORDER BY status",
+    )
+    .bind(vec![dead, parked])
+    .fetch_all(&db.pool)
+    .await?;
     assert_eq!(
         left,
         vec![(dead, "dead".to_owned()), (parked, "pending".to_owned())]
@@ -452,13 +453,11 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
     let tenant = Uuid::now_v7();
     let id = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
     // Written a month ago, dead, discarded now.
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'dead', attempts = 10,
-                created_at = now() - interval '30 days' WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&db.pool)
-    .await?;
+    sqlx::query("UPDATE outbox_events SET created_at = now() - interval '30 days' WHERE id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    make_dead(&db.pool, &[id], 10, None).await?;
     let (code, out, err) =
         relay_cli(&db, &["discard", "--id", &id.to_string(), "--actor", "t"]).await?;
     assert_eq!(code, 0, "{out}{err}");
@@ -486,10 +485,7 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
 
     // A replayed discarded event is no longer counted as discarded.
     let again = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
-    sqlx::query("UPDATE outbox_events SET status = 'dead', attempts = 10 WHERE id = $1")
-        .bind(again)
-        .execute(&db.pool)
-        .await?;
+    make_dead(&db.pool, &[again], 10, None).await?;
     let again_id = again.to_string();
     for command in [
         &["discard", "--id", &again_id, "--actor", "t"][..],
@@ -506,7 +502,7 @@ async fn retention_of_a_discarded_event_counts_from_its_discard() -> Result<()> 
         let (code, out, err) = relay_cli(&db, command).await?;
         assert_eq!(code, 0, "{command:?}: {out}{err}");
     }
-    let status: String = sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+    let status: String = sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
         .bind(again)
         .fetch_one(&db.pool)
         .await?;
@@ -533,11 +529,10 @@ async fn audit_lists_replays_dry_runs_and_discards_and_filters_them() -> Result<
     };
     let tick = outbox_core::emit(&mut conn, &ticket).await?;
     drop(conn);
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'dead', attempts = 10, last_error = 'unroutable'",
-    )
-    .execute(&db.pool)
-    .await?;
+    let every: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM outbox_events")
+        .fetch_all(&db.pool)
+        .await?;
+    make_dead(&db.pool, &every, 10, Some("unroutable")).await?;
     let role: String = sqlx::query_scalar("SELECT session_user::text")
         .fetch_one(&db.pool)
         .await?;
@@ -845,13 +840,12 @@ async fn inspect_prints_fields_in_a_fixed_order_and_status_cuts_long_keys() -> R
         outbox_core::EmitOptions::new().ordering_key("short-key"),
     )
     .await?;
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'dead', attempts = 10,
-                last_error = 'unroutable: no queue bound for billing.invoice_generated'
-          WHERE id = ANY($1)",
+    make_dead(
+        &db.pool,
+        &[id, behind],
+        10,
+        Some("unroutable: no queue bound for billing.invoice_generated"),
     )
-    .bind(vec![id, behind])
-    .execute(&db.pool)
     .await?;
     // A second event behind the long key's head, so the key shows as blocked.
     outbox_core::emit_with(

@@ -223,7 +223,7 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
         "the unroutable event to die",
         || async {
             let status: String =
-                sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+                sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
                     .bind(dead_id)
                     .fetch_one(&db.pool)
                     .await?;
@@ -245,7 +245,7 @@ async fn an_unroutable_event_ends_dead_and_blocks_only_its_own_key() -> Result<(
         "the unordered event to die too",
         || async {
             let status: String =
-                sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+                sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
                     .bind(unordered)
                     .fetch_one(&db.pool)
                     .await?;

@@ -1512,3 +1512,40 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
     );
     db.cleanup().await
 }
+
+// Failures of events deleted outside the relay ---------------------------------------------
+
+/// A retrying or dead event deleted by hand (or by the application) leaves its failures in
+/// `outbox_attempts`; retention forgets them, and an event that failed and was then
+/// delivered keeps its count until it is purged with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_forgets_the_failures_of_events_deleted_by_hand() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let dead = emit_n(pool, "D", 1).await?;
+    let retrying = emit_n(pool, "R", 1).await?;
+    let kept = emit_n(pool, "K", 1).await?;
+    let first = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(first.len(), 3);
+    let outcomes = vec![
+        (
+            dead[0],
+            Outcome::Rejected {
+                error: "message too large".to_owned(),
+            },
+        ),
+        (retrying[0], failed(Duration::from_secs(3600))),
+        (kept[0], failed(Duration::from_secs(3600))),
+    ];
+    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
+    sqlx::query("DELETE FROM outbox_events WHERE id = ANY($1)")
+        .bind([dead[0], retrying[0]])
+        .execute(pool)
+        .await?;
+    outbox_relay::store::purge::finished_events(pool, Duration::from_secs(3600), 1000).await?;
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM outbox_attempts")
+        .fetch_all(pool)
+        .await?;
+    assert_eq!(left, kept, "only the failures of an event that exists stay");
+    db.cleanup().await
+}

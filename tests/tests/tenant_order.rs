@@ -80,7 +80,7 @@ async fn one_tenants_dead_head_does_not_hold_another_tenants_events_on_the_same_
             let pool = pool.clone();
             async move {
                 let status: String =
-                    sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
+                    sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
                         .bind(a_head)
                         .fetch_one(&pool)
                         .await?;
@@ -88,11 +88,12 @@ async fn one_tenants_dead_head_does_not_hold_another_tenants_events_on_the_same_
             }
         })
         .await?;
-        let waiting: Vec<String> =
-            sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = ANY($1) ORDER BY seq")
-                .bind([a_behind, a_last])
-                .fetch_all(&db.pool)
-                .await?;
+        let waiting: Vec<String> = sqlx::query_scalar(
+            "SELECT status FROM outbox_event_status WHERE id = ANY($1) ORDER BY seq",
+        )
+        .bind([a_behind, a_last])
+        .fetch_all(&db.pool)
+        .await?;
         assert_eq!(waiting, ["pending", "pending"]);
         let (code, stdout, stderr) = relay_cli(db, &["status", "--format", "json"]).await?;
         assert_eq!(code, 0, "{stdout}{stderr}");

@@ -163,10 +163,11 @@ async fn latency(db: &TestDb) -> Result<Duration> {
     let id = integration_tests::emit_ticket(&db.pool, Uuid::now_v7(), EmitOptions::new()).await?;
     let started = Instant::now();
     loop {
-        let status: String = sqlx::query_scalar("SELECT status FROM outbox_events WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db.pool)
-            .await?;
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM outbox_event_status WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await?;
         if status == "delivered" {
             return Ok(started.elapsed());
         }

@@ -174,9 +174,15 @@ pub const READY_SQL: &str = concat!(
 );
 
 /// Step 4: the run behind each head, through the scope index (at most `$3` per scope). The
-/// head's scope is not leased (step 3), so no event of it is.
+/// head's scope is not leased (step 3), so no event of it is. A run ends at an event that
+/// is not ready: scheduled later, dead, or backing off after a failure (found behind a
+/// head when an earlier event of its scope was replayed).
 pub const RUNS_SQL: &str = "SELECT h.key, x.id,
-                x.status = 'pending' AND x.available_at <= statement_timestamp() AS ready
+                x.status = 'pending' AND x.available_at <= statement_timestamp()
+                AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
+                                 WHERE a.event_id = x.id
+                                   AND (a.dead_at IS NOT NULL
+                                        OR a.next_attempt_at > statement_timestamp())) AS ready
            FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(key, seq, n)
            CROSS JOIN LATERAL (
                 SELECT e.id, e.seq, e.status, e.available_at

@@ -7,11 +7,14 @@
 //! | (insert) | `pending` (head, or `parked` behind its key's head) | the insert trigger | `migrations/` |
 //! | `pending`, unleased | `pending`, its scope leased under a claim token (a row of `outbox_leases`; the event row is not written) | [`claim::claim`] | `claim.rs` |
 //! | `pending`, lease expired or its relay gone | `pending`, unleased (the lease row deleted) | [`claim::claim`] (reaping) | `claim.rs` |
-//! | `pending`, leased | `delivered` / `pending` (retry: parked, its failure and next try in `outbox_attempts`) / `dead` / unleased | [`settle::settle`] | `settle.rs` |
+//! | `pending`, leased | `delivered` / retrying / `dead` / unleased | [`settle::settle`] | `settle.rs` |
 //! | `pending`, parked, next try due | `pending`, unparked | [`claim::claim`] (due retries) | `claim.rs` |
 //! | `dead`, `delivered` or `discarded` | `pending` | [`operator::apply`] (replay) | `operator.rs` |
 //! | `dead` | `discarded` | [`operator::apply`] (discard) | `operator.rs` |
 //! | `delivered`, `discarded` | (deleted) | [`purge`] | `purge.rs` |
+//!
+//! A retrying or dead event is a parked `pending` row whose failures, next try and death
+//! are in `outbox_attempts` (the relay's table); `outbox_event_status` names its status.
 //!
 //! Two locks keep this consistent across relays and writers:
 //! - the **claim lock**, a transaction advisory lock: claims take it exclusively, settles and
@@ -129,8 +132,8 @@ async fn begin_locked(
 
 /// Unparks the head (first undelivered event) of each of `keys` (ordering scopes, as
 /// `outbox_scope()` names them), whose writers' key locks the transaction holds — unless the
-/// head failed and waits for its next try (the claim unparks it then). Returns how many rows
-/// changed.
+/// head is dead (an operator unparks it) or failed and waits for its next try (the claim
+/// unparks it then). Returns how many rows changed.
 async fn unpark_heads(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[String],
@@ -148,7 +151,8 @@ async fn unpark_heads(
                  ORDER BY h.seq LIMIT 1) AS head
           WHERE e.id = head.id AND e.parked
             AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
-                             WHERE a.event_id = e.id AND a.next_attempt_at IS NOT NULL)",
+                             WHERE a.event_id = e.id
+                               AND (a.next_attempt_at IS NOT NULL OR a.dead_at IS NOT NULL))",
     )
     .bind(keys)
     .execute(&mut **tx)

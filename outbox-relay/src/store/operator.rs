@@ -49,16 +49,18 @@ pub struct Applied {
     pub audit_id: Option<i64>,
 }
 
-/// The `WHERE` clause of a filter, with parameters `$1`..`$8`: the statement text never
-/// contains a value.
-const WHERE: &str = "status = $1
-   AND (cardinality($2::uuid[]) = 0 OR id = ANY($2::uuid[]))
-   AND ($3::text IS NULL OR event_type = $3)
-   AND ($4::text IS NULL OR category = $4)
-   AND ($5::uuid IS NULL OR tenant_id = $5)
-   AND ($6::text IS NULL OR ordering_key = $6)
-   AND ($7::timestamptz IS NULL OR created_at >= $7)
-   AND ($8::timestamptz IS NULL OR created_at < $8)";
+/// The `WHERE` clause of a filter over `outbox_events e LEFT JOIN outbox_attempts a`, with
+/// parameters `$1`..`$8`: the statement text never contains a value. A dead event is a
+/// `pending` row with a death in `outbox_attempts` (`$1` = `dead`); a `pending` one has none.
+const WHERE: &str = "e.status = CASE WHEN $1 = 'dead' THEN 'pending' ELSE $1 END
+   AND (e.status <> 'pending' OR (a.dead_at IS NOT NULL) = ($1 = 'dead'))
+   AND (cardinality($2::uuid[]) = 0 OR e.id = ANY($2::uuid[]))
+   AND ($3::text IS NULL OR e.event_type = $3)
+   AND ($4::text IS NULL OR e.category = $4)
+   AND ($5::uuid IS NULL OR e.tenant_id = $5)
+   AND ($6::text IS NULL OR e.ordering_key = $6)
+   AND ($7::timestamptz IS NULL OR e.created_at >= $7)
+   AND ($8::timestamptz IS NULL OR e.created_at < $8)";
 
 /// Applies `action` to the events with status `from` that `filter` selects (at most
 /// `limit`, oldest first), recording `actor` and `audit` in `outbox_replay_audit`; with
@@ -142,9 +144,11 @@ pub async fn apply(
         }
         Action::Discard => {
             let discarded: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE outbox_events SET status = 'discarded', parked = false
-                  WHERE id = ANY($1) AND status = 'dead'
-                 RETURNING id",
+                "UPDATE outbox_events e SET status = 'discarded', parked = false
+                  WHERE e.id = ANY($1) AND e.status = 'pending'
+                    AND EXISTS (SELECT 1 FROM outbox_attempts a
+                                 WHERE a.event_id = e.id AND a.dead_at IS NOT NULL)
+                 RETURNING e.id",
             )
             .bind(&ids)
             .fetch_all(&mut *tx)
@@ -307,7 +311,7 @@ pub async fn statuses(
     ids: &[Uuid],
 ) -> Result<std::collections::HashMap<Uuid, String>, sqlx::Error> {
     let rows: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, status::text FROM outbox_events WHERE id = ANY($1)")
+        sqlx::query_as("SELECT id, status FROM outbox_event_status WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(pool)
             .await?;

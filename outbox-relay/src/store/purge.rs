@@ -163,7 +163,30 @@ pub async fn finished_events_within(
         })
     })
     .await?;
+    in_batches(batch, move || {
+        within_deadline(pool, deadline, async move |conn| {
+            orphaned_attempts_on(conn, batch).await
+        })
+    })
+    .await?;
     Ok(deleted)
+}
+
+/// Deletes up to `batch` rows of `outbox_attempts` whose event is gone — deleted by hand or
+/// by the application, not by a purge (which forgets an event's failures with it) — and
+/// returns how many. The table holds only events that failed, so this reads little.
+async fn orphaned_attempts_on(conn: &mut PgConnection, batch: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "DELETE FROM outbox_attempts a
+          WHERE a.event_id IN (
+                SELECT o.event_id FROM outbox_attempts o
+                 WHERE NOT EXISTS (SELECT 1 FROM outbox_events e WHERE e.id = o.event_id)
+                 LIMIT $1)",
+    )
+    .bind(batch)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 /// One batch of [`purge`] on `conn`.

@@ -72,10 +72,11 @@ const DELIVERED_SQL: &str = concat!(
 /// `$1` the ids, `$2` each one's outcome kind, `$3` its error, `$4` its retry delay in
 /// seconds, `$5` the attempt limit. A failure or a rejection counts in `outbox_attempts`
 /// (saturating: no stored value makes the statement fail) with its error; a failure below
-/// the limit is given its next try there and its event is parked until then (out of the
-/// ready index: no claim walks past it while it backs off); a rejection, or a failure at
-/// the limit, makes the event `dead`. A release changes nothing. Returns each recorded
-/// event's outcome kind and status.
+/// the limit is given its next try there, and a rejection or a failure at the limit makes
+/// the event dead there (`dead_at`). Either way its event stays `pending` on its row and
+/// is parked (out of the ready index: no claim walks past it): until its next try, or until
+/// an operator replays or discards it. A release changes nothing. Returns each recorded
+/// event's outcome kind and status (`dead` or `pending`).
 const OUTCOMES_SQL: &str = concat!(
     "WITH input AS (
              SELECT DISTINCT ON (i.id) i.id, i.kind, i.error, i.delay
@@ -97,22 +98,23 @@ const OUTCOMES_SQL: &str = concat!(
                          ELSE 'retrying' END AS fate
                FROM target t),
          counted AS (
-             INSERT INTO outbox_attempts AS a (event_id, failures, last_error, next_attempt_at, updated_at)
+             INSERT INTO outbox_attempts AS a
+                    (event_id, failures, last_error, next_attempt_at, dead_at, updated_at)
              SELECT v.id, v.failures, v.error,
                     CASE WHEN v.fate = 'retrying'
                          THEN clock_timestamp() + make_interval(secs => v.delay) END,
+                    CASE WHEN v.fate = 'dead' THEN clock_timestamp() END,
                     clock_timestamp()
                FROM verdict v
               WHERE v.fate <> 'released'
              ON CONFLICT (event_id) DO UPDATE
                 SET failures = EXCLUDED.failures, last_error = EXCLUDED.last_error,
-                    next_attempt_at = EXCLUDED.next_attempt_at, updated_at = EXCLUDED.updated_at),
+                    next_attempt_at = EXCLUDED.next_attempt_at, dead_at = EXCLUDED.dead_at,
+                    updated_at = EXCLUDED.updated_at),
          marked AS (
-             UPDATE outbox_events o
-                SET status = CASE WHEN v.fate = 'dead' THEN 'dead' ELSE o.status END,
-                    parked = (v.fate = 'retrying')
+             UPDATE outbox_events o SET parked = true
                FROM verdict v
-              WHERE o.id = v.id AND v.fate <> 'released')
+              WHERE o.id = v.id AND v.fate <> 'released' AND NOT o.parked)
      SELECT v.kind, CASE WHEN v.fate = 'dead' THEN 'dead' ELSE 'pending' END FROM verdict v"
 );
 
