@@ -4,6 +4,9 @@
 //! all with their JSON Schemas, validates untyped payloads, and [`export`] renders the
 //! catalog as JSON, SQL, a Markdown page or TypeScript declarations; [`diff`] compares two
 //! exports and tells the changes that break consumers from those that do not.
+//!
+//! A service can add event types of its own beside the catalog's: see
+//! [`Registry::builder`] and [`service_event!`] for the naming rules.
 
 mod category;
 mod common;
@@ -13,6 +16,7 @@ pub mod events;
 pub mod export;
 mod macros;
 mod registry;
+mod service;
 
 pub use category::Category;
 pub use common::{Changes, CurrencyCode, EmailAddress, FieldChange, InvalidCurrencyCode};
@@ -21,4 +25,8 @@ pub use events::*;
 pub use registry::{
     CatalogEntry, ExportedEntry, Registry, UnknownName, ValidPayload, ValidationError, closest,
     lookup_category, registry,
+};
+pub use service::{
+    EventDefinition, MAX_SERVICE_EVENT_TYPE_BYTES, RegistryBuilder, ServiceEventError,
+    is_service_event_type, service_definitions, split_service_event_type,
 };

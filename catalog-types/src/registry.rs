@@ -197,7 +197,13 @@ pub struct Registry {
 
 impl Registry {
     fn build() -> Self {
-        let entries = events::entries();
+        Self::from_entries(events::entries())
+    }
+
+    /// A registry of these entries, whose event types and schema refs are unique (the
+    /// catalog's tests hold the shipped ones to that; `RegistryBuilder::build` checks a
+    /// service's).
+    pub(crate) fn from_entries(entries: Vec<CatalogEntry>) -> Self {
         let mut by_type = HashMap::with_capacity(entries.len());
         let mut by_ref = HashMap::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {

@@ -20,6 +20,9 @@
 -- whatever an INSERT says, and a writer cannot even name it). The insert trigger reads the
 -- catalog, takes the key's lock row and draws `seq`; the emit of an event with a dedupe key
 -- reads back the id stored first.
+-- (A service that registers event types of its own at start-up, `outbox_core::register_events`,
+-- needs INSERT and UPDATE on system_event_catalog as well; to keep writers to SELECT, have the
+-- owner register them instead: `outbox-relay migrate --service-events <export.json>`.)
 GRANT SELECT ON system_event_catalog TO :"writer_role";
 GRANT SELECT ON outbox_events TO :"writer_role";
 -- (Grants of earlier versions of this file gave INSERT on the whole table: taken back, so

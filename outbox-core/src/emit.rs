@@ -1,6 +1,6 @@
 //! Writing events into the outbox inside the caller's transaction.
 
-use catalog_types::{CatalogEvent, registry};
+use catalog_types::{CatalogEvent, Registry, registry};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::PgConnection;
@@ -55,7 +55,17 @@ impl NewEvent {
     /// each offending field path: a schema violation, or a NUL character PostgreSQL cannot
     /// store) before anything touches the database.
     pub fn untyped(event_type: &str, payload: Value) -> Result<Self, EmitError> {
-        let entry = registry()
+        Self::untyped_in(registry(), event_type, payload)
+    }
+
+    /// [`NewEvent::untyped`] against `registry`: the catalog plus a service's own events
+    /// ([`Registry::builder`]), so their payloads are held to their schemas too.
+    pub fn untyped_in(
+        registry: &Registry,
+        event_type: &str,
+        payload: Value,
+    ) -> Result<Self, EmitError> {
+        let entry = registry
             .by_event_type(event_type)
             .ok_or_else(|| EmitError::UnknownEventType(event_type.to_owned()))?;
         let valid = entry.validate(payload)?;

@@ -12,12 +12,16 @@
 //! ```
 //!
 //! A relay later publishes the row; a consumer applies each message once with [`inbox`].
+//!
+//! A service's own event types, beside the catalog's, are registered with
+//! [`register_events`] and emitted like the catalog's (README, "Events of a service's own").
 
 mod emit;
 mod error;
 pub mod inbox;
 mod migrate;
 mod options;
+mod service_events;
 mod text;
 pub mod trace;
 
@@ -26,6 +30,9 @@ pub use error::EmitError;
 pub use inbox::{InboxError, InboxOutcome};
 pub use migrate::{MIGRATOR, MigrateError, migrate, sync_catalog};
 pub use options::EmitOptions;
+pub use service_events::{
+    Conflict, RegisterError, Registration, emit_untyped_in, register_definitions, register_events,
+};
 
 /// Re-exported so callers name the same catalog types the outbox stores.
 pub use catalog_types;

@@ -69,8 +69,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the relay: deliver pending events until SIGTERM/SIGINT.
     Run(Box<RunArgs>),
-    /// Apply the database migrations and sync the catalog table (idempotent).
-    Migrate(DatabaseArgs),
+    /// Apply the database migrations and sync the catalog table (idempotent); register
+    /// services' own event types with --service-events.
+    Migrate(MigrateArgs),
     /// Inspect and export the event catalog.
     Catalog(CatalogArgs),
     /// Send dead (or delivered) events again, with their original ids.
@@ -132,7 +133,7 @@ pub struct SelectArgs {
     /// This event (repeatable).
     #[arg(long = "id", value_name = "UUID")]
     pub ids: Vec<uuid::Uuid>,
-    /// Only this catalog event type.
+    /// Only this event type (the catalog's, or a service's own: `acme.WIDGET_CREATED`).
     #[arg(long)]
     pub event_type: Option<String>,
     /// Only this category (display name or slug).
@@ -296,6 +297,19 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: String,
+}
+
+/// Flags of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// A service's own event types to register in the catalog table (repeatable): the JSON
+    /// catalog export of its registry (`catalog_types::export::json`). Its catalog events
+    /// are skipped; a service event whose name or schema conflicts with a registered one is
+    /// refused and nothing is registered.
+    #[arg(long, value_name = "FILE")]
+    pub service_events: Vec<PathBuf>,
 }
 
 /// Flags of `run`.

@@ -43,7 +43,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     let done = |()| ExitCode::SUCCESS;
     match command {
         Command::Run(args) => cmd::run::run(*args).await,
-        Command::Migrate(args) => cmd::migrate::migrate(&args).await.map(done),
+        Command::Migrate(args) => cmd::migrate::run(&args).await.map(done),
         Command::Catalog(args) => cmd::catalog::catalog(args.command).map(done),
         Command::Replay(args) => cmd::ops::replay(args).await,
         Command::Discard(args) => cmd::ops::discard(args).await,

@@ -441,6 +441,16 @@ async fn every_shell_command_of_the_guides_runs() -> Result<()> {
 
         let dir = std::env::temp_dir().join(format!("outbox-guides-{}", integration_tests::unique_suffix()));
         std::fs::create_dir_all(&dir)?;
+        // The event-types guide registers a service's events from its export.
+        let widget = catalog_types::EventDefinition {
+            event_type: "acme.WIDGET_CREATED".to_owned(),
+            name: "Widget Created".to_owned(),
+            description: "A widget was made.".to_owned(),
+            category: catalog_types::Category::Assets,
+            payload_schema_ref: "acme.payload.WidgetCreated.v1".to_owned(),
+            payload_schema: serde_json::json!({"type": "object", "properties": {"widgetId": {"type": "string"}}}),
+        };
+        std::fs::write(dir.join("acme-events.json"), serde_json::to_string(&[widget])?)?;
         let env: BTreeMap<String, String> = [
             ("DATABASE_URL", db.url()),
             ("AMQP_URL", amqp_url()),
@@ -508,6 +518,12 @@ async fn every_shell_command_of_the_guides_runs() -> Result<()> {
         // What the commands did: the export was written, the runbook's replay happened.
         let export: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("catalog.json"))?)?;
         ensure!(export.to_string().contains("payload.TicketCreated.v1"));
+        let registered: Option<String> = sqlx::query_scalar(
+            "SELECT payload_schema_ref FROM system_event_catalog WHERE event_type = 'acme.WIDGET_CREATED'",
+        )
+        .fetch_optional(&db.pool)
+        .await?;
+        ensure!(registered.as_deref() == Some("acme.payload.WidgetCreated.v1"), "the guide's migrate registered the service's events");
         let audit: Vec<String> = sqlx::query_scalar("SELECT actor FROM outbox_replay_audit")
             .fetch_all(&db.pool)
             .await?;
@@ -1173,7 +1189,8 @@ fn crate_names(code: &str) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<Stri
             continue;
         }
         let starts_path = tokens.get(i + 1).is_some_and(|t| t == "::")
-            && (i == 0 || tokens[i - 1] != "::")
+            // Not a path's later segment, nor a method's turbofish (`.event::<T>()`).
+            && (i == 0 || (tokens[i - 1] != "::" && tokens[i - 1] != "."))
             && tokens[i].starts_with(|c: char| c.is_lowercase() || c == '_');
         if starts_path {
             path_roots.insert(tokens[i].clone());

@@ -117,9 +117,14 @@ impl EventFilter {
 
     /// Sets the event type, which must be in the catalog; case does not matter
     /// (`ticket_created` is `TICKET_CREATED`), and a near miss is refused with the closest
-    /// event type as a suggestion.
+    /// event type as a suggestion. A service's own event type (`acme.WIDGET_CREATED`, the
+    /// naming rule of `catalog_types::split_service_event_type`) is taken as written.
     pub fn event_type(mut self, value: &str) -> Result<Self, FilterError> {
         check_length("--event-type", value)?;
+        if catalog_types::is_service_event_type(value) {
+            self.event_type = Some(value.to_owned());
+            return Ok(self);
+        }
         let entry = registry().lookup_event_type(value).map_err(|unknown| {
             FilterError::Invalid {
                 flag: "--event-type",
@@ -259,6 +264,12 @@ mod tests {
         ));
         assert!(EventFilter::default().category("Tickets; --").is_err());
         assert!(EventFilter::default().category("email_processing").is_ok());
+        let service = EventFilter::default().event_type("acme.WIDGET_CREATED");
+        assert_eq!(
+            service.ok().and_then(|f| f.event_type).as_deref(),
+            Some("acme.WIDGET_CREATED")
+        );
+        assert!(EventFilter::default().event_type("acme.widget").is_err());
     }
 
     #[test]
