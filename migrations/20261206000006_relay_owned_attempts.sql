@@ -77,11 +77,13 @@ ALTER TABLE outbox_events ADD CONSTRAINT outbox_events_no_dead_status
 -- storage behind this view, not its columns).
 --   status          pending, delivered, dead or discarded;
 --   attempts        publish attempts so far (the failures, plus one once delivered);
---   last_error      why the last attempt failed (or who discarded it);
+--   last_error      why the last failed attempt failed (kept once it is delivered), or who
+--                   discarded it;
 --   due_at          when a pending event may be sent next (its `available_at`, or its
 --                   next try after a failure, whichever is later);
 --   dead_at         when it died (NULL unless dead; kept after a discard);
---   parked          waiting behind an earlier undelivered event of its scope;
+--   parked          out of the claim's ready index: waiting behind an earlier undelivered
+--                   event of its scope, backing off after a failure, or dead;
 --   leased_by, leased_until, lease_token: the claim holding it, if one does.
 CREATE OR REPLACE VIEW outbox_event_status AS
 SELECT e.id, e.seq, e.tenant_id, e.ordering_key,
@@ -89,7 +91,7 @@ SELECT e.id, e.seq, e.tenant_id, e.ordering_key,
        e.event_type, e.category, e.created_at, e.available_at,
        CASE WHEN e.status = 'pending' AND a.dead_at IS NOT NULL THEN 'dead'
             ELSE e.status END AS status,
-       GREATEST(e.attempts, COALESCE(a.failures, 0)
+       GREATEST(e.attempts, LEAST(COALESCE(a.failures, 0), 2147483646)
                             + CASE WHEN e.status = 'delivered' THEN 1 ELSE 0 END) AS attempts,
        COALESCE(a.last_error, e.last_error) AS last_error,
        CASE WHEN e.status = 'pending' AND a.dead_at IS NULL

@@ -201,6 +201,16 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
         .await;
     }
     refused(&writer, "DELETE FROM outbox_events").await;
+    // The relay's own state: failures, next tries, deaths, leases.
+    refused(&writer, "SELECT * FROM outbox_attempts").await;
+    refused(
+        &writer,
+        "INSERT INTO outbox_attempts (event_id, failures) VALUES (gen_random_uuid(), 0)",
+    )
+    .await;
+    refused(&writer, "DELETE FROM outbox_attempts").await;
+    refused(&writer, "SELECT * FROM outbox_event_status").await;
+    refused(&writer, "DELETE FROM outbox_leases").await;
     refused(&writer, "ALTER TABLE outbox_events ADD COLUMN x int").await;
     refused(&writer, "CREATE TABLE outbox_t_sneaky (x int)").await;
 
@@ -230,6 +240,55 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
     refused(&relay_pool, "ALTER TABLE outbox_events DROP COLUMN headers").await;
     refused(&relay_pool, "SELECT * FROM outbox_inbox").await;
     refused(&relay_pool, "SELECT * FROM outbox_replay_audit").await;
+    // A failure, its due retry and a death are recorded under the relay's role too (its
+    // own table, `outbox_attempts`).
+    {
+        use outbox_relay::store::claim::claim;
+        use outbox_relay::store::settle::{Outcome, settle};
+        let failing = emit_tickets(&writer, 2, 2).await?;
+        let lease = Duration::from_secs(60);
+        let batch = claim(&relay_pool, "relay", 10, lease).await?;
+        assert_eq!(batch.len(), 2);
+        let outcomes = vec![
+            (
+                failing[0],
+                Outcome::Failed {
+                    error: "nack".to_owned(),
+                    retry_in: Duration::ZERO,
+                },
+            ),
+            (
+                failing[1],
+                Outcome::Rejected {
+                    error: "message too large".to_owned(),
+                },
+            ),
+        ];
+        let settled = settle(&relay_pool, batch.token, 10, &outcomes).await?;
+        assert_eq!((settled.retrying, settled.dead), (1, 1), "{settled:?}");
+        let again = claim(&relay_pool, "relay", 10, lease).await?;
+        let again_ids: Vec<Uuid> = again.events.iter().map(|e| e.id).collect();
+        assert_eq!(
+            again_ids,
+            vec![failing[0]],
+            "the due retry, not the dead event"
+        );
+        settle(
+            &relay_pool,
+            again.token,
+            10,
+            &[(failing[0], Outcome::Delivered)],
+        )
+        .await?;
+        sqlx::query("DELETE FROM outbox_events WHERE id = ANY($1)")
+            .bind(&failing)
+            .execute(&db.pool)
+            .await?;
+        sqlx::query("DELETE FROM outbox_attempts WHERE event_id = ANY($1)")
+            .bind(&failing)
+            .execute(&db.pool)
+            .await?;
+    }
 
     // The consumer records messages in its inbox, and nothing else.
     let consumer = pool_as(db, &roles.consumer).await?;

@@ -81,7 +81,7 @@ pub async fn apply(
     let mut tx = begin_locked(&mut conn, ClaimLock::SharedDurable).await?;
     let select = format!(
         "SELECT e.id, e.event_type, e.tenant_id, e.ordering_key, e.created_at,
-                GREATEST(e.attempts, COALESCE(a.failures, 0)
+                GREATEST(e.attempts, LEAST(COALESCE(a.failures, 0), 2147483646)
                          + CASE WHEN e.status = 'delivered' THEN 1 ELSE 0 END) AS attempts,
                 COALESCE(a.last_error, e.last_error) AS last_error
            FROM outbox_events e
@@ -129,13 +129,16 @@ pub async fn apply(
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-            // The row's `available_at` (when the producer let it first be sent) is left as
-            // it is: it is due now, having been sent or tried before. (`attempts` and
-            // `last_error` hold a count only on events delivered before engine v3's step 3.)
+            // It is due now: every replayable event was claimed before, so the time the
+            // producer let it first go has passed. `LEAST` changes only a time a relay
+            // before engine v3's step 3 rewrote to a next try (it did so for dead events
+            // too). (`attempts` and `last_error` hold a count only on events delivered
+            // before that step.)
             sqlx::query(
                 "UPDATE outbox_events
                     SET status = 'pending', attempts = 0, last_error = NULL,
-                        delivered_at = NULL, parked = false
+                        delivered_at = NULL, parked = false,
+                        available_at = LEAST(available_at, now())
                   WHERE id = ANY($1)",
             )
             .bind(&ids)

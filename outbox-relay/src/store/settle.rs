@@ -79,8 +79,11 @@ const DELIVERED_SQL: &str = concat!(
 /// event's outcome kind and status (`dead` or `pending`).
 const OUTCOMES_SQL: &str = concat!(
     "WITH input AS (
+             -- One outcome per event (the relay sends one; a failure wins over a release).
              SELECT DISTINCT ON (i.id) i.id, i.kind, i.error, i.delay
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[]) AS i(id, kind, error, delay)),
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[])
+                    WITH ORDINALITY AS i(id, kind, error, delay, n)
+              ORDER BY i.id, i.kind = 'released', i.n),
          target AS MATERIALIZED (
              SELECT i.id, i.kind, i.error, i.delay,
                     LEAST(COALESCE(a.failures, 0), 2147483646) + 1 AS failures

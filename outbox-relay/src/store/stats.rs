@@ -209,6 +209,11 @@ pub async fn blocked_keys(
              (SELECT r.id, r.seq FROM outbox_attempts a JOIN outbox_events r ON r.id = a.event_id
                WHERE $2 AND a.next_attempt_at > now()
                  AND r.status = 'pending' AND r.ordering_key IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM outbox_events b
+                                  WHERE outbox_scope(b.tenant_id, b.ordering_key)
+                                        = outbox_scope(r.tenant_id, r.ordering_key)
+                                    AND b.seq < r.seq
+                                    AND b.status = 'pending')
                ORDER BY a.next_attempt_at LIMIT $1)
              UNION ALL
              (SELECT s.id, s.seq FROM outbox_events s
