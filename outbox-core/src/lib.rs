@@ -13,6 +13,7 @@
 //!
 //! A relay later publishes the row; a consumer applies each message once with [`inbox`].
 
+mod driver;
 mod emit;
 mod error;
 pub mod inbox;
@@ -22,17 +23,31 @@ mod text;
 pub mod trace;
 
 pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};
-pub use error::EmitError;
+pub use driver::{SqlxConnection, SqlxPool};
+pub use error::{DatabaseError, EmitError};
 pub use inbox::{InboxError, InboxOutcome};
-pub use migrate::{MIGRATOR, MigrateError, migrate, sync_catalog};
+#[cfg(feature = "sqlx-0_9")]
+pub use migrate::MIGRATOR;
+pub use migrate::{MigrateError, migrate, sync_catalog};
 pub use options::EmitOptions;
 
 /// Re-exported so callers name the same catalog types the outbox stores.
 pub use catalog_types;
 
-/// Re-exported: the sqlx (0.9) the outbox is built on, so a service's pools and
+/// Re-exported (feature `sqlx-0_9`, the default): sqlx 0.9, so a service's pools and
 /// transactions are the very types `emit` takes, whatever other sqlx the service may use.
+#[cfg(feature = "sqlx-0_9")]
 pub use sqlx;
+
+/// Re-exported (feature `sqlx-0_8`): sqlx 0.8, for a service that stays on it; `emit`,
+/// `inbox::record` and `migrate` take its connections and pools too.
+#[cfg(feature = "sqlx-0_8")]
+pub use sqlx_0_8;
+
+#[cfg(not(any(feature = "sqlx-0_9", feature = "sqlx-0_8")))]
+compile_error!(
+    "outbox-core writes through sqlx: enable its feature `sqlx-0_9` (the default) or `sqlx-0_8`"
+);
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
