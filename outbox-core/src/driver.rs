@@ -8,6 +8,9 @@
 //! its versions (0.9's `query` takes a `SqlSafeStr`, its `Migration` a `SqlStr`), but the
 //! outbox uses only what both spell alike: `query` and `query_as` of a `&'static str`,
 //! `bind` of `uuid`, `chrono`, `serde_json` values and slices of them.
+//!
+//! [`Arg`], [`Statement`] and the `sealed` traits are `pub` only so that the public traits
+//! may name them; this module is private, so no caller can.
 
 use std::future::Future;
 
@@ -332,3 +335,28 @@ for_sqlx_version!(sqlx, crate::migrate::MIGRATOR);
 
 #[cfg(feature = "sqlx-0_8")]
 for_sqlx_version!(sqlx_0_8, crate::migrate::MIGRATOR_0_8);
+
+/// Compiled with the tests, never run: the future of every function that takes a connection
+/// or a pool is `Send` for every implementation, so a service can emit in a spawned task or
+/// a web handler on either sqlx version.
+#[cfg(test)]
+#[allow(dead_code)]
+fn futures_are_send<C: SqlxConnection, P: SqlxPool>(
+    conn: &mut C,
+    pool: &P,
+    event: &catalog_types::TicketCreated,
+) {
+    fn require_send<T: Send>(_: T) {}
+    require_send(crate::emit(conn, event));
+    require_send(crate::emit_with(conn, event, crate::EmitOptions::new()));
+    require_send(crate::emit_untyped(
+        conn,
+        "TICKET_CREATED",
+        Value::Null,
+        crate::EmitOptions::new(),
+    ));
+    require_send(crate::emit_batch(conn, &[]));
+    require_send(crate::inbox::record(conn, "consumer", "message"));
+    require_send(crate::migrate(pool));
+    require_send(crate::sync_catalog(pool));
+}

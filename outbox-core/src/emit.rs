@@ -240,13 +240,11 @@ async fn emit_one(conn: &mut impl SqlxConnection, event: &NewEvent) -> Result<Uu
 }
 
 fn single(ids: Vec<Uuid>) -> Result<Uuid, EmitError> {
-    ids.into_iter()
-        .next()
-        .ok_or_else(|| {
-            EmitError::Database(DatabaseError::unexpected(
-                "the insert returned no id".to_owned(),
-            ))
-        })
+    ids.into_iter().next().ok_or_else(|| {
+        EmitError::Database(DatabaseError::unexpected(
+            "the insert returned no id".to_owned(),
+        ))
+    })
 }
 
 /// Writes many events with one statement and returns their ids in input order.

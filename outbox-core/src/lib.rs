@@ -12,6 +12,11 @@
 //! ```
 //!
 //! A relay later publishes the row; a consumer applies each message once with [`inbox`].
+//!
+//! **sqlx versions.** The connection is the service's own, of sqlx 0.9 (feature `sqlx-0_9`,
+//! the default) or sqlx 0.8 (feature `sqlx-0_8`, with `default-features = false`): the
+//! functions take any [`SqlxConnection`] (a `PgConnection`, `Transaction` or
+//! `PoolConnection` of either version) and [`SqlxPool`]; both features may be on at once.
 
 mod driver;
 mod emit;
@@ -22,8 +27,8 @@ mod options;
 mod text;
 pub mod trace;
 
-pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};
 pub use driver::{SqlxConnection, SqlxPool};
+pub use emit::{MAX_KEY_BYTES, NewEvent, emit, emit_batch, emit_untyped, emit_with};
 pub use error::{DatabaseError, EmitError};
 pub use inbox::{InboxError, InboxOutcome};
 #[cfg(feature = "sqlx-0_9")]

@@ -232,14 +232,26 @@ mod tests {
             .iter()
             .map(|m| {
                 let kind = format!("{:?}", m.migration_type);
-                (m.version, m.description.to_string(), m.checksum.to_vec(), m.no_tx, kind)
+                (
+                    m.version,
+                    m.description.to_string(),
+                    m.checksum.to_vec(),
+                    m.no_tx,
+                    kind,
+                )
             })
             .collect();
         let of_0_8: Vec<_> = MIGRATOR_0_8
             .iter()
             .map(|m| {
                 let kind = format!("{:?}", m.migration_type);
-                (m.version, m.description.to_string(), m.checksum.to_vec(), m.no_tx, kind)
+                (
+                    m.version,
+                    m.description.to_string(),
+                    m.checksum.to_vec(),
+                    m.no_tx,
+                    kind,
+                )
             })
             .collect();
         assert_eq!(of_0_8.len(), MIGRATIONS.len());

@@ -108,7 +108,8 @@ async fn services_on_sqlx_0_8_and_0_9_emit_in_their_own_transactions_and_the_rel
 /// is on: with the SQLSTATE, the advice to migrate, and the driver's own error of that
 /// version underneath.
 #[tokio::test]
-async fn a_database_refusal_carries_its_sqlstate_and_the_driver_error_of_either_version() -> Result<()> {
+async fn a_database_refusal_carries_its_sqlstate_and_the_driver_error_of_either_version()
+-> Result<()> {
     use outbox_core::catalog_types::{CatalogEvent, TicketCreated};
     let db = TestDb::empty().await?;
     let on_0_8 = service_sqlx08::connect(&db.url()).await?;
@@ -131,10 +132,15 @@ async fn a_database_refusal_carries_its_sqlstate_and_the_driver_error_of_either_
             error.message()
         );
         let shown = refused.as_ref().unwrap_err().to_string();
-        assert!(shown.contains("outbox_core::migrate"), "sqlx {version}: {shown}");
+        assert!(
+            shown.contains("outbox_core::migrate"),
+            "sqlx {version}: {shown}"
+        );
         let driver = error.get_ref();
         let of_its_version = match version {
-            "0.8" => driver.downcast_ref::<outbox_core::sqlx_0_8::Error>().is_some(),
+            "0.8" => driver
+                .downcast_ref::<outbox_core::sqlx_0_8::Error>()
+                .is_some(),
             _ => driver.downcast_ref::<outbox_core::sqlx::Error>().is_some(),
         };
         assert!(of_its_version, "sqlx {version}: {driver:?}");
