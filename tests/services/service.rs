@@ -7,7 +7,7 @@
 //! a relay.
 
 use outbox_core::catalog_types::TicketCreated;
-use outbox_core::{InboxOutcome, inbox};
+use outbox_core::{EmitOptions, InboxOutcome, NewEvent, inbox};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
@@ -74,6 +74,34 @@ pub async fn open_ticket(
         ticket_id,
         event_id,
     })
+}
+
+/// Emits two tickets' events for `request` in one statement (`emit_batch`) and commits:
+/// a request retried stores nothing new and gets the ids stored the first time (the dedupe
+/// keys are `<request>/1` and `<request>/2`).
+pub async fn emit_request_once(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    request: &str,
+) -> anyhow::Result<Vec<Uuid>> {
+    let events = (1..=2)
+        .map(|n| {
+            let event = TicketCreated {
+                tenant_id,
+                ticket_id: Uuid::now_v7(),
+                created_by_user_id: None,
+                created_at: None,
+                updated_fields: None,
+                changes: None,
+            };
+            Ok(NewEvent::new(&event)?
+                .with_options(EmitOptions::new().dedupe_key(format!("{request}/{n}"))))
+        })
+        .collect::<Result<Vec<_>, outbox_core::EmitError>>()?;
+    let mut tx = pool.begin().await?;
+    let ids = outbox_core::emit_batch(&mut *tx, &events).await?;
+    tx.commit().await?;
+    Ok(ids)
 }
 
 /// Records a delivered message for `consumer` in a transaction of this service's sqlx.

@@ -53,16 +53,30 @@ async fn services_on_sqlx_0_8_and_0_9_emit_in_their_own_transactions_and_the_rel
     let gone_0_9 = service_sqlx09::open_ticket(&on_0_9, tenant, "0.9 undone", false).await?;
     rolled_back.extend([gone_0_8.event_id, gone_0_9.event_id]);
 
+    // A batch with dedupe keys, retried through the other version, stores nothing new and
+    // resolves to the ids stored the first time.
+    let batch = service_sqlx08::emit_request_once(&on_0_8, tenant, "request-1").await?;
+    assert_eq!(
+        service_sqlx09::emit_request_once(&on_0_9, tenant, "request-1").await?,
+        batch
+    );
+    let batch_0_9 = service_sqlx09::emit_request_once(&on_0_9, tenant, "request-2").await?;
+    assert_eq!(
+        service_sqlx08::emit_request_once(&on_0_8, tenant, "request-2").await?,
+        batch_0_9
+    );
+    committed.extend(batch.iter().chain(&batch_0_9));
+
     // Each rollback took the service's row and its event together.
     let tickets: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM service_tickets")
         .fetch_all(&db.pool)
         .await?;
     assert_eq!(tickets.len(), 4, "{tickets:?}");
     assert!(!tickets.contains(&gone_0_8.ticket_id) && !tickets.contains(&gone_0_9.ticket_id));
-    assert_eq!(db.count_events().await?, 4);
+    assert_eq!(db.count_events().await?, 8);
 
     let relay = RunningRelay::start(relay_config(&db, &broker));
-    let received = broker.collect(4, Duration::from_secs(20)).await?;
+    let received = broker.collect(8, Duration::from_secs(20)).await?;
     let ids: BTreeSet<String> = received.iter().map(|m| m.message_id.clone()).collect();
     let expected: BTreeSet<String> = committed.iter().map(Uuid::to_string).collect();
     assert_eq!(ids, expected, "delivered: {received:?}");
