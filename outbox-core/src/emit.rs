@@ -3,12 +3,12 @@
 use catalog_types::{CatalogEvent, Registry, registry};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::driver::{KeyedId, SqlxConnection, Statement};
 use crate::text::{json_problems, key_problem, value_problem};
 use crate::trace::{self, is_valid_traceparent};
-use crate::{EmitError, EmitOptions};
+use crate::{DatabaseError, EmitError, EmitOptions};
 
 /// The longest ordering key and dedupe key, in bytes (the insert trigger enforces the same).
 pub const MAX_KEY_BYTES: usize = 512;
@@ -180,16 +180,20 @@ fn invalid_option(what: &str, problem: impl std::fmt::Display) -> EmitError {
 
 /// Writes one typed event in the caller's transaction and returns its id.
 ///
-/// Pass `&mut *tx` for a transaction. If an event with the same tenant and dedupe key is
+/// Pass `&mut *tx` (or `&mut tx`) of the service's transaction, of sqlx 0.9 or 0.8 (see
+/// [`SqlxConnection`]). If an event with the same tenant and dedupe key is
 /// already stored (see [`EmitOptions::dedupe_key`]), nothing is written and that event's id is
 /// returned.
-pub async fn emit<E: CatalogEvent>(conn: &mut PgConnection, event: &E) -> Result<Uuid, EmitError> {
+pub async fn emit<E: CatalogEvent>(
+    conn: &mut impl SqlxConnection,
+    event: &E,
+) -> Result<Uuid, EmitError> {
     emit_with(conn, event, EmitOptions::default()).await
 }
 
 /// [`emit`] with options (dedupe key, ordering key, delay, headers).
 pub async fn emit_with<E: CatalogEvent>(
-    conn: &mut PgConnection,
+    conn: &mut impl SqlxConnection,
     event: &E,
     options: EmitOptions,
 ) -> Result<Uuid, EmitError> {
@@ -199,7 +203,7 @@ pub async fn emit_with<E: CatalogEvent>(
 
 /// Validates an untyped payload against the catalog and writes it; see [`NewEvent::untyped`].
 pub async fn emit_untyped(
-    conn: &mut PgConnection,
+    conn: &mut impl SqlxConnection,
     event_type: &str,
     payload: Value,
     options: EmitOptions,
@@ -215,13 +219,13 @@ pub async fn emit_untyped(
 /// statement would, without its `unnest` of eleven arrays and without the speculative
 /// insertion of `ON CONFLICT` (an extra index probe and WAL record per event). With a
 /// dedupe key, the batch statement resolves a duplicate to the stored id.
-async fn emit_one(conn: &mut PgConnection, event: &NewEvent) -> Result<Uuid, EmitError> {
+async fn emit_one(conn: &mut impl SqlxConnection, event: &NewEvent) -> Result<Uuid, EmitError> {
     if event.options.dedupe_key.is_some() {
         return single(emit_batch(conn, std::slice::from_ref(event)).await?);
     }
     let mut columns = Columns::with_capacity(1);
     columns.push(event)?;
-    sqlx::query(
+    Statement::new(
         "INSERT INTO outbox_events
              (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
               dedupe_key, occurred_at, available_at)
@@ -233,22 +237,24 @@ async fn emit_one(conn: &mut PgConnection, event: &NewEvent) -> Result<Uuid, Emi
     .bind(&event.event_type)
     .bind(&event.schema_ref)
     .bind(&event.category)
-    .bind(columns.ordering_keys.first().cloned().flatten())
+    .bind(columns.ordering_keys.first().and_then(Option::as_deref))
     .bind(columns.payloads.first())
     .bind(columns.headers.first())
-    .bind(columns.dedupe_keys.first())
+    .bind(columns.dedupe_keys.first().map(String::as_str))
     .bind(event.options.occurred_at)
     .bind(event.options.available_at)
     .bind(event.options.delay_seconds)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     Ok(event.id)
 }
 
 fn single(ids: Vec<Uuid>) -> Result<Uuid, EmitError> {
-    ids.into_iter()
-        .next()
-        .ok_or_else(|| EmitError::Database(sqlx::Error::RowNotFound))
+    ids.into_iter().next().ok_or_else(|| {
+        EmitError::Database(DatabaseError::unexpected(
+            "the insert returned no id".to_owned(),
+        ))
+    })
 }
 
 /// Writes many events with one statement and returns their ids in input order.
@@ -256,7 +262,7 @@ fn single(ids: Vec<Uuid>) -> Result<Uuid, EmitError> {
 /// Events whose (tenant, dedupe key) is already stored are not written again; their
 /// position in the result holds the stored id.
 pub async fn emit_batch(
-    conn: &mut PgConnection,
+    conn: &mut impl SqlxConnection,
     events: &[NewEvent],
 ) -> Result<Vec<Uuid>, EmitError> {
     if events.is_empty() {
@@ -267,7 +273,7 @@ pub async fn emit_batch(
         columns.push(event)?;
     }
     lock_keys_in_order(conn, &columns.tenant_ids, &columns.ordering_keys).await?;
-    let inserted: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
+    let inserted = Statement::new(
         "INSERT INTO outbox_events
              (id, tenant_id, event_type, schema_ref, category, ordering_key, payload, headers,
               dedupe_key, occurred_at, available_at)
@@ -294,7 +300,7 @@ pub async fn emit_batch(
     .bind(&columns.occurred_at)
     .bind(&columns.available_at)
     .bind(&columns.delay_seconds)
-    .fetch_all(&mut *conn)
+    .fetch_keyed(conn)
     .await?;
 
     if inserted.len() == events.len() {
@@ -309,7 +315,7 @@ pub async fn emit_batch(
 /// scope's lock again, at no cost.) The scopes are named by the database's `outbox_scope()`,
 /// the same function the trigger uses.
 async fn lock_keys_in_order(
-    conn: &mut PgConnection,
+    conn: &mut impl SqlxConnection,
     tenants: &[Option<Uuid>],
     keys: &[Option<String>],
 ) -> Result<(), EmitError> {
@@ -324,7 +330,7 @@ async fn lock_keys_in_order(
         return Ok(());
     }
     let (tenants, keys): (Vec<Option<Uuid>>, Vec<&str>) = distinct.into_iter().unzip();
-    sqlx::query(
+    Statement::new(
         "INSERT INTO outbox_key_locks AS l (ordering_key)
          SELECT scope FROM (SELECT DISTINCT outbox_scope(t, k) AS scope
                               FROM unnest($1::uuid[], $2::text[]) AS u(t, k)) AS s
@@ -333,7 +339,7 @@ async fn lock_keys_in_order(
     )
     .bind(&tenants)
     .bind(&keys)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -341,9 +347,9 @@ async fn lock_keys_in_order(
 /// Maps every input row to the id stored under its (tenant, dedupe key): the row just
 /// inserted, or the one stored before (a second round trip, only when duplicates occurred).
 async fn resolve_duplicates(
-    conn: &mut PgConnection,
+    conn: &mut impl SqlxConnection,
     columns: &Columns,
-    inserted: Vec<(Uuid, Option<Uuid>, String)>,
+    inserted: Vec<KeyedId>,
 ) -> Result<Vec<Uuid>, EmitError> {
     use std::collections::HashMap;
     let mut stored: HashMap<(Option<Uuid>, String), Uuid> = inserted
@@ -361,7 +367,7 @@ async fn resolve_duplicates(
             .collect();
         // Two arms, so each probe is an equality (or IS NULL) on the unique index
         // `(tenant_id, dedupe_key)`; `IS NOT DISTINCT FROM` would scan the table.
-        let existing: Vec<(Uuid, Option<Uuid>, String)> = sqlx::query_as(
+        let existing = Statement::new(
             "SELECT e.id, e.tenant_id, e.dedupe_key
                FROM unnest($1::uuid[], $2::text[]) AS wanted(tenant_id, dedupe_key)
                JOIN outbox_events e
@@ -375,7 +381,7 @@ async fn resolve_duplicates(
         )
         .bind(&tenants)
         .bind(&keys)
-        .fetch_all(&mut *conn)
+        .fetch_keyed(conn)
         .await?;
         stored.extend(
             existing
@@ -386,7 +392,7 @@ async fn resolve_duplicates(
     (0..columns.ids.len())
         .map(|i| {
             stored.get(&columns.key(i)).copied().ok_or_else(|| {
-                EmitError::Database(sqlx::Error::Protocol(format!(
+                EmitError::Database(DatabaseError::unexpected(format!(
                     "dedupe key `{}` is held by a transaction this one cannot see",
                     columns.dedupe_keys[i]
                 )))
@@ -507,6 +513,30 @@ impl Columns {
     fn key(&self, i: usize) -> (Option<Uuid>, String) {
         (self.tenant_ids[i], self.dedupe_keys[i].clone())
     }
+}
+
+/// Validates an untyped payload against `registry` (the catalog plus the service's own
+/// events) and writes it in the caller's transaction; see [`NewEvent::untyped_in`].
+///
+/// A payload that breaks its event's schema is refused with [`EmitError::InvalidPayload`],
+/// naming each field path, before anything touches the database.
+pub async fn emit_untyped_in(
+    conn: &mut impl SqlxConnection,
+    registry: &Registry,
+    event_type: &str,
+    payload: Value,
+    options: EmitOptions,
+) -> Result<Uuid, EmitError> {
+    let event = NewEvent::untyped_in(registry, event_type, payload)?.with_options(options);
+    emit_batch(conn, std::slice::from_ref(&event))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            EmitError::Database(DatabaseError::unexpected(
+                "the insert returned no id".to_owned(),
+            ))
+        })
 }
 
 #[cfg(test)]

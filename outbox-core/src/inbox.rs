@@ -6,7 +6,8 @@
 //! [`InboxOutcome::AlreadyProcessed`] and must skip the effects. If the transaction rolls
 //! back, the record goes with it and the next delivery processes the message.
 
-use sqlx::PgConnection;
+use crate::DatabaseError;
+use crate::driver::{SqlxConnection, Statement};
 
 /// What a consumer should do with a delivered message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,16 +33,17 @@ pub enum InboxError {
     EmptyConsumer,
     /// The database failed; the caller's transaction is aborted.
     #[error("database error while recording the message in the inbox: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] DatabaseError),
 }
 
-/// Records `message_id` for `consumer` in the caller's transaction.
+/// Records `message_id` for `consumer` in the caller's transaction (`&mut tx` or `&mut *tx`
+/// of sqlx 0.9 or 0.8, see [`SqlxConnection`]).
 ///
 /// A concurrent transaction recording the same id waits for this one to finish, then sees
 /// [`InboxOutcome::AlreadyProcessed`] if this one committed. An empty id or consumer is
 /// refused before any SQL runs, so the transaction stays usable.
 pub async fn record(
-    conn: &mut PgConnection,
+    conn: &mut impl SqlxConnection,
     consumer: &str,
     message_id: &str,
 ) -> Result<InboxOutcome, InboxError> {
@@ -51,7 +53,7 @@ pub async fn record(
     if consumer.is_empty() {
         return Err(InboxError::EmptyConsumer);
     }
-    let result = sqlx::query(
+    let affected = Statement::new(
         "INSERT INTO outbox_inbox (consumer, message_id) VALUES ($1, $2)
          ON CONFLICT (consumer, message_id) DO NOTHING",
     )
@@ -59,7 +61,7 @@ pub async fn record(
     .bind(message_id)
     .execute(conn)
     .await?;
-    Ok(if result.rows_affected() == 1 {
+    Ok(if affected == 1 {
         InboxOutcome::Process
     } else {
         InboxOutcome::AlreadyProcessed

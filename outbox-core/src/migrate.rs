@@ -3,12 +3,16 @@
 use std::sync::LazyLock;
 
 use catalog_types::registry;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr};
+
+use crate::DatabaseError;
+use crate::driver::{SqlxPool, Statement};
 
 /// The SQL migrations of `migrations/`, embedded at build time, as sqlx's migrator runs
 /// them (history in `_sqlx_migrations`, an advisory lock against concurrent runs).
-pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+#[cfg(feature = "sqlx-0_9")]
+pub static MIGRATOR: LazyLock<sqlx::migrate::Migrator> = LazyLock::new(|| {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::{AssertSqlSafe, SqlSafeStr};
     Migrator::with_migrations(
         MIGRATIONS
             .iter()
@@ -18,12 +22,41 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
                     description.into(),
                     MigrationType::Simple,
                     AssertSqlSafe(sql).into_sql_str(),
-                    sql.starts_with("-- no-transaction"),
+                    no_transaction(sql),
                 )
             })
             .collect(),
     )
 });
+
+/// The same migrations for sqlx 0.8's migrator. Both versions keep the history in the same
+/// table, with the same checksums (SHA-384 of the text) and the same advisory lock, so a
+/// database migrated through one is current for the other, and concurrent runs of the two
+/// wait for each other (a test holds the two lists equal).
+#[cfg(feature = "sqlx-0_8")]
+pub(crate) static MIGRATOR_0_8: LazyLock<sqlx_0_8::migrate::Migrator> = LazyLock::new(|| {
+    use sqlx_0_8::migrate::{Migration, MigrationType, Migrator};
+    Migrator {
+        migrations: MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    description.into(),
+                    MigrationType::Simple,
+                    sql.into(),
+                    no_transaction(sql),
+                )
+            })
+            .collect(),
+        ..Migrator::DEFAULT
+    }
+});
+
+/// Whether a migration runs outside a transaction, as sqlx's resolver reads it.
+fn no_transaction(sql: &str) -> bool {
+    sql.starts_with("-- no-transaction")
+}
 
 /// Every file of `migrations/`: its version and description (from its name, as
 /// `sqlx migrate` reads them) and its text. Listed here rather than embedded by
@@ -96,26 +129,30 @@ const MIGRATIONS: [(i64, &str, &str); 12] = [
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    /// A migration failed or the applied history differs from the embedded one.
+    /// A migration failed or the applied history differs from the embedded one (the
+    /// driver's error is a `MigrateError` of the pool's sqlx version).
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(DatabaseError),
     /// The catalog rows could not be written.
     #[error("catalog sync failed: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(DatabaseError),
 }
 
 /// Applies the pending migrations and upserts the catalog into `system_event_catalog`.
 ///
-/// Safe to run concurrently from several processes (the migrator holds an advisory lock)
-/// and idempotent: a second run changes nothing.
-pub async fn migrate(pool: &PgPool) -> Result<(), MigrateError> {
-    MIGRATOR.run(pool).await?;
-    sync_catalog(pool).await?;
+/// `pool` is a `PgPool` of sqlx 0.9 or 0.8 (see [`SqlxPool`]); both versions' migrators
+/// read and write the same history. Safe to run concurrently from several processes (the
+/// migrator holds an advisory lock) and idempotent: a second run changes nothing.
+pub async fn migrate(pool: &impl SqlxPool) -> Result<(), MigrateError> {
+    crate::driver::sealed::Pool::run_migrations(pool)
+        .await
+        .map_err(MigrateError::Migrate)?;
+    sync_catalog(pool).await.map_err(MigrateError::Database)?;
     Ok(())
 }
 
 /// Upserts every catalog entry into `system_event_catalog`, in one statement.
-pub async fn sync_catalog(pool: &PgPool) -> Result<u64, sqlx::Error> {
+pub async fn sync_catalog(pool: &impl SqlxPool) -> Result<u64, DatabaseError> {
     let entries = registry().entries();
     let event_types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
     let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
@@ -123,7 +160,7 @@ pub async fn sync_catalog(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let categories: Vec<&str> = entries.iter().map(|e| e.category.name()).collect();
     let schemas: Vec<&serde_json::Value> = entries.iter().map(|e| &e.schema).collect();
     let refs: Vec<&str> = entries.iter().map(|e| e.schema_ref).collect();
-    let result = sqlx::query(
+    Statement::new(
         "INSERT INTO system_event_catalog
              (event_type, name, description, category, payload_schema, payload_schema_ref)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
@@ -146,20 +183,19 @@ pub async fn sync_catalog(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .bind(&categories)
     .bind(&schemas)
     .bind(&refs)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected())
+    .execute_on_pool(pool)
+    .await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// The embedded list is the directory, as sqlx's own resolver reads it: same versions,
     /// descriptions, checksums and transaction mode, so databases migrated by an earlier
     /// build (through `sqlx::migrate!`) see no change. A new file fails this until listed.
+    #[cfg(feature = "sqlx-0_9")]
     #[tokio::test]
     async fn the_embedded_migrations_are_the_directorys() {
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
         let on_disk = Migrator::new(dir.as_path()).await.unwrap();
         let describe = |m: &Migration| {
@@ -172,7 +208,7 @@ mod tests {
             )
         };
         let expected: Vec<_> = on_disk.iter().map(describe).collect();
-        let embedded: Vec<_> = MIGRATOR.iter().map(describe).collect();
+        let embedded: Vec<_> = super::MIGRATOR.iter().map(describe).collect();
         let names = |list: &[(i64, String, Vec<u8>, bool, MigrationType)]| {
             list.iter()
                 .map(|(version, description, ..)| format!("{version} {description}"))
@@ -188,6 +224,43 @@ mod tests {
             names(&expected),
             names(&embedded),
         );
+    }
+
+    /// sqlx 0.8's migrator runs the very migrations 0.9's does, with the same checksums and
+    /// transaction modes: a database migrated through one version is current for the other
+    /// (`tests/tests/sqlx_versions.rs` shows it on a real database).
+    #[cfg(all(feature = "sqlx-0_8", feature = "sqlx-0_9"))]
+    #[test]
+    fn both_sqlx_versions_embed_the_same_migrations() {
+        use super::{MIGRATIONS, MIGRATOR, MIGRATOR_0_8};
+        let of_0_9: Vec<_> = MIGRATOR
+            .iter()
+            .map(|m| {
+                let kind = format!("{:?}", m.migration_type);
+                (
+                    m.version,
+                    m.description.to_string(),
+                    m.checksum.to_vec(),
+                    m.no_tx,
+                    kind,
+                )
+            })
+            .collect();
+        let of_0_8: Vec<_> = MIGRATOR_0_8
+            .iter()
+            .map(|m| {
+                let kind = format!("{:?}", m.migration_type);
+                (
+                    m.version,
+                    m.description.to_string(),
+                    m.checksum.to_vec(),
+                    m.no_tx,
+                    kind,
+                )
+            })
+            .collect();
+        assert_eq!(of_0_8.len(), MIGRATIONS.len());
+        assert!(of_0_8 == of_0_9, "sqlx 0.8's and 0.9's migrations differ");
     }
 
     /// The catalog table has one definition: the SQL export's statement is the migration's.

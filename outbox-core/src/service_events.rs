@@ -1,5 +1,5 @@
-//! A service's own event types: registering them in the database's catalog table, and
-//! emitting untyped payloads of them with the same validation as the catalog's.
+//! A service's own event types: registering them in the database's catalog table (emitting
+//! untyped payloads of them is [`crate::emit_untyped_in`]).
 //!
 //! The rules (naming, collisions with the catalog) are `catalog_types`'s
 //! ([`Registry::builder`]); this module adds what the database decides: whether another
@@ -8,29 +8,6 @@
 use catalog_types::{EventDefinition, Registry, ServiceEventError};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
-
-use crate::{EmitError, EmitOptions, NewEvent, emit_batch};
-
-/// Validates an untyped payload against `registry` (the catalog plus the service's own
-/// events) and writes it in the caller's transaction; see [`NewEvent::untyped_in`].
-///
-/// A payload that breaks its event's schema is refused with [`EmitError::InvalidPayload`],
-/// naming each field path, before anything touches the database.
-pub async fn emit_untyped_in(
-    conn: &mut PgConnection,
-    registry: &Registry,
-    event_type: &str,
-    payload: Value,
-    options: EmitOptions,
-) -> Result<Uuid, EmitError> {
-    let event = NewEvent::untyped_in(registry, event_type, payload)?.with_options(options);
-    emit_batch(conn, std::slice::from_ref(&event))
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(EmitError::Database(sqlx::Error::RowNotFound))
-}
 
 /// What a registration did, by event type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
