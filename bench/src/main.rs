@@ -8,6 +8,7 @@
 //! - `ceiling`, `drain`, `scale-out`, `resources`, `latency`: what the broker takes without a
 //!   database, the relay's drain against it, several relays, the relay process's memory and
 //!   CPU, and commit → consumer latency at a fixed rate;
+//! - `consumer`: the consumer library against the same consumer hand-written with lapin;
 //! - `soak`: minutes of production-like load with relay processes killed on a schedule:
 //!   latency, backlog, database size and relay memory per minute, then loss, order and
 //!   duplicates (not part of `all`);
@@ -20,6 +21,7 @@
 mod all;
 mod broker;
 mod ceiling;
+mod consumer;
 mod drain;
 mod drain_rate;
 mod emit_cost;
@@ -100,6 +102,9 @@ enum Command {
     All(all::Args),
     /// SVG plots and the generated part of `docs/benchmarks.md` from `all --json`.
     Render(render::Args),
+    /// The consumer library's throughput against the same consumer hand-written with lapin
+    /// (same handler, partitions, prefetch; one run each).
+    Consumer(consumer::Args),
     /// What an emitted event costs a one-row domain transaction (library, plain SQL, batch)
     /// against a plain INSERT, and what NOTIFY costs on top.
     EmitCost(emit_cost::Args),
@@ -281,6 +286,7 @@ async fn run(cli: &Cli, server: &Server) -> Result<()> {
         Command::ScaleOut(args) => scenario!(scale_out, args),
         Command::Resources(args) => scenario!(resources, args),
         Command::Latency(args) => scenario!(latency, args),
+        Command::Consumer(args) => scenario!(consumer, args),
         Command::All(args) => {
             let report = all::run(args, server, (&cli.database_url, amqp), keep).await?;
             harness::output(cli.json, &report, |r| all::markdown(r, None))?

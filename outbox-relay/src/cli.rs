@@ -332,9 +332,15 @@ pub struct RunArgs {
     /// Durable topic exchange to publish to (declared on start).
     #[arg(long, env = "OUTBOX_EXCHANGE", default_value = config::DEFAULT_EXCHANGE)]
     pub exchange: String,
-    /// Routing key template: `{category}` (slug), `{event_type}` (lower case), `{tenant_id}`.
+    /// Routing key template: `{category}` (slug), `{event_type}` (lower case), `{tenant_id}`,
+    /// `{partition}` (the event's partition of --partitions, a word of its own).
     #[arg(long, env = "OUTBOX_ROUTING_KEY", default_value = config::DEFAULT_ROUTING_KEY)]
     pub routing_key: String,
+    /// Partitions of the partitioned topology: `{partition}` in --routing-key is
+    /// crc32(ordering scope) mod N, so each key's events reach one partition queue. Fixed per
+    /// deployment (see the operating guide before changing it).
+    #[arg(long, allow_negative_numbers = true, env = "OUTBOX_PARTITIONS", default_value_t = config::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=i64::from(config::MAX_PARTITIONS)))]
+    pub partitions: u32,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "OUTBOX_HTTP_ADDR", default_value_t = outbox_relay::service::http::DEFAULT_ADDR)]
     pub http_addr: SocketAddr,

@@ -27,6 +27,7 @@ pub mod tls;
 
 #[cfg(feature = "containers")]
 pub mod containers;
+pub mod fleet;
 pub mod guides;
 
 /// `DATABASE_URL`, or (feature `containers`, a Docker engine reachable) the PostgreSQL

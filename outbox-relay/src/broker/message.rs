@@ -121,14 +121,28 @@ pub fn category_slug(category: &str) -> String {
     }
 }
 
-/// Expands a routing key template (`{category}`, `{event_type}`, `{tenant_id}`: the
-/// [`ROUTING_KEY_PLACEHOLDERS`] that [`check_routing_key_template`] accepts).
+/// Expands a routing key template (`{category}`, `{event_type}`, `{tenant_id}`,
+/// `{partition}`: the [`ROUTING_KEY_PLACEHOLDERS`] that [`check_routing_key_template`]
+/// accepts). `{partition}` is the event's partition of `partitions`, by the partition
+/// function of `outbox_topology` (CRC-32 of its ordering scope, mod `partitions`).
 ///
 /// [`ROUTING_KEY_PLACEHOLDERS`]: crate::foundation::config::ROUTING_KEY_PLACEHOLDERS
 /// [`check_routing_key_template`]: crate::foundation::config::check_routing_key_template
-pub fn routing_key(template: &str, event: &ClaimedEvent) -> String {
-    template
-        .replace("{category}", &category_slug(&event.category))
+pub fn routing_key(template: &str, partitions: u32, event: &ClaimedEvent) -> String {
+    let mut key = template.to_owned();
+    if key.contains(outbox_topology::PARTITION_PLACEHOLDER) {
+        let partition = outbox_topology::event_partition(
+            event.tenant_id,
+            event.ordering_key.as_deref(),
+            event.id,
+            partitions,
+        );
+        key = key.replace(
+            outbox_topology::PARTITION_PLACEHOLDER,
+            &partition.to_string(),
+        );
+    }
+    key.replace("{category}", &category_slug(&event.category))
         .replace("{event_type}", &event.event_type.to_ascii_lowercase())
         .replace(
             "{tenant_id}",
@@ -215,10 +229,21 @@ pub fn envelope(event: &ClaimedEvent) -> Vec<u8> {
 }
 
 /// Builds the message of a claimed event (its attempt number is `attempts + 1`), refusing
-/// what AMQP or the broker cannot carry under `limits`.
+/// what AMQP or the broker cannot carry under `limits`; one partition (a `{partition}` in
+/// the template is `0`).
 pub fn build(
     event: &ClaimedEvent,
     template: &str,
+    limits: Limits,
+) -> Result<OutgoingMessage, BuildError> {
+    build_partitioned(event, template, 1, limits)
+}
+
+/// As [`build`], with the template's `{partition}` one of `partitions` (`--partitions`).
+pub fn build_partitioned(
+    event: &ClaimedEvent,
+    template: &str,
+    partitions: u32,
     limits: Limits,
 ) -> Result<OutgoingMessage, BuildError> {
     let body = envelope(event);
@@ -228,7 +253,7 @@ pub fn build(
             max: limits.max_body,
         });
     }
-    let routing_key = routing_key(template, event);
+    let routing_key = routing_key(template, partitions, event);
     short(|| "the routing key".to_owned(), &routing_key)?;
     let kind = short(|| "the event type".to_owned(), &event.event_type)?;
 

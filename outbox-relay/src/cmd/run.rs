@@ -49,6 +49,7 @@ fn relay_config(args: &RunArgs) -> Result<RelayConfig> {
     config.amqp_ca_file = args.amqp_ca_file.clone();
     config.exchange = args.exchange.clone();
     config.routing_key_template = args.routing_key.clone();
+    config.partitions = args.partitions;
     config.batch_size = args.batch_size;
     config.poll_interval = args.poll_interval.into();
     config.poll_min_interval = args.poll_min_interval.into();

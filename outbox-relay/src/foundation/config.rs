@@ -29,8 +29,14 @@ pub struct RelayConfig {
     /// The durable topic exchange events are published to (declared on start).
     pub exchange: String,
     /// Routing key template; `{category}` and `{event_type}` are replaced by the category
-    /// slug and the lower-case event type, `{tenant_id}` by the tenant (or `none`).
+    /// slug and the lower-case event type, `{tenant_id}` by the tenant (or `none`),
+    /// `{partition}` by the event's partition (of [`RelayConfig::partitions`]).
     pub routing_key_template: String,
+    /// The number of partitions of the partitioned topology (`{partition}` in the routing
+    /// key is `0` to `partitions - 1`, by `outbox_topology::event_partition`); 1 without it.
+    /// Fixed per deployment: changing it moves scopes to other partitions (the consuming
+    /// guide says how to switch safely).
+    pub partitions: u32,
     /// Rows claimed per batch.
     pub batch_size: u32,
     /// The longest wait between looks for work: the safety net while notifications arrive,
@@ -90,6 +96,7 @@ impl RelayConfig {
             amqp_ca_file: None,
             exchange: DEFAULT_EXCHANGE.to_owned(),
             routing_key_template: DEFAULT_ROUTING_KEY.to_owned(),
+            partitions: DEFAULT_PARTITIONS,
             batch_size: DEFAULT_BATCH_SIZE,
             poll_interval: DEFAULT_POLL_INTERVAL,
             poll_min_interval: DEFAULT_POLL_MIN_INTERVAL,
@@ -166,13 +173,25 @@ pub const DEFAULT_ROUTING_KEY: &str = "{category}.{event_type}";
 pub const SHORT_STRING_MAX: usize = 255;
 
 /// The placeholders a routing key template may use.
-pub const ROUTING_KEY_PLACEHOLDERS: [&str; 3] = ["{category}", "{event_type}", "{tenant_id}"];
+pub const ROUTING_KEY_PLACEHOLDERS: [&str; 4] = [
+    "{category}",
+    "{event_type}",
+    "{tenant_id}",
+    outbox_topology::PARTITION_PLACEHOLDER,
+];
+
+/// One partition: the topology is not partitioned.
+pub const DEFAULT_PARTITIONS: u32 = 1;
+
+/// The most partitions (`outbox_topology::MAX_PARTITIONS`).
+pub const MAX_PARTITIONS: u32 = outbox_topology::MAX_PARTITIONS;
 
 /// Checks a routing key template before the relay starts, so a typo cannot make every
 /// event unroutable or dead: it must not be empty, may use only
 /// [`ROUTING_KEY_PLACEHOLDERS`] in braces, must hold no control characters, and must stay
 /// within AMQP's 255 bytes for every catalog event (the longest category slug and event
-/// type, a tenant id). The error says what is wrong, without the flag's name.
+/// type, a tenant id, the largest partition number). The error says what is wrong, without
+/// the flag's name.
 pub fn check_routing_key_template(template: &str) -> Result<(), String> {
     if template.is_empty() {
         return Err(
@@ -216,7 +235,11 @@ pub fn check_routing_key_template(template: &str) -> Result<(), String> {
     let expanded = template
         .replace("{category}", &slug.unwrap_or_default())
         .replace("{event_type}", &event_type.unwrap_or_default())
-        .replace("{tenant_id}", &uuid::Uuid::nil().to_string());
+        .replace("{tenant_id}", &uuid::Uuid::nil().to_string())
+        .replace(
+            outbox_topology::PARTITION_PLACEHOLDER,
+            &(MAX_PARTITIONS - 1).to_string(),
+        );
     if expanded.len() > SHORT_STRING_MAX {
         return Err(format!(
             "expands to up to {} bytes, over AMQP's {SHORT_STRING_MAX}-byte routing key",
@@ -375,6 +398,28 @@ impl RelayConfig {
                 self.routing_key_template.escape_debug()
             ));
         }
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return bad(format!(
+                "--partitions must be 1 to {MAX_PARTITIONS}, got {}",
+                self.partitions
+            ));
+        }
+        let partitioned = self
+            .routing_key_template
+            .contains(outbox_topology::PARTITION_PLACEHOLDER);
+        if self.partitions > 1 && !partitioned {
+            return bad(format!(
+                "--partitions {} needs `{{partition}}` in --routing-key (e.g. `{{category}}.{{event_type}}.{{partition}}`), got `{}`: without it every partition queue would receive nothing",
+                self.partitions,
+                self.routing_key_template.escape_debug()
+            ));
+        }
+        if partitioned
+            && let Err(error) =
+                outbox_topology::partition_binding_key(&self.routing_key_template, 0)
+        {
+            return bad(format!("--routing-key: {error}"));
+        }
         if !(self.retry.factor >= 1.0 && self.retry.factor.is_finite()) {
             return bad(format!(
                 "--retry-factor must be a number >= 1, got {}",
@@ -521,6 +566,36 @@ mod tests {
         let mut c = config();
         c.poll_min_interval = Duration::from_secs(2);
         assert!(c.validate().unwrap_err().0.contains("--poll-min-interval"));
+    }
+
+    #[test]
+    fn partitions_need_a_partition_word_in_the_routing_key() {
+        let mut c = config();
+        c.partitions = 8;
+        assert!(c.validate().unwrap_err().0.contains("needs `{partition}`"));
+        c.routing_key_template = "{category}.{event_type}.{partition}".to_owned();
+        assert_eq!(c.validate(), Ok(()));
+        c.routing_key_template = "{category}.{event_type}.p{partition}".to_owned();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .0
+                .contains("no `{partition}` word")
+        );
+        c.routing_key_template = "{category}.{event_type}.{partition}".to_owned();
+        c.partitions = 0;
+        assert!(c.validate().unwrap_err().0.contains("--partitions"));
+        c.partitions = MAX_PARTITIONS + 1;
+        assert!(c.validate().unwrap_err().0.contains("--partitions"));
+        // The largest partition number counts towards the 255 bytes.
+        let long = format!("{}.{{partition}}", "k".repeat(251));
+        assert!(
+            check_routing_key_template(&long)
+                .unwrap_err()
+                .contains("over AMQP")
+        );
+        let fits = format!("{}.{{partition}}", "k".repeat(250));
+        assert_eq!(check_routing_key_template(&fits), Ok(()));
     }
 
     #[test]

@@ -550,7 +550,12 @@ async fn publish_in_waves(
         let mut messages = Vec::with_capacity(wave.len());
         let mut sendable = Vec::with_capacity(wave.len());
         for &(lane, event) in &wave {
-            match message::build(event, &config.routing_key_template, limits) {
+            match message::build_partitioned(
+                event,
+                &config.routing_key_template,
+                config.partitions,
+                limits,
+            ) {
                 Ok(built) => {
                     messages.push(built);
                     sendable.push((lane, event));
