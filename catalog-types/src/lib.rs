@@ -1,18 +1,25 @@
 //! Typed payloads of the Workflow Event Catalog v2 and the registry that describes them.
 //!
 //! Every catalog event is a struct implementing [`CatalogEvent`]; [`registry()`] lists them
-//! all with their JSON Schemas, validates untyped payloads, and [`export`] renders the
-//! catalog as JSON, SQL, a Markdown page or TypeScript declarations; [`diff`] compares two
-//! exports and tells the changes that break consumers from those that do not.
+//! all with their JSON Schemas and validates untyped payloads.
+//!
+//! With the feature **`tooling`** (off by default; the relay's `catalog` commands turn it
+//! on), `export` renders the catalog as JSON, SQL, a Markdown page or TypeScript
+//! declarations, `diff` compares two exports and tells the changes that break consumers
+//! from those that do not, and `Registry::lookup` and its kin find what a person typed,
+//! suggesting the closest name. A service that only emits events needs none of it, and
+//! does not compile it.
 //!
 //! A service can add event types of its own beside the catalog's: see
 //! [`Registry::builder`] and [`service_event!`] for the naming rules.
 
 mod category;
 mod common;
+#[cfg(feature = "tooling")]
 pub mod diff;
 mod event;
 pub mod events;
+#[cfg(feature = "tooling")]
 pub mod export;
 mod macros;
 mod registry;
@@ -23,10 +30,16 @@ pub use common::{Changes, CurrencyCode, EmailAddress, FieldChange, InvalidCurren
 pub use event::CatalogEvent;
 pub use events::*;
 pub use registry::{
-    CatalogEntry, ExportedEntry, Registry, UnknownName, ValidPayload, ValidationError, closest,
-    lookup_category, registry,
+    CatalogEntry, ExportedEntry, Registry, ValidPayload, ValidationError, registry,
 };
+#[cfg(feature = "tooling")]
+pub use registry::{UnknownName, closest, lookup_category};
 pub use service::{
     EventDefinition, MAX_SERVICE_EVENT_TYPE_BYTES, RegistryBuilder, ServiceEventError,
     is_service_event_type, service_definitions, split_service_event_type,
 };
+
+/// The crate's README example, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;

@@ -260,6 +260,7 @@ impl Registry {
     }
 }
 
+#[cfg(feature = "tooling")]
 /// A name a person typed that names no catalog entry, with the closest one when it is
 /// probably a typo (`TICKET_CRATED` → `TICKET_CREATED`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +269,7 @@ pub struct UnknownName {
     pub suggestion: Option<&'static str>,
 }
 
+#[cfg(feature = "tooling")]
 impl UnknownName {
     /// ` (did you mean X?)`, or nothing: to append to a message that names the input.
     pub fn hint(&self) -> String {
@@ -277,6 +279,7 @@ impl UnknownName {
     }
 }
 
+#[cfg(feature = "tooling")]
 /// The candidate closest to `input` (case-insensitive Damerau-Levenshtein distance), when
 /// the distance is small for the input's length: at most one edit per four characters,
 /// at least one and at most three. Ties go to the earlier candidate.
@@ -297,6 +300,7 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .map(|(_, candidate)| candidate)
 }
 
+#[cfg(feature = "tooling")]
 impl Registry {
     /// The entry of an event type as a person types it: exact, else ignoring ASCII case
     /// (`ticket_created` is `TICKET_CREATED`); otherwise the closest event type, if one
@@ -343,6 +347,7 @@ impl Registry {
     }
 }
 
+#[cfg(feature = "tooling")]
 /// A category by display name or slug, ignoring case (see [`Category::parse`]); otherwise
 /// the closest display name, if one is near, to suggest (`Biling` → `Billing`).
 pub fn lookup_category(input: &str) -> Result<Category, UnknownName> {

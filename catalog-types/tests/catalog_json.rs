@@ -3,7 +3,7 @@
 //! version bump fails here, and so does a stale file.
 //!
 //! Regenerate it with `cargo run -p outbox-relay -- catalog export --format json --output docs/catalog.json`
-//! or `UPDATE_CATALOG_JSON=1 cargo test -p catalog-types --test catalog_json` (which refuses
+//! or `UPDATE_CATALOG_JSON=1 cargo test -p catalog-types --features tooling --test catalog_json` (which refuses
 //! to record a breaking change).
 
 use catalog_types::diff::{CatalogDiff, Snapshot};
@@ -33,7 +33,7 @@ fn the_types_do_not_break_the_released_catalog_and_it_is_up_to_date()
         current == generated,
         "docs/catalog.json is stale: regenerate it with \
          `cargo run -p outbox-relay -- catalog export --format json --output docs/catalog.json` \
-         (or `UPDATE_CATALOG_JSON=1 cargo test -p catalog-types --test catalog_json`) and commit it.\n\
+         (or `UPDATE_CATALOG_JSON=1 cargo test -p catalog-types --features tooling --test catalog_json`) and commit it.\n\
          What changed, all compatible:\n{}",
         diff.to_text()
     );

@@ -1,5 +1,5 @@
 //! `docs/catalog.md` is generated from the registry; this test fails when it is stale.
-//! Regenerate with `UPDATE_CATALOG_DOCS=1 cargo test -p catalog-types --test docs_page`.
+//! Regenerate with `UPDATE_CATALOG_DOCS=1 cargo test -p catalog-types --features tooling --test docs_page`.
 
 use catalog_types::{export, registry};
 
@@ -14,7 +14,7 @@ fn the_catalog_page_is_up_to_date() {
     let current = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         current == generated,
-        "docs/catalog.md is stale: run `UPDATE_CATALOG_DOCS=1 cargo test -p catalog-types --test docs_page`"
+        "docs/catalog.md is stale: run `UPDATE_CATALOG_DOCS=1 cargo test -p catalog-types --features tooling --test docs_page`"
     );
 }
 

@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use catalog_types::{ValidationError, closest, lookup_category, registry};
+use catalog_types::{ValidationError, registry};
+#[cfg(feature = "tooling")]
+use catalog_types::{closest, lookup_category};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::Value;
@@ -160,6 +162,7 @@ proptest! {
         check_outcome(event_type, registry().validate(event_type, payload))?;
     }
 
+    #[cfg(feature = "tooling")] // the look-ups are tooling
     #[test]
     fn any_name_looks_up_without_a_panic(name in prop_oneof![text(), "[A-Za-z_.]{0,40}"]) {
         if let Ok(entry) = registry().lookup_event_type(&name) {
@@ -175,6 +178,7 @@ proptest! {
         let _ = closest(&name, ["a", "", "ß", "İ"]);
     }
 
+    #[cfg(feature = "tooling")] // the look-ups are tooling
     #[test]
     fn any_case_of_an_event_type_resolves_to_it(
         entry in 0..registry().entries().len(),
@@ -190,6 +194,7 @@ proptest! {
         prop_assert_eq!(found, Ok(event_type));
     }
 
+    #[cfg(feature = "tooling")] // the look-ups are tooling
     #[test]
     fn a_one_letter_typo_is_refused_with_a_suggestion_one_edit_away(
         entry in 0..registry().entries().len(),
@@ -218,10 +223,12 @@ proptest! {
 }
 
 /// The distance the suggestion rule uses (case-insensitive Damerau-Levenshtein).
+#[cfg(feature = "tooling")]
 fn strsim_distance(a: &str, b: &str) -> usize {
     strsim::damerau_levenshtein(&a.to_lowercase(), &b.to_lowercase())
 }
 
+#[cfg(feature = "tooling")]
 #[test]
 fn documented_lookups() {
     let r = registry();

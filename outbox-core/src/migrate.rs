@@ -59,7 +59,8 @@ fn no_transaction(sql: &str) -> bool {
 }
 
 /// Every file of `migrations/`: its version and description (from its name, as
-/// `sqlx migrate` reads them) and its text. Listed here rather than embedded by
+/// `sqlx migrate` reads them) and its text. (`outbox-core/migrations` is a symbolic link to
+/// the repository's `migrations/`, so that the files ship in the crate's package.) Listed here rather than embedded by
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
@@ -67,62 +68,62 @@ const MIGRATIONS: [(i64, &str, &str); 12] = [
     (
         20260101000001,
         "outbox events",
-        include_str!("../../migrations/20260101000001_outbox_events.sql"),
+        include_str!("../migrations/20260101000001_outbox_events.sql"),
     ),
     (
         20260101000002,
         "replay audit",
-        include_str!("../../migrations/20260101000002_replay_audit.sql"),
+        include_str!("../migrations/20260101000002_replay_audit.sql"),
     ),
     (
         20260301000001,
         "delivery engine",
-        include_str!("../../migrations/20260301000001_delivery_engine.sql"),
+        include_str!("../migrations/20260301000001_delivery_engine.sql"),
     ),
     (
         20260401000001,
         "wakeup mode",
-        include_str!("../../migrations/20260401000001_wakeup_mode.sql"),
+        include_str!("../migrations/20260401000001_wakeup_mode.sql"),
     ),
     (
         20260401000002,
         "wakeup mode switch",
-        include_str!("../../migrations/20260401000002_wakeup_mode_switch.sql"),
+        include_str!("../migrations/20260401000002_wakeup_mode_switch.sql"),
     ),
     (
         20260501000001,
         "audit session user",
-        include_str!("../../migrations/20260501000001_audit_session_user.sql"),
+        include_str!("../migrations/20260501000001_audit_session_user.sql"),
     ),
     (
         20261206000001,
         "producer proof rows and tenant scopes",
-        include_str!("../../migrations/20261206000001_producer_proof_rows_and_tenant_scopes.sql"),
+        include_str!("../migrations/20261206000001_producer_proof_rows_and_tenant_scopes.sql"),
     ),
     (
         20261206000002,
         "relay owners",
-        include_str!("../../migrations/20261206000002_relay_owners.sql"),
+        include_str!("../migrations/20261206000002_relay_owners.sql"),
     ),
     (
         20261206000003,
         "discard times",
-        include_str!("../../migrations/20261206000003_discard_times.sql"),
+        include_str!("../migrations/20261206000003_discard_times.sql"),
     ),
     (
         20261206000004,
         "leases off the event row",
-        include_str!("../../migrations/20261206000004_leases_off_the_event_row.sql"),
+        include_str!("../migrations/20261206000004_leases_off_the_event_row.sql"),
     ),
     (
         20261206000005,
         "audit dry runs",
-        include_str!("../../migrations/20261206000005_audit_dry_runs.sql"),
+        include_str!("../migrations/20261206000005_audit_dry_runs.sql"),
     ),
     (
         20261206000006,
         "relay owned attempts",
-        include_str!("../../migrations/20261206000006_relay_owned_attempts.sql"),
+        include_str!("../migrations/20261206000006_relay_owned_attempts.sql"),
     ),
 ];
 
@@ -196,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn the_embedded_migrations_are_the_directorys() {
         use sqlx::migrate::{Migration, MigrationType, Migrator};
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let on_disk = Migrator::new(dir.as_path()).await.unwrap();
         let describe = |m: &Migration| {
             (
@@ -266,7 +267,7 @@ mod tests {
     /// The catalog table has one definition: the SQL export's statement is the migration's.
     #[test]
     fn the_first_migration_creates_the_catalog_table_as_the_sql_export_does() {
-        let first = include_str!("../../migrations/20260101000001_outbox_events.sql");
+        let first = include_str!("../migrations/20260101000001_outbox_events.sql");
         assert!(
             first.contains(catalog_types::export::CATALOG_TABLE_DDL),
             "migrations/20260101000001_outbox_events.sql and catalog_types::export::CATALOG_TABLE_DDL differ"
