@@ -3,6 +3,16 @@
 //! Every catalog event is a struct implementing [`CatalogEvent`]; [`registry()`] lists them
 //! all with their JSON Schemas and validates untyped payloads.
 //!
+//! ```
+//! use catalog_types::{CatalogEvent, TicketCreated, registry};
+//!
+//! // A typed event knows its name, category and schema…
+//! assert_eq!(TicketCreated::EVENT_TYPE, "TICKET_CREATED");
+//! // …and an untyped payload is checked against that schema, each problem by field path.
+//! let refused = registry().validate("TICKET_CREATED", serde_json::json!({"ticketId": 7}));
+//! assert!(refused.is_err());
+//! ```
+//!
 //! With the feature **`tooling`** (off by default; the relay's `catalog` commands turn it
 //! on), `export` renders the catalog as JSON, SQL, a Markdown page or TypeScript
 //! declarations, `diff` compares two exports and tells the changes that break consumers

@@ -19,6 +19,37 @@
 //! It reconnects after a lost connection (heartbeats notice a silent one), drains on
 //! shutdown, records metrics ([`telemetry`]) and exposes readiness ([`Readiness`]).
 //! [`setup::declare`] declares the queues; the partition function is `outbox_topology`'s.
+//!
+//! ```no_run
+//! use outbox_consumer::sqlx::{PgConnection, PgPool};
+//! use outbox_consumer::{BoxError, Consumer, ConsumerConfig, Event, Handler, Source};
+//!
+//! /// The effect: one row per ticket event, written in the inbox's transaction.
+//! struct TicketLog;
+//!
+//! impl Handler for TicketLog {
+//!     async fn handle(&self, tx: &mut PgConnection, event: &Event) -> Result<(), BoxError> {
+//!         outbox_consumer::sqlx::query("INSERT INTO ticket_log (event_id) VALUES ($1)")
+//!             .bind(event.id)
+//!             .execute(&mut *tx)
+//!             .await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn consume(pool: PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! // The relay runs with `--partitions 8 --routing-key '{category}.{event_type}.{partition}'`.
+//! let source = Source::Partitions { prefix: "billing".to_owned(), partitions: 8 };
+//! let config = ConsumerConfig::new("amqp://billing@broker.internal/%2f", "billing", source);
+//! let consumer = Consumer::new(config, pool, TicketLog)?;
+//! let ready = consumer.readiness(); // for a readiness endpoint
+//! consumer
+//!     .run(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await?;
+//! # let _ = ready; Ok(()) }
+//! ```
 
 mod config;
 mod connect;

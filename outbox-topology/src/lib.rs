@@ -3,6 +3,11 @@
 //! ([`declare_exchange`], [`declare_bound_queue`]), the partitioned topology's queues
 //! ([`declare_partitions`]) and its partition function ([`partition_of`]), written down with
 //! test vectors so that other languages can compute it.
+//!
+//! ```
+//! // The partition of tenant-less `ticket:1` among 8: zlib's CRC-32 of "-/ticket:1", mod 8.
+//! assert_eq!(outbox_topology::partition_of("-/ticket:1", 8), 6);
+//! ```
 
 mod declare;
 mod partition;
