@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -377,15 +377,29 @@ async fn apply<H: Handler>(shared: &Shared<H>, event: &Event) -> Result<InboxOut
         let _ = tx.rollback().await;
         return Ok(outcome);
     }
-    shared
-        .handler
-        .handle(&mut tx, event)
+    // A handler that panics fails like one that returns an error: counted, retried, then
+    // dead-lettered. Uncaught, the panic would end the queue's task, the session would
+    // reconnect every partition, and the message would come back with its count at zero,
+    // forever.
+    std::panic::AssertUnwindSafe(shared.handler.handle(&mut tx, event))
+        .catch_unwind()
         .await
+        .unwrap_or_else(|panic| Err(panicked(&*panic).into()))
         .map_err(Failure::Handler)?;
     tx.commit()
         .await
         .map_err(|error| Failure::Handler(Box::new(error)))?;
     Ok(outcome)
+}
+
+/// The message of a handler's panic, as its failure.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("the handler panicked: {message}")
 }
 
 /// Acknowledges, bounded by the ack timeout: a late or failed one is a lost connection

@@ -35,6 +35,8 @@ pub struct EffectsHandler {
     pub label: String,
     /// Events that fail while the flag is up (all, with a flag that is never lowered).
     pub failing: Option<(Vec<Uuid>, Arc<AtomicBool>)>,
+    /// Whether those events make the handler panic rather than return an error.
+    pub panics: bool,
 }
 
 impl EffectsHandler {
@@ -43,6 +45,7 @@ impl EffectsHandler {
         EffectsHandler {
             label: label.into(),
             failing: None,
+            panics: false,
         }
     }
 }
@@ -53,7 +56,11 @@ impl Handler for EffectsHandler {
             && ids.contains(&event.id)
             && broken.load(Ordering::SeqCst)
         {
-            return Err(format!("the test's handler refuses event {}", event.id).into());
+            let refusal = format!("the test's handler refuses event {}", event.id);
+            if self.panics {
+                panic!("{refusal}");
+            }
+            return Err(refusal.into());
         }
         sqlx::query(
             "INSERT INTO fleet_effects (event_id, scope, queue, applied_by) VALUES ($1, $2, $3, $4)",

@@ -237,6 +237,7 @@ fn failing_consumer(
     max_attempts: u32,
     victim: Uuid,
     broken: Arc<AtomicBool>,
+    panics: bool,
 ) -> Result<Consumer<EffectsHandler>> {
     let mut config = ConsumerConfig::new(
         amqp_url(),
@@ -252,6 +253,7 @@ fn failing_consumer(
     let handler = EffectsHandler {
         label: "in-process".to_owned(),
         failing: Some((vec![victim], broken)),
+        panics,
     };
     Ok(Consumer::new(config, db.pool.clone(), handler)?)
 }
@@ -280,8 +282,15 @@ async fn a_failing_handler_holds_its_keys_later_events_while_other_partitions_fl
             ensure!(!others.is_empty(), "every key landed in one partition");
 
             let broken = Arc::new(AtomicBool::new(true));
-            let consumer =
-                failing_consumer(db, &prefix, PARTITIONS, 1_000, victim, broken.clone())?;
+            let consumer = failing_consumer(
+                db,
+                &prefix,
+                PARTITIONS,
+                1_000,
+                victim,
+                broken.clone(),
+                false,
+            )?;
             let readiness = consumer.readiness();
             let stop = tokio_util::sync::CancellationToken::new();
             let running = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
@@ -318,6 +327,24 @@ async fn a_failing_handler_holds_its_keys_later_events_while_other_partitions_fl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_limit_a_failing_event_is_dead_lettered_with_its_error_and_its_key_proceeds()
 -> Result<()> {
+    dead_lettered_after_the_limit(false, "the test's handler refuses event").await
+}
+
+/// A handler that panics fails like one that returns an error: counted, retried, then
+/// dead-lettered with the panic's message — never a partition stuck on a message whose count
+/// starts again after every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_is_retried_then_dead_lettered_and_its_key_proceeds() -> Result<()> {
+    dead_lettered_after_the_limit(
+        true,
+        "the handler panicked: the test's handler refuses event",
+    )
+    .await
+}
+
+/// A handler failing (or panicking, `panics`) for one event, three attempts, then the
+/// dead-letter queue with `expected_error` in `x-error`; the key's other events proceed.
+async fn dead_lettered_after_the_limit(panics: bool, expected_error: &str) -> Result<()> {
     const PARTITIONS: u32 = 4;
     with_db_and_broker(&[], async |db, broker| {
         sqlx::query(EFFECTS_TABLE).execute(&db.pool).await?;
@@ -330,7 +357,7 @@ async fn after_the_limit_a_failing_event_is_dead_lettered_with_its_error_and_its
         with_partitions(broker, &config, async || {
             let (victim, key_events) = write_with_victim(&db.pool).await?;
             let broken = Arc::new(AtomicBool::new(true));
-            let consumer = failing_consumer(db, &prefix, PARTITIONS, 3, victim, broken)?;
+            let consumer = failing_consumer(db, &prefix, PARTITIONS, 3, victim, broken, panics)?;
             let stop = tokio_util::sync::CancellationToken::new();
             let running = tokio::spawn(consumer.run(stop.clone().cancelled_owned()));
             let relay = partitioned_relay(db, broker, PARTITIONS);
@@ -365,7 +392,7 @@ async fn after_the_limit_a_failing_event_is_dead_lettered_with_its_error_and_its
                 other => format!("{other:?}"),
             };
             ensure!(
-                text(header("x-error")).contains("the test's handler refuses event"),
+                text(header("x-error")).contains(expected_error),
                 "x-error: {:?}",
                 header("x-error")
             );

@@ -52,10 +52,13 @@ async fn insert_in(
     Ok(id)
 }
 
-/// (status, attempts, parked) of each event, in the order given: from the rows before
-/// engine v3's step 3, from `outbox_event_status` (which counts the failures the relay keeps
-/// in `outbox_attempts`) after it.
-async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>> {
+/// `columns` of each event, in the order given: from the rows before engine v3's step 3,
+/// from `outbox_event_status` (which reads the failures, next tries and deaths the relay
+/// keeps in `outbox_attempts`) after it.
+async fn columns_of<T>(pool: &PgPool, ids: &[Uuid], columns: &str) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     let view: bool = sqlx::query_scalar("SELECT to_regclass('outbox_event_status') IS NOT NULL")
         .fetch_one(pool)
         .await?;
@@ -68,7 +71,7 @@ async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>>
     for id in ids {
         out.push(
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT status, attempts, parked FROM {source} WHERE id = $1"
+                "SELECT {columns} FROM {source} WHERE id = $1"
             )))
             .bind(id)
             .fetch_one(pool)
@@ -76,6 +79,11 @@ async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>>
         );
     }
     Ok(out)
+}
+
+/// (status, attempts, parked) of each event ([`columns_of`]).
+async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>> {
+    columns_of(pool, ids, "status, attempts, parked").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,25 +530,9 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
 /// The migration of engine v3's third step (failures off the event row).
 const STEP_THREE: i64 = 20261206000006;
 
-/// (status, attempts, last error) of each event, in the order given, as the rows said before
-/// the third step or `outbox_event_status` says after it.
-async fn facts(
-    pool: &PgPool,
-    ids: &[Uuid],
-    source: &str,
-) -> Result<Vec<(String, i32, Option<String>)>> {
-    let mut out = Vec::new();
-    for id in ids {
-        out.push(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT status, attempts, last_error FROM {source} WHERE id = $1"
-            )))
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
-        );
-    }
-    Ok(out)
+/// (status, attempts, last error) of each event ([`columns_of`]).
+async fn facts(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, Option<String>)>> {
+    columns_of(pool, ids, "status, attempts, last_error").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,14 +631,14 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
         pending,
         discarded,
     ];
-    let old = facts(&db.pool, &all, "outbox_events").await?;
+    let old = facts(&db.pool, &all).await?;
     let old_parked = states(&db.pool, &all).await?;
 
     outbox_core::migrate(&db.pool).await?;
 
     // Every event says the same through the status view; the failures of undelivered
     // events live in the relay's table now, not on their rows.
-    let new = facts(&db.pool, &all, "outbox_event_status").await?;
+    let new = facts(&db.pool, &all).await?;
     assert_eq!(old, new, "what each event says changed");
     // Parking is kept, but for the dead and the retrying events: parked now.
     for ((was, is), id) in old_parked
@@ -733,12 +725,7 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     relay.stop().await?;
 
     // What the events say after delivery: attempts counted from the failures.
-    let after = facts(
-        &db.pool,
-        &[retrying, unordered_retrying, pending],
-        "outbox_event_status",
-    )
-    .await?;
+    let after = facts(&db.pool, &[retrying, unordered_retrying, pending]).await?;
     assert_eq!(
         after
             .iter()
@@ -753,7 +740,7 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
         relay_cli(&db, &["replay", "--id", &dead.to_string(), "--actor", "t"]).await?;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
-        facts(&db.pool, &[dead], "outbox_event_status").await?,
+        facts(&db.pool, &[dead]).await?,
         vec![("pending".to_owned(), 0, None)]
     );
     let relay = RunningRelay::start(relay_config(&db, &broker));
