@@ -35,6 +35,13 @@ mod macros;
 mod registry;
 mod service;
 
+/// What the crate's macros name, so a service using them needs no dependency of its own on
+/// these crates. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use uuid::Uuid;
+}
+
 pub use category::Category;
 pub use common::{Changes, CurrencyCode, EmailAddress, FieldChange, InvalidCurrencyCode};
 pub use event::CatalogEvent;

@@ -272,6 +272,14 @@ impl Registry {
     pub fn service_entries(&self) -> impl Iterator<Item = &CatalogEntry> {
         self.entries().iter().filter(|e| e.is_service_event())
     }
+
+    /// The service's own events as a JSON export (the array `outbox-relay migrate
+    /// --service-events FILE` registers, in the shape of the catalog's JSON export), without
+    /// the feature `tooling`: what a service writes out for a schema owner to register.
+    pub fn export_service_events(&self) -> Result<String, serde_json::Error> {
+        let entries: Vec<_> = self.service_entries().map(|e| e.exported()).collect();
+        Ok(serde_json::to_string_pretty(&entries)? + "\n")
+    }
 }
 
 impl RegistryBuilder {
@@ -391,7 +399,7 @@ macro_rules! service_event {
                 stringify!($version)
             );
 
-            fn tenant_id(&self) -> Option<::uuid::Uuid> {
+            fn tenant_id(&self) -> Option<$crate::__private::Uuid> {
                 Some(self.tenant_id)
             }
 

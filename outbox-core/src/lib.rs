@@ -67,8 +67,3 @@ pub use sqlx_0_8;
 compile_error!(
     "outbox-core writes through sqlx: enable its feature `sqlx-0_9` (the default) or `sqlx-0_8`"
 );
-
-/// The README's examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeExamples;

@@ -872,3 +872,9 @@ pub async fn snapshot(pool: &PgPool) -> Result<Vec<String>> {
             .await?,
     )
 }
+
+/// The repository README's examples, compiled as doctests so they stay true (here, not in
+/// `outbox-core`, whose published package does not hold the README).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
