@@ -295,7 +295,7 @@ fn main() -> ExitCode {
     // The library's warnings (a lost connection, a failing handler), never a URL.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::WARN)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("outbox_consumer=warn"))
         .init();
     let urls = cli.command.urls();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -544,12 +544,14 @@ async fn teardown(args: TeardownArgs) -> Result<()> {
     };
 
     let source = args.broker.source();
+    let dead = source.dead_letter_queue();
     let mut kept_queues = Vec::new();
-    for queue in source
-        .queues()
-        .into_iter()
-        .chain([source.dead_letter_queue()])
-    {
+    for queue in source.queues().into_iter().chain([dead.clone()]) {
+        if queue == dead && !kept_queues.is_empty() {
+            // Its queue stays, and may still park messages there.
+            println!("kept queue {dead}: the queue it serves is kept");
+            break;
+        }
         if !broker.queue_exists(&queue).await? {
             println!("queue {queue} does not exist: nothing to delete");
             continue;
