@@ -93,6 +93,10 @@ pub struct ConsumerConfig {
     pub connect_timeout: Duration,
     /// Bound of draining on shutdown.
     pub shutdown_timeout: Duration,
+    /// Whether each event is recorded in the inbox before its handler runs (the default).
+    /// `false` applies every delivery, redeliveries included: only to show what the inbox
+    /// prevents (the example consumer's `--no-inbox`), never in a real consumer.
+    pub inbox: bool,
 }
 
 impl ConsumerConfig {
@@ -110,6 +114,7 @@ impl ConsumerConfig {
             heartbeat: DEFAULT_HEARTBEAT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            inbox: true,
         }
     }
 

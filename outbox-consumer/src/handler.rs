@@ -43,4 +43,44 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: &Event,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Called instead of [`Handler::handle`] for a redelivery the inbox has already
+    /// applied, in a transaction of its own that the library commits before acknowledging:
+    /// write here what a duplicate should leave behind (an audit row, a counter), or nothing
+    /// (the default). An error rolls it back and is retried like a handler's.
+    fn on_duplicate(
+        &self,
+        tx: &mut PgConnection,
+        event: &Event,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (tx, event);
+        async { Ok(()) }
+    }
+
+    /// Called once a message is settled: acknowledged after its transaction committed, or
+    /// parked in the dead-letter queue. Runs on the queue's task before its next message,
+    /// so keep it short (progress output, counters, a [`crate::Stopper`] to stop after N
+    /// messages). The default does nothing.
+    fn settled(&self, settled: Settled<'_>) {
+        let _ = settled;
+    }
+}
+
+/// How a message was settled (see [`Handler::settled`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Settled<'a> {
+    /// Its handler's effects committed, then it was acknowledged.
+    Applied(&'a Event),
+    /// The inbox had applied it already: skipped (with [`Handler::on_duplicate`]'s writes
+    /// committed), then acknowledged.
+    Duplicate(&'a Event),
+    /// Parked in the dead-letter queue, then acknowledged: its handler failed
+    /// [`crate::ConsumerConfig::max_attempts`] times, or (`event: None`) it is not an
+    /// outbox event (no or a malformed message id, a body that is not the envelope).
+    DeadLettered {
+        /// The event, when the message decoded as one.
+        event: Option<&'a Event>,
+        /// Why: the handler's last error, or the decoding error.
+        reason: &'a str,
+    },
 }

@@ -14,7 +14,12 @@
 //!    it (they are not delivered to the handler until this one is settled), and after
 //!    [`ConsumerConfig::max_attempts`] publishes it to the dead-letter queue with the error
 //!    (`x-error`) and acknowledges it: **the key's later events then proceed**; the parked
-//!    event is applied out of order if it is ever replayed.
+//!    event is applied out of order if it is ever replayed. A failure of the database link
+//!    (network, pool, the server ending the session) is retried without counting.
+//!
+//! The handler may also write in a duplicate's transaction ([`Handler::on_duplicate`], e.g.
+//! an audit row) and hear of each settled message ([`Handler::settled`], e.g. progress);
+//! a [`Stopper`] stops the consumer from inside, e.g. after N messages.
 //!
 //! It reconnects after a lost connection (heartbeats notice a silent one), drains on
 //! shutdown, records metrics ([`telemetry`]) and exposes readiness ([`Readiness`]).
@@ -67,8 +72,8 @@ pub use config::{
 };
 pub use error::ConsumerError;
 pub use event::{DecodeError, Event};
-pub use handler::{BoxError, Handler};
-pub use run::{Consumer, Readiness};
+pub use handler::{BoxError, Handler, Settled};
+pub use run::{Consumer, Readiness, Stopper};
 
 /// Re-exported: the topology (partition function, queue declarations) consumers share with
 /// the relay.

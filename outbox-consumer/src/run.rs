@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::connect::{broker_name, connect};
 use crate::event::{Event, decode};
-use crate::handler::{BoxError, Handler};
+use crate::handler::{BoxError, Handler, Settled};
 use crate::telemetry;
 use crate::{ConsumerConfig, ConsumerError};
 
@@ -49,9 +49,35 @@ impl Readiness {
     }
 }
 
+/// Stops a running [`Consumer`] as its `shutdown` future completing would: the messages
+/// being handled finish, the queues' tasks take no further message. Cheap to clone; give
+/// one to the handler (e.g. to stop after N messages from [`Handler::settled`]) and hand it
+/// to [`Consumer::with_stopper`].
+#[derive(Debug, Clone, Default)]
+pub struct Stopper(CancellationToken);
+
+impl Stopper {
+    /// A stopper that has not stopped anything yet.
+    pub fn new() -> Self {
+        Stopper::default()
+    }
+
+    /// Asks the consumer to stop. A queue's task checks it before taking its next message,
+    /// so a call from [`Handler::settled`] stops that queue right after the settled message.
+    pub fn stop(&self) {
+        self.0.cancel();
+    }
+
+    /// Whether [`Stopper::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
 /// A consumer: its settings, the database pool its transactions use, and its handler.
 pub struct Consumer<H> {
     shared: Arc<Shared<H>>,
+    stopper: Stopper,
 }
 
 struct Shared<H> {
@@ -83,6 +109,9 @@ impl<H: Handler> Consumer<H> {
         config.validate()?;
         telemetry::register(&config.name);
         let broker = broker_name(&config.amqp_url);
+        if !config.inbox {
+            warn!(consumer = %config.name, "the inbox is off: every redelivery is applied again");
+        }
         Ok(Consumer {
             shared: Arc::new(Shared {
                 config,
@@ -91,7 +120,14 @@ impl<H: Handler> Consumer<H> {
                 readiness: Readiness::default(),
                 broker,
             }),
+            stopper: Stopper::new(),
         })
+    }
+
+    /// The consumer, stopped by `stopper` as well as by [`Consumer::run`]'s `shutdown`.
+    pub fn with_stopper(mut self, stopper: Stopper) -> Self {
+        self.stopper = stopper;
+        self
     }
 
     /// The consumer's readiness flag.
@@ -103,12 +139,13 @@ impl<H: Handler> Consumer<H> {
     /// drains: the messages being handled finish (commit and acknowledgement) within
     /// [`ConsumerConfig::shutdown_timeout`], and the ones prefetched return to their queues.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ConsumerError> {
-        let stop = CancellationToken::new();
+        let stop = self.stopper.0.clone();
         let work = supervise(self.shared.clone(), stop.clone());
         tokio::pin!(work);
         tokio::select! {
             result = &mut work => return result,
             () = shutdown => {}
+            () = stop.cancelled() => {}
         }
         info!(consumer = %self.shared.config.name, "shutting down: draining");
         stop.cancel();
@@ -303,26 +340,33 @@ async fn handle_delivery<H: Handler>(
         Ok(event) => event,
         Err(reason) => {
             warn!(consumer = %name, queue, %reason, "not an outbox event: dead-lettering it");
-            dead_letter(shared, channel, queue, &delivery, &reason.to_string(), 0).await?;
-            return ack(shared, &delivery).await;
+            let reason = reason.to_string();
+            dead_letter(shared, channel, queue, &delivery, &reason, 0).await?;
+            ack(shared, &delivery).await?;
+            shared.handler.settled(Settled::DeadLettered {
+                event: None,
+                reason: &reason,
+            });
+            return Ok(());
         }
     };
     let mut delays = backoff(config.retry_base, config.retry_cap);
     let mut attempts = 0u32;
-    loop {
+    let mut dead_lettered = None;
+    let settled = loop {
         let started = Instant::now();
         let failure = match apply(shared, &event).await {
             Ok(InboxOutcome::Process) => {
                 metrics::histogram!(telemetry::HANDLER_SECONDS, "consumer" => name.to_owned())
                     .record(started.elapsed().as_secs_f64());
                 metrics::counter!(telemetry::HANDLED, "consumer" => name.to_owned()).increment(1);
-                break;
+                break InboxOutcome::Process;
             }
             Ok(InboxOutcome::AlreadyProcessed) => {
                 metrics::counter!(telemetry::DUPLICATES, "consumer" => name.to_owned())
                     .increment(1);
                 debug!(consumer = %name, event_id = %event.id, "already applied: skipped");
-                break;
+                break InboxOutcome::AlreadyProcessed;
             }
             Err(failure) => failure,
         };
@@ -340,7 +384,8 @@ async fn handle_delivery<H: Handler>(
                     dead_letter(shared, channel, queue, &delivery, &text, attempts).await?;
                     metrics::counter!(telemetry::DEAD_LETTERED, "consumer" => name.to_owned())
                         .increment(1);
-                    break;
+                    dead_lettered = Some(text);
+                    break InboxOutcome::Process;
                 }
                 warn!(
                     consumer = %name, queue, event_id = %event.id, event_type = %event.event_type,
@@ -362,34 +407,52 @@ async fn handle_delivery<H: Handler>(
         if !channel.status().connected() {
             return Err(Lost(format!("the channel of queue {queue:?} closed")));
         }
-    }
-    ack(shared, &delivery).await
+    };
+    ack(shared, &delivery).await?;
+    shared.handler.settled(match (&dead_lettered, settled) {
+        (Some(reason), _) => Settled::DeadLettered {
+            event: Some(&event),
+            reason,
+        },
+        (None, InboxOutcome::Process) => Settled::Applied(&event),
+        (None, InboxOutcome::AlreadyProcessed) => Settled::Duplicate(&event),
+    });
+    Ok(())
 }
 
-/// The inbox row, the handler and the commit, in one transaction.
+/// The inbox row, the handler (or, for a duplicate, [`Handler::on_duplicate`]) and the
+/// commit, in one transaction.
 async fn apply<H: Handler>(shared: &Shared<H>, event: &Event) -> Result<InboxOutcome, Failure> {
     let database = |error: &dyn std::fmt::Display| Failure::Database(error.to_string());
     let mut tx = shared.pool.begin().await.map_err(|e| database(&e))?;
-    let outcome = outbox_core::inbox::record(&mut tx, &shared.config.name, &event.id.to_string())
+    let outcome = if shared.config.inbox {
+        outbox_core::inbox::record(&mut tx, &shared.config.name, &event.id.to_string())
+            .await
+            .map_err(|e| database(&e))?
+    } else {
+        InboxOutcome::Process
+    };
+    let handled = match outcome {
+        InboxOutcome::Process => unwound(shared.handler.handle(&mut tx, event)).await,
+        InboxOutcome::AlreadyProcessed => {
+            unwound(shared.handler.on_duplicate(&mut tx, event)).await
+        }
+    };
+    handled.map_err(failure)?;
+    tx.commit()
         .await
-        .map_err(|e| database(&e))?;
-    if outcome == InboxOutcome::AlreadyProcessed {
-        let _ = tx.rollback().await;
-        return Ok(outcome);
-    }
-    // A handler that panics fails like one that returns an error: counted, retried, then
-    // dead-lettered. Uncaught, the panic would end the queue's task, the session would
-    // reconnect every partition, and the message would come back with its count at zero,
-    // forever.
-    std::panic::AssertUnwindSafe(shared.handler.handle(&mut tx, event))
+        .map_err(|error| failure(Box::new(error)))?;
+    Ok(outcome)
+}
+
+/// A handler that panics fails like one that returns an error: counted, retried, then
+/// dead-lettered. Uncaught, the panic would end the queue's task, the session would reconnect
+/// every partition, and the message would come back with its count at zero, forever.
+async fn unwound(handled: impl Future<Output = Result<(), BoxError>>) -> Result<(), BoxError> {
+    std::panic::AssertUnwindSafe(handled)
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(panicked(&*panic).into()))
-        .map_err(Failure::Handler)?;
-    tx.commit()
-        .await
-        .map_err(|error| Failure::Handler(Box::new(error)))?;
-    Ok(outcome)
 }
 
 /// The message of a handler's panic, as its failure.
@@ -400,6 +463,40 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
     format!("the handler panicked: {message}")
+}
+
+/// A handler's (or its commit's) error: the database link failing is no fault of the event
+/// and is retried without counting towards the limit; anything else counts.
+fn failure(error: BoxError) -> Failure {
+    if database_link_failed(&*error) {
+        Failure::Database(error.to_string())
+    } else {
+        Failure::Handler(error)
+    }
+}
+
+/// Whether `error`, or an error it wraps, is a sqlx error of the database link: the network,
+/// TLS, the pool, or the server ending the session (SQLSTATE class 08, 57P0x).
+fn database_link_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(sqlx_error) = error.downcast_ref::<sqlx::Error>() {
+            return match sqlx_error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+                _ => false,
+            };
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Acknowledges, bounded by the ack timeout: a late or failed one is a lost connection
@@ -484,5 +581,26 @@ async fn dead_letter<H>(
         Confirmation::Nack(_) | Confirmation::NotRequested => Err(Lost(format!(
             "the broker did not take the message into {dead:?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("applying the event")]
+    struct Wrapped(#[source] sqlx::Error);
+
+    #[test]
+    fn a_failing_database_link_does_not_count_as_a_handler_failure() {
+        let link: BoxError = Box::new(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert!(matches!(failure(link), Failure::Database(_)));
+        let wrapped: BoxError = Box::new(Wrapped(sqlx::Error::PoolTimedOut));
+        assert!(matches!(failure(wrapped), Failure::Database(_)));
+        let not_found: BoxError = Box::new(sqlx::Error::RowNotFound);
+        assert!(matches!(failure(not_found), Failure::Handler(_)));
+        let other: BoxError = "the payload is wrong".into();
+        assert!(matches!(failure(other), Failure::Handler(_)));
     }
 }

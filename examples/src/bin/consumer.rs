@@ -1,44 +1,52 @@
-//! A consumer that applies each event exactly once: the inbox record and the effect (a row in
-//! `demo_projection`) commit together, and the message is acked only after the commit.
+//! A consumer that applies each event exactly once, built on the `outbox-consumer` library:
+//! the library records the inbox row, runs this consumer's handler (a row in
+//! `demo_projection`) in the same transaction, commits, then acknowledges; it retries a
+//! failing handler, parks what cannot be applied in the dead-letter queue (`<queue>.dead`),
+//! and reconnects. This file is the command line around it: settings, setup and teardown.
 //!
 //! It has no defaults for where it works: every command needs the broker (`--amqp-url`), the
 //! queue (`--queue`) and, to apply events, the database (`--database-url`), as flags or
 //! environment variables, and without them it stops before connecting anywhere. It creates
 //! only what it is told to, and says what it created:
 //!
-//! - `consumer setup` declares the queue, binds it to the relay's exchange (declared when
-//!   absent, as the relay declares it) and creates the projection table (`--ledger`: the
-//!   ledger tables too). Idempotent; `--reset` deletes the queue first.
+//! - `consumer setup` declares the queue and its dead-letter queue, binds the queue to the
+//!   relay's exchange (declared when absent, as the relay declares it) and creates the
+//!   projection table (`--ledger`: the ledger tables too). Idempotent; `--reset` deletes the
+//!   queues first. With `--partitions N` the queue is the partitioned topology's N queues
+//!   `<queue>.0` to `<queue>.<N-1>` (single active consumer, each bound to its partition by
+//!   the relay's `--routing-key`), so any number of `consumer run` processes keep each key's
+//!   order.
 //! - `consumer run` consumes from a queue that exists, into tables that exist; it creates
 //!   nothing unless given `--setup` (the same work as `setup`, first).
-//! - `consumer teardown` deletes the queue, and on request the exchange (only when no other
+//! - `consumer teardown` deletes the queues, and on request the exchange (only when no other
 //!   queue is bound to it, `--delete-exchange`) and the tables (`--drop-tables`).
 //!
 //! `--ledger` also records every applied event (`consumer_ledger`: message id, ordering
-//! key, when) and every duplicate the inbox absorbed (`consumer_skipped`), each in the
-//! transaction of its inbox record, so a test can check exactly-once and per-key order from
-//! the database even across kills of the consumer. `--no-inbox` skips the inbox check and
-//! applies every delivery: what a consumer without an inbox does, to show the duplicates
-//! the inbox prevents (never for real use).
+//! key, when) and every duplicate the inbox absorbed (`consumer_skipped`, through the
+//! library's `Handler::on_duplicate`), each in the transaction of its inbox record, so a test
+//! can check exactly-once and per-key order from the database even across kills of the
+//! consumer. `--no-inbox` skips the inbox check (the library's `ConsumerConfig::inbox`) and
+//! applies every delivery: what a consumer without an inbox does, to show the duplicates the
+//! inbox prevents (never for real use).
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
-use outbox_core::InboxOutcome;
-use outbox_relay::broker::topology;
-use outbox_relay::foundation::config::connect_options;
-use outbox_relay::foundation::diagnosis;
-use outbox_relay::foundation::mask::{mask_url, password_of, redact};
-use sqlx::PgPool;
+use outbox_consumer::topology;
+use outbox_consumer::{
+    BoxError, Consumer, ConsumerConfig, Event, Handler, Settled, Source, Stopper,
+};
+use sqlx::{PgConnection, PgPool};
 
 /// The AMQP heartbeat asked of the broker unless the URL sets one: a link that goes silent
 /// is dropped within twice this.
@@ -47,14 +55,8 @@ const HEARTBEAT_SECONDS: u16 = 5;
 /// How long connecting to the broker or the database may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often a consumer waiting for a delivery checks that its connection is still up. A
-/// lost connection ends the consumer with an error (its supervisor starts another; the
-/// unacked messages go to the new one), rather than a wait on a stream that may never
-/// yield again.
-const LINK_CHECK: Duration = Duration::from_secs(1);
-
-/// How long an ack may take to leave before the connection is taken for lost.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often `run` checks whether it has been idle for `--idle`.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// The effect: one row per event type, counting the events applied.
 const PROJECTION_TABLE: &str = "demo_projection";
@@ -90,15 +92,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create what `run` needs, each only if absent, and say what was created: the queue,
-    /// its bindings to the relay's exchange (declared as a durable topic exchange when
-    /// absent, as the relay declares it) and the projection table (with --ledger, the ledger
-    /// tables).
+    /// Create what `run` needs, each only if absent, and say what was created: the queue (or
+    /// the --partitions queues) and its dead-letter queue, its bindings to the relay's
+    /// exchange (declared as a durable topic exchange when absent, as the relay declares it)
+    /// and the projection table (with --ledger, the ledger tables).
     Setup(SetupArgs),
     /// Consume from the queue and apply each event once, until --expect messages came or
     /// none came for --idle seconds. Creates nothing unless given --setup.
     Run(RunArgs),
-    /// Delete the queue and, when asked, the exchange (only if no other queue is bound to
+    /// Delete the queues and, when asked, the exchange (only if no other queue is bound to
     /// it) and the tables `setup` creates.
     Teardown(TeardownArgs),
 }
@@ -109,7 +111,9 @@ struct BrokerArgs {
     /// RabbitMQ URL (amqp:// or amqps://), e.g. amqp://user:password@host:5672/%2f.
     #[arg(long, env = "AMQP_URL", value_name = "URL", hide_env_values = true)]
     amqp_url: String,
-    /// The consumer's queue (one per logical consumer; replicas share it).
+    /// The consumer's queue (one per logical consumer; replicas share it). With
+    /// --partitions, the partition queues' prefix: `<NAME>.0` to `<NAME>.<N-1>`. Its
+    /// dead-letter queue is `<NAME>.dead`.
     #[arg(
         long,
         env = "CONSUMER_QUEUE",
@@ -117,6 +121,23 @@ struct BrokerArgs {
         hide_env_values = true
     )]
     queue: String,
+    /// Read the partitioned topology's N queues (the relay's --partitions) instead of one
+    /// queue: each key's order then holds across any number of consumer processes.
+    #[arg(long, env = "CONSUMER_PARTITIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(topology::MAX_PARTITIONS)))]
+    partitions: Option<u32>,
+}
+
+impl BrokerArgs {
+    /// The queues read: the plain queue or the partition queues.
+    fn source(&self) -> Source {
+        match self.partitions {
+            Some(partitions) => Source::Partitions {
+                prefix: self.queue.clone(),
+                partitions,
+            },
+            None => Source::Queue(self.queue.clone()),
+        }
+    }
 }
 
 /// Where the effects go.
@@ -151,10 +172,20 @@ struct SetupArgs {
         hide_env_values = true
     )]
     exchange: String,
-    /// Binding key (repeatable).
+    /// Binding key of the plain queue (repeatable).
     #[arg(long = "binding", value_name = "KEY", default_value = "#")]
     bindings: Vec<String>,
-    /// The queue's type when it is created (default: the broker's `default_queue_type`).
+    /// With --partitions: the relay's routing key template (its --routing-key), whose
+    /// `{partition}` word binds each partition queue.
+    #[arg(
+        long,
+        env = "OUTBOX_ROUTING_KEY",
+        value_name = "TEMPLATE",
+        hide_env_values = true
+    )]
+    routing_key: Option<String>,
+    /// The queues' type when they are created (default: the broker's `default_queue_type`;
+    /// quorum for partition queues).
     #[arg(long, value_enum)]
     queue_type: Option<QueueType>,
     /// Also create the ledger tables (`consumer_ledger`, `consumer_skipped`).
@@ -183,9 +214,17 @@ struct RunArgs {
         hide_env_values = true
     )]
     exchange: Option<String>,
-    /// With --setup: binding key (repeatable).
+    /// With --setup: binding key of the plain queue (repeatable).
     #[arg(long = "binding", value_name = "KEY", default_value = "#")]
     bindings: Vec<String>,
+    /// With --setup and --partitions: the relay's routing key template.
+    #[arg(
+        long,
+        env = "OUTBOX_ROUTING_KEY",
+        value_name = "TEMPLATE",
+        hide_env_values = true
+    )]
+    routing_key: Option<String>,
     /// With --setup: the queue's type when it is created.
     #[arg(long, value_enum, requires = "setup")]
     queue_type: Option<QueueType>,
@@ -204,7 +243,7 @@ struct RunArgs {
     /// Stop after this many seconds without a message.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     idle: u64,
-    /// Unacknowledged messages the broker may send ahead (basic.qos).
+    /// Unacknowledged messages the broker may send ahead, per queue (basic.qos).
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
     /// Record every applied event and every absorbed duplicate in the ledger tables.
@@ -224,7 +263,7 @@ struct TeardownArgs {
     /// Also delete this exchange, if no other queue is bound to it.
     #[arg(long, value_name = "NAME")]
     delete_exchange: Option<String>,
-    /// Delete the queue even while a consumer reads it or messages wait in it (they are
+    /// Delete the queues even while a consumer reads them or messages wait in them (they are
     /// lost). Without it, such a queue is kept and `teardown` fails saying why.
     #[arg(long)]
     force: bool,
@@ -253,6 +292,11 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
+    // The library's warnings (a lost connection, a failing handler), never a URL.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("outbox_consumer=warn"))
+        .init();
     let urls = cli.command.urls();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -329,9 +373,10 @@ impl Command {
 
 /// What `setup` (and `run --setup`) creates.
 struct Layout<'a> {
-    queue: &'a str,
+    source: Source,
     exchange: &'a str,
     bindings: &'a [String],
+    routing_key: Option<&'a str>,
     queue_type: Option<QueueType>,
     ledger: bool,
     reset: bool,
@@ -343,11 +388,12 @@ async fn setup(args: SetupArgs) -> Result<()> {
     let uri = amqp_uri(&args.broker.amqp_url)?;
     let connect = database_options(&args.database.database_url)?;
     let broker = Broker::connect(&args.broker.amqp_url, uri).await?;
-    let pool = connect_database(&args.database.database_url, connect).await?;
+    let pool = connect_database(&args.database.database_url, connect, 2).await?;
     let layout = Layout {
-        queue: &args.broker.queue,
+        source: args.broker.source(),
         exchange: &args.exchange,
         bindings: &args.bindings,
+        routing_key: args.routing_key.as_deref(),
         queue_type: args.queue_type,
         ledger: args.ledger,
         reset: args.reset,
@@ -365,18 +411,24 @@ async fn setup(args: SetupArgs) -> Result<()> {
 async fn run(args: RunArgs) -> Result<()> {
     let uri = amqp_uri(&args.broker.amqp_url)?;
     let connect = database_options(&args.database.database_url)?;
+    let source = args.broker.source();
+    let queues = source.queues();
     let broker = Broker::connect(&args.broker.amqp_url, uri).await?;
-    let pool = connect_database(&args.database.database_url, connect).await?;
-    let queue = args.broker.queue.as_str();
+    // A connection per queue handled at once, and one to spare.
+    let connections = u32::try_from(queues.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
+    let pool = connect_database(&args.database.database_url, connect, connections).await?;
     if args.setup {
         let exchange = args
             .exchange
             .as_deref()
             .context("--setup needs --exchange (or OUTBOX_EXCHANGE)")?;
         let layout = Layout {
-            queue,
+            source: source.clone(),
             exchange,
             bindings: &args.bindings,
+            routing_key: args.routing_key.as_deref(),
             queue_type: args.queue_type,
             ledger: args.ledger,
             reset: false,
@@ -385,13 +437,21 @@ async fn run(args: RunArgs) -> Result<()> {
     }
 
     // Everything it uses must exist: it creates nothing it was not told to.
-    if !broker.queue_exists(queue).await? {
-        bail!(
-            "queue {queue:?} does not exist on the broker {}: create it with `consumer setup \
-             --queue {queue} --exchange <the relay's exchange>` (or `consumer run --setup`), \
-             or fix --queue",
-            broker.masked
-        );
+    let partitions = args
+        .broker
+        .partitions
+        .map(|n| format!(" --partitions {n} --routing-key <the relay's template>"))
+        .unwrap_or_default();
+    for queue in &queues {
+        if !broker.queue_exists(queue).await? {
+            bail!(
+                "queue {queue:?} does not exist on the broker {}: create it with `consumer setup \
+                 --queue {}{partitions} --exchange <the relay's exchange>` (or `consumer run \
+                 --setup`), or fix --queue",
+                broker.masked,
+                args.broker.queue
+            );
+        }
     }
     let mut tables = vec![PROJECTION_TABLE];
     if args.ledger {
@@ -413,21 +473,60 @@ async fn run(args: RunArgs) -> Result<()> {
             mask_url(&args.database.database_url)
         );
     }
-
-    let options = ConsumeOptions {
-        consumer: &args.consumer_name,
-        expect: args.expect.unwrap_or(usize::MAX),
-        idle: Duration::from_secs(args.idle),
-        prefetch: args.prefetch,
-        ledger: args.ledger,
-        use_inbox: !args.no_inbox,
-    };
-    let outcome = consume(&broker, &pool, queue, &options).await;
+    let dead = source.dead_letter_queue();
+    if !broker.queue_exists(&dead).await? {
+        bail!(
+            "the dead-letter queue {dead:?} does not exist on the broker {}: `consumer setup \
+             --queue {}{partitions}` creates it (what cannot be applied is parked there)",
+            broker.masked,
+            args.broker.queue
+        );
+    }
     broker.close().await;
-    let (applied, skipped) = outcome?;
+
+    let mut config = ConsumerConfig::new(
+        args.broker.amqp_url.clone(),
+        args.consumer_name.clone(),
+        source,
+    );
+    config.prefetch = args.prefetch;
+    config.heartbeat = HEARTBEAT_SECONDS;
+    config.connect_timeout = CONNECT_TIMEOUT;
+    config.inbox = !args.no_inbox;
+    let stopper = Stopper::new();
+    let progress = Arc::new(Progress {
+        expect: args.expect.unwrap_or(usize::MAX),
+        applied: AtomicUsize::new(0),
+        skipped: AtomicUsize::new(0),
+        dead_lettered: AtomicUsize::new(0),
+        last: Mutex::new(Instant::now()),
+        stopper: stopper.clone(),
+    });
+    let handler = Projection {
+        ledger: args.ledger,
+        progress: progress.clone(),
+    };
+    let consumer = Consumer::new(config, pool, handler)
+        .map_err(|error| anyhow!(error))?
+        .with_stopper(stopper.clone());
+    let idle = tokio::spawn(stop_when_idle(
+        progress.clone(),
+        Duration::from_secs(args.idle),
+    ));
+    let outcome = consumer.run(terminated()).await;
+    idle.abort();
+    outcome.map_err(|error| anyhow!(error))?;
+    let dead_lettered = progress.dead_lettered.load(Ordering::Relaxed);
     println!(
-        "consumer {}: {applied} applied, {skipped} duplicates skipped",
-        args.consumer_name
+        "consumer {}: {} applied, {} duplicates skipped{}",
+        args.consumer_name,
+        progress.applied.load(Ordering::Relaxed),
+        progress.skipped.load(Ordering::Relaxed),
+        if dead_lettered > 0 {
+            format!(", {dead_lettered} dead-lettered")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
@@ -440,35 +539,51 @@ async fn teardown(args: TeardownArgs) -> Result<()> {
     };
     let broker = Broker::connect(&args.broker.amqp_url, uri).await?;
     let pool = match database {
-        Some((url, connect)) => Some(connect_database(url, connect).await?),
+        Some((url, connect)) => Some(connect_database(url, connect, 2).await?),
         None => None,
     };
 
-    let queue = args.broker.queue.as_str();
-    if broker.queue_exists(queue).await? {
+    let source = args.broker.source();
+    let dead = source.dead_letter_queue();
+    let mut kept_queues = Vec::new();
+    for queue in source.queues().into_iter().chain([dead.clone()]) {
+        if queue == dead && !kept_queues.is_empty() {
+            // Its queue stays, and may still park messages there.
+            println!("kept queue {dead}: the queue it serves is kept");
+            break;
+        }
+        if !broker.queue_exists(&queue).await? {
+            println!("queue {queue} does not exist: nothing to delete");
+            continue;
+        }
         let channel = broker.channel().await?;
         let options = QueueDeleteOptions {
             if_unused: !args.force,
             if_empty: !args.force,
             ..QueueDeleteOptions::default()
         };
-        let dropped = match channel.queue_delete(queue.into(), options).await {
-            Ok(dropped) => dropped,
+        match channel.queue_delete(queue.as_str().into(), options).await {
+            Ok(dropped) => println!("deleted queue {queue} ({dropped} messages in it dropped)"),
             Err(error) if reply_code(&error) == Some(406) => {
-                broker.close().await;
-                bail!(
-                    "queue {queue:?} was kept: a consumer reads it or messages wait in it; \
-                     stop the consumer and let it drain, or pass --force to delete it anyway \
-                     (its messages are lost)"
-                );
+                println!("kept queue {queue}: a consumer reads it or messages wait in it");
+                kept_queues.push(queue);
             }
             Err(error) => {
                 return Err(broker.error(&format!("deleting queue {queue:?}"), &error));
             }
-        };
-        println!("deleted queue {queue} ({dropped} messages in it dropped)");
-    } else {
-        println!("queue {queue} does not exist: nothing to delete");
+        }
+    }
+    if !kept_queues.is_empty() {
+        broker.close().await;
+        bail!(
+            "queue {} was kept: a consumer reads it or messages wait in it; stop the consumer \
+             and let it drain, or pass --force to delete it anyway (its messages are lost)",
+            kept_queues
+                .iter()
+                .map(|q| format!("{q:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     let mut kept = None;
@@ -500,7 +615,7 @@ async fn teardown(args: TeardownArgs) -> Result<()> {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {table}")))
                     .execute(pool)
                     .await
-                    .map_err(|e| anyhow!("dropping table {table}: {}", diagnosis::database(&e)))?;
+                    .map_err(|e| anyhow!("dropping table {table}: {}", database_error(&e)))?;
                 println!("dropped table {table}");
             }
         }
@@ -515,16 +630,35 @@ async fn teardown(args: TeardownArgs) -> Result<()> {
     Ok(())
 }
 
-/// Creates what `layout` names, each only if absent, and says which it created.
+/// The `x-queue-type` argument of `queue_type` (none: the broker's default type).
+fn queue_arguments(queue_type: Option<QueueType>) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if let Some(kind) = queue_type {
+        let kind = match kind {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        };
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    }
+    arguments
+}
+
+/// Creates what `layout` names, each only if absent, and says which it created. The
+/// declarations are `outbox-topology`'s, the ones the relay and the consumer library use.
 async fn create(broker: &Broker, pool: &PgPool, layout: &Layout<'_>) -> Result<()> {
-    let queue = layout.queue;
-    if layout.reset && broker.queue_exists(queue).await? {
-        let channel = broker.channel().await?;
-        let dropped = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await
-            .map_err(|e| broker.error(&format!("deleting queue {queue:?}"), &e))?;
-        println!("deleted queue {queue} (--reset; {dropped} messages in it dropped)");
+    let queues = layout.source.queues();
+    let dead = layout.source.dead_letter_queue();
+    if layout.reset {
+        for queue in queues.iter().chain([&dead]) {
+            if broker.queue_exists(queue).await? {
+                let channel = broker.channel().await?;
+                let dropped = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                    .map_err(|e| broker.error(&format!("deleting queue {queue:?}"), &e))?;
+                println!("deleted queue {queue} (--reset; {dropped} messages in it dropped)");
+            }
+        }
     }
 
     let exchange = layout.exchange;
@@ -544,35 +678,82 @@ async fn create(broker: &Broker, pool: &PgPool, layout: &Layout<'_>) -> Result<(
         println!("created exchange {exchange} (durable topic)");
     }
 
-    let existed = broker.queue_exists(queue).await?;
-    let mut arguments = FieldTable::default();
-    if let Some(kind) = layout.queue_type {
-        let kind = match kind {
-            QueueType::Classic => "classic",
-            QueueType::Quorum => "quorum",
-        };
-        arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+    let mut existed = Vec::with_capacity(queues.len());
+    for queue in &queues {
+        existed.push(broker.queue_exists(queue).await?);
     }
-    // Declared even when it exists: a queue of another type or with other arguments is
+    // Declared even when they exist: a queue of another type or with other arguments is
     // refused here, not later.
-    let declare = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(queue.into(), declare, arguments)
-        .await
-        .map_err(|e| broker.error(&format!("declaring queue {queue:?}"), &e))?;
-    if existed {
-        println!("queue {queue} exists");
-    } else {
-        println!("created queue {queue} (durable)");
-    }
-    for key in layout.bindings {
-        topology::bind_queue(&channel, queue, exchange, key)
+    let bound: Vec<Vec<String>> = match &layout.source {
+        Source::Queue(queue) => {
+            topology::declare_bound_queue(
+                &channel,
+                queue,
+                queue_arguments(layout.queue_type),
+                exchange,
+                &[],
+            )
             .await
-            .map_err(|e| broker.error(&format!("binding queue {queue:?} with {key:?}"), &e))?;
-        println!("bound queue {queue} to exchange {exchange} with {key}");
+            .map_err(|e| broker.error(&format!("declaring queue {queue:?}"), &e))?;
+            for key in layout.bindings {
+                topology::bind_queue(&channel, queue, exchange, key)
+                    .await
+                    .map_err(|e| {
+                        broker.error(&format!("binding queue {queue:?} with {key:?}"), &e)
+                    })?;
+            }
+            vec![layout.bindings.to_vec()]
+        }
+        Source::Partitions { prefix, partitions } => {
+            let template = layout.routing_key.context(
+                "--partitions needs --routing-key (or OUTBOX_ROUTING_KEY): the relay's routing \
+                 key template, with a {partition} word, binds each partition queue",
+            )?;
+            let queue_type = match layout.queue_type {
+                Some(QueueType::Classic) => topology::QueueType::Classic,
+                Some(QueueType::Quorum) | None => topology::QueueType::Quorum,
+            };
+            topology::declare_partitions(
+                &channel,
+                exchange,
+                prefix,
+                *partitions,
+                template,
+                queue_type,
+            )
+            .await
+            .map_err(|error| match error {
+                topology::TopologyError::Broker(e) => {
+                    broker.error(&format!("declaring the partition queues {prefix}.*"), &e)
+                }
+                other => anyhow!(other),
+            })?;
+            (0..*partitions)
+                .map(|partition| {
+                    topology::partition_binding_key(template, partition).map(|key| vec![key])
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    for ((queue, existed), keys) in queues.iter().zip(existed).zip(bound) {
+        if existed {
+            println!("queue {queue} exists");
+        } else {
+            println!("created queue {queue} (durable)");
+        }
+        for key in keys {
+            println!("bound queue {queue} to exchange {exchange} with {key}");
+        }
+    }
+
+    let existed = broker.queue_exists(&dead).await?;
+    topology::declare_bound_queue(&channel, &dead, queue_arguments(layout.queue_type), "", &[])
+        .await
+        .map_err(|e| broker.error(&format!("declaring queue {dead:?}"), &e))?;
+    if existed {
+        println!("queue {dead} exists");
+    } else {
+        println!("created queue {dead} (durable; dead letters)");
     }
     let _ = channel.close(200, "done".into()).await;
 
@@ -602,173 +783,137 @@ async fn create(broker: &Broker, pool: &PgPool, layout: &Layout<'_>) -> Result<(
         sqlx::raw_sql(statement)
             .execute(pool)
             .await
-            .map_err(|e| anyhow!("creating table {table}: {}", diagnosis::database(&e)))?;
+            .map_err(|e| anyhow!("creating table {table}: {}", database_error(&e)))?;
         println!("created table {table}");
     }
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
-// Consuming
+// Consuming: the handler the library calls
 // ---------------------------------------------------------------------------------------
 
-struct ConsumeOptions<'a> {
-    consumer: &'a str,
+/// What `run` has seen, and when it last saw a message.
+struct Progress {
+    /// Stop once this many events were applied or skipped as duplicates.
     expect: usize,
-    idle: Duration,
-    prefetch: u16,
-    ledger: bool,
-    use_inbox: bool,
+    applied: AtomicUsize,
+    skipped: AtomicUsize,
+    dead_lettered: AtomicUsize,
+    last: Mutex<Instant>,
+    stopper: Stopper,
 }
 
-/// Applies deliveries until `expect` came or none came for `idle`: (applied, skipped).
-async fn consume(
-    broker: &Broker,
-    pool: &PgPool,
-    queue: &str,
-    options: &ConsumeOptions<'_>,
-) -> Result<(usize, usize)> {
-    let channel = broker.channel().await?;
-    channel
-        .basic_qos(options.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| broker.error("setting the prefetch", &e))?;
-    let mut deliveries = channel
-        .basic_consume(
-            queue.into(),
-            options.consumer.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| broker.error(&format!("consuming from queue {queue:?}"), &e))?;
-    let (mut applied, mut skipped) = (0usize, 0usize);
-    let mut idle_for = Duration::ZERO;
-    while applied + skipped < options.expect {
-        let delivery = match tokio::time::timeout(LINK_CHECK, deliveries.next()).await {
-            Ok(Some(delivery)) => delivery.map_err(|e| broker.error("receiving", &e))?,
-            Ok(None) => break,
-            Err(_) => {
-                if !broker.connection.status().connected() {
-                    bail!("lost the connection to the broker {}", broker.masked);
-                }
-                idle_for += LINK_CHECK;
-                if idle_for >= options.idle {
-                    break;
-                }
-                continue;
-            }
-        };
-        idle_for = Duration::ZERO;
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .filter(|m| !m.is_empty());
-        let event_type = delivery
-            .properties
-            .kind()
-            .as_ref()
-            .map(|k| k.as_str().to_owned())
-            .unwrap_or_default();
-        let Some(message_id) = message_id else {
-            // Not from the relay: the inbox cannot apply it once. Refused (to the queue's
-            // dead-letter exchange, if it has one), not applied.
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await
-                .map_err(|e| broker.error("rejecting a message", &e))?;
-            println!("rejected  {event_type:<28} (no message_id: not from the outbox)");
-            continue;
-        };
-        let ordering_key = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|headers| headers.inner().get("x-ordering-key"))
-            .and_then(|value| match value {
-                AMQPValue::LongString(s) => {
-                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-                }
-                AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-                _ => None,
-            });
-        let outcome = apply(
-            pool,
-            options,
-            &message_id,
-            &event_type,
-            ordering_key.as_deref(),
-        )
-        .await
-        .map_err(|e| match e.downcast_ref::<sqlx::Error>() {
-            Some(db) => anyhow!("applying {message_id}: {}", diagnosis::database(db)),
-            None => e.context(format!("applying {message_id}")),
-        })?;
-        match outcome {
-            InboxOutcome::Process => {
-                applied += 1;
-                println!("applied   {event_type:<28} {message_id}");
-            }
-            InboxOutcome::AlreadyProcessed => {
-                skipped += 1;
-                println!("duplicate {event_type:<28} {message_id} (already applied, skipped)");
-            }
+impl Progress {
+    fn seen(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Instant::now();
         }
-        // After the commit: a crash in between redelivers, and the inbox dedupes.
-        tokio::time::timeout(ACK_TIMEOUT, delivery.ack(BasicAckOptions::default()))
-            .await
-            .map_err(|_| anyhow!("the ack did not leave in time: broker connection lost"))?
-            .map_err(|e| broker.error("acknowledging", &e))?;
     }
-    Ok((applied, skipped))
+
+    fn idle_for(&self) -> Duration {
+        self.last
+            .lock()
+            .map_or(Duration::ZERO, |last| last.elapsed())
+    }
 }
 
-/// The inbox record and the effect, in one transaction.
-async fn apply(
-    pool: &PgPool,
-    options: &ConsumeOptions<'_>,
-    message_id: &str,
-    event_type: &str,
-    ordering_key: Option<&str>,
-) -> Result<InboxOutcome> {
-    let mut tx = pool.begin().await?;
-    let outcome = if options.use_inbox {
-        outbox_core::inbox::record(&mut tx, options.consumer, message_id).await?
-    } else {
-        InboxOutcome::Process
-    };
-    match outcome {
-        InboxOutcome::Process => {
-            if options.ledger {
-                sqlx::query(
-                    "INSERT INTO consumer_ledger (message_id, ordering_key) VALUES ($1, $2)",
-                )
-                .bind(message_id)
-                .bind(ordering_key)
+/// The effect: `demo_projection` counts the events applied per type; with `--ledger`, every
+/// applied event and every absorbed duplicate gets a row, in the inbox's transaction.
+struct Projection {
+    ledger: bool,
+    progress: Arc<Progress>,
+}
+
+impl Handler for Projection {
+    async fn handle(&self, tx: &mut PgConnection, event: &Event) -> Result<(), BoxError> {
+        if self.ledger {
+            sqlx::query("INSERT INTO consumer_ledger (message_id, ordering_key) VALUES ($1, $2)")
+                .bind(event.id.to_string())
+                .bind(event.ordering_key.as_deref())
                 .execute(&mut *tx)
                 .await?;
-            }
-            sqlx::query(
-                "INSERT INTO demo_projection VALUES ($1, 1)
-                 ON CONFLICT (event_type) DO UPDATE SET applied = demo_projection.applied + 1",
-            )
-            .bind(event_type)
-            .execute(&mut *tx)
-            .await?;
         }
-        InboxOutcome::AlreadyProcessed => {
-            if options.ledger {
-                sqlx::query("INSERT INTO consumer_skipped (message_id) VALUES ($1)")
-                    .bind(message_id)
-                    .execute(&mut *tx)
-                    .await?;
+        sqlx::query(
+            "INSERT INTO demo_projection VALUES ($1, 1)
+             ON CONFLICT (event_type) DO UPDATE SET applied = demo_projection.applied + 1",
+        )
+        .bind(&event.event_type)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn on_duplicate(&self, tx: &mut PgConnection, event: &Event) -> Result<(), BoxError> {
+        if self.ledger {
+            sqlx::query("INSERT INTO consumer_skipped (message_id) VALUES ($1)")
+                .bind(event.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn settled(&self, settled: Settled<'_>) {
+        let progress = &self.progress;
+        progress.seen();
+        let counted = match settled {
+            Settled::Applied(event) => {
+                println!("applied   {:<28} {}", event.event_type, event.id);
+                &progress.applied
             }
+            Settled::Duplicate(event) => {
+                println!(
+                    "duplicate {:<28} {} (already applied, skipped)",
+                    event.event_type, event.id
+                );
+                &progress.skipped
+            }
+            Settled::DeadLettered { event, reason } => {
+                match event {
+                    Some(event) => {
+                        println!("dead-lettered {} {}: {reason}", event.event_type, event.id)
+                    }
+                    None => println!("dead-lettered a message: {reason}"),
+                }
+                progress.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        counted.fetch_add(1, Ordering::Relaxed);
+        let seen =
+            progress.applied.load(Ordering::Relaxed) + progress.skipped.load(Ordering::Relaxed);
+        if seen >= progress.expect {
+            progress.stopper.stop();
         }
     }
-    tx.commit().await?;
-    Ok(outcome)
+}
+
+/// Stops the consumer once no message came for `idle`.
+async fn stop_when_idle(progress: Arc<Progress>, idle: Duration) {
+    while !progress.stopper.is_stopped() {
+        tokio::time::sleep(IDLE_CHECK).await;
+        if progress.idle_for() >= idle {
+            progress.stopper.stop();
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C: the consumer drains (the messages being handled commit
+/// and are acknowledged) and exits.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -790,13 +935,29 @@ fn amqp_uri(url: &str) -> Result<lapin::uri::AMQPUri> {
     Ok(uri)
 }
 
-/// A checked `--database-url` (the relay's own check: the error names the flag, with the
-/// password masked).
+/// A checked `--database-url`: the error names the flag, with the password masked.
 fn database_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
-    connect_options(url).map_err(|reason| anyhow!(reason))
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        bail!(
+            "--database-url {}: expected a postgres:// or postgresql:// URL",
+            mask_url(url)
+        );
+    }
+    let secrets: Vec<String> = password_of(url).into_iter().collect();
+    url.parse().map_err(|error: sqlx::Error| {
+        anyhow!(
+            "--database-url {}: {}",
+            mask_url(url),
+            redact(&error.to_string(), &secrets)
+        )
+    })
 }
 
-async fn connect_database(url: &str, options: sqlx::postgres::PgConnectOptions) -> Result<PgPool> {
+async fn connect_database(
+    url: &str,
+    options: sqlx::postgres::PgConnectOptions,
+    connections: u32,
+) -> Result<PgPool> {
     use sqlx::Connection as _;
     let refused = |cause: String| anyhow!("cannot use the database {}: {cause}", mask_url(url));
     // One connection first, on its own: a pool would retry a refusal until its timeout and
@@ -808,14 +969,37 @@ async fn connect_database(url: &str, options: sqlx::postgres::PgConnectOptions) 
                 "no answer within {CONNECT_TIMEOUT:?} (is the host reachable?)"
             ))
         })?
-        .map_err(|error| refused(diagnosis::database(&error)))?;
+        .map_err(|error| refused(database_error(&error)))?;
     let _ = first.close().await;
     sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(connections)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_with(options)
         .await
-        .map_err(|error| refused(diagnosis::database(&error)))
+        .map_err(|error| refused(database_error(&error)))
+}
+
+/// A database error in a few words, with what to do where that is clear.
+fn database_error(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is PostgreSQL running and listening at that host and port?"
+                .to_owned()
+        }
+        sqlx::Error::Io(io) => format!("network error: {io}"),
+        sqlx::Error::Database(db) => {
+            let message = db.message();
+            match db.code().as_deref() {
+                Some("3D000") => {
+                    format!("{message}: create it, or fix the database name in the URL")
+                }
+                Some("28P01" | "28000") => format!("{message}: check the user and password"),
+                Some("42501") => format!("{message}: the role lacks a grant"),
+                _ => message.to_owned(),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 async fn table_exists(pool: &PgPool, table: &str) -> Result<bool> {
@@ -823,10 +1007,11 @@ async fn table_exists(pool: &PgPool, table: &str) -> Result<bool> {
         .bind(table)
         .fetch_one(pool)
         .await
-        .map_err(|e| anyhow!("looking for table {table}: {}", diagnosis::database(&e)))
+        .map_err(|e| anyhow!("looking for table {table}: {}", database_error(&e)))
 }
 
-/// The broker connection, and the broker's URL with its password masked for messages.
+/// The broker connection of `setup`, `teardown` and `run`'s checks (the library makes its
+/// own), and the broker's URL with its password masked for messages.
 struct Broker {
     connection: Connection,
     masked: String,
@@ -950,5 +1135,112 @@ fn protocol_message(error: &lapin::Error) -> String {
     match error.kind() {
         ErrorKind::ProtocolError(amqp) => amqp.get_message().as_str().to_owned(),
         _ => error.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Passwords out of messages
+// ---------------------------------------------------------------------------------------
+
+/// The user-info of `url` (between `://` and the last `@` before the query), as a range: a
+/// password holding an unencoded `@` or `/` is taken whole.
+fn userinfo(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let end = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| start + i);
+    url[start..end].rfind('@').map(|at| (start, start + at))
+}
+
+/// `url` with its password (in the user-info or a `password=` query parameter) shown as
+/// `***`; the rest as given.
+fn mask_url(url: &str) -> String {
+    let mut masked = match userinfo(url) {
+        Some((start, at)) => match url[start..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
+    if let Some(query_start) = masked.find('?') {
+        let query: Vec<String> = masked[query_start + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        masked = format!("{}?{}", &masked[..query_start], query.join("&"));
+    }
+    masked
+}
+
+/// The password of `url` as given and percent-decoded, for [`redact`].
+fn password_of(url: &str) -> Option<String> {
+    let from_userinfo = userinfo(url).and_then(|(start, at)| {
+        url[start..at]
+            .split_once(':')
+            .map(|(_, password)| password.to_owned())
+    });
+    from_userinfo
+        .or_else(|| {
+            let query = &url[url.find('?')? + 1..];
+            query.split('&').find_map(|pair| {
+                pair.split_once('=')
+                    .filter(|(key, _)| key.eq_ignore_ascii_case("password"))
+                    .map(|(_, value)| value.to_owned())
+            })
+        })
+        .filter(|password| !password.is_empty())
+}
+
+/// `text` with every occurrence of each secret (as given, and percent-decoded) replaced by
+/// `***`: client libraries sometimes echo the URL they were given.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        let decoded = url::form_urlencoded::parse(format!("x={secret}").as_bytes())
+            .next()
+            .map(|(_, value)| value.into_owned());
+        for form in [Some(secret.clone()), decoded].into_iter().flatten() {
+            if form.len() >= 3 {
+                text = text.replace(form.as_str(), "***");
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked_in_every_form() {
+        assert_eq!(
+            mask_url("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(
+            mask_url("http://guest:s3cr3tpw@mq/"),
+            "http://guest:***@mq/"
+        );
+        assert_eq!(
+            mask_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        let odd = "amqp://u:S3c@ret/Pw@127.0.0.1:5672/v";
+        assert_eq!(mask_url(odd), "amqp://u:***@127.0.0.1:5672/v");
+        assert_eq!(password_of(odd).as_deref(), Some("S3c@ret/Pw"));
+        let query = mask_url("postgres://db/main?user=app&password=hunter2&sslmode=require");
+        assert_eq!(
+            query,
+            "postgres://db/main?user=app&password=***&sslmode=require"
+        );
+        let secret = password_of("postgres://app:pa%40ss@db/main").unwrap_or_default();
+        assert_eq!(
+            redact("auth failed for pa@ss (pa%40ss)", &[secret]),
+            "auth failed for *** (***)"
+        );
     }
 }
