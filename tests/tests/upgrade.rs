@@ -52,6 +52,22 @@ async fn insert_in(
     Ok(id)
 }
 
+/// A new database at the schema before migration `version` (every older migration
+/// applied, as the migrator does), with the catalog table filled.
+async fn database_before(version: i64) -> Result<TestDb> {
+    let db = TestDb::empty().await?;
+    let before = Migrator::with_migrations(
+        outbox_core::MIGRATOR
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect(),
+    );
+    before.run(&db.pool).await?;
+    outbox_core::sync_catalog(&db.pool).await?;
+    Ok(db)
+}
+
 /// `columns` of each event, in the order given: from the rows before engine v3's step 3,
 /// from `outbox_event_status` (which reads the failures, next tries and deaths the relay
 /// keeps in `outbox_attempts`) after it.
@@ -88,16 +104,7 @@ async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() -> Result<()> {
-    let db = TestDb::empty().await?;
-    let before = Migrator::with_migrations(
-        outbox_core::MIGRATOR
-            .iter()
-            .filter(|m| m.version < STEP_ONE)
-            .cloned()
-            .collect(),
-    );
-    before.run(&db.pool).await?;
-    outbox_core::sync_catalog(&db.pool).await?;
+    let db = database_before(STEP_ONE).await?;
 
     let tenant_a = Uuid::now_v7();
     let tenant_b = Uuid::now_v7();
@@ -319,16 +326,7 @@ const STEP_TWO: i64 = 20261206000004;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -> Result<()> {
-    let db = TestDb::empty().await?;
-    let before = Migrator::with_migrations(
-        outbox_core::MIGRATOR
-            .iter()
-            .filter(|m| m.version < STEP_TWO)
-            .cloned()
-            .collect(),
-    );
-    before.run(&db.pool).await?;
-    outbox_core::sync_catalog(&db.pool).await?;
+    let db = database_before(STEP_TWO).await?;
 
     let tenant = Uuid::now_v7();
     let leased_key = format!("ticket:{}", Uuid::now_v7());
@@ -537,16 +535,7 @@ async fn facts(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, Option<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing() -> Result<()> {
-    let db = TestDb::empty().await?;
-    let before = Migrator::with_migrations(
-        outbox_core::MIGRATOR
-            .iter()
-            .filter(|m| m.version < STEP_THREE)
-            .cloned()
-            .collect(),
-    );
-    before.run(&db.pool).await?;
-    outbox_core::sync_catalog(&db.pool).await?;
+    let db = database_before(STEP_THREE).await?;
 
     let tenant = Uuid::now_v7();
     let dead_key = format!("ticket:{}", Uuid::now_v7());
