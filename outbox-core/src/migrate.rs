@@ -152,17 +152,10 @@ pub async fn migrate(pool: &impl SqlxPool) -> Result<(), MigrateError> {
     Ok(())
 }
 
-/// Upserts every catalog entry into `system_event_catalog`, in one statement.
-pub async fn sync_catalog(pool: &impl SqlxPool) -> Result<u64, DatabaseError> {
-    let entries = registry().entries();
-    let event_types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
-    let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
-    let descriptions: Vec<&str> = entries.iter().map(|e| e.description).collect();
-    let categories: Vec<&str> = entries.iter().map(|e| e.category.name()).collect();
-    let schemas: Vec<&serde_json::Value> = entries.iter().map(|e| &e.schema).collect();
-    let refs: Vec<&str> = entries.iter().map(|e| e.schema_ref).collect();
-    Statement::new(
-        "INSERT INTO system_event_catalog
+/// Upserts catalog rows (`$1`..`$6`: event types, names, descriptions, categories, payload
+/// schemas, schema refs), rewriting a row only when something differs: the catalog's sync
+/// and a service's registration of its own events.
+pub(crate) const UPSERT_CATALOG_SQL: &str = "INSERT INTO system_event_catalog
              (event_type, name, description, category, payload_schema, payload_schema_ref)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
          ON CONFLICT (event_type) DO UPDATE
@@ -176,16 +169,26 @@ pub async fn sync_catalog(pool: &impl SqlxPool) -> Result<u64, DatabaseError> {
                  system_event_catalog.payload_schema_ref)
                 IS DISTINCT FROM
                 (EXCLUDED.name, EXCLUDED.description, EXCLUDED.category,
-                 EXCLUDED.payload_schema, EXCLUDED.payload_schema_ref)",
-    )
-    .bind(&event_types)
-    .bind(&names)
-    .bind(&descriptions)
-    .bind(&categories)
-    .bind(&schemas)
-    .bind(&refs)
-    .execute_on_pool(pool)
-    .await
+                 EXCLUDED.payload_schema, EXCLUDED.payload_schema_ref)";
+
+/// Upserts every catalog entry into `system_event_catalog`, in one statement.
+pub async fn sync_catalog(pool: &impl SqlxPool) -> Result<u64, DatabaseError> {
+    let entries = registry().entries();
+    let event_types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
+    let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
+    let descriptions: Vec<&str> = entries.iter().map(|e| e.description).collect();
+    let categories: Vec<&str> = entries.iter().map(|e| e.category.name()).collect();
+    let schemas: Vec<&serde_json::Value> = entries.iter().map(|e| &e.schema).collect();
+    let refs: Vec<&str> = entries.iter().map(|e| e.schema_ref).collect();
+    Statement::new(UPSERT_CATALOG_SQL)
+        .bind(&event_types)
+        .bind(&names)
+        .bind(&descriptions)
+        .bind(&categories)
+        .bind(&schemas)
+        .bind(&refs)
+        .execute_on_pool(pool)
+        .await
 }
 
 #[cfg(test)]

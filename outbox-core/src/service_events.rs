@@ -172,25 +172,15 @@ pub async fn register_definitions(
 async fn upsert(conn: &mut PgConnection, writes: &[&EventDefinition]) -> Result<(), sqlx::Error> {
     let column = |f: fn(&EventDefinition) -> &str| writes.iter().map(|d| f(d)).collect::<Vec<_>>();
     let schemas: Vec<&Value> = writes.iter().map(|d| &d.payload_schema).collect();
-    sqlx::query(
-        "INSERT INTO system_event_catalog
-             (event_type, name, description, category, payload_schema, payload_schema_ref)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
-         ON CONFLICT (event_type) DO UPDATE
-            SET name = EXCLUDED.name,
-                description = EXCLUDED.description,
-                category = EXCLUDED.category,
-                payload_schema = EXCLUDED.payload_schema,
-                payload_schema_ref = EXCLUDED.payload_schema_ref",
-    )
-    .bind(column(|d| &d.event_type))
-    .bind(column(|d| &d.name))
-    .bind(column(|d| &d.description))
-    .bind(column(|d| d.category.name()))
-    .bind(&schemas)
-    .bind(column(|d| &d.payload_schema_ref))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(crate::migrate::UPSERT_CATALOG_SQL)
+        .bind(column(|d| &d.event_type))
+        .bind(column(|d| &d.name))
+        .bind(column(|d| &d.description))
+        .bind(column(|d| d.category.name()))
+        .bind(&schemas)
+        .bind(column(|d| &d.payload_schema_ref))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
