@@ -64,7 +64,7 @@ fn no_transaction(sql: &str) -> bool {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 12] = [
+const MIGRATIONS: [(i64, &str, &str); 13] = [
     (
         20260101000001,
         "outbox events",
@@ -124,6 +124,11 @@ const MIGRATIONS: [(i64, &str, &str); 12] = [
         20261206000006,
         "relay owned attempts",
         include_str!("../migrations/20261206000006_relay_owned_attempts.sql"),
+    ),
+    (
+        20261206000007,
+        "partitioned seq",
+        include_str!("../migrations/20261206000007_partitioned_seq.sql"),
     ),
 ];
 

@@ -539,7 +539,7 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
         // drew it for every row), outside any lock.
         sqlx::raw_sql(
             "ALTER TABLE outbox_events DISABLE TRIGGER outbox_events_before_insert;
-             ALTER TABLE outbox_events ALTER COLUMN seq SET DEFAULT nextval('outbox_events_seq_seq')",
+             ALTER TABLE outbox_events ALTER COLUMN seq SET DEFAULT nextval('outbox_events_seq_p0') * 16",
         )
         .execute(&db.pool)
         .await?;

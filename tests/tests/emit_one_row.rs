@@ -12,6 +12,8 @@ use integration_tests::TestDb;
 use outbox_core::{EmitOptions, NewEvent};
 use uuid::Uuid;
 
+/// Every stored event as text, in the order written (each in its own transaction; `seq`
+/// orders a scope's events, not events of different partitions).
 async fn rows(db: &TestDb) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT concat_ws(' | ', tenant_id, event_type, schema_ref, category,
@@ -24,7 +26,7 @@ async fn rows(db: &TestDb) -> Result<Vec<String>> {
                       THEN 'now + ' || (available_at - created_at)::text
                       ELSE available_at::text END,
                  claim_token, locked_by, locked_until, last_error)
-           FROM outbox_events ORDER BY seq",
+           FROM outbox_events ORDER BY created_at, id",
     )
     .fetch_all(&db.pool)
     .await?)

@@ -740,3 +740,146 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     broker.cleanup().await?;
     db.cleanup().await
 }
+
+/// The migration of engine v3's step 4a (the partitioned seq).
+const PARTITIONED_SEQ: i64 = 20261206000007;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_to_partitioned_seqs_keeps_every_scope_in_order() -> Result<()> {
+    let db = database_before(PARTITIONED_SEQ).await?;
+    let tenant = Uuid::now_v7();
+    let key = format!("ticket:{}", Uuid::now_v7());
+    let dead_key = format!("ticket:{}", Uuid::now_v7());
+
+    // Events written before: a scope with three pending events, one whose dead head holds
+    // the event behind it, an unordered one; the single sequence well past the rows' seqs
+    // (values drawn by writers that rolled back).
+    let mut old_keyed = Vec::new();
+    for _ in 0..3 {
+        old_keyed.push(insert(&db.pool, Some(tenant), Some(&key)).await?);
+    }
+    let dead = insert(&db.pool, Some(tenant), Some(&dead_key)).await?;
+    let behind_dead = insert(&db.pool, Some(tenant), Some(&dead_key)).await?;
+    integration_tests::make_dead(&db.pool, &[dead], 10, Some("nacked")).await?;
+    let old_unordered = insert(&db.pool, None, None).await?;
+    sqlx::query("SELECT setval('outbox_events_seq_seq', 1000003)")
+        .execute(&db.pool)
+        .await?;
+    // A writer role granted as the grants.sql of that schema did.
+    let writer = format!("outbox_t_{}_writer", integration_tests::unique_suffix());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {writer} LOGIN;
+         GRANT SELECT ON system_event_catalog TO {writer};
+         GRANT SELECT ON outbox_events TO {writer};
+         GRANT INSERT (id, tenant_id, event_type, schema_ref, category, ordering_key, payload,
+                       headers, dedupe_key, occurred_at, created_at, available_at)
+            ON outbox_events TO {writer};
+         GRANT USAGE ON SEQUENCE outbox_events_seq_seq TO {writer};
+         GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO {writer};"
+    )))
+    .execute(&db.pool)
+    .await?;
+
+    outbox_core::migrate(&db.pool).await?;
+
+    // The writer still writes (each partition's sequence has the old one's grants), and
+    // what it writes comes after everything written before.
+    let as_writer = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.options.clone().username(&writer))
+        .await?;
+    let mut written = Vec::new();
+    for _ in 0..3 {
+        written.push(insert(&as_writer, Some(tenant), Some(&key)).await);
+    }
+    written.push(insert(&as_writer, None, None).await);
+    as_writer.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {writer}; DROP ROLE {writer};"
+    )))
+    .execute(&db.pool)
+    .await?;
+    let written = written.into_iter().collect::<Result<Vec<Uuid>>>()?;
+    let seq_of = async |id: Uuid| -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await?,
+        )
+    };
+    let mut new_seqs = Vec::new();
+    for id in &written {
+        let seq = seq_of(*id).await?;
+        assert!(
+            seq > 1_000_003,
+            "{seq} is not after the seqs handed out before"
+        );
+        new_seqs.push(seq);
+    }
+    // One scope, one partition; its seqs step through that partition's progression.
+    let keyed = &new_seqs[..3];
+    assert!(keyed.iter().all(|s| s % 16 == keyed[0] % 16), "{keyed:?}");
+    assert!(keyed.windows(2).all(|w| w[0] < w[1]), "{keyed:?}");
+    let partition: i64 =
+        sqlx::query_scalar("SELECT hashtextextended(outbox_scope($1, $2), 0) & 15")
+            .bind(tenant)
+            .bind(&key)
+            .fetch_one(&db.pool)
+            .await?;
+    assert_eq!(
+        keyed[0] % 16,
+        partition,
+        "the scope's partition is its hash's"
+    );
+    let sequences: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class WHERE relkind = 'S' AND relname LIKE 'outbox_events_seq%'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(
+        sequences, 16,
+        "one sequence per partition, the single one gone"
+    );
+
+    // The relay delivers every pending event once, each scope in order, old before new;
+    // the dead head still holds the event behind it.
+    let broker = TestBroker::new(&["#"]).await?;
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let expected: Vec<Uuid> = old_keyed
+        .iter()
+        .chain([&old_unordered])
+        .chain(&written)
+        .copied()
+        .collect();
+    let received = broker
+        .collect(expected.len(), Duration::from_secs(30))
+        .await?;
+    relay.stop().await?;
+    let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
+    let in_scope: Vec<String> = ids
+        .iter()
+        .filter(|id| {
+            old_keyed[..]
+                .iter()
+                .chain(&written[..3])
+                .any(|k| k.to_string() == **id)
+        })
+        .cloned()
+        .collect();
+    let scope_order: Vec<String> = old_keyed
+        .iter()
+        .chain(&written[..3])
+        .map(Uuid::to_string)
+        .collect();
+    assert_eq!(in_scope, scope_order, "the scope's events in order");
+    for id in [dead, behind_dead] {
+        assert!(!ids.contains(&id.to_string()), "{id} must wait");
+    }
+    broker.cleanup().await?;
+    db.cleanup().await
+}

@@ -87,7 +87,7 @@ pub async fn apply(
            FROM outbox_events e
            LEFT JOIN outbox_attempts a ON a.event_id = e.id
           WHERE {WHERE}
-          ORDER BY e.seq
+          ORDER BY e.created_at, e.seq
           LIMIT $9
           {}",
         if dry_run { "" } else { "FOR UPDATE OF e" }

@@ -204,7 +204,7 @@ pub async fn blocked_keys(
                                         = outbox_scope(d.tenant_id, d.ordering_key)
                                     AND b.seq < d.seq
                                     AND b.status IN ('pending', 'dead'))
-               ORDER BY d.seq LIMIT $1)
+               ORDER BY d.created_at, d.seq LIMIT $1)
              UNION ALL
              (SELECT r.id, r.seq FROM outbox_attempts a JOIN outbox_events r ON r.id = a.event_id
                WHERE $2 AND a.next_attempt_at > now()
@@ -249,7 +249,7 @@ pub async fn blocked_keys(
                        AND x.seq > e.seq
                        AND x.status IN ('pending', 'dead')
                      LIMIT $3 + 1) AS capped) AS w
-          ORDER BY e.seq
+          ORDER BY e.created_at, e.seq
           LIMIT $1",
     )
     .bind(limit)

@@ -1,0 +1,325 @@
+//! What the partitioned `seq` (engine v3, step 4a) promises a reader of the outbox: each of
+//! the 16 partitions (`seq % 16`) hands out the progression `p, p + 16, p + 32, ...`, a
+//! scope always lands in one partition, and a writer has its transaction id before it
+//! draws. A reader that follows each partition from a frontier, notes the seqs missing
+//! below what it saw (*gaps*: writers still open, or rolled back) and settles a gap once
+//! the oldest running transaction is younger than the snapshot that noted it, then reads
+//! every committed event exactly once, each scope in order, whatever the writers do:
+//! overlapping transactions on one scope, rollbacks, savepoints rolled back, inserts that a
+//! dedupe conflict turns into nothing, transactions left open for a while.
+//!
+//! The reader here is the algorithm of the partitioned claim (docs/delivery-engine.md,
+//! "Step 4b"), with its state in memory: what the relay will keep in `outbox_partitions`
+//! and `outbox_gaps`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use integration_tests::TestDb;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use sqlx::{PgPool, Row};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+/// Partitions of the outbox (`seq % 16`).
+const PARTITIONS: i64 = 16;
+
+/// An event as the reader got it.
+#[derive(Debug, Clone)]
+struct Read {
+    id: Uuid,
+    seq: i64,
+    scope: Option<String>,
+}
+
+/// One writer: transactions of one to three events, over a few scopes of two tenants and
+/// unkeyed events, some rolled back, some with a savepoint rolled back, some left open for
+/// a while, some whose dedupe key conflicts (the row is not written, its seq is drawn).
+async fn writer(
+    pool: PgPool,
+    seed: u64,
+    scopes: Arc<Vec<(Uuid, String)>>,
+    until: Instant,
+) -> Result<Vec<Uuid>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut committed = Vec::new();
+    let insert =
+        "INSERT INTO outbox_events (event_type, payload, tenant_id, ordering_key, dedupe_key)
+                  VALUES ('TICKET_UPDATED', $1, $2, $3, $4)
+                  ON CONFLICT DO NOTHING RETURNING id";
+    while Instant::now() < until {
+        let mut tx = pool.begin().await?;
+        let mut mine = Vec::new();
+        let n = rng.random_range(1..=3);
+        for i in 0..n {
+            let (tenant, key) = if rng.random_bool(0.2) {
+                (None, None)
+            } else {
+                let (tenant, key) = &scopes[rng.random_range(0..scopes.len())];
+                (Some(*tenant), Some(key.clone()))
+            };
+            // A dedupe key that exists already: no row, but a seq drawn.
+            let dedupe = if rng.random_bool(0.05) {
+                "taken".to_owned()
+            } else {
+                Uuid::new_v4().to_string()
+            };
+            let savepoint = i > 0 && rng.random_bool(0.1);
+            if savepoint {
+                sqlx::query("SAVEPOINT s").execute(&mut *tx).await?;
+            }
+            let inserted = sqlx::query_scalar(insert)
+                .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
+                .bind(tenant)
+                .bind(&key)
+                .bind(&dedupe)
+                .fetch_optional(&mut *tx)
+                .await;
+            // Two writers locking two scopes in opposite orders: PostgreSQL aborts one, as
+            // for any deadlock (the library's batches lock in one order; plain SQL may not).
+            let id: Option<Uuid> = match inserted {
+                Err(e)
+                    if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("40P01") =>
+                {
+                    mine.clear();
+                    break;
+                }
+                other => other?,
+            };
+            if savepoint {
+                sqlx::query("ROLLBACK TO SAVEPOINT s")
+                    .execute(&mut *tx)
+                    .await?;
+            } else if let Some(id) = id {
+                mine.push(id);
+            }
+            if rng.random_bool(0.05) {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..300))).await;
+            }
+        }
+        if mine.is_empty() || rng.random_bool(0.15) {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+            committed.extend(mine);
+        }
+    }
+    Ok(committed)
+}
+
+/// Where the reader stands in one partition.
+#[derive(Debug)]
+struct Cursor {
+    /// Every seq of the partition up to here was read, or is a gap.
+    frontier: i64,
+    /// Gaps: missing seqs below the frontier, each with the `xmax` of the snapshot that
+    /// noted it (every writer that could still commit it has a smaller transaction id).
+    gaps: BTreeMap<i64, i64>,
+}
+
+/// One round of the reader over partition `p`, in one snapshot: the gaps whose rows are
+/// now visible are read (before anything later of their scope), gaps whose writers have all
+/// ended are forgotten, and the next segment after the frontier is read, with the seqs it
+/// skips noted as gaps. Returns what it read, in the order a relay would publish it.
+async fn read_round(pool: &PgPool, p: i64, cursor: &mut Cursor, limit: i64) -> Result<Vec<Read>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let (xmin, xmax): (i64, i64) = sqlx::query_as(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut out = Vec::new();
+    let row_of = |row: &sqlx::postgres::PgRow| -> Result<Read> {
+        Ok(Read {
+            id: row.try_get("id")?,
+            seq: row.try_get("seq")?,
+            scope: row.try_get("scope")?,
+        })
+    };
+    // Gaps first: each is earlier than anything after the frontier.
+    let gap_seqs: Vec<i64> = cursor.gaps.keys().copied().collect();
+    let found = sqlx::query(
+        "SELECT id, seq, outbox_scope(tenant_id, ordering_key) AS scope
+           FROM outbox_events WHERE seq = ANY($1) ORDER BY seq",
+    )
+    .bind(&gap_seqs)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &found {
+        let read = row_of(row)?;
+        cursor.gaps.remove(&read.seq);
+        out.push(read);
+    }
+    // Not visible, and every writer that could have held it has ended: it never will be.
+    cursor.gaps.retain(|_, noted_xmax| xmin < *noted_xmax);
+    // The next segment.
+    let rows = sqlx::query(
+        "SELECT id, seq, outbox_scope(tenant_id, ordering_key) AS scope
+           FROM outbox_events
+          WHERE seq % 16 = $1 AND seq > $2
+          ORDER BY seq LIMIT $3",
+    )
+    .bind(p)
+    .bind(cursor.frontier)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &rows {
+        let read = row_of(row)?;
+        let mut expected = cursor.frontier + PARTITIONS;
+        while expected < read.seq {
+            cursor.gaps.insert(expected, xmax);
+            expected += PARTITIONS;
+        }
+        ensure!(
+            read.seq == expected,
+            "seq {} is off partition {p}'s progression",
+            read.seq
+        );
+        cursor.frontier = read.seq;
+        out.push(read);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_of_the_partitions_gets_every_committed_event_once_in_scope_order() -> Result<()> {
+    let db = TestDb::new().await?;
+    // The conflicting dedupe key exists for every tenant the writers use, and unkeyed.
+    let tenants = [Uuid::now_v7(), Uuid::now_v7()];
+    let mut scopes = Vec::new();
+    for (i, tenant) in tenants.iter().enumerate() {
+        for k in 0..6 {
+            scopes.push((*tenant, format!("ticket:{i}-{k}")));
+        }
+    }
+    for tenant in tenants.iter().map(Some).chain([None]) {
+        sqlx::query(
+            "INSERT INTO outbox_events (event_type, payload, tenant_id, dedupe_key)
+             VALUES ('TICKET_UPDATED', $1, $2, 'taken')",
+        )
+        .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
+        .bind(tenant)
+        .execute(&db.pool)
+        .await?;
+    }
+    let seeded: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM outbox_events")
+        .fetch_all(&db.pool)
+        .await?;
+    let scopes = Arc::new(scopes);
+
+    // The reader runs while the writers write: two of them, eight partitions each.
+    let writing = Arc::new(AtomicBool::new(true));
+    let received = Arc::new(Mutex::new(Vec::<Read>::new()));
+    let mut readers = Vec::new();
+    for half in 0..2_i64 {
+        let pool = db.pool.clone();
+        let writing = writing.clone();
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            let mut cursors: Vec<(i64, Cursor)> = (0..8)
+                .map(|i| {
+                    let p = half * 8 + i;
+                    (
+                        p,
+                        Cursor {
+                            frontier: p - PARTITIONS,
+                            gaps: BTreeMap::new(),
+                        },
+                    )
+                })
+                .collect();
+            // After the writers stop, read until a round finds nothing and no gap is open.
+            loop {
+                let done = !writing.load(Ordering::SeqCst);
+                let mut got = 0;
+                for (p, cursor) in &mut cursors {
+                    let read = read_round(&pool, *p, cursor, 20).await?;
+                    got += read.len();
+                    received.lock().await.extend(read);
+                }
+                if done && got == 0 && cursors.iter().all(|(_, c)| c.gaps.is_empty()) {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        writers.push(tokio::spawn(writer(
+            db.pool.clone(),
+            0x5EED + w,
+            scopes.clone(),
+            until,
+        )));
+    }
+    let mut committed = Vec::new();
+    for w in writers {
+        committed.extend(w.await??);
+    }
+    writing.store(false, Ordering::SeqCst);
+    for r in readers {
+        r.await??;
+    }
+    let received = received.lock().await.clone();
+
+    // Every committed event exactly once (and the seeded ones), nothing else.
+    let mut counts: HashMap<Uuid, usize> = HashMap::new();
+    for r in &received {
+        *counts.entry(r.id).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    ensure!(twice.is_empty(), "read more than once: {twice:?}");
+    let expected: BTreeSet<Uuid> = committed.iter().chain(&seeded).copied().collect();
+    let got: BTreeSet<Uuid> = counts.keys().copied().collect();
+    let missed: Vec<_> = expected.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&expected).collect();
+    ensure!(
+        missed.is_empty() && extra.is_empty(),
+        "{} committed, {} read; missed {missed:?}, not committed {extra:?}",
+        expected.len(),
+        got.len()
+    );
+    ensure!(
+        committed.len() > 200,
+        "too few events written: {}",
+        committed.len()
+    );
+
+    // Each scope in seq order, in one partition: its hash's.
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for r in &received {
+        let Some(scope) = &r.scope else { continue };
+        let previous = last.insert(scope.clone(), r.seq);
+        ensure!(
+            previous.is_none_or(|p| p < r.seq),
+            "scope {scope}: seq {} read after {previous:?}",
+            r.seq
+        );
+    }
+    for (tenant, key) in scopes.iter() {
+        let seqs: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT seq % 16 FROM outbox_events WHERE tenant_id = $1 AND ordering_key = $2",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_all(&db.pool)
+        .await?;
+        ensure!(seqs.len() <= 1, "{tenant}/{key} spans partitions {seqs:?}");
+    }
+    db.cleanup().await
+}
