@@ -8,9 +8,9 @@
 //! overlapping transactions on one scope, rollbacks, savepoints rolled back, inserts that a
 //! dedupe conflict turns into nothing, transactions left open for a while.
 //!
-//! The reader here is the algorithm of the partitioned claim (docs/delivery-engine.md,
-//! "Step 4b"), with its state in memory: what the relay will keep in `outbox_partitions`
-//! and `outbox_gaps`.
+//! The reader here decides as the partitioned claim does (`engine::feed_claim::plan`, see
+//! docs/delivery-engine.md, "Step 4b, designed"), with its state in memory: what the relay
+//! will keep in `outbox_partitions` and `outbox_gaps`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
 
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use integration_tests::TestDb;
+use outbox_relay::engine::feed_claim::{self, FeedRow, GapFound, PartitionRead};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -121,13 +122,26 @@ struct Cursor {
     frontier: i64,
     /// Gaps: missing seqs below the frontier, each with the `xmax` of the snapshot that
     /// noted it (every writer that could still commit it has a smaller transaction id).
-    gaps: BTreeMap<i64, i64>,
+    gaps: BTreeMap<i64, u64>,
 }
 
-/// One round of the reader over partition `p`, in one snapshot: the gaps whose rows are
-/// now visible are read (before anything later of their scope), gaps whose writers have all
-/// ended are forgotten, and the next segment after the frontier is read, with the seqs it
-/// skips noted as gaps. Returns what it read, in the order a relay would publish it.
+/// The columns a claim reads of an event: seq, id, its scope's name (`#<id>` unkeyed).
+const ROW: &str =
+    "seq, id, COALESCE(outbox_scope(tenant_id, ordering_key), '#' || id::text) AS scope";
+
+fn feed_row(row: &sqlx::postgres::PgRow) -> Result<FeedRow> {
+    Ok(FeedRow {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        scope: row.try_get("scope")?,
+        not_before: None,
+    })
+}
+
+/// One round of the reader over partition `p`, in one snapshot: it reads the segment after
+/// the frontier and the gaps, and the claim's own decision ([`feed_claim::plan`]) says what
+/// goes out, where the frontier moves, and which gaps are noted or forgotten. Returns what
+/// it read, in the order a relay would publish it.
 async fn read_round(pool: &PgPool, p: i64, cursor: &mut Cursor, limit: i64) -> Result<Vec<Read>> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -139,59 +153,70 @@ async fn read_round(pool: &PgPool, p: i64, cursor: &mut Cursor, limit: i64) -> R
     )
     .fetch_one(&mut *tx)
     .await?;
-    let mut out = Vec::new();
-    let row_of = |row: &sqlx::postgres::PgRow| -> Result<Read> {
-        Ok(Read {
-            id: row.try_get("id")?,
-            seq: row.try_get("seq")?,
-            scope: row.try_get("scope")?,
-        })
-    };
-    // Gaps first: each is earlier than anything after the frontier.
     let gap_seqs: Vec<i64> = cursor.gaps.keys().copied().collect();
-    let found = sqlx::query(
-        "SELECT id, seq, outbox_scope(tenant_id, ordering_key) AS scope
-           FROM outbox_events WHERE seq = ANY($1) ORDER BY seq",
-    )
+    let visible = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW} FROM outbox_events WHERE seq = ANY($1)"
+    )))
     .bind(&gap_seqs)
     .fetch_all(&mut *tx)
-    .await?;
-    for row in &found {
-        let read = row_of(row)?;
-        cursor.gaps.remove(&read.seq);
-        out.push(read);
-    }
-    // Not visible, and every writer that could have held it has ended: it never will be.
-    cursor.gaps.retain(|_, noted_xmax| xmin < *noted_xmax);
-    // The next segment.
-    let rows = sqlx::query(
-        "SELECT id, seq, outbox_scope(tenant_id, ordering_key) AS scope
-           FROM outbox_events
+    .await?
+    .iter()
+    .map(feed_row)
+    .collect::<Result<Vec<_>>>()?;
+    let segment = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {ROW} FROM outbox_events
           WHERE seq % 16 = $1 AND seq > $2
-          ORDER BY seq LIMIT $3",
-    )
+          ORDER BY seq LIMIT $3"
+    )))
     .bind(p)
     .bind(cursor.frontier)
     .bind(limit)
     .fetch_all(&mut *tx)
-    .await?;
-    for row in &rows {
-        let read = row_of(row)?;
-        let mut expected = cursor.frontier + PARTITIONS;
-        while expected < read.seq {
-            cursor.gaps.insert(expected, xmax);
-            expected += PARTITIONS;
-        }
-        ensure!(
-            read.seq == expected,
-            "seq {} is off partition {p}'s progression",
-            read.seq
-        );
-        cursor.frontier = read.seq;
-        out.push(read);
-    }
+    .await?
+    .iter()
+    .map(feed_row)
+    .collect::<Result<Vec<_>>>()?;
     tx.commit().await?;
-    Ok(out)
+    ensure!(
+        segment.iter().all(|r| feed_claim::partition_of(r.seq) == p),
+        "a row off partition {p}"
+    );
+
+    let read = PartitionRead {
+        part: p,
+        frontier: cursor.frontier,
+        xmin: u64::try_from(xmin)?,
+        xmax: u64::try_from(xmax)?,
+        segment,
+        gaps: cursor
+            .gaps
+            .iter()
+            .map(|(seq, noted_xmax)| GapFound {
+                seq: *seq,
+                noted_xmax: *noted_xmax,
+                row: visible.iter().find(|r| r.seq == *seq).cloned(),
+            })
+            .collect(),
+        held: Vec::new(),
+        walks: Vec::new(),
+    };
+    let plan = feed_claim::plan(&read);
+    for seq in &plan.forget_gaps {
+        cursor.gaps.remove(seq);
+    }
+    for seq in &plan.new_gaps {
+        cursor.gaps.insert(*seq, read.xmax);
+    }
+    cursor.frontier = plan.frontier;
+    Ok(plan
+        .publish
+        .into_iter()
+        .map(|r| Read {
+            id: r.id,
+            seq: r.seq,
+            scope: (!r.scope.starts_with('#')).then_some(r.scope),
+        })
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

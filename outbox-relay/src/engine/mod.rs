@@ -7,6 +7,11 @@
 //! scope is unreadable, rejected or not confirmed, and when the lease is too short for
 //! another wave. [`filter`] is the operator commands' selection of events, validated, and
 //! [`audit`] the `audit` command's selection of audit records.
+//! [`feed_claim`] and [`feed_settle`] are the same decisions for the partitioned feed of
+//! engine v3's step 4b (docs/delivery-engine.md): what a claim of one partition publishes,
+//! where its frontier moves, which gaps it notes or forgets and which scopes it holds, and
+//! which held scopes a settle changes; `tests/tests/partitioned_feed.rs` reads a live outbox
+//! with them.
 //! [`outcome`] is what a settle records per event and how a batch of outcomes becomes its
 //! statements. [`lease`] lays out claim tokens that name the relay process holding them; [`status`] names
 //! an event's states.
@@ -18,6 +23,8 @@
 pub mod audit;
 pub mod claim_plan;
 pub mod event;
+pub mod feed_claim;
+pub mod feed_settle;
 pub mod filter;
 pub mod lease;
 pub mod outcome;

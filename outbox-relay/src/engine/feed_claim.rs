@@ -1,0 +1,455 @@
+//! What a claim of one partition of the feed takes from what it read (engine v3, step 4b:
+//! docs/delivery-engine.md, "Step 4b, designed"). Plain functions: the statements that
+//! read a partition in one snapshot feed [`plan`] the rows, and the settle writes what it
+//! returns.
+//!
+//! A partition `p` holds the events whose `seq % 16 = p`; its seqs are handed out as the
+//! progression `p, p + 16, p + 32, ...` (migration `20261206000007`). Its row in
+//! `outbox_partitions` keeps a *frontier*: every seq of the partition up to it has been
+//! read, or is a *gap* (a seq missing below one that was visible: its writer was still
+//! open, or rolled back). A claim reads, in one snapshot:
+//! - the segment: the partition's events after the frontier, in seq order, up to a limit;
+//! - the gaps noted earlier, with their rows where these are now visible;
+//! - the *held* scopes (a scope whose head cannot go now: backing off after a failure,
+//!   dead, scheduled for later, or released unpublished) of the events it read, and the
+//!   held scopes that are due, each with its *walk*: its events from the held head on,
+//!   up to the segment's end.
+//!
+//! [`plan`] then decides what goes out, in seq order (within a scope, seq order is commit
+//! order: the writers' scope lock is taken before the draw), where the frontier moves, which
+//! gaps are noted and which forgotten, and which scopes become held because their next
+//! event is not due yet. Two facts make it safe to hold back only the gaps, not whole
+//! scopes: a gap's writer had its transaction id before the snapshot that noted the gap
+//! (so once the oldest running transaction is younger than that snapshot's `xmax`, the gap
+//! is visible or never will be), and a later event of a gap's scope cannot be visible while
+//! the gap's writer runs (it waited for the scope's lock). `tests/tests/partitioned_feed.rs`
+//! checks the reading rule against concurrent writers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Partitions of the feed: `seq % PARTITIONS` is an event's partition.
+pub const PARTITIONS: i64 = 16;
+
+/// The partition of `seq`.
+pub fn partition_of(seq: i64) -> i64 {
+    seq.rem_euclid(PARTITIONS)
+}
+
+/// An event as a claim read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedRow {
+    /// Its seq.
+    pub seq: i64,
+    /// Its id.
+    pub id: Uuid,
+    /// Its scope's name: `outbox_scope(tenant_id, ordering_key)` for a keyed event, `#<id>`
+    /// for an unkeyed one (a scope of its own).
+    pub scope: String,
+    /// When the producer let it go first (`available_at`), if that is later than the
+    /// snapshot's time; `None` when it is due.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// A gap noted by an earlier claim, as this claim found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapFound {
+    /// The missing seq.
+    pub seq: i64,
+    /// `xmax` of the snapshot that noted it: every writer that could still commit it has a
+    /// smaller transaction id.
+    pub noted_xmax: u64,
+    /// Its row, if it is visible now.
+    pub row: Option<FeedRow>,
+}
+
+/// A held scope of the partition, as this claim found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldScope {
+    /// The scope's name (as [`FeedRow::scope`]).
+    pub scope: String,
+    /// The seq of its head: nothing of the scope from here on goes out but by a walk.
+    pub head_seq: i64,
+    /// Whether it is due now (its retry's or schedule's time has come, or it was released);
+    /// never for a dead head.
+    pub due: bool,
+}
+
+/// The walk of a due held scope: its events from the head on, up to the segment's end, in
+/// seq order, at most as many as the claim reads per scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    /// The held scope.
+    pub held: HeldScope,
+    /// Its rows from `held.head_seq` on.
+    pub rows: Vec<FeedRow>,
+    /// Whether the walk stopped at its limit with more rows of the scope behind it (up to
+    /// the segment's end).
+    pub cut_short: bool,
+}
+
+/// What one claim of a partition read, in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRead {
+    /// The partition.
+    pub part: i64,
+    /// Its frontier when the claim began.
+    pub frontier: i64,
+    /// `pg_snapshot_xmin` of the claim's snapshot: the oldest transaction still running.
+    pub xmin: u64,
+    /// `pg_snapshot_xmax` of the claim's snapshot.
+    pub xmax: u64,
+    /// The segment: events after the frontier, in seq order.
+    pub segment: Vec<FeedRow>,
+    /// The gaps noted before.
+    pub gaps: Vec<GapFound>,
+    /// Every held scope among the scopes of the segment's and the gaps' rows.
+    pub held: Vec<HeldScope>,
+    /// The walks of the due held scopes.
+    pub walks: Vec<Walk>,
+}
+
+/// A scope this claim holds because its next event is not due yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The scope.
+    pub scope: String,
+    /// Its first event that is not due: the held head.
+    pub head_seq: i64,
+    /// When it is due.
+    pub due_at: DateTime<Utc>,
+}
+
+/// Where a walk left its held scope, once everything it took is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkEnd {
+    /// The scope.
+    pub scope: String,
+    /// Its held head when the claim read it (a settle changes the held row only if the head
+    /// is still this one: an operator may have moved it meanwhile).
+    pub head_seq: i64,
+    /// Where the head goes once everything taken is delivered: `None` to let the scope go
+    /// (the walk reached the segment's end: later events come with the feed), or the seq of
+    /// the first event the walk did not take (cut short, or not due: see `schedule`).
+    pub next: Option<i64>,
+}
+
+/// What a claim of a partition takes and what its settle will write.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FeedPlan {
+    /// The events to publish, in seq order (each scope's in its order).
+    pub publish: Vec<FeedRow>,
+    /// The frontier after this claim: the segment's last seq, or the frontier it began at.
+    pub frontier: i64,
+    /// Seqs missing in the segment (below its last seq), to note as gaps with the
+    /// snapshot's `xmax`.
+    pub new_gaps: Vec<i64>,
+    /// Gaps to forget: read now (visible) or never to be (every writer that could have held
+    /// them has ended), and those now covered by their scope's held head.
+    pub forget_gaps: Vec<i64>,
+    /// Scopes to hold because their next event is not due yet.
+    pub schedules: Vec<Schedule>,
+    /// Where each walk leaves its scope.
+    pub walk_ends: Vec<WalkEnd>,
+}
+
+/// Decides what a claim of `read.part` publishes and what its settle writes.
+pub fn plan(read: &PartitionRead) -> FeedPlan {
+    let mut plan = FeedPlan {
+        frontier: read.frontier,
+        ..FeedPlan::default()
+    };
+    let held: HashMap<&str, &HeldScope> = read
+        .held
+        .iter()
+        .chain(read.walks.iter().map(|w| &w.held))
+        .map(|h| (h.scope.as_str(), h))
+        .collect();
+    // Scopes that stop in this claim at an event not yet due: nothing of theirs after it.
+    let mut stopped: BTreeMap<String, Schedule> = BTreeMap::new();
+    let mut publish: BTreeMap<i64, FeedRow> = BTreeMap::new();
+
+    // Walks first: a held scope's events from its head on.
+    for walk in &read.walks {
+        let mut next = None;
+        for row in &walk.rows {
+            if let Some(due_at) = row.not_before {
+                stopped.insert(
+                    walk.held.scope.clone(),
+                    Schedule {
+                        scope: walk.held.scope.clone(),
+                        head_seq: row.seq,
+                        due_at,
+                    },
+                );
+                next = Some(row.seq);
+                break;
+            }
+            publish.insert(row.seq, row.clone());
+        }
+        if next.is_none() && walk.cut_short {
+            next = walk
+                .rows
+                .last()
+                .map(|last| last.seq.saturating_add(1))
+                .or(Some(walk.held.head_seq));
+        }
+        plan.walk_ends.push(WalkEnd {
+            scope: walk.held.scope.clone(),
+            head_seq: walk.held.head_seq,
+            next,
+        });
+    }
+
+    // Then every other row the claim read, in seq order: the visible gaps (all below the
+    // frontier), then the segment (above it).
+    let mut others: Vec<&FeedRow> = Vec::new();
+    for gap in &read.gaps {
+        match &gap.row {
+            Some(row) => {
+                plan.forget_gaps.push(gap.seq);
+                others.push(row);
+            }
+            None if read.xmin >= gap.noted_xmax => plan.forget_gaps.push(gap.seq),
+            None => {}
+        }
+    }
+    others.extend(read.segment.iter());
+    others.sort_by_key(|row| row.seq);
+    for row in others {
+        if let Some(h) = held.get(row.scope.as_str()) {
+            // A held scope's events go out only by its walk, from its head on. (A visible
+            // gap below its head cannot be: the head was drawn after the gap's writer
+            // ended. Should one be, it goes out now, like an event of a free scope.)
+            if row.seq >= h.head_seq {
+                continue;
+            }
+        }
+        if stopped.contains_key(&row.scope) {
+            continue;
+        }
+        if let Some(due_at) = row.not_before {
+            stopped.insert(
+                row.scope.clone(),
+                Schedule {
+                    scope: row.scope.clone(),
+                    head_seq: row.seq,
+                    due_at,
+                },
+            );
+            continue;
+        }
+        publish.insert(row.seq, row.clone());
+    }
+
+    // The frontier moves over the segment; the seqs of the partition it skips are gaps.
+    if let Some(last) = read.segment.last() {
+        let seen: BTreeSet<i64> = read.segment.iter().map(|r| r.seq).collect();
+        let mut expected = read.frontier.saturating_add(PARTITIONS);
+        while expected < last.seq {
+            if !seen.contains(&expected) {
+                plan.new_gaps.push(expected);
+            }
+            expected = expected.saturating_add(PARTITIONS);
+        }
+        plan.frontier = plan.frontier.max(last.seq);
+    }
+    // Walks that ended at an event not due, and scopes first held now.
+    plan.schedules = stopped.into_values().collect();
+    plan.publish = publish.into_values().collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, scope: &str) -> FeedRow {
+        FeedRow {
+            seq,
+            id: Uuid::from_u128(seq as u128),
+            scope: scope.to_owned(),
+            not_before: None,
+        }
+    }
+
+    fn later(seq: i64, scope: &str) -> FeedRow {
+        FeedRow {
+            not_before: Some(DateTime::<Utc>::MAX_UTC),
+            ..row(seq, scope)
+        }
+    }
+
+    fn read(part: i64, frontier: i64, segment: Vec<FeedRow>) -> PartitionRead {
+        PartitionRead {
+            part,
+            frontier,
+            xmin: 100,
+            xmax: 110,
+            segment,
+            gaps: Vec::new(),
+            held: Vec::new(),
+            walks: Vec::new(),
+        }
+    }
+
+    fn seqs(plan: &FeedPlan) -> Vec<i64> {
+        plan.publish.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn the_partition_of_a_seq_is_its_remainder() {
+        assert_eq!(partition_of(35), 3);
+        assert_eq!(partition_of(16), 0);
+        assert_eq!(partition_of(-1), 15);
+    }
+
+    #[test]
+    fn a_segment_without_holes_goes_out_whole_and_moves_the_frontier() {
+        let plan = plan(&read(3, 3, vec![row(19, "a"), row(35, "b"), row(51, "a")]));
+        assert_eq!(seqs(&plan), vec![19, 35, 51]);
+        assert_eq!(plan.frontier, 51);
+        assert!(plan.new_gaps.is_empty());
+        assert!(plan.forget_gaps.is_empty());
+    }
+
+    #[test]
+    fn seqs_the_segment_skips_become_gaps_and_nothing_after_its_end_does() {
+        let plan = plan(&read(3, 3, vec![row(35, "a"), row(83, "b")]));
+        assert_eq!(plan.new_gaps, vec![19, 51, 67]);
+        assert_eq!(plan.frontier, 83);
+    }
+
+    #[test]
+    fn an_empty_segment_keeps_the_frontier() {
+        let plan = plan(&read(3, 99, Vec::new()));
+        assert_eq!(plan.frontier, 99);
+        assert!(plan.publish.is_empty() && plan.new_gaps.is_empty());
+    }
+
+    #[test]
+    fn a_visible_gap_goes_out_before_the_later_events_of_its_scope() {
+        let mut r = read(3, 51, vec![row(67, "a"), row(83, "b")]);
+        r.gaps = vec![GapFound {
+            seq: 35,
+            noted_xmax: 105,
+            row: Some(row(35, "a")),
+        }];
+        let plan = plan(&r);
+        assert_eq!(seqs(&plan), vec![35, 67, 83]);
+        assert_eq!(plan.forget_gaps, vec![35]);
+    }
+
+    #[test]
+    fn an_invisible_gap_is_kept_while_a_writer_that_could_hold_it_runs() {
+        let mut r = read(3, 51, Vec::new());
+        r.gaps = vec![
+            // Noted when transactions up to 104 had started: 100 is still running.
+            GapFound {
+                seq: 19,
+                noted_xmax: 105,
+                row: None,
+            },
+            // Noted when the oldest running was already 100: every writer before ended.
+            GapFound {
+                seq: 35,
+                noted_xmax: 100,
+                row: None,
+            },
+        ];
+        let plan = plan(&r);
+        assert_eq!(plan.forget_gaps, vec![35]);
+        assert!(plan.publish.is_empty());
+    }
+
+    #[test]
+    fn events_of_a_held_scope_wait_for_its_walk_and_others_flow() {
+        let mut r = read(3, 3, vec![row(19, "a"), row(35, "b"), row(51, "a")]);
+        r.held = vec![HeldScope {
+            scope: "a".into(),
+            head_seq: 3,
+            due: false,
+        }];
+        let plan = plan(&r);
+        assert_eq!(seqs(&plan), vec![35]);
+        assert_eq!(
+            plan.frontier, 51,
+            "the frontier passes the held scope's events"
+        );
+    }
+
+    #[test]
+    fn a_due_walk_goes_out_in_order_with_the_segment_and_lets_its_scope_go() {
+        let mut r = read(3, 35, vec![row(51, "a"), row(67, "b")]);
+        r.walks = vec![Walk {
+            held: HeldScope {
+                scope: "a".into(),
+                head_seq: 19,
+                due: true,
+            },
+            rows: vec![row(19, "a"), row(35, "a"), row(51, "a")],
+            cut_short: false,
+        }];
+        let plan = plan(&r);
+        assert_eq!(seqs(&plan), vec![19, 35, 51, 67]);
+        assert_eq!(
+            plan.walk_ends,
+            vec![WalkEnd {
+                scope: "a".into(),
+                head_seq: 19,
+                next: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_walk_cut_short_keeps_its_scope_held_after_what_it_took() {
+        let mut r = read(3, 99, Vec::new());
+        r.walks = vec![Walk {
+            held: HeldScope {
+                scope: "a".into(),
+                head_seq: 19,
+                due: true,
+            },
+            rows: vec![row(19, "a"), row(35, "a")],
+            cut_short: true,
+        }];
+        let plan = plan(&r);
+        assert_eq!(seqs(&plan), vec![19, 35]);
+        assert_eq!(plan.walk_ends[0].next, Some(36));
+    }
+
+    #[test]
+    fn an_event_not_due_holds_its_scope_from_it_on() {
+        let plan = plan(&read(
+            3,
+            3,
+            vec![row(19, "a"), later(35, "a"), row(51, "a"), row(67, "b")],
+        ));
+        assert_eq!(seqs(&plan), vec![19, 67]);
+        assert_eq!(plan.schedules.len(), 1);
+        assert_eq!(plan.schedules[0].scope, "a");
+        assert_eq!(plan.schedules[0].head_seq, 35);
+        assert_eq!(plan.frontier, 67);
+    }
+
+    #[test]
+    fn a_walk_stops_at_an_event_not_due_and_moves_its_head_there() {
+        let mut r = read(3, 99, Vec::new());
+        r.walks = vec![Walk {
+            held: HeldScope {
+                scope: "a".into(),
+                head_seq: 19,
+                due: true,
+            },
+            rows: vec![row(19, "a"), later(35, "a"), row(51, "a")],
+            cut_short: false,
+        }];
+        let plan = plan(&r);
+        assert_eq!(seqs(&plan), vec![19]);
+        assert_eq!(plan.walk_ends[0].next, Some(35));
+        assert_eq!(plan.schedules[0].head_seq, 35);
+    }
+}
