@@ -18,6 +18,11 @@
 -- Nothing reads the partitions yet: the relay's claim is unchanged by this step. The event
 -- row gains no column (the partition is `seq % 16`) and no index.
 
+-- Writers wait for this migration: one still drawing from the single sequence while the
+-- new ones are set up could draw a seq the new sequences hand out again, or one below
+-- them in its scope.
+LOCK TABLE outbox_events IN EXCLUSIVE MODE;
+
 DO $$
 DECLARE
     next_value bigint;
@@ -32,17 +37,21 @@ BEGIN
       INTO next_value;
     -- Whoever could draw from the old sequence (the writer role of grants.sql) can draw
     -- from the new ones.
-    SELECT COALESCE(array_agg(format('GRANT %s ON SEQUENCE %%I TO %s',
+    SELECT COALESCE(array_agg(format('GRANT %s ON SEQUENCE %%I TO %s%s',
                                      a.privilege_type,
                                      CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                                          ELSE quote_ident(r.rolname) END)), '{}')
+                                          ELSE quote_ident(r.rolname) END,
+                                     CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION'
+                                          ELSE '' END)), '{}')
       INTO grants
       FROM pg_class c
      CROSS JOIN LATERAL aclexplode(c.relacl) AS a
       LEFT JOIN pg_roles r ON r.oid = a.grantee
      WHERE c.oid = 'outbox_events_seq_seq'::regclass AND a.grantee <> c.relowner;
     FOR p IN 0..15 LOOP
-        EXECUTE format('CREATE SEQUENCE IF NOT EXISTS %I AS bigint OWNED BY outbox_events.seq',
+        -- CACHE 1 (whatever the server's default): a session that cached values would hand
+        -- out seqs out of drawing order, and a scope's order rests on that order.
+        EXECUTE format('CREATE SEQUENCE %I AS bigint CACHE 1 OWNED BY outbox_events.seq',
                        'outbox_events_seq_p' || p);
         PERFORM setval(format('%I', 'outbox_events_seq_p' || p)::regclass,
                        next_value / 16 + 1, false);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use chrono::{DateTime, Utc};
 use outbox_relay::Health;
 use outbox_relay::RelayConfig;
 use serde::Serialize;
@@ -71,11 +72,12 @@ pub struct BacklogArgs {
     pub keys: i64,
 }
 
-/// Events written for a drain: every one of them has a `seq` above `threshold`.
+/// Events written for a drain: every one of them was written after `threshold`
+/// (`created_at`; seq says an event's partition, not when it was written).
 #[derive(Debug, Clone, Copy)]
 pub struct Backlog {
-    /// The largest `seq` in the table before the events were written.
-    pub threshold: i64,
+    /// The database's clock just before the events were written.
+    pub threshold: DateTime<Utc>,
     /// How many.
     pub events: i64,
     /// Writing them (through the trigger, 100,000 rows per transaction).
@@ -91,7 +93,7 @@ pub async fn write_backlog(
     events: i64,
     keys: i64,
 ) -> Result<Backlog> {
-    let threshold: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM outbox_events")
+    let threshold: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(pool)
         .await?;
     let written = load::insert_range(
@@ -141,7 +143,7 @@ pub async fn wait_delivered(
     loop {
         let waiting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM outbox_events e
-                            WHERE e.status = 'pending' AND e.seq > $1
+                            WHERE e.status = 'pending' AND e.created_at > $1
                               AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
                                                WHERE a.event_id = e.id AND a.dead_at IS NOT NULL))",
         )
@@ -159,7 +161,7 @@ pub async fn wait_delivered(
     }
     let seconds = started.elapsed().as_secs_f64();
     let delivered: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbox_events WHERE status = 'delivered' AND seq > $1",
+        "SELECT count(*) FROM outbox_events WHERE status = 'delivered' AND created_at > $1",
     )
     .bind(backlog.threshold)
     .fetch_one(pool)

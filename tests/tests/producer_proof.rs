@@ -188,11 +188,15 @@ async fn connect_with_search_path(db: &TestDb, search_path: &str) -> Result<PgCo
 async fn two_outboxes_in_two_schemas_are_independent_whatever_the_search_path() -> Result<()> {
     let db = TestDb::new().await?;
     let second = migrate_into(&db, "second_outbox").await?;
-    // Both schemas have had events, so their sequences stand at different places.
-    for _ in 0..50 {
-        insert_raw(&second, "warm-up", &[]).await?;
-    }
+    // The other schema has had events on the key, so the sequence of the key's partition
+    // stands at different places in the two (seq says the partition; each has its own 16).
     let key = format!("ticket:{}", Uuid::now_v7());
+    for _ in 0..50 {
+        insert_raw(&second, &key, &[]).await?;
+    }
+    let second_max: i64 = sqlx::query_scalar("SELECT max(seq) FROM second_outbox.outbox_events")
+        .fetch_one(&db.pool)
+        .await?;
 
     // Writer 1 (search_path = public) emits on the key and keeps its transaction open.
     let mut first = connect_with_search_path(&db, "public").await?;
@@ -239,6 +243,10 @@ async fn two_outboxes_in_two_schemas_are_independent_whatever_the_search_path() 
     assert_eq!(
         public_max, second_seq,
         "drawn from the outbox's own sequence"
+    );
+    assert!(
+        second_seq < second_max,
+        "not from the other schema's sequence, which stands past {second_max}: {second_seq}"
     );
     // Nothing of it landed in the other outbox.
     let locks: i64 = sqlx::query_scalar(

@@ -19,11 +19,14 @@
 //! order: the writers' scope lock is taken before the draw), where the frontier moves, which
 //! gaps are noted and which forgotten, and which scopes become held because their next
 //! event is not due yet. Two facts make it safe to hold back only the gaps, not whole
-//! scopes: a gap's writer had its transaction id before the snapshot that noted the gap
-//! (so once the oldest running transaction is younger than that snapshot's `xmax`, the gap
-//! is visible or never will be), and a later event of a gap's scope cannot be visible while
-//! the gap's writer runs (it waited for the scope's lock). `tests/tests/partitioned_feed.rs`
-//! checks the reading rule against concurrent writers.
+//! scopes. A gap's writer had its transaction id before it drew, so before the gap was
+//! seen; the gap is noted with a transaction id assigned *after* the snapshot that saw it
+//! (the settle's own), so once the oldest running transaction is younger than that id, the
+//! gap is visible or never will be. (A snapshot's `xmax` would not do: it is one past the
+//! latest *finished* transaction, and a writer younger than that may still run.) And a later
+//! event of a gap's scope cannot be visible while the gap's writer runs: it waited for the
+//! scope's lock. `tests/tests/partitioned_feed.rs` checks the reading rule against
+//! concurrent writers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -58,9 +61,9 @@ pub struct FeedRow {
 pub struct GapFound {
     /// The missing seq.
     pub seq: i64,
-    /// `xmax` of the snapshot that noted it: every writer that could still commit it has a
-    /// smaller transaction id.
-    pub noted_xmax: u64,
+    /// A transaction id assigned after the snapshot that noted it (the settle's): every
+    /// writer that could still commit it has a smaller one.
+    pub noted_xid: u64,
     /// Its row, if it is visible now.
     pub row: Option<FeedRow>,
 }
@@ -99,8 +102,6 @@ pub struct PartitionRead {
     pub frontier: i64,
     /// `pg_snapshot_xmin` of the claim's snapshot: the oldest transaction still running.
     pub xmin: u64,
-    /// `pg_snapshot_xmax` of the claim's snapshot.
-    pub xmax: u64,
     /// The segment: events after the frontier, in seq order.
     pub segment: Vec<FeedRow>,
     /// The gaps noted before.
@@ -143,8 +144,8 @@ pub struct FeedPlan {
     pub publish: Vec<FeedRow>,
     /// The frontier after this claim: the segment's last seq, or the frontier it began at.
     pub frontier: i64,
-    /// Seqs missing in the segment (below its last seq), to note as gaps with the
-    /// snapshot's `xmax`.
+    /// Seqs missing in the segment (below its last seq), to note as gaps with a transaction
+    /// id assigned after the claim's snapshot (the settle's).
     pub new_gaps: Vec<i64>,
     /// Gaps to forget: read now (visible) or never to be (every writer that could have held
     /// them has ended), and those now covered by their scope's held head.
@@ -212,7 +213,7 @@ pub fn plan(read: &PartitionRead) -> FeedPlan {
                 plan.forget_gaps.push(gap.seq);
                 others.push(row);
             }
-            None if read.xmin >= gap.noted_xmax => plan.forget_gaps.push(gap.seq),
+            None if read.xmin >= gap.noted_xid => plan.forget_gaps.push(gap.seq),
             None => {}
         }
     }
@@ -287,7 +288,6 @@ mod tests {
             part,
             frontier,
             xmin: 100,
-            xmax: 110,
             segment,
             gaps: Vec::new(),
             held: Vec::new(),
@@ -334,7 +334,7 @@ mod tests {
         let mut r = read(3, 51, vec![row(67, "a"), row(83, "b")]);
         r.gaps = vec![GapFound {
             seq: 35,
-            noted_xmax: 105,
+            noted_xid: 105,
             row: Some(row(35, "a")),
         }];
         let plan = plan(&r);
@@ -346,16 +346,16 @@ mod tests {
     fn an_invisible_gap_is_kept_while_a_writer_that_could_hold_it_runs() {
         let mut r = read(3, 51, Vec::new());
         r.gaps = vec![
-            // Noted when transactions up to 104 had started: 100 is still running.
+            // Noted by transaction 105: transaction 100, older, still runs.
             GapFound {
                 seq: 19,
-                noted_xmax: 105,
+                noted_xid: 105,
                 row: None,
             },
-            // Noted when the oldest running was already 100: every writer before ended.
+            // Noted by transaction 100: every transaction older than it has ended.
             GapFound {
                 seq: 35,
-                noted_xmax: 100,
+                noted_xid: 100,
                 row: None,
             },
         ];

@@ -290,12 +290,15 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                               WHERE status = 'pending' LIMIT $1 + 1) AS p) AS c),
                     (SELECT count(*) FROM (SELECT 1 FROM outbox_leased_events
                               WHERE leased_until >= statement_timestamp() LIMIT $1) AS l),
-                    COALESCE((SELECT extract(epoch FROM now() - p.created_at)::float8
-                                FROM outbox_events p
-                               WHERE p.status = 'pending'
-                                 AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
-                                                  WHERE a.event_id = p.id AND a.dead_at IS NOT NULL)
-                               ORDER BY p.seq LIMIT 1), 0),
+                    -- The oldest of: the first ready head (the ready index, by when it may go:
+                    -- seq says an event's partition, not its age) and the heads backing off.
+                    COALESCE(extract(epoch FROM now() - LEAST(
+                        (SELECT p.created_at FROM outbox_events p
+                          WHERE p.status = 'pending' AND NOT p.parked
+                          ORDER BY p.available_at, p.seq LIMIT 1),
+                        (SELECT min(r.created_at) FROM outbox_attempts a
+                           JOIN outbox_events r ON r.id = a.event_id
+                          WHERE a.next_attempt_at IS NOT NULL AND r.status = 'pending')))::float8, 0),
                     (SELECT count(*) FROM (SELECT 1 FROM outbox_attempts a
                                              JOIN outbox_events d ON d.id = a.event_id
                               WHERE a.dead_at IS NOT NULL AND d.status = 'pending' LIMIT $1) AS d),
