@@ -34,6 +34,7 @@ pub mod export;
 mod macros;
 mod registry;
 mod service;
+mod validator;
 
 /// What the crate's macros name, so a service using them needs no dependency of its own on
 /// these crates. Not part of the API.
