@@ -8,6 +8,9 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::validator::Validator;
+
+#[cfg(test)]
+mod agreement;
 use crate::{CatalogEvent, Category, events};
 
 /// One catalog entry: what an event is called, where it belongs and what its payload looks like.

@@ -135,7 +135,7 @@ impl Walk<'_> {
         for name in &node.required {
             if !fields.contains_key(name) {
                 let at = format!("{path}/{}", escape(name));
-                self.report(&at, "required, missing".to_owned());
+                self.report(&at, "missing (a required field)".to_owned());
             }
         }
         if let Some(min) = node.min_properties
@@ -246,6 +246,7 @@ impl Walk<'_> {
     }
 
     fn number(&mut self, node: &Node, number: &Number, path: &str) {
+        let before = self.problems.len();
         if let Some(Bound { limit, exclusive }) = &node.minimum {
             let order = compare(number, limit);
             if order == Ordering::Less || (*exclusive && order == Ordering::Equal) {
@@ -266,7 +267,9 @@ impl Walk<'_> {
                 );
             }
         }
+        // An integer width after a bound it broke would say the same again.
         if let Some(format) = node.format
+            && self.problems.len() == before
             && !format.holds_number(number)
         {
             self.report(path, format!("{number} is not {}", format.describe()));

@@ -65,7 +65,7 @@ impl Pattern {
                     break;
                 }
                 '.' => Class::Any,
-                '\\' => escape(chars.next())?.unwrap_or_else(|c| Class::single(c)),
+                '\\' => escape(chars.next())?.unwrap_or_else(Class::single),
                 '[' => bracket(&mut chars)?,
                 '^' | '$' | '|' | '(' | ')' | ']' | '{' | '}' | '?' | '*' | '+' => {
                     return Err(format!(
