@@ -40,7 +40,25 @@ mod validator;
 /// these crates. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use serde_json::Value;
     pub use uuid::Uuid;
+
+    /// A catalog event's payload schema (`catalog_event!` names it): generated from `T`
+    /// with the feature `schemars` (which then needs `T: schemars::JsonSchema`), the
+    /// embedded copy without it.
+    #[cfg(feature = "schemars")]
+    pub fn catalog_schema<T: schemars::JsonSchema>(event_type: &str) -> Value {
+        crate::events::schema_of::<T>(event_type)
+    }
+
+    /// A catalog event's payload schema (`catalog_event!` names it): generated from `T`
+    /// with the feature `schemars` (which then needs `T: schemars::JsonSchema`), the
+    /// embedded copy without it.
+    #[cfg(not(feature = "schemars"))]
+    #[allow(clippy::extra_unused_type_parameters)] // the signature of the feature's version
+    pub fn catalog_schema<T>(event_type: &str) -> Value {
+        crate::events::schema_of::<T>(event_type)
+    }
 }
 
 pub use category::Category;

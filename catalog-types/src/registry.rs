@@ -102,7 +102,7 @@ impl CatalogEntry {
     /// The entry of a payload type, or why its schema cannot be checked (the keyword and
     /// its JSON Pointer in the schema).
     pub(crate) fn compiled<T: CatalogEvent>() -> Result<Self, String> {
-        let schema = schemars::schema_for!(T).to_value();
+        let schema = T::payload_schema();
         let validator = Validator::new(&schema)?;
         Ok(CatalogEntry {
             event_type: T::EVENT_TYPE,

@@ -391,6 +391,10 @@ pub fn service_definitions(
 /// });
 /// ```
 ///
+/// The payload's schema is `schemars::schema_for!(WidgetCreated)`: the struct derives
+/// `schemars::JsonSchema`, with the service's own dependency on schemars 1 (`features =
+/// ["chrono04", "uuid1"]` for timestamps and ids), which the macro names as `::schemars`.
+///
 /// A payload without a tenant, or with another ordering key, implements [`CatalogEvent`]
 /// by hand under the same naming rules.
 #[macro_export]
@@ -428,6 +432,10 @@ macro_rules! service_event {
 
             fn example() -> Self {
                 $example
+            }
+
+            fn payload_schema() -> $crate::__private::Value {
+                ::schemars::schema_for!($ty).to_value()
             }
         }
     };
@@ -571,6 +579,9 @@ mod tests {
             Impostor {
                 tenant_id: uuid::Uuid::nil(),
             }
+        }
+        fn payload_schema() -> Value {
+            schemars::schema_for!(Self).to_value()
         }
     }
 
