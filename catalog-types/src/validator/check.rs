@@ -165,10 +165,12 @@ impl Walk<'_> {
                     Additional::Refused => {
                         let known: Vec<&str> =
                             node.properties.iter().map(|(n, _)| n.as_str()).collect();
-                        self.report(
-                            path,
-                            format!("unknown field (this object has only: {})", known.join(", ")),
-                        );
+                        let problem = if known.is_empty() {
+                            "unknown field (this object has no fields)".to_owned()
+                        } else {
+                            format!("unknown field (this object has only: {})", known.join(", "))
+                        };
+                        self.report(path, problem);
                     }
                     Additional::Each(schema) => self.node(schema, field, path),
                 },
@@ -334,5 +336,65 @@ pub(super) fn equal(a: &Value, b: &Value) -> bool {
                     .all(|(key, value)| b.get(key).is_some_and(|other| equal(value, other)))
         }
         (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::validator::Validator;
+
+    fn problems(schema: serde_json::Value, value: serde_json::Value) -> Vec<String> {
+        Validator::new(&schema)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .problems(&value)
+    }
+
+    #[test]
+    fn each_problem_names_its_field_path_and_what_is_wrong() {
+        let schema = json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "at": {"type": "string", "format": "date-time"},
+                "kind": {"$ref": "#/$defs/Kind"},
+                "count": {"type": "integer", "format": "uint16", "minimum": 0},
+                "tags": {"type": ["array", "null"], "items": {"type": "string", "maxLength": 3}},
+                "empty": {"type": "object", "additionalProperties": false}
+            },
+            "required": ["id", "kind"],
+            "$defs": {"Kind": {"oneOf": [{"const": "user"}, {"const": "team"}]}}
+        });
+        let value = json!({
+            "at": "2026-01-15 09:30:00Z",
+            "kind": "robot",
+            "count": 70000,
+            "tags": ["ok", "toolong", 7],
+            "empty": {"x": 1},
+            "extra": true
+        });
+        assert_eq!(
+            problems(schema, value),
+            [
+                "/id: missing (a required field)",
+                "/at: \"2026-01-15 09:30:00Z\" is not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SSZ or with an offset)",
+                "/kind: \"robot\" is not one of: \"user\", \"team\"",
+                "/count: 70000 is not an integer from 0 to 65535",
+                "/tags/1: 7 characters long, more than 3",
+                "/tags/2: expected a string, found 7",
+                "/empty/x: unknown field (this object has no fields)",
+                "/extra: unknown field (this object has only: id, at, kind, count, tags, empty)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_payload_full_of_problems_lists_the_first_ten() {
+        let schema = json!({"type": "object", "additionalProperties": false});
+        let value: serde_json::Map<String, serde_json::Value> =
+            (0..50).map(|i| (format!("f{i}"), json!(i))).collect();
+        assert_eq!(problems(schema, value.into()).len(), 10);
     }
 }
