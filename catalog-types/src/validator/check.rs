@@ -13,21 +13,28 @@ const MAX_PROBLEMS: usize = 10;
 /// The longest excerpt of a value quoted in a problem.
 const MAX_QUOTED_CHARS: usize = 60;
 
+/// How deep checks may nest (subschemas, references, the payload's own nesting): a schema
+/// whose `$ref` leads back to itself, or a payload nested deeper than any event, is refused
+/// here rather than overflowing the stack.
+const MAX_DEPTH: usize = 256;
+
 /// The problems of `value` against the compiled schema (none: it is valid).
 pub(super) fn problems(compiled: &Compiled, value: &Value) -> Vec<String> {
     let mut walk = Walk {
         compiled,
         problems: Vec::new(),
+        depth: 0,
     };
     walk.node(&compiled.root, value, &mut String::new());
     walk.problems
 }
 
 /// Whether `value` is valid, without the messages (for `oneOf`, `anyOf` and `not`).
-fn is_valid(compiled: &Compiled, node: &Node, value: &Value) -> bool {
+fn is_valid(compiled: &Compiled, node: &Node, value: &Value, depth: usize) -> bool {
     let mut walk = Walk {
         compiled,
         problems: Vec::new(),
+        depth,
     };
     walk.node(node, value, &mut String::new());
     walk.problems.is_empty()
@@ -36,6 +43,8 @@ fn is_valid(compiled: &Compiled, node: &Node, value: &Value) -> bool {
 struct Walk<'a> {
     compiled: &'a Compiled,
     problems: Vec<String>,
+    /// How many checks enclose the current one.
+    depth: usize,
 }
 
 impl Walk<'_> {
@@ -49,6 +58,19 @@ impl Walk<'_> {
         if self.problems.len() >= MAX_PROBLEMS {
             return;
         }
+        if self.depth >= MAX_DEPTH {
+            self.report(
+                path,
+                format!("nested more than {MAX_DEPTH} levels deep, too deep to check"),
+            );
+            return;
+        }
+        self.depth += 1;
+        self.checks(node, value, path);
+        self.depth -= 1;
+    }
+
+    fn checks(&mut self, node: &Node, value: &Value, path: &mut String) {
         if node.never {
             self.report(path, "no value is allowed here".to_owned());
             return;
@@ -110,7 +132,7 @@ impl Walk<'_> {
     }
 
     fn valid(&self, node: &Node, value: &Value) -> bool {
-        is_valid(self.compiled, node, value)
+        is_valid(self.compiled, node, value, self.depth)
     }
 
     /// A value that passes none (or, for `oneOf`, more than one) of the alternatives.
@@ -387,6 +409,16 @@ mod tests {
                 "/empty/x: unknown field (this object has no fields)",
                 "/extra: unknown field (this object has only: id, at, kind, count, tags, empty)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_reference_back_to_itself_is_refused_not_followed_forever() {
+        let schema = json!({"$ref": "#/$defs/A", "$defs": {"A": {"$ref": "#/$defs/A"}}});
+        let refused = problems(schema, json!({}));
+        assert_eq!(
+            refused,
+            ["/: nested more than 256 levels deep, too deep to check"]
         );
     }
 
