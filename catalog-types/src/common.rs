@@ -1,14 +1,20 @@
 //! Value types shared by many payloads.
 
+#[cfg(feature = "schemars")]
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+#[cfg(feature = "schemars")]
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// The before/after of one changed field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct FieldChange {
     /// The value before the change (any JSON).
     pub previous: serde_json::Value,
@@ -20,9 +26,13 @@ pub struct FieldChange {
 pub type Changes = BTreeMap<String, FieldChange>;
 
 /// An e-mail address with an optional display name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailAddress {
     /// The address, e.g. `jane@example.com`.
     pub email: String,
@@ -88,6 +98,7 @@ impl From<CurrencyCode> for String {
     }
 }
 
+#[cfg(feature = "schemars")]
 impl JsonSchema for CurrencyCode {
     fn schema_name() -> Cow<'static, str> {
         "CurrencyCode".into()

@@ -1,6 +1,5 @@
 //! The trait every catalog payload implements.
 
-use schemars::JsonSchema;
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
@@ -10,7 +9,7 @@ use crate::Category;
 ///
 /// The outbox stores the payload together with the metadata this trait exposes,
 /// so a payload type alone decides how its event is named, grouped and ordered.
-pub trait CatalogEvent: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
+pub trait CatalogEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// `SCREAMING_SNAKE_CASE` event type, e.g. `TICKET_STATUS_CHANGED`.
     const EVENT_TYPE: &'static str;
     /// Display name shown in the catalog UI.
@@ -31,4 +30,13 @@ pub trait CatalogEvent: Serialize + DeserializeOwned + JsonSchema + Send + Sync 
 
     /// A realistic sample payload, used by documentation, examples and tests.
     fn example() -> Self;
+
+    /// The payload's JSON Schema (Draft 2020-12): what untyped payloads are validated
+    /// against and what the database's catalog table holds.
+    ///
+    /// A catalog event's comes from the schemas embedded in this crate (generated from the
+    /// types by schemars, so an emitting service compiles no schema code); a service's own
+    /// event generates it with schemars: [`service_event!`](crate::service_event) writes
+    /// `schemars::schema_for!(Self).to_value()`, and so does a hand-written implementation.
+    fn payload_schema() -> serde_json::Value;
 }

@@ -1,4 +1,5 @@
-//! The catalog registry: every event's metadata, JSON Schema and validator.
+//! The catalog registry: every event's metadata, JSON Schema and validator (the schema
+//! compiled by [`crate::validator`], then the payload read as its Rust type).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -6,6 +7,10 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::validator::Validator;
+
+#[cfg(test)]
+mod agreement;
 use crate::{CatalogEvent, Category, events};
 
 /// One catalog entry: what an event is called, where it belongs and what its payload looks like.
@@ -22,7 +27,7 @@ pub struct CatalogEntry {
     pub schema_ref: &'static str,
     /// The payload's JSON Schema (Draft 2020-12).
     pub schema: serde_json::Value,
-    validator: jsonschema::Validator,
+    validator: Validator,
     check_typed: fn(serde_json::Value) -> Result<ValidPayload, serde_json::Error>,
     example: fn() -> Result<serde_json::Value, serde_json::Error>,
 }
@@ -86,17 +91,20 @@ impl CatalogEntry {
     /// Builds the entry of a payload type.
     ///
     /// # Panics
-    /// Panics if the type's generated schema does not compile, which is a programming
-    /// error caught by the catalog's own tests.
+    /// Panics if the type's generated schema holds a keyword the validator does not check,
+    /// which is a programming error caught by the catalog's own tests (a service's event
+    /// types go through [`Registry::builder`], which reports it instead).
     #[allow(clippy::expect_used)]
     pub fn of<T: CatalogEvent>() -> Self {
-        let schema = schemars::schema_for!(T).to_value();
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&schema)
-            .expect("generated payload schema compiles");
-        CatalogEntry {
+        Self::compiled::<T>().expect("generated payload schema compiles")
+    }
+
+    /// The entry of a payload type, or why its schema cannot be checked (the keyword and
+    /// its JSON Pointer in the schema).
+    pub(crate) fn compiled<T: CatalogEvent>() -> Result<Self, String> {
+        let schema = T::payload_schema();
+        let validator = Validator::new(&schema)?;
+        Ok(CatalogEntry {
             event_type: T::EVENT_TYPE,
             name: T::NAME,
             description: T::DESCRIPTION,
@@ -113,28 +121,18 @@ impl CatalogEntry {
                 })
             },
             example: || serde_json::to_value(T::example()),
-        }
+        })
     }
 
-    /// Validates an untyped payload against this entry's schema and type.
+    /// Validates an untyped payload against this entry's schema and type: the schema's
+    /// checks first (each problem by field path), then the payload is read as the event's
+    /// Rust type, whose canonical form is what is stored.
     ///
-    /// `companyId` is accepted where the schema names `clientId`. Errors name the field
-    /// path of every problem found.
+    /// `companyId` is accepted where the schema names `clientId`. Errors name the event
+    /// type and the field path of every problem found.
     pub fn validate(&self, payload: serde_json::Value) -> Result<ValidPayload, ValidationError> {
         let payload = self.resolve_aliases(payload);
-        let problems: Vec<String> = self
-            .validator
-            .iter_errors(&payload)
-            .map(|error| {
-                let path = error.instance_path().to_string();
-                let path = if path.is_empty() {
-                    "/".to_owned()
-                } else {
-                    path
-                };
-                format!("{path}: {error}")
-            })
-            .collect();
+        let problems = self.validator.problems(&payload);
         if !problems.is_empty() {
             return Err(self.invalid(problems));
         }

@@ -123,7 +123,9 @@ impl EventDefinition {
     }
 
     /// Checks a service event's definition: no collision with the catalog, the naming rule,
-    /// the schema ref, and a payload schema that compiles and describes an object.
+    /// the schema ref, and a payload schema that describes an object and that the
+    /// producer's validator checks in full (no keyword it would skip; see
+    /// [`Registry::builder`]).
     pub fn check(&self) -> Result<(), ServiceEventError> {
         check_names(&self.event_type, &self.payload_schema_ref)?;
         let event_type = || self.event_type.clone();
@@ -133,13 +135,12 @@ impl EventDefinition {
                 reason: "it must describe a JSON object (`\"type\": \"object\"`), as every stored payload is one".to_owned(),
             });
         }
-        jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(&self.payload_schema)
-            .map_err(|error| ServiceEventError::BadSchema {
+        crate::validator::Validator::new(&self.payload_schema).map_err(|reason| {
+            ServiceEventError::BadSchema {
                 event_type: event_type(),
-                reason: error.to_string(),
-            })?;
+                reason,
+            }
+        })?;
         Ok(())
     }
 }
@@ -254,6 +255,8 @@ impl CatalogEntry {
 #[derive(Debug, Default)]
 pub struct RegistryBuilder {
     service: Vec<CatalogEntry>,
+    /// Event types whose schema the validator cannot check, each with the reason.
+    refused: Vec<ServiceEventError>,
 }
 
 impl Registry {
@@ -263,7 +266,14 @@ impl Registry {
     /// let registry = Registry::builder().event::<WidgetCreated>().build()?;
     /// ```
     ///
-    /// Build it once at start-up and keep it (it compiles every schema).
+    /// Build it once at start-up and keep it (it compiles every schema). A service event's
+    /// schema is held to what the producer's validator checks: what schemars derives for
+    /// Rust types (fields, optional and nullable ones, enums, nested types, maps and lists,
+    /// integer widths, the formats `uuid`, `date`, `time` and `date-time`), bounds and
+    /// lengths, and `pattern`s of single-character items with repetitions (`^[A-Z]{3}$`).
+    /// A keyword beyond that (a `format` such as `email`, a `pattern` with groups or
+    /// alternation) makes [`RegistryBuilder::build`] refuse the event, naming the keyword,
+    /// rather than emit payloads checked less than their schema says.
     pub fn builder() -> RegistryBuilder {
         RegistryBuilder::default()
     }
@@ -283,19 +293,28 @@ impl Registry {
 }
 
 impl RegistryBuilder {
-    /// Adds a service event type.
-    ///
-    /// # Panics
-    /// Panics if the type's generated schema does not compile (as [`CatalogEntry::of`]).
+    /// Adds a service event type. A schema the validator cannot check in full is reported
+    /// by [`RegistryBuilder::build`].
     pub fn event<T: CatalogEvent>(mut self) -> Self {
-        self.service.push(CatalogEntry::of::<T>());
+        match CatalogEntry::compiled::<T>() {
+            Ok(entry) => self.service.push(entry),
+            Err(reason) => self.refused.push(ServiceEventError::BadSchema {
+                event_type: T::EVENT_TYPE.to_owned(),
+                reason,
+            }),
+        }
         self
     }
 
     /// The registry, or the first event that breaks a rule: a name or schema ref of the
     /// catalog's, a name outside the naming rule, a schema ref that does not follow from
-    /// the name, a payload that is not an object, or an event added twice.
+    /// the name, a payload that is not an object, a payload schema holding a keyword the
+    /// validator does not check (a `pattern` with groups, a `format` such as `email`: the
+    /// error names it and where it is), or an event added twice.
     pub fn build(self) -> Result<Registry, ServiceEventError> {
+        if let Some(refused) = self.refused.into_iter().next() {
+            return Err(refused);
+        }
         check_unique(self.service.iter().map(|e| (e.event_type, e.schema_ref)))?;
         for entry in &self.service {
             EventDefinition::of(entry).check()?;
@@ -372,6 +391,10 @@ pub fn service_definitions(
 /// });
 /// ```
 ///
+/// The payload's schema is `schemars::schema_for!(WidgetCreated)`: the struct derives
+/// `schemars::JsonSchema`, with the service's own dependency on schemars 1 (`features =
+/// ["chrono04", "uuid1"]` for timestamps and ids), which the macro names as `::schemars`.
+///
 /// A payload without a tenant, or with another ordering key, implements [`CatalogEvent`]
 /// by hand under the same naming rules.
 #[macro_export]
@@ -409,6 +432,10 @@ macro_rules! service_event {
 
             fn example() -> Self {
                 $example
+            }
+
+            fn payload_schema() -> $crate::__private::Value {
+                ::schemars::schema_for!($ty).to_value()
             }
         }
     };
@@ -552,6 +579,9 @@ mod tests {
             Impostor {
                 tenant_id: uuid::Uuid::nil(),
             }
+        }
+        fn payload_schema() -> Value {
+            schemars::schema_for!(Self).to_value()
         }
     }
 

@@ -17,6 +17,13 @@
 //! `register_events` (or `outbox-relay migrate --service-events`) and emitted like the
 //! catalog's (README, "Events of a service's own").
 //!
+//! **Validation.** An untyped payload (`emit_untyped`, `emit_untyped_in`) is checked against
+//! its event's schema by `catalog_types`' own validator, then read as the event's Rust type,
+//! before any SQL runs; a refusal names the event type and each field path. The producer
+//! compiles no JSON Schema engine and no schema generator: the catalog's schemas are
+//! embedded. The feature `schemars` gives the catalog's types `schemars::JsonSchema`, for a
+//! service whose own events' payloads hold them.
+//!
 //! **sqlx versions.** The connection is the service's own, of sqlx 0.9 (feature `sqlx-0_9`,
 //! the default) or sqlx 0.8 (feature `sqlx-0_8`, with `default-features = false`): the
 //! functions take any [`SqlxConnection`] (a `PgConnection`, `Transaction` or

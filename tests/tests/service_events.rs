@@ -67,6 +67,9 @@ impl CatalogEvent for TicketCreated {
             tenant_id: Uuid::nil(),
         }
     }
+    fn payload_schema() -> serde_json::Value {
+        schemars::schema_for!(Self).to_value()
+    }
 }
 
 fn acme_registry() -> Result<Registry> {

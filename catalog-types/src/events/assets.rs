@@ -3,6 +3,7 @@
 //! Every event is ordered by its asset (`asset:<assetId>`).
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,9 +22,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// An asset record was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AssetCreated {
     /// Tenant that owns the asset.
     pub tenant_id: Uuid,
@@ -62,9 +67,13 @@ catalog_event!(AssetCreated {
 });
 
 /// Fields of an asset changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AssetUpdated {
     /// Tenant that owns the asset.
     pub tenant_id: Uuid,
@@ -99,9 +108,13 @@ catalog_event!(AssetUpdated {
 });
 
 /// An asset was assigned to a client, contact or site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AssetAssigned {
     /// Tenant that owns the asset.
     pub tenant_id: Uuid,
@@ -142,9 +155,13 @@ catalog_event!(AssetAssigned {
 });
 
 /// An asset was unassigned from its owner.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AssetUnassigned {
     /// Tenant that owns the asset.
     pub tenant_id: Uuid,
@@ -181,9 +198,13 @@ catalog_event!(AssetUnassigned {
 });
 
 /// An asset's warranty is approaching expiration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AssetWarrantyExpiring {
     /// Tenant that owns the asset.
     pub tenant_id: Uuid,

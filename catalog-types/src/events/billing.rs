@@ -3,6 +3,7 @@
 //! `existing.rs`).
 
 use chrono::{DateTime, NaiveDate, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -39,7 +40,8 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 // ---------------------------------------------------------------------------------------------
 
 /// How an invoice was delivered to the customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceDeliveryMethod {
     /// Sent by e-mail.
@@ -51,9 +53,13 @@ pub enum InvoiceDeliveryMethod {
 }
 
 /// An invoice was delivered to the customer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceSent {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -87,9 +93,13 @@ catalog_event!(InvoiceSent {
 });
 
 /// An invoice moved between statuses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceStatusChanged {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -122,9 +132,13 @@ catalog_event!(InvoiceStatusChanged {
 });
 
 /// An invoice's due date was changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceDueDateChanged {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -157,9 +171,13 @@ catalog_event!(InvoiceDueDateChanged {
 });
 
 /// An invoice passed its due date unpaid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceOverdue {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -199,9 +217,13 @@ catalog_event!(InvoiceOverdue {
 });
 
 /// An invoice (or its remaining balance) was written off.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceWrittenOff {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -242,9 +264,13 @@ catalog_event!(InvoiceWrittenOff {
 // ---------------------------------------------------------------------------------------------
 
 /// A payment was created/recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct PaymentRecorded {
     /// Tenant of the payment.
     pub tenant_id: Uuid,
@@ -289,9 +315,13 @@ catalog_event!(PaymentRecorded {
 });
 
 /// The part of a payment applied to one invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct PaymentApplication {
     /// The invoice the money was applied to.
     pub invoice_id: Uuid,
@@ -300,9 +330,13 @@ pub struct PaymentApplication {
 }
 
 /// A payment was applied to one or more invoices.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct PaymentApplied {
     /// Tenant of the payment.
     pub tenant_id: Uuid,
@@ -341,9 +375,13 @@ catalog_event!(PaymentApplied {
 });
 
 /// A payment attempt failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct PaymentFailed {
     /// Tenant of the payment.
     pub tenant_id: Uuid,
@@ -398,9 +436,13 @@ catalog_event!(PaymentFailed {
 });
 
 /// A refund was issued for a payment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct PaymentRefunded {
     /// Tenant of the payment.
     pub tenant_id: Uuid,
@@ -441,9 +483,13 @@ catalog_event!(PaymentRefunded {
 // ---------------------------------------------------------------------------------------------
 
 /// A credit note was issued.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CreditNoteCreated {
     /// Tenant of the credit note.
     pub tenant_id: Uuid,
@@ -483,9 +529,13 @@ catalog_event!(CreditNoteCreated {
 });
 
 /// A credit note was applied to an invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CreditNoteApplied {
     /// Tenant of the credit note.
     pub tenant_id: Uuid,
@@ -521,9 +571,13 @@ catalog_event!(CreditNoteApplied {
 });
 
 /// A credit note was voided.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CreditNoteVoided {
     /// Tenant of the credit note.
     pub tenant_id: Uuid,
@@ -558,9 +612,13 @@ catalog_event!(CreditNoteVoided {
 // ---------------------------------------------------------------------------------------------
 
 /// A client contract was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContractCreated {
     /// Tenant of the contract.
     pub tenant_id: Uuid,
@@ -602,9 +660,13 @@ catalog_event!(ContractCreated {
 });
 
 /// Fields of a contract changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContractUpdated {
     /// Tenant of the contract.
     pub tenant_id: Uuid,
@@ -642,9 +704,13 @@ catalog_event!(ContractUpdated {
 });
 
 /// A contract moved between lifecycle statuses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContractStatusChanged {
     /// Tenant of the contract.
     pub tenant_id: Uuid,
@@ -680,9 +746,13 @@ catalog_event!(ContractStatusChanged {
 });
 
 /// A contract's renewal is approaching.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContractRenewalUpcoming {
     /// Tenant of the contract.
     pub tenant_id: Uuid,
@@ -712,9 +782,13 @@ catalog_event!(ContractRenewalUpcoming {
 });
 
 /// A recurring billing run began.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct RecurringBillingRunStarted {
     /// Tenant of the run.
     pub tenant_id: Uuid,
@@ -746,9 +820,13 @@ catalog_event!(RecurringBillingRunStarted {
 });
 
 /// A recurring billing run completed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct RecurringBillingRunCompleted {
     /// Tenant of the run.
     pub tenant_id: Uuid,
@@ -784,9 +862,13 @@ catalog_event!(RecurringBillingRunCompleted {
 });
 
 /// A recurring billing run failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct RecurringBillingRunFailed {
     /// Tenant of the run.
     pub tenant_id: Uuid,

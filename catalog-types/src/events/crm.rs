@@ -1,6 +1,7 @@
 //! CRM events of catalog v2: clients, contacts, and interactions/notes.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -31,9 +32,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 // ---------------------------------------------------------------------------------------------
 
 /// A client/account was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ClientCreated {
     /// Tenant of the client.
     pub tenant_id: Uuid,
@@ -67,9 +72,13 @@ catalog_event!(ClientCreated {
 });
 
 /// Fields of a client changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ClientUpdated {
     /// Tenant of the client.
     pub tenant_id: Uuid,
@@ -104,9 +113,13 @@ catalog_event!(ClientUpdated {
 });
 
 /// A client moved between lifecycle statuses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ClientStatusChanged {
     /// Tenant of the client.
     pub tenant_id: Uuid,
@@ -139,9 +152,13 @@ catalog_event!(ClientStatusChanged {
 });
 
 /// A client's account manager was assigned or reassigned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ClientOwnerAssigned {
     /// Tenant of the client.
     pub tenant_id: Uuid,
@@ -175,9 +192,13 @@ catalog_event!(ClientOwnerAssigned {
 });
 
 /// A client was merged into another client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ClientMerged {
     /// Tenant of the clients.
     pub tenant_id: Uuid,
@@ -211,9 +232,13 @@ catalog_event!(ClientMerged {
 });
 
 /// A client was archived/deactivated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ClientArchived {
     /// Tenant of the client.
     pub tenant_id: Uuid,
@@ -248,9 +273,13 @@ catalog_event!(ClientArchived {
 // ---------------------------------------------------------------------------------------------
 
 /// A contact was added to a client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContactCreated {
     /// Tenant of the contact.
     pub tenant_id: Uuid,
@@ -291,9 +320,13 @@ catalog_event!(ContactCreated {
 });
 
 /// Fields of a contact changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContactUpdated {
     /// Tenant of the contact.
     pub tenant_id: Uuid,
@@ -331,9 +364,13 @@ catalog_event!(ContactUpdated {
 });
 
 /// A contact was set as the client's primary/billing contact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContactPrimarySet {
     /// Tenant of the client.
     pub tenant_id: Uuid,
@@ -369,9 +406,13 @@ catalog_event!(ContactPrimarySet {
 });
 
 /// A contact was deactivated/archived.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContactArchived {
     /// Tenant of the contact.
     pub tenant_id: Uuid,
@@ -405,9 +446,13 @@ catalog_event!(ContactArchived {
 });
 
 /// A contact was merged into another contact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ContactMerged {
     /// Tenant of the contacts.
     pub tenant_id: Uuid,
@@ -445,9 +490,13 @@ catalog_event!(ContactMerged {
 // ---------------------------------------------------------------------------------------------
 
 /// A CRM interaction (call, meeting, e-mail, ...) was recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InteractionLogged {
     /// Tenant of the interaction.
     pub tenant_id: Uuid,
@@ -495,7 +544,8 @@ catalog_event!(InteractionLogged {
 });
 
 /// The kind of record a CRM note is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NoteEntityType {
     /// Attached to a client.
@@ -505,9 +555,13 @@ pub enum NoteEntityType {
 }
 
 /// A note was attached to a client or contact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct NoteCreated {
     /// Tenant of the note.
     pub tenant_id: Uuid,

@@ -4,6 +4,7 @@
 //! document (uploaded, associated, signature requested, signed, deleted) is delivered in order.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -25,9 +26,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// A document was uploaded into storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentUploaded {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -66,9 +71,13 @@ catalog_event!(DocumentUploaded {
 });
 
 /// A document was removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentDeleted {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -99,9 +108,13 @@ catalog_event!(DocumentDeleted {
 });
 
 /// A document was associated to an entity (ticket, client, project, ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentAssociated {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -134,9 +147,13 @@ catalog_event!(DocumentAssociated {
 });
 
 /// A document's association to an entity was removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentDetached {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -173,9 +190,13 @@ catalog_event!(DocumentDetached {
 });
 
 /// The system generated a document (invoice PDF, report, ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentGenerated {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -212,9 +233,13 @@ catalog_event!(DocumentGenerated {
 });
 
 /// One person asked to sign a document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentSigner {
     /// E-mail address the signature request is sent to.
     pub email: String,
@@ -224,9 +249,13 @@ pub struct DocumentSigner {
 }
 
 /// Signatures on a document were requested.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentSignatureRequested {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -272,9 +301,13 @@ catalog_event!(DocumentSignatureRequested {
 });
 
 /// A document was fully signed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentSigned {
     /// Tenant of the document.
     pub tenant_id: Uuid,
@@ -309,9 +342,13 @@ catalog_event!(DocumentSigned {
 });
 
 /// A signature request expired before the document was fully signed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct DocumentSignatureExpired {
     /// Tenant of the document.
     pub tenant_id: Uuid,

@@ -7,6 +7,7 @@
 //! the recipient's address. The pre-existing email events live in `existing.rs`.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -28,9 +29,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// An inbound e-mail was identified as a reply to an existing thread or ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InboundEmailReplyReceived {
     /// Tenant that received the e-mail.
     pub tenant_id: Uuid,
@@ -79,9 +84,13 @@ catalog_event!(InboundEmailReplyReceived {
 });
 
 /// An outbound e-mail was queued for sending.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct OutboundEmailQueued {
     /// Tenant sending the e-mail.
     pub tenant_id: Uuid,
@@ -135,9 +144,13 @@ catalog_event!(OutboundEmailQueued {
 });
 
 /// The provider accepted an outbound e-mail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct OutboundEmailSent {
     /// Tenant sending the e-mail.
     pub tenant_id: Uuid,
@@ -175,9 +188,13 @@ catalog_event!(OutboundEmailSent {
 });
 
 /// The provider rejected an outbound e-mail, or sending it failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct OutboundEmailFailed {
     /// Tenant sending the e-mail.
     pub tenant_id: Uuid,
@@ -223,9 +240,13 @@ catalog_event!(OutboundEmailFailed {
 });
 
 /// The provider confirmed delivery of an e-mail to a recipient.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailDelivered {
     /// Tenant that sent the e-mail.
     pub tenant_id: Uuid,
@@ -258,7 +279,8 @@ catalog_event!(EmailDelivered {
 });
 
 /// Whether a bounce is permanent or temporary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EmailBounceType {
     /// Permanent failure (unknown address, rejected domain): do not retry.
@@ -268,9 +290,13 @@ pub enum EmailBounceType {
 }
 
 /// The provider reported that an e-mail bounced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailBounced {
     /// Tenant that sent the e-mail.
     pub tenant_id: Uuid,
@@ -311,9 +337,13 @@ catalog_event!(EmailBounced {
 });
 
 /// A recipient complained about an e-mail (marked it as spam).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailComplaintReceived {
     /// Tenant that sent the e-mail.
     pub tenant_id: Uuid,
@@ -350,9 +380,13 @@ catalog_event!(EmailComplaintReceived {
 });
 
 /// A recipient unsubscribed from e-mails.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailUnsubscribed {
     /// Tenant the recipient unsubscribed from.
     pub tenant_id: Uuid,

@@ -1,6 +1,7 @@
 //! The twelve events that predate catalog v2, with the payload shapes the platform already emits.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,9 +27,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// A ticket was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketCreated {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -65,9 +70,13 @@ catalog_event!(TicketCreated {
 });
 
 /// Ticket fields were changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketUpdated {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -100,9 +109,13 @@ catalog_event!(TicketUpdated {
 });
 
 /// A ticket was closed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketClosed {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -135,9 +148,13 @@ catalog_event!(TicketClosed {
 });
 
 /// A ticket's response state (who the ticket is waiting on) changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketResponseStateChanged {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -168,9 +185,13 @@ catalog_event!(TicketResponseStateChanged {
 });
 
 /// A project was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectCreated {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -199,9 +220,13 @@ catalog_event!(ProjectCreated {
 });
 
 /// An invoice was generated (as a draft).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceGenerated {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -242,9 +267,13 @@ catalog_event!(InvoiceGenerated {
 });
 
 /// An invoice was finalized (no longer editable, ready to send).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InvoiceFinalized {
     /// Tenant of the invoice.
     pub tenant_id: Uuid,
@@ -285,9 +314,13 @@ catalog_event!(InvoiceFinalized {
 });
 
 /// A company (client organisation) was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CompanyCreated {
     /// Tenant of the company.
     pub tenant_id: Uuid,
@@ -314,9 +347,13 @@ catalog_event!(CompanyCreated {
 });
 
 /// Company fields were changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CompanyUpdated {
     /// Tenant of the company.
     pub tenant_id: Uuid,
@@ -343,7 +380,8 @@ catalog_event!(CompanyUpdated {
 });
 
 /// The kind of a connected e-mail provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EmailProviderType {
     /// Microsoft 365 / Exchange Online.
@@ -353,9 +391,13 @@ pub enum EmailProviderType {
 }
 
 /// An e-mail provider (mailbox) was connected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailProviderConnected {
     /// Tenant of the provider configuration.
     pub tenant_id: Uuid,
@@ -388,9 +430,13 @@ catalog_event!(EmailProviderConnected {
 });
 
 /// An e-mail provider (mailbox) was disconnected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct EmailProviderDisconnected {
     /// Tenant of the provider configuration.
     pub tenant_id: Uuid,
@@ -424,9 +470,13 @@ catalog_event!(EmailProviderDisconnected {
 });
 
 /// The body of an inbound e-mail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InboundEmailBody {
     /// Plain-text body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,9 +487,13 @@ pub struct InboundEmailBody {
 }
 
 /// An attachment of an inbound e-mail, as the provider describes it (content not included).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InboundEmailAttachment {
     /// The provider's attachment id (opaque text, not a UUID).
     pub id: String,
@@ -455,9 +509,13 @@ pub struct InboundEmailAttachment {
 }
 
 /// An inbound e-mail message as fetched from the provider.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InboundEmailData {
     /// The provider's message id (opaque text, not a UUID).
     pub id: String,
@@ -490,9 +548,13 @@ pub struct InboundEmailData {
 }
 
 /// An e-mail arrived in a connected provider's mailbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct InboundEmailReceived {
     /// Tenant of the provider configuration.
     pub tenant_id: Uuid,

@@ -5,6 +5,7 @@
 //! order; the mapping event, which names no integration, is ordered by its mapping.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -27,9 +28,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// A sync job of an integration began.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationSyncStarted {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -71,9 +76,13 @@ catalog_event!(IntegrationSyncStarted {
 });
 
 /// Record counts of a finished sync.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationSyncSummary {
     /// Records created.
     pub created: u32,
@@ -86,9 +95,13 @@ pub struct IntegrationSyncSummary {
 }
 
 /// A sync job of an integration finished successfully.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationSyncCompleted {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -142,9 +155,13 @@ catalog_event!(IntegrationSyncCompleted {
 });
 
 /// A sync job of an integration failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationSyncFailed {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -195,9 +212,13 @@ catalog_event!(IntegrationSyncFailed {
 });
 
 /// A webhook from an integration's provider was received.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationWebhookReceived {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -238,9 +259,13 @@ catalog_event!(IntegrationWebhookReceived {
 });
 
 /// A connection to an integration's provider was established.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationConnected {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -274,9 +299,13 @@ catalog_event!(IntegrationConnected {
 });
 
 /// A connection to an integration's provider was removed or invalidated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationDisconnected {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -314,9 +343,13 @@ catalog_event!(IntegrationDisconnected {
 });
 
 /// An integration's OAuth token is nearing expiration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationTokenExpiring {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -352,9 +385,13 @@ catalog_event!(IntegrationTokenExpiring {
 });
 
 /// Refreshing an integration's OAuth token failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct IntegrationTokenRefreshFailed {
     /// Tenant that owns the integration.
     pub tenant_id: Uuid,
@@ -395,9 +432,13 @@ catalog_event!(IntegrationTokenRefreshFailed {
 });
 
 /// A mapping between platform records and a provider's records (accounts, tax codes, services) changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ExternalMappingChanged {
     /// Tenant that owns the mapping.
     pub tenant_id: Uuid,

@@ -4,6 +4,7 @@
 //! processing result.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,9 +21,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// A file was uploaded to the media pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct FileUploaded {
     /// Tenant that owns the file.
     pub tenant_id: Uuid,
@@ -61,9 +66,13 @@ catalog_event!(FileUploaded {
 });
 
 /// One product of media processing: a derived file (thumbnail, preview) or a check result (virus scan).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct MediaOutput {
     /// What was produced, e.g. `thumbnail`, `preview`, `virus_scan` (free text).
     pub kind: String,
@@ -82,9 +91,13 @@ pub struct MediaOutput {
 }
 
 /// Processing of an uploaded file (thumbnails, virus scan) completed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct MediaProcessingSucceeded {
     /// Tenant that owns the file.
     pub tenant_id: Uuid,
@@ -130,9 +143,13 @@ catalog_event!(MediaProcessingSucceeded {
 });
 
 /// Processing of an uploaded file failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct MediaProcessingFailed {
     /// Tenant that owns the file.
     pub tenant_id: Uuid,

@@ -4,6 +4,7 @@
 //! notification's sent / delivered / read events arrive in order.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,7 +22,8 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// The channel a notification is sent through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationChannel {
     /// E-mail.
@@ -35,9 +37,13 @@ pub enum NotificationChannel {
 }
 
 /// A notification was queued or sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct NotificationSent {
     /// Tenant of the notification.
     pub tenant_id: Uuid,
@@ -79,9 +85,13 @@ catalog_event!(NotificationSent {
 });
 
 /// The provider confirmed delivery of a notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct NotificationDelivered {
     /// Tenant of the notification.
     pub tenant_id: Uuid,
@@ -115,9 +125,13 @@ catalog_event!(NotificationDelivered {
 });
 
 /// Delivering a notification failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct NotificationFailed {
     /// Tenant of the notification.
     pub tenant_id: Uuid,
@@ -158,9 +172,13 @@ catalog_event!(NotificationFailed {
 });
 
 /// The recipient opened or read a notification (trackable channels only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct NotificationRead {
     /// Tenant of the notification.
     pub tenant_id: Uuid,

@@ -12,6 +12,7 @@
 //! `newStatus` are free strings.
 
 use chrono::{DateTime, NaiveDate, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -36,9 +37,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// Project fields were changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectUpdated {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -77,9 +82,13 @@ catalog_event!(ProjectUpdated {
 });
 
 /// A project moved from one status to another.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectStatusChanged {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -112,9 +121,13 @@ catalog_event!(ProjectStatusChanged {
 });
 
 /// A task was added to a project.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectTaskCreated {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -154,7 +167,8 @@ catalog_event!(ProjectTaskCreated {
 });
 
 /// Whether a project task is assigned to a user or to a team.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectTaskAssigneeType {
     /// A single staff user.
@@ -164,9 +178,13 @@ pub enum ProjectTaskAssigneeType {
 }
 
 /// A project task was assigned to a user or team.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectTaskAssigned {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -202,9 +220,13 @@ catalog_event!(ProjectTaskAssigned {
 });
 
 /// A project task moved from one status to another.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectTaskStatusChanged {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -240,9 +262,13 @@ catalog_event!(ProjectTaskStatusChanged {
 });
 
 /// A project task was completed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectTaskCompleted {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -272,9 +298,13 @@ catalog_event!(ProjectTaskCompleted {
 });
 
 /// A dependency now blocks a project task's progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectTaskDependencyBlocked {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -304,9 +334,13 @@ catalog_event!(ProjectTaskDependencyBlocked {
 });
 
 /// A dependency that blocked a project task was resolved.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectTaskDependencyUnblocked {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -336,9 +370,13 @@ catalog_event!(ProjectTaskDependencyUnblocked {
 });
 
 /// A scope, budget or change approval was requested for a project.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectApprovalRequested {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -375,9 +413,13 @@ catalog_event!(ProjectApprovalRequested {
 });
 
 /// A project approval was granted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectApprovalGranted {
     /// Tenant of the project.
     pub tenant_id: Uuid,
@@ -414,9 +456,13 @@ catalog_event!(ProjectApprovalGranted {
 });
 
 /// A project approval was rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ProjectApprovalRejected {
     /// Tenant of the project.
     pub tenant_id: Uuid,

@@ -10,6 +10,7 @@
 //! the `...At` instants themselves are always UTC.
 
 use chrono::{DateTime, NaiveDate, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -36,9 +37,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// An appointment was scheduled (often tied to a ticket).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AppointmentCreated {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -90,9 +95,13 @@ catalog_event!(AppointmentCreated {
 });
 
 /// An appointment's time was changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AppointmentRescheduled {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -142,9 +151,13 @@ catalog_event!(AppointmentRescheduled {
 });
 
 /// An appointment was canceled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AppointmentCanceled {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -179,9 +192,13 @@ catalog_event!(AppointmentCanceled {
 });
 
 /// An appointment was marked completed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AppointmentCompleted {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -216,7 +233,8 @@ catalog_event!(AppointmentCompleted {
 });
 
 /// The party that did not show up to an appointment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AppointmentNoShowParty {
     /// The customer (client contact) did not show up.
@@ -226,9 +244,13 @@ pub enum AppointmentNoShowParty {
 }
 
 /// A no-show was recorded for an appointment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AppointmentNoShow {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -262,9 +284,13 @@ catalog_event!(AppointmentNoShow {
 });
 
 /// An appointment was assigned or reassigned to an agent or team.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct AppointmentAssigned {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -309,7 +335,8 @@ catalog_event!(AppointmentAssigned {
 });
 
 /// Who owns an availability block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleBlockOwnerType {
     /// A single staff user.
@@ -319,9 +346,13 @@ pub enum ScheduleBlockOwnerType {
 }
 
 /// An availability block was created.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ScheduleBlockCreated {
     /// Tenant of the block.
     pub tenant_id: Uuid,
@@ -367,9 +398,13 @@ catalog_event!(ScheduleBlockCreated {
 });
 
 /// An availability block was removed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct ScheduleBlockDeleted {
     /// Tenant of the block.
     pub tenant_id: Uuid,
@@ -400,9 +435,13 @@ catalog_event!(ScheduleBlockDeleted {
 });
 
 /// A team's capacity threshold for a day was hit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CapacityThresholdReached {
     /// Tenant of the team.
     pub tenant_id: Uuid,
@@ -435,9 +474,13 @@ catalog_event!(CapacityThresholdReached {
 });
 
 /// A technician was dispatched to an appointment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TechnicianDispatched {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -471,9 +514,13 @@ catalog_event!(TechnicianDispatched {
 });
 
 /// A technician is on the way to an appointment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TechnicianEnRoute {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -508,9 +555,13 @@ catalog_event!(TechnicianEnRoute {
 });
 
 /// A technician's arrival on site was recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TechnicianArrived {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,
@@ -545,9 +596,13 @@ catalog_event!(TechnicianArrived {
 });
 
 /// A technician checked out after completing on-site work.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TechnicianCheckedOut {
     /// Tenant of the appointment.
     pub tenant_id: Uuid,

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -24,7 +25,8 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// The kind of survey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SurveyType {
     /// Customer satisfaction survey.
@@ -36,9 +38,13 @@ pub enum SurveyType {
 }
 
 /// A survey or CSAT request was sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct SurveySent {
     /// Tenant of the survey.
     pub tenant_id: Uuid,
@@ -79,9 +85,13 @@ catalog_event!(SurveySent {
 });
 
 /// A survey response was recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct SurveyResponseReceived {
     /// Tenant of the survey.
     pub tenant_id: Uuid,
@@ -122,9 +132,13 @@ catalog_event!(SurveyResponseReceived {
 });
 
 /// A survey reminder was sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct SurveyReminderSent {
     /// Tenant of the survey.
     pub tenant_id: Uuid,
@@ -161,9 +175,13 @@ catalog_event!(SurveyReminderSent {
 });
 
 /// A survey expired without a response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct SurveyExpired {
     /// Tenant of the survey.
     pub tenant_id: Uuid,
@@ -194,7 +212,8 @@ catalog_event!(SurveyExpired {
 });
 
 /// The period a CSAT score is aggregated over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CsatAlertWindow {
     /// The last day.
@@ -217,7 +236,8 @@ impl fmt::Display for CsatAlertWindow {
 }
 
 /// What a CSAT alert's score covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CsatAlertScopeType {
     /// One agent's tickets.
@@ -229,9 +249,13 @@ pub enum CsatAlertScopeType {
 }
 
 /// A CSAT score dropped, or fell below the alert threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct CsatAlertTriggered {
     /// Tenant of the alert.
     pub tenant_id: Uuid,

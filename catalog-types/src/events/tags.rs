@@ -1,6 +1,7 @@
 //! Tag events of catalog v2: tag definitions and tag application (generic, cross-entity).
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,9 +19,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 }
 
 /// A new tag was defined.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TagDefinitionCreated {
     /// Tenant of the tag.
     pub tenant_id: Uuid,
@@ -50,9 +55,13 @@ catalog_event!(TagDefinitionCreated {
 });
 
 /// A tag definition changed (e.g. renamed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TagDefinitionUpdated {
     /// Tenant of the tag.
     pub tenant_id: Uuid,
@@ -87,9 +96,13 @@ catalog_event!(TagDefinitionUpdated {
 });
 
 /// A tag was applied to an entity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TagApplied {
     /// Tenant of the tag.
     pub tenant_id: Uuid,
@@ -122,9 +135,13 @@ catalog_event!(TagApplied {
 });
 
 /// A tag was removed from an entity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TagRemoved {
     /// Tenant of the tag.
     pub tenant_id: Uuid,

@@ -3,6 +3,7 @@
 //! approval groups.
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "schemars")]
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -40,9 +41,13 @@ pub(crate) fn entries() -> Vec<CatalogEntry> {
 // ---------------------------------------------------------------------------------------
 
 /// A ticket moved from one status to another.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketStatusChanged {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -79,9 +84,13 @@ catalog_event!(TicketStatusChanged {
 });
 
 /// A ticket's priority was changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketPriorityChanged {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -118,9 +127,13 @@ catalog_event!(TicketPriorityChanged {
 });
 
 /// A ticket was assigned (or reassigned) to an agent or a team.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketAssigned {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -161,9 +174,13 @@ catalog_event!(TicketAssigned {
 });
 
 /// A ticket was unassigned from its agent or team.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketUnassigned {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -200,9 +217,13 @@ catalog_event!(TicketUnassigned {
 });
 
 /// A closed ticket was reopened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketReopened {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -245,9 +266,13 @@ catalog_event!(TicketReopened {
 /// A ticket was merged into another ticket.
 ///
 /// Ordered by the source ticket, the one that stops existing on its own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketMerged {
     /// Tenant of the tickets.
     pub tenant_id: Uuid,
@@ -283,9 +308,13 @@ catalog_event!(TicketMerged {
 /// A ticket was split into several tickets.
 ///
 /// Ordered by the original ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketSplit {
     /// Tenant of the tickets.
     pub tenant_id: Uuid,
@@ -319,9 +348,13 @@ catalog_event!(TicketSplit {
 });
 
 /// Tags were applied to and/or removed from a ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketTagsChanged {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -356,9 +389,13 @@ catalog_event!(TicketTagsChanged {
 });
 
 /// A ticket moved from one board (queue) to another.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketQueueChanged {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -393,9 +430,13 @@ catalog_event!(TicketQueueChanged {
 });
 
 /// A ticket was escalated to a higher tier, team or queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketEscalated {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -438,7 +479,8 @@ catalog_event!(TicketEscalated {
 // ---------------------------------------------------------------------------------------
 
 /// Who can see a ticket message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TicketMessageVisibility {
     /// Visible to the customer.
@@ -448,7 +490,8 @@ pub enum TicketMessageVisibility {
 }
 
 /// Kind of author of a ticket message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TicketMessageAuthorType {
     /// A staff user.
@@ -458,7 +501,8 @@ pub enum TicketMessageAuthorType {
 }
 
 /// Channel through which a ticket message arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TicketMessageChannel {
     /// By e-mail.
@@ -472,9 +516,13 @@ pub enum TicketMessageChannel {
 }
 
 /// A message or comment (public or internal) was added to a ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketMessageAdded {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -517,9 +565,13 @@ catalog_event!(TicketMessageAdded {
 });
 
 /// A customer replied on a ticket (through the portal or by e-mail).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketCustomerReplied {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -556,9 +608,13 @@ catalog_event!(TicketCustomerReplied {
 });
 
 /// An internal (staff-only) note was added to a ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketInternalNoteAdded {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -588,9 +644,13 @@ catalog_event!(TicketInternalNoteAdded {
 });
 
 /// Time was logged against a ticket.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketTimeEntryAdded {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -630,7 +690,8 @@ catalog_event!(TicketTimeEntryAdded {
 // ---------------------------------------------------------------------------------------
 
 /// The SLA stage a ticket SLA event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TicketSlaStage {
     /// Time to first response.
@@ -642,9 +703,13 @@ pub enum TicketSlaStage {
 }
 
 /// A ticket entered an SLA stage (its clock started).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketSlaStageEntered {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -677,9 +742,13 @@ catalog_event!(TicketSlaStageEntered {
 });
 
 /// A ticket met an SLA stage before its target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketSlaStageMet {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -712,9 +781,13 @@ catalog_event!(TicketSlaStageMet {
 });
 
 /// A ticket missed an SLA stage's target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketSlaStageBreached {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -754,9 +827,13 @@ catalog_event!(TicketSlaStageBreached {
 // ---------------------------------------------------------------------------------------
 
 /// Approval was requested on a ticket (access, spend, change ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketApprovalRequested {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -793,9 +870,13 @@ catalog_event!(TicketApprovalRequested {
 });
 
 /// An approval requested on a ticket was granted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketApprovalGranted {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
@@ -829,9 +910,13 @@ catalog_event!(TicketApprovalGranted {
 });
 
 /// An approval requested on a ticket was rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[schemars(deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schemars",
+    derive(JsonSchema),
+    schemars(deny_unknown_fields)
+)]
 pub struct TicketApprovalRejected {
     /// Tenant of the ticket.
     pub tenant_id: Uuid,
