@@ -47,6 +47,7 @@ macro_rules! from_row {
 
 pub mod audit;
 pub mod claim;
+pub mod feed;
 pub mod operator;
 pub mod purge;
 pub mod settle;
