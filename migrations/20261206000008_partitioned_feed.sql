@@ -6,7 +6,8 @@
 --                      to it has been read, or is a gap) and the lease of the relay loop
 --                      working it (token, owner session, relay, deadline);
 --   outbox_gaps        seqs missing below a frontier (a writer that was still open, or rolled
---                      back), each with the xmax of the snapshot that noted it;
+--                      back), each with the id of the transaction that noted it (the settle:
+--                      every writer that could still fill the gap has a smaller one);
 --   outbox_held        scopes whose head cannot go now: backing off after a failure, dead,
 --                      scheduled for later, or released; nothing of the scope from the head on
 --                      goes out but by a walk of the scope from its head;
@@ -25,13 +26,15 @@ CREATE TABLE IF NOT EXISTS outbox_partitions (
     owner        integer NULL,
     relay_id     text NULL,
     leased_until timestamptz NULL,
+    -- Events the lease's claim took (in flight until its settle).
+    claimed      integer NOT NULL DEFAULT 0,
     advanced_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
 CREATE TABLE IF NOT EXISTS outbox_gaps (
     seq        bigint PRIMARY KEY,
     part       integer NOT NULL,
-    noted_xmax xid8 NOT NULL,
+    noted_xid  xid8 NOT NULL,
     noted_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS outbox_gaps_part ON outbox_gaps (part);

@@ -190,6 +190,14 @@ async fn claim_timed_on(
 
     // 2. Read it in one snapshot and decide.
     let (rows, feed_claim) = feed::read(&mut *conn, part, frontier, limit).await?;
+    if !rows.is_empty() {
+        sqlx::query(feed::CLAIMED_SQL)
+            .bind(i32::try_from(part).unwrap_or(0))
+            .bind(token)
+            .bind(i32::try_from(rows.len()).unwrap_or(i32::MAX))
+            .execute(&mut *conn)
+            .await?;
+    }
     lap(&mut steps.read);
 
     let mut events = Vec::with_capacity(rows.len());

@@ -34,7 +34,7 @@ macro_rules! has_work {
                       WHERE r.part = c.part AND r.due_at <= statement_timestamp())
           OR EXISTS (SELECT 1 FROM outbox_gaps g
                       WHERE g.part = c.part
-                        AND (pg_snapshot_xmin(pg_current_snapshot()) >= g.noted_xmax
+                        AND (pg_snapshot_xmin(pg_current_snapshot()) >= g.noted_xid
                              OR EXISTS (SELECT 1 FROM outbox_events e
                                          WHERE e.seq % 16 = g.part AND e.seq = g.seq))))"
     };
@@ -98,9 +98,8 @@ macro_rules! row_columns {
     };
 }
 
-/// The snapshot's bounds.
-pub const SNAPSHOT_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-                                   pg_snapshot_xmax(pg_current_snapshot())::text::bigint";
+/// The oldest transaction running when the snapshot was taken.
+pub const SNAPSHOT_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
 /// The segment: `$1` partition, `$2` frontier, `$3` limit.
 pub const SEGMENT_SQL: &str = concat!(
@@ -111,7 +110,7 @@ pub const SEGMENT_SQL: &str = concat!(
 
 /// The gaps of partition `$1`, with their rows where visible.
 pub const GAPS_SQL: &str = concat!(
-    "SELECT g.seq AS gap_seq, g.noted_xmax::text::bigint AS noted_xmax, ",
+    "SELECT g.seq AS gap_seq, g.noted_xid::text::bigint AS noted_xid, ",
     row_columns!(),
     " FROM outbox_gaps g
       LEFT JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
@@ -170,8 +169,6 @@ pub const READ_STATEMENTS: [(&str, &str); 4] = [
 pub struct FeedClaim {
     /// The partition leased.
     pub part: i64,
-    /// The claim's snapshot `xmax` (noted with new gaps).
-    pub xmax: u64,
     /// The claim's decisions.
     pub plan: FeedPlan,
     /// The replayed events published (each on its own).
@@ -218,7 +215,7 @@ pub async fn read(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     )
     .await?;
-    let (xmin, xmax): (i64, i64) = sqlx::query_as(SNAPSHOT_SQL).fetch_one(&mut *tx).await?;
+    let xmin: i64 = sqlx::query_scalar(SNAPSHOT_SQL).fetch_one(&mut *tx).await?;
     let replay_rows: Vec<PgRow> = sqlx::query(REPLAYS_SQL)
         .bind(part)
         .bind(limit)
@@ -241,7 +238,7 @@ pub async fn read(
         let visible: Option<Uuid> = row.try_get("id")?;
         gaps.push(GapFound {
             seq: row.try_get("gap_seq")?,
-            noted_xmax: u64::try_from(row.try_get::<i64, _>("noted_xmax")?).unwrap_or(u64::MAX),
+            noted_xid: u64::try_from(row.try_get::<i64, _>("noted_xid")?).unwrap_or(u64::MAX),
             row: match visible {
                 Some(_) => Some(feed_row(row)?),
                 None => None,
@@ -304,7 +301,6 @@ pub async fn read(
         part,
         frontier,
         xmin: u64::try_from(xmin).unwrap_or(0),
-        xmax: u64::try_from(xmax).unwrap_or(u64::MAX),
         segment,
         gaps,
         held,
@@ -337,26 +333,31 @@ pub async fn read(
         rows,
         FeedClaim {
             part,
-            xmax: partition.xmax,
             plan,
             replays,
         },
     ))
 }
 
+/// Counts the events the claim `$2` of partition `$1` took (`$3`), for the gauges.
+pub const CLAIMED_SQL: &str =
+    "UPDATE outbox_partitions SET claimed = $3 WHERE part = $1 AND token = $2";
+
 /// Ends the lease of `token` on `part` and moves the frontier: `$1` part, `$2` token, `$3`
 /// the new frontier. No row: the lease was lost (reaped, or taken by another relay).
 const ADVANCE_SQL: &str = "UPDATE outbox_partitions
                               SET frontier = GREATEST(frontier, $3), token = NULL, owner = NULL,
-                                  relay_id = NULL, leased_until = NULL,
+                                  relay_id = NULL, leased_until = NULL, claimed = 0,
                                   advanced_at = clock_timestamp()
                             WHERE part = $1 AND token = $2
                            RETURNING 1";
 
-/// Notes new gaps (`$1` seqs, `$2` part, `$3` xmax) and forgets resolved ones (`$4`).
-const GAPS_WRITE_SQL: &str = "WITH forgotten AS (DELETE FROM outbox_gaps WHERE seq = ANY($4::bigint[]))
-     INSERT INTO outbox_gaps (seq, part, noted_xmax)
-     SELECT s, $2, $3::text::xid8 FROM unnest($1::bigint[]) AS s
+/// Notes new gaps (`$1` seqs, `$2` part) with the settle's own transaction id — assigned
+/// after the claim's snapshot, so every writer that could still fill a gap has a smaller
+/// one — and forgets resolved ones (`$3`).
+const GAPS_WRITE_SQL: &str = "WITH forgotten AS (DELETE FROM outbox_gaps WHERE seq = ANY($3::bigint[]))
+     INSERT INTO outbox_gaps (seq, part, noted_xid)
+     SELECT s, $2, pg_current_xact_id() FROM unnest($1::bigint[]) AS s
      ON CONFLICT (seq) DO NOTHING";
 
 /// Failures counted per event (`$1` ids, `$2` errors, `$3` whether rejected, `$4` the
@@ -437,7 +438,6 @@ pub async fn settle(
     sqlx::query(GAPS_WRITE_SQL)
         .bind(&claim.plan.new_gaps)
         .bind(i32::try_from(claim.part).unwrap_or(0))
-        .bind(claim.xmax.to_string())
         .bind(&claim.plan.forget_gaps)
         .execute(&mut *conn)
         .await?;
