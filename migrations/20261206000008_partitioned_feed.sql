@@ -104,8 +104,14 @@ SELECT DISTINCT ON (s.scope) s.scope,
  ORDER BY s.scope, e.seq
 ON CONFLICT (scope) DO NOTHING;
 
--- Claims of older relays end here (they were stopped for the migration).
-DELETE FROM outbox_leases;
+-- The scope leases of older relays end here (they were stopped for the migration): a
+-- claim leases a partition now. What is in flight, for people and tools: the undelivered
+-- events of each leased partition.
+-- (The status view read the old leases: it is dropped here and defined again below.
+-- Re-run deploy/postgres/grants.sql after this migration: it grants the views again.)
+DROP VIEW IF EXISTS outbox_event_status;
+DROP VIEW IF EXISTS outbox_leased_events;
+DROP TABLE IF EXISTS outbox_leases;
 
 -- An older relay left running would settle by writing `delivered` on a row, which nothing
 -- reads any more: its settle fails on this check instead, loudly (SQLSTATE 23514). (NOT
@@ -224,7 +230,7 @@ $$;
 --   delivered  anything else (and the rows delivered before this step).
 -- `parked` says the event waits behind a held head (or is one); the lease columns name the
 -- relay loop working its partition.
-CREATE OR REPLACE VIEW outbox_event_status AS
+CREATE VIEW outbox_event_status AS
 SELECT e.id, e.seq, e.tenant_id, e.ordering_key,
        outbox_scope(e.tenant_id, e.ordering_key) AS scope,
        e.event_type, e.category, e.created_at, e.available_at,
@@ -263,3 +269,9 @@ SELECT e.id, e.seq, e.tenant_id, e.ordering_key,
                    WHEN h.scope IS NOT NULL AND e.seq = h.head_seq THEN 'pending'
                    WHEN g.seq IS NOT NULL OR e.seq > COALESCE(p.frontier, -1) THEN 'pending'
                    ELSE 'delivered' END AS status) st;
+
+CREATE VIEW outbox_leased_events AS
+SELECT s.id, s.seq, COALESCE(s.scope, '#' || s.id::text) AS lease_key, p.token, p.owner,
+       p.relay_id, p.leased_until
+  FROM outbox_event_status s
+  JOIN outbox_partitions p ON p.token = s.lease_token;

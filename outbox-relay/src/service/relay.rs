@@ -427,15 +427,8 @@ impl Lane {
 
             // 4. Settle the whole claim in one transaction.
             let settle_started = Instant::now();
-            let settled = settle_outcomes(
-                &pool,
-                &config,
-                &claim,
-                &outcomes,
-                &settle_failures,
-                &cancel,
-            )
-            .await;
+            let settled =
+                settle_outcomes(&pool, &config, &claim, &outcomes, &settle_failures, &cancel).await;
             debug!(
                 lane = index,
                 batch = claim.len(),

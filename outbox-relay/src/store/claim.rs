@@ -36,7 +36,9 @@ pub async fn work_waiting(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// fails (see [`within_deadline`]).
 pub async fn work_waiting_within(pool: &PgPool, deadline: Duration) -> Result<bool, sqlx::Error> {
     within_deadline(pool, deadline, async |conn| {
-        sqlx::query_scalar(feed::PROBE_SQL).fetch_one(&mut *conn).await
+        sqlx::query_scalar(feed::PROBE_SQL)
+            .fetch_one(&mut *conn)
+            .await
     })
     .await
 }
@@ -260,11 +262,10 @@ pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>,
         )
         .await?,
     ));
-    let (part, frontier): (i32, i64) = sqlx::query_as(
-        "SELECT part, frontier FROM outbox_partitions ORDER BY advanced_at LIMIT 1",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let (part, frontier): (i32, i64) =
+        sqlx::query_as("SELECT part, frontier FROM outbox_partitions ORDER BY advanced_at LIMIT 1")
+            .fetch_one(&mut *tx)
+            .await?;
     for (name, statement) in feed::READ_STATEMENTS {
         let query = sqlx::query(sqlx::AssertSqlSafe(explained(statement)));
         let query = match name {

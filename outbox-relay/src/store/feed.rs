@@ -11,7 +11,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use crate::engine::feed_claim::{self, FeedPlan, FeedRow, GapFound, HeldScope, PartitionRead, Walk};
+use crate::engine::feed_claim::{
+    self, FeedPlan, FeedRow, GapFound, HeldScope, PartitionRead, Walk,
+};
 use crate::engine::feed_settle::{self, Due, HeldChange};
 use crate::engine::outcome::Outcome;
 
@@ -118,7 +120,8 @@ pub const GAPS_SQL: &str = concat!(
 );
 
 /// The held scopes among `$1`.
-pub const HELD_SQL: &str = "SELECT scope, head_seq, COALESCE(due_at <= statement_timestamp(), false) AS due
+pub const HELD_SQL: &str =
+    "SELECT scope, head_seq, COALESCE(due_at <= statement_timestamp(), false) AS due
                           FROM outbox_held WHERE scope = ANY($1::text[])";
 
 /// The due held scopes of partition `$1`, soonest first, at most `$2`.
@@ -216,23 +219,47 @@ pub async fn read(
     )
     .await?;
     let xmin: i64 = sqlx::query_scalar(SNAPSHOT_SQL).fetch_one(&mut *tx).await?;
+    // The batch's room: replays take at most a quarter of it; the due held scopes read
+    // first share what is left with the segment (half each), so neither starves the other.
     let replay_rows: Vec<PgRow> = sqlx::query(REPLAYS_SQL)
         .bind(part)
-        .bind(limit)
+        .bind((limit / 4).max(1))
         .fetch_all(&mut *tx)
         .await?;
+    let mut room = limit.saturating_sub(replay_rows.len() as i64).max(1);
+    let due: Vec<HeldScope> = sqlx::query_as(DUE_SQL)
+        .bind(part)
+        .bind(WALKS_PER_CLAIM.min(room))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(scope, head_seq, due): (String, i64, bool)| HeldScope {
+            scope,
+            head_seq,
+            due,
+        })
+        .collect();
+    let segment_limit = if due.is_empty() {
+        room
+    } else {
+        (room / 2).max(1)
+    };
     let segment_rows: Vec<PgRow> = sqlx::query(SEGMENT_SQL)
         .bind(part)
         .bind(frontier)
-        .bind(limit)
+        .bind(segment_limit)
         .fetch_all(&mut *tx)
         .await?;
+    room = room.saturating_sub(segment_rows.len() as i64);
     let gap_rows: Vec<PgRow> = sqlx::query(GAPS_SQL)
         .bind(part)
         .bind(GAPS_PER_CLAIM)
         .fetch_all(&mut *tx)
         .await?;
-    let segment = segment_rows.iter().map(feed_row).collect::<Result<Vec<_>, _>>()?;
+    let segment = segment_rows
+        .iter()
+        .map(feed_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut gaps = Vec::with_capacity(gap_rows.len());
     for row in &gap_rows {
         let visible: Option<Uuid> = row.try_get("id")?;
@@ -248,7 +275,11 @@ pub async fn read(
     let scopes: Vec<&str> = segment
         .iter()
         .map(|r| r.scope.as_str())
-        .chain(gaps.iter().filter_map(|g| g.row.as_ref()).map(|r| r.scope.as_str()))
+        .chain(
+            gaps.iter()
+                .filter_map(|g| g.row.as_ref())
+                .map(|r| r.scope.as_str()),
+        )
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -257,23 +288,29 @@ pub async fn read(
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|(scope, head_seq, due): (String, i64, bool)| HeldScope { scope, head_seq, due })
-        .collect();
-    let due: Vec<HeldScope> = sqlx::query_as(DUE_SQL)
-        .bind(part)
-        .bind(WALKS_PER_CLAIM)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(scope, head_seq, due): (String, i64, bool)| HeldScope { scope, head_seq, due })
+        .map(|(scope, head_seq, due): (String, i64, bool)| HeldScope {
+            scope,
+            head_seq,
+            due,
+        })
         .collect();
     let bound = segment.last().map_or(frontier, |r| r.seq.max(frontier));
     let mut walks = Vec::with_capacity(due.len());
     let mut walk_rows: Vec<PgRow> = Vec::new();
     for h in due {
+        // Within the batch's room: the walks not taken now stay due for the next claim.
+        let per_walk = WALK_LIMIT.min(room);
+        if per_walk <= 0 {
+            break;
+        }
         let rows: Vec<PgRow> = match h.scope.strip_prefix('#') {
             Some(id) => match Uuid::parse_str(id) {
-                Ok(id) => sqlx::query(WALK_ONE_SQL).bind(id).fetch_all(&mut *tx).await?,
+                Ok(id) => {
+                    sqlx::query(WALK_ONE_SQL)
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }
                 Err(_) => Vec::new(),
             },
             None => {
@@ -281,13 +318,17 @@ pub async fn read(
                     .bind(&h.scope)
                     .bind(h.head_seq)
                     .bind(bound)
-                    .bind(WALK_LIMIT + 1)
+                    .bind(per_walk + 1)
                     .fetch_all(&mut *tx)
                     .await?
             }
         };
-        let cut_short = rows.len() as i64 > WALK_LIMIT;
-        let taken: Vec<PgRow> = rows.into_iter().take(WALK_LIMIT as usize).collect();
+        let cut_short = rows.len() as i64 > per_walk;
+        let taken: Vec<PgRow> = rows
+            .into_iter()
+            .take(usize::try_from(per_walk).unwrap_or(0))
+            .collect();
+        room = room.saturating_sub(taken.len() as i64);
         walks.push(Walk {
             held: h,
             rows: taken.iter().map(feed_row).collect::<Result<Vec<_>, _>>()?,
@@ -313,7 +354,11 @@ pub async fn read(
     let mut seen = BTreeSet::new();
     for row in walk_rows
         .into_iter()
-        .chain(gap_rows.into_iter().filter(|r| r.try_get::<Option<Uuid>, _>("id").ok().flatten().is_some()))
+        .chain(
+            gap_rows
+                .into_iter()
+                .filter(|r| r.try_get::<Option<Uuid>, _>("id").ok().flatten().is_some()),
+        )
         .chain(segment_rows)
     {
         let id: Uuid = row.try_get("id")?;
@@ -355,7 +400,8 @@ const ADVANCE_SQL: &str = "UPDATE outbox_partitions
 /// Notes new gaps (`$1` seqs, `$2` part) with the settle's own transaction id — assigned
 /// after the claim's snapshot, so every writer that could still fill a gap has a smaller
 /// one — and forgets resolved ones (`$3`).
-const GAPS_WRITE_SQL: &str = "WITH forgotten AS (DELETE FROM outbox_gaps WHERE seq = ANY($3::bigint[]))
+const GAPS_WRITE_SQL: &str =
+    "WITH forgotten AS (DELETE FROM outbox_gaps WHERE seq = ANY($3::bigint[]))
      INSERT INTO outbox_gaps (seq, part, noted_xid)
      SELECT s, $2, pg_current_xact_id() FROM unnest($1::bigint[]) AS s
      ON CONFLICT (seq) DO NOTHING";
@@ -381,14 +427,19 @@ const FAILURES_SQL: &str = "WITH input AS (
          RETURNING a.event_id, a.dead_at IS NOT NULL AS dead)
      SELECT event_id, dead FROM counted";
 
-/// Holds a scope: `$1` scope, `$2` part, `$3` head, `$4` due (NULL: dead), `$5` the head
-/// expected (NULL: a scope not walked by this claim, held unless held earlier already).
+/// Holds a scope: `$1` scope, `$2` part, `$3` head; due as `$4` says (`dead`: never; `at`:
+/// at `$6`; otherwise `$5` seconds from now on the database's clock, at most a century);
+/// `$7` the head expected (NULL: a scope not walked by this claim, held unless held earlier
+/// already).
 const HOLD_SQL: &str = "INSERT INTO outbox_held AS h (scope, part, head_seq, due_at)
-     VALUES ($1, $2, $3, $4)
+     VALUES ($1, $2, $3,
+             CASE $4 WHEN 'dead' THEN NULL
+                     WHEN 'at' THEN $6
+                     ELSE clock_timestamp() + make_interval(secs => LEAST($5, 3153600000.0)) END)
      ON CONFLICT (scope) DO UPDATE
         SET head_seq = EXCLUDED.head_seq, due_at = EXCLUDED.due_at, updated_at = clock_timestamp()
-      WHERE ($5::bigint IS NOT NULL AND h.head_seq = $5)
-         OR ($5::bigint IS NULL AND EXCLUDED.head_seq < h.head_seq)";
+      WHERE ($7::bigint IS NOT NULL AND h.head_seq = $7)
+         OR ($7::bigint IS NULL AND EXCLUDED.head_seq < h.head_seq)";
 
 /// Lets a walked scope go: `$1` scope, `$2` the head walked from.
 const RELEASE_SQL: &str = "DELETE FROM outbox_held WHERE scope = $1 AND head_seq = $2";
@@ -397,7 +448,8 @@ const RELEASE_SQL: &str = "DELETE FROM outbox_held WHERE scope = $1 AND head_seq
 /// event, or dead when `$4` says so).
 const REPLAYS_DONE_SQL: &str = "WITH done AS (DELETE FROM outbox_replays WHERE event_id = ANY($1::uuid[]))
      UPDATE outbox_replays r
-        SET due_at = CASE WHEN f.dead THEN NULL ELSE clock_timestamp() + make_interval(secs => f.delay) END
+        SET due_at = CASE WHEN f.dead THEN NULL
+                          ELSE clock_timestamp() + make_interval(secs => LEAST(f.delay, 3153600000.0)) END
        FROM unnest($2::uuid[], $3::float8[], $4::bool[]) AS f(id, delay, dead)
       WHERE r.event_id = f.id";
 
@@ -425,6 +477,17 @@ pub async fn settle(
     outcomes: &[(Uuid, Outcome)],
 ) -> Result<FeedSettled, sqlx::Error> {
     let mut settled = FeedSettled::default();
+    // Only the claim's own events: an outcome for any other is not this settle's to record.
+    let own: std::collections::HashSet<Uuid> = claim
+        .plan
+        .publish
+        .iter()
+        .map(|r| r.id)
+        .chain(claim.replays.iter().copied())
+        .collect();
+    let (outcomes, foreign): (Vec<&(Uuid, Outcome)>, Vec<&(Uuid, Outcome)>) =
+        outcomes.iter().partition(|(id, _)| own.contains(id));
+    settled.lost = foreign.len() as u64;
     let advanced: Option<i32> = sqlx::query_scalar(ADVANCE_SQL)
         .bind(i32::try_from(claim.part).unwrap_or(0))
         .bind(token)
@@ -432,7 +495,7 @@ pub async fn settle(
         .fetch_optional(&mut *conn)
         .await?;
     if advanced.is_none() {
-        settled.lost = outcomes.len() as u64;
+        settled.lost += outcomes.len() as u64;
         return Ok(settled);
     }
     sqlx::query(GAPS_WRITE_SQL)
@@ -443,18 +506,18 @@ pub async fn settle(
         .await?;
     // Failures, counted per event.
     let mut ids = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let mut rejected = Vec::new();
-    for (id, outcome) in outcomes {
+    for (id, outcome) in &outcomes {
         match outcome {
             Outcome::Failed { error, .. } => {
                 ids.push(*id);
-                errors.push(error.as_str());
+                errors.push(storable(error));
                 rejected.push(false);
             }
             Outcome::Rejected { error } => {
                 ids.push(*id);
-                errors.push(error.as_str());
+                errors.push(storable(error));
                 rejected.push(true);
             }
             Outcome::Delivered | Outcome::Released => {}
@@ -473,8 +536,8 @@ pub async fn settle(
             .into_iter()
             .collect()
     };
-    let by_id: HashMap<Uuid, Outcome> = outcomes.iter().cloned().collect();
-    for (id, outcome) in outcomes {
+    let by_id: HashMap<Uuid, Outcome> = outcomes.iter().map(|o| (*o).clone()).collect();
+    for (id, outcome) in &outcomes {
         match outcome {
             Outcome::Delivered => settled.delivered += 1,
             Outcome::Released => settled.released += 1,
@@ -514,23 +577,20 @@ pub async fn settle(
                     .and_then(|id| dead.get(id))
                     .copied()
                     .unwrap_or(false);
-                let due_at: Option<DateTime<Utc>> = match due {
-                    Due::Dead => None,
-                    Due::Retry(_) if head_dead => None,
-                    Due::Retry(delay) => Some(
-                        chrono::Duration::from_std(delay)
-                            .ok()
-                            .and_then(|d| Utc::now().checked_add_signed(d))
-                            .unwrap_or(DateTime::<Utc>::MAX_UTC),
-                    ),
-                    Due::Now => Some(Utc::now()),
-                    Due::At(at) => Some(at),
+                let (kind, delay, at): (&str, f64, Option<DateTime<Utc>>) = match due {
+                    Due::Dead => ("dead", 0.0, None),
+                    Due::Retry(_) if head_dead => ("dead", 0.0, None),
+                    Due::Retry(delay) => ("in", delay.as_secs_f64(), None),
+                    Due::Now => ("in", 0.0, None),
+                    Due::At(at) => ("at", 0.0, Some(at)),
                 };
                 sqlx::query(HOLD_SQL)
                     .bind(&scope)
                     .bind(part_of_scope(&scope, head_seq))
                     .bind(head_seq)
-                    .bind(due_at)
+                    .bind(kind)
+                    .bind(delay)
+                    .bind(at)
                     .bind(expected_head)
                     .execute(&mut *conn)
                     .await?;
@@ -578,4 +638,9 @@ pub async fn settle(
             .await?;
     }
     Ok(settled)
+}
+
+/// An error text as the database can store it: PostgreSQL's text holds no NUL character.
+fn storable(error: &str) -> String {
+    error.replace('\0', "\u{fffd}")
 }

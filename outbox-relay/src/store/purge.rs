@@ -67,8 +67,7 @@ impl Purgeable {
                         AND COALESCE(x.discarded_at, e.created_at)
                             < now() - make_interval(secs => $1)
                         AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
-                      LIMIT $2
-                        FOR UPDATE OF e SKIP LOCKED),
+                      LIMIT $2),
                  gone AS (
                      DELETE FROM outbox_events o USING doomed d
                       WHERE o.id = d.id

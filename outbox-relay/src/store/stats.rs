@@ -271,7 +271,31 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                                 SELECT 1 FROM outbox_events e
                                  WHERE e.seq % 16 = p.part AND e.seq > p.frontier
                                  LIMIT $1) AS capped) AS c)
-                    + (SELECT count(*) FROM outbox_held WHERE due_at IS NOT NULL)
+                    -- The events at or behind each held head, up to the frontier (above
+                    -- it they are counted above), but the dead heads themselves.
+                    + (SELECT COALESCE(sum(c.n), 0)::bigint FROM outbox_held h
+                        JOIN outbox_partitions p ON p.part = h.part
+                        CROSS JOIN LATERAL (
+                              SELECT count(*) AS n FROM (
+                                  SELECT 1 FROM outbox_events e
+                                   WHERE h.scope NOT LIKE '#%'
+                                     AND outbox_scope(e.tenant_id, e.ordering_key) = h.scope
+                                     AND e.seq >= h.head_seq AND e.seq <= p.frontier
+                                     AND e.status = 'pending'
+                                     AND NOT EXISTS (SELECT 1 FROM outbox_discarded x
+                                                      WHERE x.event_id = e.id)
+                                  UNION ALL
+                                  SELECT 1 FROM outbox_events e
+                                   WHERE h.scope LIKE '#%'
+                                     AND e.id = CASE WHEN h.scope LIKE '#%'
+                                                     THEN CAST(substr(h.scope, 2) AS uuid) END
+                                     AND e.status = 'pending'
+                                  LIMIT $1) AS capped) AS c)
+                    - (SELECT count(*) FROM outbox_held WHERE due_at IS NULL)
+                    -- Gaps filled since they were noted, and replays to send.
+                    + (SELECT count(*) FROM outbox_gaps g
+                        WHERE EXISTS (SELECT 1 FROM outbox_events e
+                                       WHERE e.seq % 16 = g.part AND e.seq = g.seq))
                     + (SELECT count(*) FROM outbox_replays WHERE due_at IS NOT NULL),
                     (SELECT COALESCE(sum(claimed), 0)::bigint FROM outbox_partitions
                       WHERE leased_until >= statement_timestamp()),
