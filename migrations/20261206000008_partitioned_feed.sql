@@ -68,20 +68,32 @@ ALTER TABLE outbox_partitions SET (autovacuum_vacuum_scale_factor = 0,
 -- The feed: a partition's events in seq order.
 CREATE INDEX IF NOT EXISTS outbox_events_feed ON outbox_events ((seq % 16), seq);
 
--- Each frontier at the last seq its partition has handed out: every event written so far
--- lies at or below its partition's frontier (events older than step 4a, whose seqs came
--- from one sequence, lie below every frontier), and the undelivered ones are held below.
+-- Every event written so far lies at or below every frontier: each frontier is set to the
+-- first value of its partition's progression at or above the highest seq handed out in any
+-- partition (events older than step 4a, whose seqs came from one sequence, included), and
+-- each partition's sequence continues after its frontier. What is undelivered of it is held
+-- below (next statement) and goes out by a walk; the feed starts afresh after the
+-- frontiers. (The table's lock keeps writers from drawing meanwhile.)
 DO $$
 DECLARE
     p integer;
     drawn bigint;
+    highest bigint;
+    n bigint;
 BEGIN
+    SELECT COALESCE(max(seq), 0) INTO highest FROM outbox_events;
     FOR p IN 0..15 LOOP
         EXECUTE format('SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM %I',
                        'outbox_events_seq_p' || p)
            INTO drawn;
-        INSERT INTO outbox_partitions (part, frontier) VALUES (p, drawn * 16 + p)
+        highest := GREATEST(highest, drawn * 16 + p);
+    END LOOP;
+    FOR p IN 0..15 LOOP
+        n := (GREATEST(highest - p, 0) + 15) / 16;
+        INSERT INTO outbox_partitions (part, frontier) VALUES (p, n * 16 + p)
         ON CONFLICT (part) DO NOTHING;
+        PERFORM setval(format('%I', 'outbox_events_seq_p' || p)::regclass,
+                       GREATEST(n, 1), n > 0);
     END LOOP;
 END;
 $$;
@@ -119,10 +131,44 @@ DROP TABLE IF EXISTS outbox_leases;
 ALTER TABLE outbox_events ADD CONSTRAINT outbox_events_feed_only
     CHECK (status <> 'delivered') NOT VALID;
 
--- Rows deleted or closed outside the relay no longer need noting: a held scope records a
--- seq, not an event, and its walk simply does not find a row that is gone.
+-- A held head deleted or closed outside the relay (an application cancelling a scheduled
+-- event, an operator deleting a dead one by hand) makes its scope due at once: the next walk
+-- of the scope does not find the row and moves on to the next event. (A held scope records
+-- a seq, not an event: nothing else needs noting, and the re-check list of the scopes' old
+-- parking is no longer used.) It runs as the outbox's owner: a service allowed to delete
+-- its scheduled events needs no privilege on the relay's tables.
 DROP TRIGGER IF EXISTS outbox_events_deleted_open ON outbox_events;
 DROP TRIGGER IF EXISTS outbox_events_closed_outside ON outbox_events;
+
+CREATE OR REPLACE FUNCTION outbox_events_free_held_head() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    UPDATE outbox_held
+       SET due_at = clock_timestamp(), updated_at = clock_timestamp()
+     WHERE scope = COALESCE(outbox_scope(OLD.tenant_id, OLD.ordering_key), '#' || OLD.id::text)
+       AND head_seq = OLD.seq;
+    RETURN NULL;
+END;
+$$;
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION outbox_events_free_held_head() SET search_path = %I, pg_catalog, pg_temp',
+                   current_schema());
+END;
+$$;
+
+CREATE TRIGGER outbox_events_deleted_held_head
+    AFTER DELETE ON outbox_events
+    FOR EACH ROW
+    WHEN (current_setting('outbox.actor', true) IS DISTINCT FROM 'relay')
+    EXECUTE FUNCTION outbox_events_free_held_head();
+
+CREATE TRIGGER outbox_events_closed_held_head
+    AFTER UPDATE OF status ON outbox_events
+    FOR EACH ROW
+    WHEN (OLD.status = 'pending' AND NEW.status <> 'pending'
+          AND current_setting('outbox.actor', true) IS DISTINCT FROM 'relay')
+    EXECUTE FUNCTION outbox_events_free_held_head();
 
 -- The insert trigger without the parked probe: nothing reads `parked` any more (the feed
 -- and the held scopes replace it), so writers no longer walk their scope's index.

@@ -325,6 +325,36 @@ pub async fn keys_in_one_partition(
     Ok(keys)
 }
 
+/// Makes events delivered as the relay leaves them (engine v3: at or below their
+/// partition's frontier, not held): `ids`, or every event when empty — with every earlier
+/// event of their partitions. With `age`, they were written that long ago (retention
+/// counts from `created_at`).
+pub async fn mark_delivered(pool: &PgPool, ids: &[Uuid], age: Option<Duration>) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE outbox_partitions p SET frontier = GREATEST(p.frontier, m.last)
+           FROM (SELECT (seq % 16)::integer AS part, max(seq) AS last FROM outbox_events
+                  WHERE cardinality($1::uuid[]) = 0 OR id = ANY($1)
+                  GROUP BY 1) AS m
+          WHERE p.part = m.part",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(age) = age {
+        sqlx::query(
+            "UPDATE outbox_events SET created_at = now() - make_interval(secs => $2)
+              WHERE cardinality($1::uuid[]) = 0 OR id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(age.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// One message as a consumer saw it.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -461,7 +461,8 @@ async fn rows_that_refuse_every_change_are_settled_like_any_other() -> Result<()
 }
 
 /// A service allowed only to delete its events (to cancel a scheduled one) needs no
-/// privilege on the relay's tables: the re-check its delete triggers runs as the owner.
+/// privilege on the relay's tables: the trigger that makes the held scope due runs as the
+/// owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<()> {
     let db = TestDb::new().await?;
@@ -480,6 +481,17 @@ async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<
         )
         .await?;
         insert_raw(&db.pool, &key, &[]).await?;
+        // A claim finds the head not due: its settle holds the scope until then.
+        let claimed =
+            outbox_relay::store::claim::claim(&db.pool, "relay", 100, Duration::from_secs(30))
+                .await?;
+        assert!(claimed.events.is_empty(), "{claimed:?}");
+        outbox_relay::store::settle::settle(&db.pool, &claimed, 10, &[]).await?;
+        let due_later: bool =
+            sqlx::query_scalar("SELECT due_at > now() + interval '50 minutes' FROM outbox_held")
+                .fetch_one(&db.pool)
+                .await?;
+        assert!(due_later, "held until the head is due");
         let canceller = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(db.options.clone().username(&role))
@@ -489,10 +501,15 @@ async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<
             .execute(&canceller)
             .await?;
         canceller.close().await;
-        let noted: Vec<String> = sqlx::query_scalar("SELECT ordering_key FROM outbox_key_recheck")
-            .fetch_all(&db.pool)
-            .await?;
-        assert_eq!(noted, vec![format!("-/{key}")]);
+        let due: Vec<(String, bool)> =
+            sqlx::query_as("SELECT scope, due_at <= now() FROM outbox_held")
+                .fetch_all(&db.pool)
+                .await?;
+        assert_eq!(
+            due,
+            vec![(format!("-/{key}"), true)],
+            "the scope is due at once"
+        );
         anyhow::Ok(())
     }
     .await;
