@@ -193,7 +193,7 @@ async fn a_sigkilled_relays_events_go_out_long_before_its_lease_ends() -> Result
                  VALUES ('TICKET_UPDATED', $1, $2) RETURNING id",
             )
             .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
-            .bind(&key)
+            .bind(key)
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);

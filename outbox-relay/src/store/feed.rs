@@ -485,9 +485,13 @@ pub async fn settle(
         .map(|r| r.id)
         .chain(claim.replays.iter().copied())
         .collect();
-    let (outcomes, foreign): (Vec<&(Uuid, Outcome)>, Vec<&(Uuid, Outcome)>) =
-        outcomes.iter().partition(|(id, _)| own.contains(id));
-    settled.lost = foreign.len() as u64;
+    let outcomes: Vec<&(Uuid, Outcome)> = outcomes.iter().collect();
+    let before = outcomes.len();
+    let outcomes: Vec<&(Uuid, Outcome)> = outcomes
+        .into_iter()
+        .filter(|(id, _)| own.contains(id))
+        .collect();
+    settled.lost = (before - outcomes.len()) as u64;
     let advanced: Option<i32> = sqlx::query_scalar(ADVANCE_SQL)
         .bind(i32::try_from(claim.part).unwrap_or(0))
         .bind(token)
