@@ -233,7 +233,7 @@ pub async fn blocked_head(pool: &PgPool, payloads: &Payloads, head: Head) -> Res
             retry_in: hour,
         },
     };
-    let settled = settle::settle(pool, claimed.token, 10, &[(id, outcome)]).await?;
+    let settled = settle::settle(pool, &claimed, 10, &[(id, outcome)]).await?;
     ensure!(
         settled.dead + settled.retrying == 1,
         "the blocked head was not settled: {settled:?}"

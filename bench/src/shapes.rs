@@ -12,8 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use outbox_relay::store::claim;
-use outbox_relay::store::settle::{self, Outcome};
+use outbox_relay::store::{claim, feed};
 use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -188,13 +187,14 @@ pub struct Report {
 }
 
 /// The claim's statements by name.
-const STATEMENTS: [(&str, &str); 6] = [
-    ("reap", claim::REAP_SQL),
-    ("re-check", claim::RECHECK_SQL),
-    ("re-check done", claim::RECHECK_DONE_SQL),
-    ("ready scan + head probe", claim::READY_SQL),
-    ("run extension", claim::RUNS_SQL),
-    ("lease", claim::LEASE_SQL),
+const STATEMENTS: [(&str, &str); 7] = [
+    ("lease a partition", feed::ACQUIRE_SQL),
+    ("snapshot", feed::SNAPSHOT_SQL),
+    ("segment", feed::SEGMENT_SQL),
+    ("gaps", feed::GAPS_SQL),
+    ("held scopes read", feed::HELD_SQL),
+    ("due held scopes", feed::DUE_SQL),
+    ("walk", feed::WALK_KEYED_SQL),
 ];
 
 /// Runs every (selected) shape.
@@ -321,22 +321,17 @@ async fn measure(
     let prepared = prepared_plans(&claim_pool).await?;
     let mut step_times = Vec::with_capacity(args.claims);
     for _ in 0..args.claims {
-        let (times, token, ids) =
+        let (times, _token, _ids) =
             steps::claim_in_steps(&claim_pool, "bench", args.batch, lease).await?;
         step_times.push(times);
-        let outcomes: Vec<_> = ids.into_iter().map(|id| (id, Outcome::Released)).collect();
-        settle::settle(pool, token, 10, &outcomes).await?;
+        // The claim wrote only its partition's lease: end it, and the next claim reads the
+        // same shape again.
+        steps::end_leases(pool).await?;
     }
     let step_medians = steps::medians(&step_times);
     eprintln!(
-        "  step by step (median ms): begin+lock {:.1}, reap {:.1}, ready {:.1}, runs {:.1}, lease {:.1}, commit {:.1}, total {:.1}",
-        step_medians.begin_lock,
-        step_medians.reap,
-        step_medians.ready,
-        step_medians.runs,
-        step_medians.lease,
-        step_medians.commit,
-        step_medians.total
+        "  step by step (median ms): lease {:.1}, read {:.1}, plan {:.1}, total {:.1}",
+        step_medians.acquire, step_medians.read, step_medians.plan, step_medians.total
     );
     let plans = if args.explain {
         claim::explain(&claim_pool, args.batch)
@@ -384,21 +379,10 @@ async fn wal_since(pool: &PgPool, position: &str) -> Result<f64> {
     .await?)
 }
 
-/// Settles every row of a claim as `Released`: unleased, untouched otherwise.
-async fn release(pool: &PgPool, claimed: &claim::Claim) -> Result<()> {
-    let outcomes: Vec<_> = claimed
-        .events
-        .iter()
-        .map(|e| e.id)
-        .chain(claimed.undecodable.iter().map(|u| u.id))
-        .map(|id| (id, Outcome::Released))
-        .collect();
-    let settled = settle::settle(pool, claimed.token, 10, &outcomes).await?;
-    ensure!(
-        settled.released as usize == outcomes.len(),
-        "releasing a claim: {settled:?}"
-    );
-    Ok(())
+/// Ends the claim's lease without settling it: its partition's frontier stays, so the next
+/// claim reads the same shape (a settle of released events would hold their scopes).
+async fn release(pool: &PgPool, _claimed: &claim::Claim) -> Result<()> {
+    crate::steps::end_leases(pool).await
 }
 
 /// How often the claim's statements ran on generic and custom plans on this pool's one
@@ -469,18 +453,15 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "| # | BEGIN + claim lock | reap | ready scan + head probe | run extension | lease | COMMIT | total |"
+        "| # | lease a partition | read it (one snapshot) | plan and decode | total |"
     );
-    let _ = writeln!(
-        out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
     for r in &report.shapes {
         let m = &r.step_medians;
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            r.shape.number, m.begin_lock, m.reap, m.ready, m.runs, m.lease, m.commit, m.total
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            r.shape.number, m.acquire, m.read, m.plan, m.total
         );
     }
     let _ = writeln!(out);

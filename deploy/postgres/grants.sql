@@ -41,19 +41,26 @@ GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
 
 -- The relay (`outbox-relay run`): claims, settles and, with --retention, deletes finished
 -- events. It never inserts an event and never touches the inbox or the audit trail.
-GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"relay_role";
+-- It never writes an event's row (engine v3): it reads them, and retention deletes them.
+REVOKE UPDATE ON outbox_events FROM :"relay_role";
+GRANT SELECT, DELETE ON outbox_events TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
 -- Its ownership session registers itself; claims forget relays that are gone.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
--- Its claims lease scopes here; settles and reaps end the leases (the view: its gauges).
-GRANT SELECT, INSERT, DELETE ON outbox_leases TO :"relay_role";
+-- What is in flight (the events of leased partitions), for its gauges.
 GRANT SELECT ON outbox_leased_events TO :"relay_role";
 -- Retention forgets the discard times of the discarded events it deletes.
 GRANT SELECT, DELETE ON outbox_discarded TO :"relay_role";
 -- Its settles count failures and schedule retries here; retention forgets them.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_attempts TO :"relay_role";
 GRANT SELECT ON outbox_event_status TO :"relay_role";
+-- The partitioned feed: each partition's frontier and lease, the gaps below the frontiers,
+-- the held scopes, the replays operators ask for.
+GRANT SELECT, UPDATE ON outbox_partitions TO :"relay_role";
+GRANT SELECT, INSERT, DELETE ON outbox_gaps TO :"relay_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held TO :"relay_role";
+GRANT SELECT, UPDATE, DELETE ON outbox_replays TO :"relay_role";
 
 -- Operators (`status`, `inspect`, `replay`, `discard`, `purge`, `wakeup` to read the mode):
 -- change event states, add audit records (the database stamps its own role on each), and
@@ -63,10 +70,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"operator_role";
 GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_discarded TO :"operator_role";
 -- What is in flight, for `status` and `inspect`.
-GRANT SELECT ON outbox_leases, outbox_leased_events TO :"operator_role";
+GRANT SELECT ON outbox_leased_events TO :"operator_role";
 -- A replay forgets an event's failures; a discard notes who discarded it beside them.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_attempts TO :"operator_role";
 GRANT SELECT ON outbox_event_status TO :"operator_role";
+-- A replay makes a dead head due again or asks for a delivered event once more; a discard
+-- moves a held head past the discarded event.
+GRANT SELECT ON outbox_partitions, outbox_gaps TO :"operator_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held, outbox_replays TO :"operator_role";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";
 -- (A purge locks the rows it deletes, which PostgreSQL allows only with an UPDATE
 -- privilege: the operator may update the inbox's timestamp, nothing else of it.)

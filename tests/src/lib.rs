@@ -254,10 +254,32 @@ pub async fn make_dead(
     error: Option<&str>,
 ) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE outbox_events SET status = 'pending', parked = true WHERE id = ANY($1)")
+    let feed: bool = sqlx::query_scalar("SELECT to_regclass('outbox_held') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await?;
+    if feed {
+        // Engine v3 from step 4b: the event's scope is held at it, dead.
+        sqlx::query(
+            "INSERT INTO outbox_held AS h (scope, part, head_seq, due_at)
+             SELECT COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text),
+                    CASE WHEN e.ordering_key IS NULL THEN (e.seq % 16)::integer
+                         ELSE (hashtextextended(outbox_scope(e.tenant_id, e.ordering_key), 0)
+                               & 15)::integer END,
+                    e.seq, NULL
+               FROM outbox_events e WHERE e.id = ANY($1)
+             ON CONFLICT (scope) DO UPDATE SET head_seq = EXCLUDED.head_seq, due_at = NULL",
+        )
         .bind(ids)
         .execute(&mut *tx)
         .await?;
+    } else {
+        sqlx::query(
+            "UPDATE outbox_events SET status = 'pending', parked = true WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query(
         "INSERT INTO outbox_attempts (event_id, failures, last_error, dead_at)
          SELECT unnest($1::uuid[]), $2, $3, now()
@@ -270,6 +292,65 @@ pub async fn make_dead(
     .bind(error)
     .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `n` ordering keys (`<prefix>:<i>`) whose scopes with `tenant` share one partition of the
+/// feed (`seq % 16`): a claim takes one partition, so events on them come in one claim.
+pub async fn keys_in_one_partition(
+    pool: &PgPool,
+    tenant: Option<Uuid>,
+    prefix: &str,
+    n: usize,
+) -> Result<Vec<String>> {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "WITH k AS (SELECT $2 || ':' || g AS key,
+                           hashtextextended(outbox_scope($1, $2 || ':' || g), 0) & 15 AS part
+                      FROM generate_series(1, 100 * $3) g)
+         SELECT key FROM k
+          WHERE part = (SELECT part FROM k GROUP BY part ORDER BY count(*) DESC, part LIMIT 1)
+          LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(prefix)
+    .bind(i64::try_from(n)?)
+    .fetch_all(pool)
+    .await?;
+    anyhow::ensure!(
+        keys.len() == n,
+        "{} keys in one partition, not {n}",
+        keys.len()
+    );
+    Ok(keys)
+}
+
+/// Makes events delivered as the relay leaves them (engine v3: at or below their
+/// partition's frontier, not held): `ids`, or every event when empty — with every earlier
+/// event of their partitions. With `age`, they were written that long ago (retention
+/// counts from `created_at`).
+pub async fn mark_delivered(pool: &PgPool, ids: &[Uuid], age: Option<Duration>) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE outbox_partitions p SET frontier = GREATEST(p.frontier, m.last)
+           FROM (SELECT (seq % 16)::integer AS part, max(seq) AS last FROM outbox_events
+                  WHERE cardinality($1::uuid[]) = 0 OR id = ANY($1)
+                  GROUP BY 1) AS m
+          WHERE p.part = m.part",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(age) = age {
+        sqlx::query(
+            "UPDATE outbox_events SET created_at = now() - make_interval(secs => $2)
+              WHERE cardinality($1::uuid[]) = 0 OR id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(age.as_secs_f64())
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -41,11 +41,14 @@ async fn leased(pool: &PgPool) -> Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()> {
     with_db_and_broker(&["#"], async |db, broker| {
-        let key = format!("ticket:{}", Uuid::now_v7());
+        // Two keys of one partition (a claim leases one partition), another for a third.
+        let prefix = format!("ticket-{}", Uuid::now_v7().simple());
+        let keys = integration_tests::keys_in_one_partition(&db.pool, None, &prefix, 2).await?;
+        let (key, other) = (&keys[0], &keys[1]);
         let owned: Vec<Uuid> = vec![
-            insert(&db.pool, &key).await?,
-            insert(&db.pool, &key).await?,
-            insert(&db.pool, &format!("other:{}", Uuid::now_v7())).await?,
+            insert(&db.pool, key).await?,
+            insert(&db.pool, key).await?,
+            insert(&db.pool, other).await?,
         ];
         // A relay's ownership session (as `outbox-relay run` keeps one) and its claim, leased
         // for an hour.
@@ -73,7 +76,26 @@ async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()
         .await?;
         assert_eq!(claimed.events.len(), 3);
         // A claim without an owner (an older relay's) keeps its wall-clock lease.
-        let ownerless = insert(&db.pool, &format!("legacy:{}", Uuid::now_v7())).await?;
+        // (On a key of another partition: the first one is leased.)
+        let partition_of = |key: String| {
+            let pool = db.pool.clone();
+            async move {
+                anyhow::Ok(
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT hashtextextended(outbox_scope(NULL, $1), 0) & 15",
+                    )
+                    .bind(key)
+                    .fetch_one(&pool)
+                    .await?,
+                )
+            }
+        };
+        let leased_part = partition_of(key.clone()).await?;
+        let mut legacy_key = format!("legacy:{}", Uuid::now_v7());
+        while partition_of(legacy_key.clone()).await? == leased_part {
+            legacy_key = format!("legacy:{}", Uuid::now_v7());
+        }
+        let ownerless = insert(&db.pool, &legacy_key).await?;
         let legacy = claim::claim(&db.pool, "legacy", 100, hour).await?;
         assert_eq!(legacy.events.len(), 1);
 
@@ -111,7 +133,7 @@ async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()
         assert_eq!(owners, 0, "the relay that is gone is forgotten");
         // The ownerless claim is still leased.
         let token: Option<Uuid> =
-            sqlx::query_scalar("SELECT token FROM outbox_leased_events WHERE id = $1")
+            sqlx::query_scalar("SELECT lease_token FROM outbox_event_status WHERE id = $1")
                 .bind(ownerless)
                 .fetch_one(&db.pool)
                 .await?;
@@ -159,18 +181,19 @@ async fn a_sigkilled_relays_events_go_out_long_before_its_lease_ends() -> Result
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.freeze();
-    // One transaction, so that relay A's one claim takes them all.
+    // One transaction on keys of one partition, so that relay A's one claim takes them all.
     let mut ids = Vec::new();
+    let prefix = format!("ticket-{}", Uuid::now_v7().simple());
+    let keys = integration_tests::keys_in_one_partition(&db.pool, None, &prefix, 10).await?;
     let mut tx = db.pool.begin().await?;
-    for k in 0..10 {
-        let key = format!("ticket:{k}:{}", Uuid::now_v7());
+    for key in &keys {
         for _ in 0..5 {
             let id: Uuid = sqlx::query_scalar(
                 "INSERT INTO outbox_events (event_type, payload, ordering_key)
                  VALUES ('TICKET_UPDATED', $1, $2) RETURNING id",
             )
             .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
-            .bind(&key)
+            .bind(key)
             .fetch_one(&mut *tx)
             .await?;
             ids.push(id);

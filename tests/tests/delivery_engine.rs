@@ -614,7 +614,7 @@ async fn stress(key_lock: bool, write_for: Duration) -> Result<StressReport> {
         let look_until = Instant::now() + Duration::from_secs(3);
         while Instant::now() < look_until {
             let holder: Option<String> = sqlx::query_scalar(
-                "SELECT relay_id FROM outbox_leases WHERE relay_id = ANY($1) LIMIT 1",
+                "SELECT relay_id FROM outbox_partitions WHERE relay_id = ANY($1) LIMIT 1",
             )
             .bind(&ids)
             .fetch_optional(&db.pool)

@@ -158,7 +158,8 @@ async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -
     sqlx::query("UPDATE outbox_events SET created_at = now() - interval '1 hour'")
         .execute(&db.pool)
         .await?;
-    make_dead(&db.pool, &[ids[0]], 10, None).await?;
+    // The last event of its key: nothing waits behind it.
+    make_dead(&db.pool, &[ids[11]], 10, None).await?;
     let shown = db.url();
 
     // --max-lag has an exit code of its own, unlike an error (1) or a usage error (2).
@@ -190,9 +191,7 @@ async fn the_cli_is_consistent_exit_codes_json_casing_and_the_database_named() -
     }
 
     // Nothing pending: the age is null, not 0; a list cut by --top says what it left out.
-    sqlx::query("UPDATE outbox_events SET status = 'delivered', delivered_at = now() WHERE status = 'pending'")
-        .execute(&db.pool)
-        .await?;
+    integration_tests::mark_delivered(&db.pool, &[], None).await?;
     let (_, stdout, _) = relay_cli(&db, &["status", "--format", "json"]).await?;
     let json: serde_json::Value = serde_json::from_str(&stdout)?;
     assert!(json["oldestPendingAgeSeconds"].is_null(), "{json}");

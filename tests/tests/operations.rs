@@ -108,8 +108,8 @@ async fn delivered_events_of_one_tenant_in_a_window_are_replayed_and_others_unto
         Ok(count_status(&db.pool, "delivered").await? == 9)
     })
     .await?;
-    let before: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT id, delivered_at FROM outbox_events WHERE NOT (id = ANY($1)) ORDER BY id",
+    let before: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "SELECT id, status, attempts FROM outbox_event_status WHERE NOT (id = ANY($1)) ORDER BY id",
     )
     .bind(&a_ids)
     .fetch_all(&db.pool)
@@ -148,8 +148,8 @@ async fn delivered_events_of_one_tenant_in_a_window_are_replayed_and_others_unto
         Ok(count_status(&db.pool, "delivered").await? == 9)
     })
     .await?;
-    let after: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT id, delivered_at FROM outbox_events WHERE NOT (id = ANY($1)) ORDER BY id",
+    let after: Vec<(Uuid, String, i32)> = sqlx::query_as(
+        "SELECT id, status, attempts FROM outbox_event_status WHERE NOT (id = ANY($1)) ORDER BY id",
     )
     .bind(&a_ids)
     .fetch_all(&db.pool)
@@ -255,14 +255,8 @@ async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
     .bind(&template)
     .execute(&db.pool)
     .await?;
-    // Delivered eight days ago (the relay's state, set as the relay would have: an insert
-    // cannot set it).
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'delivered', attempts = 1, parked = false,
-                delivered_at = now() - interval '8 days'",
-    )
-    .execute(&db.pool)
-    .await?;
+    // Delivered (the relay's state, set as the relay would have: an insert cannot set it).
+    integration_tests::mark_delivered(&db.pool, &[], None).await?;
     // Rows purge must leave alone: a dead one, and an old pending one far in the future.
     let dead = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
     sqlx::query("UPDATE outbox_events SET delivered_at = NULL, created_at = now() - interval '30 days' WHERE id = $1")
@@ -417,13 +411,8 @@ async fn a_relay_with_retention_purges_old_delivered_rows_by_itself() -> Result<
     let broker = TestBroker::new(&["#"]).await?;
     let old = emit_tickets(&db.pool, 50, 5).await?;
     let fresh = emit_tickets(&db.pool, 5, 5).await?;
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'delivered', delivered_at = now() - interval '10 days'
-          WHERE id = ANY($1)",
-    )
-    .bind(&old)
-    .execute(&db.pool)
-    .await?;
+    integration_tests::mark_delivered(&db.pool, &old, Some(Duration::from_secs(10 * 86_400)))
+        .await?;
     let mut config = relay_config(&db, &broker);
     config.retention = Some(Duration::from_secs(7 * 86_400));
     let relay = RunningRelay::start(config);
@@ -750,13 +739,7 @@ async fn a_replay_or_discard_of_nothing_exits_3_and_says_why() -> Result<()> {
     let db = TestDb::new().await?;
     let tenant = Uuid::now_v7();
     let delivered = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'delivered', attempts = 1, delivered_at = now()
-          WHERE id = $1",
-    )
-    .bind(delivered)
-    .execute(&db.pool)
-    .await?;
+    integration_tests::mark_delivered(&db.pool, &[delivered], None).await?;
     let id = delivered.to_string();
     let unknown = Uuid::now_v7().to_string();
     for (args, expected) in [

@@ -54,7 +54,8 @@ async fn batches_in_flight_deliver_every_event_once_in_key_order() -> Result<()>
             loop {
                 let tokens: Result<i64, _> = sqlx::query_scalar(
                     "SELECT coalesce(max(tokens), 0) FROM (
-                         SELECT count(DISTINCT token) AS tokens FROM outbox_leases
+                         SELECT count(DISTINCT token) AS tokens FROM outbox_partitions
+                          WHERE token IS NOT NULL
                           GROUP BY relay_id) AS per_relay",
                 )
                 .fetch_one(&pool)

@@ -384,91 +384,85 @@ async fn a_dead_head_removed_by_hand_does_not_strand_its_key() -> Result<()> {
     .await
 }
 
+/// The relay never writes an event's row (engine v3, step 4b): a row that refuses every
+/// change (as one with an out-of-range value would have refused the settles of earlier
+/// engines) is claimed, settled and reported like any other, and so are the rows beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_settle_that_fails_on_one_row_records_the_others() -> Result<()> {
+async fn rows_that_refuse_every_change_are_settled_like_any_other() -> Result<()> {
     use outbox_relay::store::{claim, settle};
     let db = TestDb::new().await?;
+    let key = format!("ticket:{}", Uuid::now_v7());
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(insert_raw(&db.pool, &format!("ticket:{}", Uuid::now_v7()), &[]).await?);
+        ids.push(insert_raw(&db.pool, &key, &[]).await?);
     }
-    // One row refuses every change the relay makes to it (as a row with an out-of-range
-    // value would): a settle of its batch fails on it.
-    let poisoned = ids[2];
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+    sqlx::raw_sql(
         "CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'value out of range' USING ERRCODE = 'numeric_value_out_of_range'; END $$;
          CREATE TRIGGER refuse_change BEFORE UPDATE ON outbox_events FOR EACH ROW
-             WHEN (OLD.id = '{poisoned}')
-             EXECUTE FUNCTION refuse_change();"
-    )))
+             EXECUTE FUNCTION refuse_change();",
+    )
     .execute(&db.pool)
     .await?;
 
     let batch = claim::claim(&db.pool, "test", 100, Duration::from_secs(30)).await?;
     assert_eq!(batch.events.len(), 5);
+    // The third fails, the fourth is rejected: the scope is held at the third.
     let outcomes: Vec<(Uuid, settle::Outcome)> = batch
         .events
         .iter()
-        .map(|e| (e.id, settle::Outcome::Delivered))
+        .map(|e| {
+            let outcome = if e.id == ids[2] {
+                settle::Outcome::Failed {
+                    error: "nack".to_owned(),
+                    retry_in: Duration::ZERO,
+                }
+            } else if e.id == ids[3] || e.id == ids[4] {
+                settle::Outcome::Released
+            } else {
+                settle::Outcome::Delivered
+            };
+            (e.id, outcome)
+        })
         .collect();
-    let settled = settle::settle(&db.pool, batch.token, 10, &outcomes).await?;
-    assert_eq!(settled.delivered, 4, "{settled:?}");
-    assert_eq!(settled.lost, 1, "{settled:?}");
-    let states: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, status FROM outbox_event_status ORDER BY seq")
+    let settled = settle::settle(&db.pool, &batch, 10, &outcomes).await?;
+    assert_eq!(
+        (
+            settled.delivered,
+            settled.retrying,
+            settled.released,
+            settled.lost
+        ),
+        (2, 1, 2, 0),
+        "{settled:?}"
+    );
+    let again = claim::claim(&db.pool, "test", 100, Duration::from_secs(30)).await?;
+    let again_ids: Vec<Uuid> = again.events.iter().map(|e| e.id).collect();
+    assert_eq!(
+        again_ids,
+        ids[2..].to_vec(),
+        "the retry, then the rest of its scope"
+    );
+    let outcomes: Vec<_> = again_ids
+        .iter()
+        .map(|id| (*id, settle::Outcome::Delivered))
+        .collect();
+    let settled = settle::settle(&db.pool, &again, 10, &outcomes).await?;
+    assert_eq!(settled.delivered, 3, "{settled:?}");
+    let states: Vec<(Uuid, String, i32)> =
+        sqlx::query_as("SELECT id, status, attempts FROM outbox_event_status ORDER BY seq")
             .fetch_all(&db.pool)
             .await?;
-    for (id, status) in states {
-        let expected = if id == poisoned {
-            "pending"
-        } else {
-            "delivered"
-        };
-        assert_eq!(status, expected, "{id}");
+    for (id, status, attempts) in states {
+        assert_eq!(status, "delivered", "{id}");
+        assert_eq!(attempts, if id == ids[2] { 2 } else { 1 }, "{id}");
     }
-    // Its scope stays leased (nothing recorded it): the next claim does not publish it again
-    // at once, only after the lease.
-    let again = claim::claim(&db.pool, "test", 100, Duration::from_secs(30)).await?;
-    assert!(again.is_empty(), "{again:?}");
-
-    // A row that takes a rejection but not a delivery is recorded dead with the cause.
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP TRIGGER refuse_change ON outbox_events;
-         CREATE TRIGGER refuse_change BEFORE UPDATE ON outbox_events FOR EACH ROW
-             WHEN (OLD.id = '{poisoned}' AND NEW.status = 'delivered')
-             EXECUTE FUNCTION refuse_change();
-         DELETE FROM outbox_leases;"
-    )))
-    .execute(&db.pool)
-    .await?;
-    let batch = claim::claim(&db.pool, "test", 100, Duration::from_secs(30)).await?;
-    assert_eq!(batch.events.len(), 1);
-    let settled = settle::settle(
-        &db.pool,
-        batch.token,
-        10,
-        &[(poisoned, settle::Outcome::Delivered)],
-    )
-    .await?;
-    assert_eq!(settled.dead, 1, "{settled:?}");
-    let (status, error): (String, Option<String>) =
-        sqlx::query_as("SELECT status, last_error FROM outbox_event_status WHERE id = $1")
-            .bind(poisoned)
-            .fetch_one(&db.pool)
-            .await?;
-    assert_eq!(status, "dead");
-    assert!(
-        error
-            .unwrap_or_default()
-            .contains("could not record this event's outcome"),
-        "the cause is kept"
-    );
     db.cleanup().await
 }
 
 /// A service allowed only to delete its events (to cancel a scheduled one) needs no
-/// privilege on the relay's tables: the re-check its delete triggers runs as the owner.
+/// privilege on the relay's tables: the trigger that makes the held scope due runs as the
+/// owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<()> {
     let db = TestDb::new().await?;
@@ -487,6 +481,17 @@ async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<
         )
         .await?;
         insert_raw(&db.pool, &key, &[]).await?;
+        // A claim finds the head not due: its settle holds the scope until then.
+        let claimed =
+            outbox_relay::store::claim::claim(&db.pool, "relay", 100, Duration::from_secs(30))
+                .await?;
+        assert!(claimed.events.is_empty(), "{claimed:?}");
+        outbox_relay::store::settle::settle(&db.pool, &claimed, 10, &[]).await?;
+        let due_later: bool =
+            sqlx::query_scalar("SELECT due_at > now() + interval '50 minutes' FROM outbox_held")
+                .fetch_one(&db.pool)
+                .await?;
+        assert!(due_later, "held until the head is due");
         let canceller = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(db.options.clone().username(&role))
@@ -496,10 +501,15 @@ async fn a_service_that_may_only_delete_can_cancel_a_scheduled_head() -> Result<
             .execute(&canceller)
             .await?;
         canceller.close().await;
-        let noted: Vec<String> = sqlx::query_scalar("SELECT ordering_key FROM outbox_key_recheck")
-            .fetch_all(&db.pool)
-            .await?;
-        assert_eq!(noted, vec![format!("-/{key}")]);
+        let due: Vec<(String, bool)> =
+            sqlx::query_as("SELECT scope, due_at <= now() FROM outbox_held")
+                .fetch_all(&db.pool)
+                .await?;
+        assert_eq!(
+            due,
+            vec![(format!("-/{key}"), true)],
+            "the scope is due at once"
+        );
         anyhow::Ok(())
     }
     .await;

@@ -127,8 +127,8 @@ async fn ten_thousand_events_arrive_once_each_with_the_documented_message_format
     })
     .await?;
     let leased: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM outbox_events WHERE delivered_at IS NULL)
-              + (SELECT count(*) FROM outbox_leases)",
+        "SELECT (SELECT count(*) FROM outbox_event_status WHERE status <> 'delivered')
+              + (SELECT count(*) FROM outbox_partitions WHERE token IS NOT NULL)",
     )
     .fetch_one(&db.pool)
     .await?;

@@ -42,7 +42,7 @@ async fn a_relay_stopped_while_its_confirms_hang_returns_within_the_shutdown_bou
         emit_tickets(&db.pool, 50, 50).await?;
         wait_until(Duration::from_secs(30), "a claim in flight", || async {
             let leased: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM outbox_leases",
+                "SELECT count(*) FROM outbox_partitions WHERE token IS NOT NULL",
             )
             .fetch_one(&db.pool)
             .await?;

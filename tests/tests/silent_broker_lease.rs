@@ -56,8 +56,8 @@ async fn a_delivery_loop_settles_within_its_lease_when_the_broker_stops_answerin
         while frozen_at.elapsed() < Duration::from_secs(25) {
             let overrun_ms: Option<f64> = sqlx::query_scalar(
                 "SELECT (extract(epoch FROM max(clock_timestamp() - leased_until)) * 1000)::float8
-                   FROM outbox_leases
-                  WHERE leased_until < clock_timestamp()",
+                   FROM outbox_partitions
+                  WHERE token IS NOT NULL AND leased_until < clock_timestamp()",
             )
             .fetch_one(&db.pool)
             .await?;

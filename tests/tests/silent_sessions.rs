@@ -131,9 +131,10 @@ async fn a_relay_whose_database_link_goes_silent_does_not_stall_the_others() -> 
         .await?;
         relay_a.stop().await?;
         relay_b.stop().await?;
-        let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_leases")
-            .fetch_one(&db.pool)
-            .await?;
+        let leased: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_partitions WHERE token IS NOT NULL")
+                .fetch_one(&db.pool)
+                .await?;
         assert_eq!(leased, 0, "rows left leased");
         let (seen, _) = broker
             .received_ids(ids.len() * 3, Duration::from_secs(3))
@@ -151,11 +152,7 @@ async fn a_relay_whose_database_link_goes_silent_does_not_stall_the_others() -> 
 async fn retention_gives_up_on_a_silent_link_at_its_deadline() -> Result<()> {
     let db = TestDb::new().await?;
     let ids = emit_tickets(&db.pool, 50, 5).await?;
-    sqlx::query(
-        "UPDATE outbox_events SET status = 'delivered', delivered_at = now() - interval '2 days'",
-    )
-    .execute(&db.pool)
-    .await?;
+    integration_tests::mark_delivered(&db.pool, &[], Some(Duration::from_secs(2 * 86_400))).await?;
     let proxy = Proxy::to_database().await?;
     let pool = outbox_relay::pool_for(&proxy.redirect(&db.url())?, 2)?;
     sqlx::query("SELECT 1").execute(&pool).await?; // a connection is open and idle

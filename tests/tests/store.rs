@@ -1,28 +1,34 @@
 //! The delivery engine's store against real Postgres, without a broker: these tests call
 //! `store::claim::claim` and `store::settle::settle` directly and play the relay's part, then
-//! assert the exact state of every row they touched (status, `parked`, lease, attempts).
+//! assert where every event they touched stands (`outbox_event_status`: status, `parked`,
+//! the lease of its partition, attempts, when it is due).
 //!
-//! Concurrency cases (lock waits, writers holding a key) use separate pool connections with
-//! open transactions, and prove a wait by looking at `pg_locks`.
+//! The engine reads the outbox as 16 partitioned feeds (engine v3, step 4b): a claim leases
+//! one partition with work and returns that partition's events only. To reach the events of
+//! a given partition, the tests write keys whose partition they compute in SQL
+//! (`hashtextextended(outbox_scope(tenant, key), 0) & 15`, see [`keys_in`]).
+//!
+//! Concurrency cases (lock waits, writers holding a key, partitions locked by a settle) use
+//! separate pool connections with open transactions, and prove a wait by looking at
+//! `pg_locks`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests fail loudly by design
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use integration_tests::{TestDb, count_status, wait_until};
+use outbox_relay::engine::lease::{OWNER_LOCK_CLASS, owner_lock_key};
 use outbox_relay::ops::replay::{ReplayRequest, discard, replay};
 use outbox_relay::ops::{EventFilter, ReplayableStatus};
-use outbox_relay::store::claim::{Claim, claim};
+use outbox_relay::store::claim::{Claim, ClaimedEvent, claim, claim_within};
 use outbox_relay::store::purge::idle_key_locks;
 use outbox_relay::store::settle::{Outcome, Settled, settle};
 use outbox_relay::store::stats::{blocked_keys, gauges, report};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
-
-use outbox_relay::store::CLAIM_LOCK;
 
 /// A lease long enough that no test sees it expire by accident.
 const LEASE: Duration = Duration::from_secs(60);
@@ -30,8 +36,7 @@ const LEASE: Duration = Duration::from_secs(60);
 /// The attempt limit the tests settle with unless they test the limit.
 const MAX_ATTEMPTS: u32 = 10;
 
-/// One row of `outbox_events`, the columns the state machine changes, with its lease (from
-/// `outbox_leased_events`: leases live in `outbox_leases`, not on the row).
+/// Where one event stands: `outbox_event_status` joined with its row.
 #[derive(Debug, Clone)]
 struct Row {
     #[expect(dead_code, reason = "shown in assertion messages")]
@@ -40,11 +45,12 @@ struct Row {
     status: String,
     parked: bool,
     attempts: i32,
-    claim_token: Option<Uuid>,
-    locked_by: Option<String>,
-    locked_until: Option<DateTime<Utc>>,
-    available_at: DateTime<Utc>,
+    lease_token: Option<Uuid>,
+    leased_by: Option<String>,
+    leased_until: Option<DateTime<Utc>>,
+    due_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    #[expect(dead_code, reason = "shown in assertion messages")]
     delivered_at: Option<DateTime<Utc>>,
 }
 
@@ -57,10 +63,10 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Row {
             status: row.try_get("status")?,
             parked: row.try_get("parked")?,
             attempts: row.try_get("attempts")?,
-            claim_token: row.try_get("claim_token")?,
-            locked_by: row.try_get("locked_by")?,
-            locked_until: row.try_get("locked_until")?,
-            available_at: row.try_get("available_at")?,
+            lease_token: row.try_get("lease_token")?,
+            leased_by: row.try_get("leased_by")?,
+            leased_until: row.try_get("leased_until")?,
+            due_at: row.try_get("due_at")?,
             last_error: row.try_get("last_error")?,
             delivered_at: row.try_get("delivered_at")?,
         })
@@ -68,62 +74,82 @@ impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for Row {
 }
 
 impl Row {
-    /// Pending, not leased, no attempt recorded.
+    /// Pending, not leased, no attempt recorded; `parked` says whether it is at or behind
+    /// its scope's held head.
     fn assert_fresh(&self, parked: bool) {
         assert_eq!(self.status, "pending", "{self:?}");
         assert_eq!(self.parked, parked, "{self:?}");
         assert_eq!(self.attempts, 0, "{self:?}");
         self.assert_unleased();
         assert_eq!(self.last_error, None, "{self:?}");
-        assert_eq!(self.delivered_at, None, "{self:?}");
     }
 
     /// No lease at all.
     fn assert_unleased(&self) {
-        assert_eq!(self.claim_token, None, "{self:?}");
-        assert_eq!(self.locked_by, None, "{self:?}");
-        assert_eq!(self.locked_until, None, "{self:?}");
+        assert_eq!(self.lease_token, None, "{self:?}");
+        assert_eq!(self.leased_by, None, "{self:?}");
+        assert_eq!(self.leased_until, None, "{self:?}");
     }
 
-    /// Pending and leased under `token` by `relay`.
+    /// Pending and leased (its partition) under `token` by `relay`.
     fn assert_leased(&self, token: Uuid, relay: &str) {
         assert_eq!(self.status, "pending", "{self:?}");
-        assert_eq!(self.claim_token, Some(token), "{self:?}");
-        assert_eq!(self.locked_by.as_deref(), Some(relay), "{self:?}");
-        assert!(self.locked_until.is_some(), "{self:?}");
+        assert_eq!(self.lease_token, Some(token), "{self:?}");
+        assert_eq!(self.leased_by.as_deref(), Some(relay), "{self:?}");
+        assert!(self.leased_until.is_some(), "{self:?}");
     }
 
-    /// Delivered after `attempts` attempts, lease and error cleared.
+    /// Delivered after `attempts` attempts, unleased. (No time of delivery is kept per event
+    /// on the feed: the partition's row says when its frontier last moved.)
     fn assert_delivered(&self, attempts: i32) {
         assert_eq!(self.status, "delivered", "{self:?}");
         assert_eq!(self.attempts, attempts, "{self:?}");
-        assert!(self.delivered_at.is_some(), "{self:?}");
-        assert_eq!(self.last_error, None, "{self:?}");
+        assert!(!self.parked, "{self:?}");
         self.assert_unleased();
     }
 }
 
-/// Reads one row.
+/// Reads one event.
 async fn row(pool: &PgPool, id: Uuid) -> Result<Row> {
     Ok(sqlx::query_as(
-        "SELECT s.id, s.seq, s.status, s.parked, s.attempts, s.lease_token AS claim_token,
-                s.leased_by AS locked_by, s.leased_until AS locked_until,
-                COALESCE(s.due_at, s.available_at) AS available_at, s.last_error, s.delivered_at
-           FROM outbox_event_status s
-          WHERE s.id = $1",
+        "SELECT s.id, e.seq, s.status, s.parked, s.attempts, s.lease_token, s.leased_by,
+                s.leased_until, s.due_at, s.last_error, s.delivered_at
+           FROM outbox_events e
+           JOIN outbox_event_status s ON s.id = e.id
+          WHERE e.id = $1",
     )
     .bind(id)
     .fetch_one(pool)
     .await?)
 }
 
-/// Reads rows, in the order of `ids`.
+/// Reads events, in the order of `ids`.
 async fn rows(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Row>> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         out.push(row(pool, *id).await?);
     }
     Ok(out)
+}
+
+/// `n` ordering keys (without a tenant) whose scope lies in partition `part`, named
+/// `<prefix><number>`.
+async fn keys_in(pool: &PgPool, part: i64, prefix: &str, n: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT k FROM (SELECT $1 || g AS k, g FROM generate_series(0, 100000) g) s
+          WHERE (hashtextextended(outbox_scope(NULL::uuid, k), 0) & 15) = $2
+          ORDER BY g LIMIT $3",
+    )
+    .bind(prefix)
+    .bind(part)
+    .bind(n)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One ordering key whose scope lies in partition `part`.
+async fn key_in(pool: &PgPool, part: i64, prefix: &str) -> Result<String> {
+    Ok(keys_in(pool, part, prefix, 1).await?.remove(0))
 }
 
 /// Writes one event by plain SQL (as a service in another language would) on `conn`, which
@@ -158,17 +184,27 @@ async fn emit_n(pool: &PgPool, key: &str, n: usize) -> Result<Vec<Uuid>> {
     Ok(ids)
 }
 
-/// The claimed event ids in the order they were written (the tests write one event per
-/// transaction). A claim returns its events in seq order, checked here: each scope's in its
-/// order; events of different scopes by partition (`seq % 16`), not as they were written.
+/// The claimed event ids, in seq order (checked: a claim returns its events so). Events of
+/// one partition written one after the other by one writer are in seq order as written.
 fn ids(claim: &Claim) -> Vec<Uuid> {
     assert!(
         claim.events.windows(2).all(|w| w[0].seq < w[1].seq),
         "a claim's events come in seq order"
     );
-    let mut events: Vec<_> = claim.events.iter().collect();
-    events.sort_by_key(|e| (e.created_at, e.seq));
-    events.iter().map(|e| e.id).collect()
+    claim.events.iter().map(|e| e.id).collect()
+}
+
+/// The partition a claim leased (it must have leased one).
+fn part(claim: &Claim) -> i64 {
+    let part = claim.feed.as_ref().expect("a partition leased").part;
+    for event in &claim.events {
+        assert_eq!(
+            event.seq % 16,
+            part,
+            "a claim returns its partition's events only"
+        );
+    }
+    part
 }
 
 /// The same outcome for every event of a claim.
@@ -193,6 +229,50 @@ fn rejected() -> Outcome {
     }
 }
 
+/// Asserts that no claim finds anything to publish now: claims until none leases a
+/// partition, each returning no event (a claim may lease a partition whose new events all
+/// belong to held scopes: its settle moves the frontier past them).
+async fn assert_nothing_to_claim(pool: &PgPool) -> Result<()> {
+    for _ in 0..20 {
+        let c = claim(pool, "relay-probe", 100, LEASE).await?;
+        if c.feed.is_none() {
+            return Ok(());
+        }
+        assert!(c.is_empty(), "claimed {:?}", ids(&c));
+        settle(pool, &c, MAX_ATTEMPTS, &[]).await?;
+    }
+    panic!("claims kept leasing partitions");
+}
+
+/// Claims and delivers until no partition has work; returns every event delivered, in the
+/// order of the claims.
+async fn drain(pool: &PgPool) -> Result<Vec<ClaimedEvent>> {
+    let mut delivered = Vec::new();
+    for _ in 0..50 {
+        let c = claim(pool, "relay-drain", 100, LEASE).await?;
+        if c.feed.is_none() {
+            return Ok(delivered);
+        }
+        settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+        delivered.extend(c.events);
+    }
+    panic!("the outbox did not drain");
+}
+
+/// Makes the held scope of `key` (no tenant) due now, as if its time had come.
+async fn make_due(pool: &PgPool, key: &str) -> Result<()> {
+    let changed = sqlx::query(
+        "UPDATE outbox_held SET due_at = now() - interval '1 second'
+          WHERE scope = outbox_scope(NULL::uuid, $1)",
+    )
+    .bind(key)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    assert_eq!(changed, 1, "{key} is held");
+    Ok(())
+}
+
 /// Backends of this database waiting for a lock of `locktype` (`advisory`, `transactionid`,
 /// `tuple`, ...).
 async fn waiting_for(pool: &PgPool, locktype: &str) -> Result<i64> {
@@ -215,17 +295,7 @@ async fn until_waiting(pool: &PgPool, locktype: &str) -> Result<()> {
     .await
 }
 
-/// Keys listed in `outbox_key_recheck` (the rows name ordering scopes; these tests write
-/// no tenant, so each is `-/<key>`, returned as the key).
-async fn rechecks(pool: &PgPool) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT regexp_replace(ordering_key, '^-/', '') FROM outbox_key_recheck ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await?)
-}
-
-/// Keys with a row in `outbox_key_locks` (scopes without a tenant, as keys).
+/// Keys with a row in `outbox_key_locks` (scopes without a tenant, as keys), sorted.
 async fn key_locks(pool: &PgPool) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT regexp_replace(ordering_key, '^-/', '') FROM outbox_key_locks ORDER BY 1",
@@ -234,31 +304,10 @@ async fn key_locks(pool: &PgPool) -> Result<Vec<String>> {
     .await?)
 }
 
-/// A transaction on its own pool connection holding the claim lock (`shared` as a settle or
-/// an operator change does, else exclusively as a claim does).
-async fn hold_claim_lock(pool: &PgPool, shared: bool) -> Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
-    let statement = if shared {
-        "SELECT pg_advisory_xact_lock_shared($1)::text"
-    } else {
-        "SELECT pg_advisory_xact_lock($1)::text"
-    };
-    sqlx::query(statement)
-        .bind(CLAIM_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
-}
-
-/// A claim run in its own task.
-fn spawn_claim(
-    pool: &PgPool,
-    relay: &'static str,
-    limit: u32,
-    lease: Duration,
-) -> tokio::task::JoinHandle<Result<Claim, sqlx::Error>> {
-    let pool = pool.clone();
-    tokio::spawn(async move { claim(&pool, relay, limit, lease).await })
+fn sorted(keys: &[&String]) -> Vec<String> {
+    let mut keys: Vec<String> = keys.iter().map(|k| (*k).clone()).collect();
+    keys.sort();
+    keys
 }
 
 fn dead_filter(filter: EventFilter) -> ReplayRequest {
@@ -273,41 +322,48 @@ fn dead_filter(filter: EventFilter) -> ReplayRequest {
 // 1 ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_takes_heads_first_then_runs_and_never_a_follower_without_its_predecessors()
+async fn a_claim_takes_one_partition_in_seq_order_and_never_an_event_without_its_predecessors()
 -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    // Key by key, so seq order alone would fill a small claim with the first key only.
-    let mut by_key: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
-    for key in ["k1", "k2", "k3"] {
-        by_key.insert(key, emit_n(pool, key, 5).await?);
+    // Three keys of partition 3, five events each, written key by key; one key of
+    // partition 11.
+    let mut by_key: Vec<(String, Vec<Uuid>)> = Vec::new();
+    for key in keys_in(pool, 3, "k", 3).await? {
+        let events = emit_n(pool, &key, 5).await?;
+        by_key.push((key, events));
     }
-    let in_seq: Vec<Uuid> = by_key.values().flatten().copied().collect();
-    for events in by_key.values() {
-        let states = rows(pool, events).await?;
-        states[0].assert_fresh(false);
-        for follower in &states[1..] {
-            follower.assert_fresh(true);
-        }
+    let in_seq: Vec<Uuid> = by_key.iter().flat_map(|(_, e)| e.clone()).collect();
+    let other = key_in(pool, 11, "o").await?;
+    let others = emit_n(pool, &other, 2).await?;
+    for state in rows(pool, &in_seq).await? {
+        state.assert_fresh(false);
     }
 
-    // One large claim: every event, heads and their whole runs, in seq order.
-    let everything = claim(pool, "relay-a", 100, LEASE).await?;
-    assert_eq!(ids(&everything), in_seq);
-    assert!(everything.undecodable.is_empty());
-    assert!(everything.events.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Two claims: each leases one partition and returns its events only, in seq order.
+    let one = claim(pool, "relay-a", 100, LEASE).await?;
+    let two = claim(pool, "relay-a", 100, LEASE).await?;
+    let (p3, p11) = match (part(&one), part(&two)) {
+        (3, 11) => (one, two),
+        (11, 3) => (two, one),
+        parts => panic!("partitions {parts:?}"),
+    };
+    assert_eq!(ids(&p3), in_seq);
+    assert_eq!(ids(&p11), others);
+    assert!(p3.undecodable.is_empty());
     for state in rows(pool, &in_seq).await? {
-        state.assert_leased(everything.token, "relay-a");
+        state.assert_leased(p3.token, "relay-a");
         assert_eq!(state.attempts, 0);
     }
-    // Released unpublished: back to unleased, attempts untouched, parked flags unchanged.
-    let released = settle(
-        pool,
-        everything.token,
-        MAX_ATTEMPTS,
-        &all(&everything, &Outcome::Released),
-    )
-    .await?;
+    for state in rows(pool, &others).await? {
+        state.assert_leased(p11.token, "relay-a");
+    }
+    assert!(claim(pool, "relay-b", 100, LEASE).await?.feed.is_none());
+
+    // Partition 11 delivered; partition 3 released unpublished: each key is held at its
+    // first event, due at once; nothing counted.
+    settle(pool, &p11, MAX_ATTEMPTS, &all(&p11, &Outcome::Delivered)).await?;
+    let released = settle(pool, &p3, MAX_ATTEMPTS, &all(&p3, &Outcome::Released)).await?;
     assert_eq!(
         released,
         Settled {
@@ -315,197 +371,252 @@ async fn a_claim_takes_heads_first_then_runs_and_never_a_follower_without_its_pr
             ..Settled::default()
         }
     );
-    for events in by_key.values() {
-        let states = rows(pool, events).await?;
-        states[0].assert_fresh(false);
-        for follower in &states[1..] {
-            follower.assert_fresh(true);
-        }
+    for state in rows(pool, &in_seq).await? {
+        assert_eq!(state.status, "pending", "{state:?}");
+        assert!(state.parked, "released: held at its key's head {state:?}");
+        assert_eq!(state.attempts, 0, "{state:?}");
+        state.assert_unleased();
     }
 
-    // Limit 4: the three heads first, then one event of a run (k1's second).
-    let first = claim(pool, "relay-a", 4, LEASE).await?;
-    let expected = vec![
-        by_key["k1"][0],
-        by_key["k1"][1],
-        by_key["k2"][0],
-        by_key["k3"][0],
-    ];
-    assert_eq!(ids(&first), expected, "heads first, then k1's run");
-    let outcomes = all(&first, &Outcome::Delivered);
-    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
-
-    // Round after round of limit 4: every claim takes a prefix of each key's remaining
-    // events, includes the head of every key that has events left, and never an event whose
-    // predecessor is neither delivered nor in the same claim.
-    let position: HashMap<Uuid, (&str, usize)> = by_key
+    // Round after round of limit 4: every claim takes at most 4 events, a prefix of each
+    // key's remaining events, in seq order, and never an event whose predecessor is neither
+    // delivered nor in the same claim.
+    let position: HashMap<Uuid, (usize, usize)> = by_key
         .iter()
-        .flat_map(|(key, events)| {
-            events
-                .iter()
-                .enumerate()
-                .map(move |(i, id)| (*id, (*key, i)))
-        })
+        .enumerate()
+        .flat_map(|(k, (_, events))| events.iter().enumerate().map(move |(i, id)| (*id, (k, i))))
         .collect();
-    let mut next: HashMap<&str, usize> = HashMap::from([("k1", 2), ("k2", 1), ("k3", 1)]);
-    let mut rounds = 1;
+    let mut next = vec![0_usize; by_key.len()];
+    let mut rounds = 0;
     loop {
         let batch = claim(pool, "relay-a", 4, LEASE).await?;
-        if batch.is_empty() {
+        if batch.feed.is_none() {
             break;
         }
         rounds += 1;
-        assert!(batch.len() <= 4, "{} events", batch.len());
-        let mut taken: HashMap<&str, Vec<usize>> = HashMap::new();
+        assert!(rounds < 20, "too many rounds");
+        // A claim's walks of due held scopes share its limit with the segment and replays:
+        // after a release of 15 events, a claim of 4 returns 4.
+        assert!(
+            batch.len() <= 4,
+            "a claim of 4 returned {} events",
+            batch.len()
+        );
+        let mut taken: HashMap<usize, Vec<usize>> = HashMap::new();
         for event in &batch.events {
-            let (key, i) = position[&event.id];
-            taken.entry(key).or_default().push(i);
+            let (k, i) = position[&event.id];
+            taken.entry(k).or_default().push(i);
         }
-        for (&key, events) in &by_key {
-            let start = next[key];
-            let got = taken.remove(key).unwrap_or_default();
-            if start < events.len() {
-                assert_eq!(got.first(), Some(&start), "head of {key} not claimed first");
-            }
-            let prefix: Vec<usize> = (start..start + got.len()).collect();
-            assert_eq!(got, prefix, "{key}: not a run from its head");
-            next.insert(key, start + got.len());
+        for (k, start) in next.iter_mut().enumerate() {
+            let got = taken.remove(&k).unwrap_or_default();
+            let prefix: Vec<usize> = (*start..*start + got.len()).collect();
+            assert_eq!(got, prefix, "key {k}: not a run from its head");
+            *start += got.len();
         }
-        let outcomes = all(&batch, &Outcome::Delivered);
-        let settled = settle(pool, batch.token, MAX_ATTEMPTS, &outcomes).await?;
+        let settled = settle(
+            pool,
+            &batch,
+            MAX_ATTEMPTS,
+            &all(&batch, &Outcome::Delivered),
+        )
+        .await?;
         assert_eq!(settled.delivered, batch.len() as u64);
-        assert!(rounds < 10, "too many rounds");
     }
-    assert_eq!(rounds, 4, "15 events in claims of 4");
-    for state in rows(pool, &in_seq).await? {
+    assert_eq!(next, vec![5, 5, 5], "every event delivered");
+    for state in rows(pool, &[in_seq.clone(), others].concat()).await? {
         state.assert_delivered(1);
     }
-    // The delivery order within each key is seq order.
-    for events in by_key.values() {
-        let states = rows(pool, events).await?;
-        assert!(
-            states
-                .windows(2)
-                .all(|w| w[0].delivered_at <= w[1].delivered_at),
-            "{states:?}"
-        );
-    }
-    db.cleanup().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_heads_alone_fill_a_claim_the_oldest_come_with_runs() -> Result<()> {
-    use outbox_relay::store::claim::RUN_DEPTH;
-    let db = TestDb::new().await?;
-    let pool = &db.pool;
-    // Ten keys of six events each, written key by key: ten heads for a claim of eight.
-    let mut keys = Vec::new();
-    for n in 0..10 {
-        keys.push(emit_n(pool, &format!("k{n}"), 6).await?);
-    }
-    let limit = 8;
-    let batch = claim(pool, "relay-a", limit, LEASE).await?;
-    // The two oldest heads (8 / RUN_DEPTH) with runs of three behind each.
-    let leading = (limit as usize).div_ceil(RUN_DEPTH);
-    let share = (limit as usize - leading) / leading;
-    let expected: Vec<Uuid> = keys[..leading]
-        .iter()
-        .flat_map(|events| events[..=share].iter().copied())
-        .collect();
-    assert_eq!(ids(&batch), expected);
-
-    // Delivered: each key's next head is unparked once; the next claim goes on in seq order
-    // within every key and never skips a predecessor.
-    settle(
-        pool,
-        batch.token,
-        MAX_ATTEMPTS,
-        &all(&batch, &Outcome::Delivered),
-    )
-    .await?;
-    let next = claim(pool, "relay-a", limit, LEASE).await?;
-    let delivered: HashSet<Uuid> = expected.iter().copied().collect();
-    for event in &next.events {
-        let key = keys
-            .iter()
-            .find(|events| events.contains(&event.id))
-            .unwrap();
-        let at = key.iter().position(|id| *id == event.id).unwrap();
-        assert!(
-            key[..at]
-                .iter()
-                .all(|id| delivered.contains(id) || ids(&next).contains(id)),
-            "an event was claimed before one of its predecessors"
-        );
-    }
-    assert_eq!(next.len(), limit as usize);
     db.cleanup().await
 }
 
 // 2 ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leased_head_blocks_its_key_for_other_relays() -> Result<()> {
+async fn a_leased_partitions_events_are_not_claimed_by_another_relay_until_the_lease_ends()
+-> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 3).await?;
-    let a = emit_n(pool, "A", 2).await?;
-    let b = emit_n(pool, "B", 2).await?;
+    let k = key_in(pool, 5, "K").await?;
+    let a = key_in(pool, 6, "A").await?;
+    let k_events = emit_n(pool, &k, 3).await?;
+    let a_events = emit_n(pool, &a, 2).await?;
 
+    // Relay A leases one partition with a claim of one event; relay B gets the other.
     let claim_a = claim(pool, "relay-a", 1, LEASE).await?;
-    assert_eq!(ids(&claim_a), vec![k[0]]);
-
     let claim_b = claim(pool, "relay-b", 100, LEASE).await?;
-    assert_eq!(ids(&claim_b), vec![a[0], a[1], b[0], b[1]]);
     assert_ne!(claim_a.token, claim_b.token);
-
-    row(pool, k[0])
-        .await?
-        .assert_leased(claim_a.token, "relay-a");
-    for state in rows(pool, &k[1..]).await? {
-        state.assert_fresh(true);
+    let (k_claim, k_relay, a_claim) = match part(&claim_a) {
+        5 => (&claim_a, "relay-a", &claim_b),
+        6 => (&claim_b, "relay-b", &claim_a),
+        p => panic!("partition {p}"),
+    };
+    assert_eq!(part(a_claim), 6);
+    if k_relay == "relay-a" {
+        assert_eq!(ids(k_claim), vec![k_events[0]]);
+        assert_eq!(ids(a_claim), a_events);
+    } else {
+        assert_eq!(ids(k_claim), k_events);
+        assert_eq!(ids(a_claim), vec![a_events[0]]);
     }
-    for state in rows(pool, &[a.clone(), b.clone()].concat()).await? {
-        state.assert_leased(claim_b.token, "relay-b");
+    // Every pending event of a leased partition shows its lease, claimed or not.
+    for state in rows(pool, &k_events).await? {
+        state.assert_leased(k_claim.token, k_relay);
     }
-    // Still nothing of K for anyone while its head is leased.
-    let claim_c = claim(pool, "relay-c", 100, LEASE).await?;
-    assert!(claim_c.is_empty(), "{:?}", ids(&claim_c));
+    // Nothing for anyone else while both leases run.
+    assert!(claim(pool, "relay-c", 100, LEASE).await?.feed.is_none());
 
-    // Once relay A releases the head, K flows again (head and run together).
+    // Once K's claim is released, K's partition goes to the next claim, K's events in order.
     settle(
         pool,
-        claim_a.token,
+        k_claim,
         MAX_ATTEMPTS,
-        &all(&claim_a, &Outcome::Released),
+        &all(k_claim, &Outcome::Released),
     )
     .await?;
-    let claim_d = claim(pool, "relay-b", 100, LEASE).await?;
-    assert_eq!(ids(&claim_d), k);
+    let claim_c = claim(pool, "relay-c", 100, LEASE).await?;
+    assert_eq!(part(&claim_c), 5);
+    assert_eq!(ids(&claim_c), k_events);
+    for state in rows(pool, &k_events).await? {
+        state.assert_leased(claim_c.token, "relay-c");
+    }
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_claims_in_a_row_take_different_partitions_while_the_first_is_leased() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let mut written = HashMap::new();
+    for p in [2, 9, 14] {
+        let key = key_in(pool, p, "P").await?;
+        written.insert(p, emit_n(pool, &key, 2).await?);
+    }
+    let mut leased = HashSet::new();
+    let mut claims = Vec::new();
+    for _ in 0..3 {
+        let c = claim(pool, "relay-a", 100, LEASE).await?;
+        let p = part(&c);
+        assert!(leased.insert(p), "partition {p} claimed twice while leased");
+        assert_eq!(ids(&c), written[&p]);
+        claims.push(c);
+    }
+    assert_eq!(leased, HashSet::from([2, 9, 14]));
+    assert!(claim(pool, "relay-a", 100, LEASE).await?.feed.is_none());
+    // The leases end with their settles, in any order.
+    for c in claims.iter().rev() {
+        let settled = settle(pool, c, MAX_ATTEMPTS, &all(c, &Outcome::Delivered)).await?;
+        assert_eq!(settled.delivered, 2);
+    }
+    for events in written.values() {
+        for state in rows(pool, events).await? {
+            state.assert_delivered(1);
+        }
+    }
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_relay_is_gone_is_claimed_at_once() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let k = key_in(pool, 4, "K").await?;
+    let events = emit_n(pool, &k, 2).await?;
+
+    // A relay's ownership session: the owner's advisory lock, registered.
+    let owner: u32 = 0x0bad_cafe;
+    let mut session = db.connect().await?;
+    sqlx::query("SELECT pg_advisory_lock($1, $2)::text")
+        .bind(OWNER_LOCK_CLASS)
+        .bind(owner_lock_key(owner))
+        .execute(&mut session)
+        .await?;
+    sqlx::query("INSERT INTO outbox_relay_owners (owner, relay_id) VALUES ($1, 'relay-a')")
+        .bind(owner_lock_key(owner))
+        .execute(&mut session)
+        .await?;
+    let held = claim_within(pool, LEASE, "relay-a", Some(owner), 100, LEASE).await?;
+    assert_eq!(ids(&held), events);
+    // While the relay lives, its partition stays leased.
+    assert!(claim(pool, "relay-b", 100, LEASE).await?.feed.is_none());
+
+    // The relay dies (its session ends): the next claim takes its partition, long before the
+    // lease's deadline.
+    session.close().await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the owner's lock to be free",
+        || async {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::int4::oid",
+            )
+            .bind(owner_lock_key(owner))
+            .fetch_one(pool)
+            .await?;
+            Ok(held == 0)
+        },
+    )
+    .await?;
+    let taken = claim(pool, "relay-b", 100, LEASE).await?;
+    assert_eq!(ids(&taken), events);
+    for state in rows(pool, &events).await? {
+        state.assert_leased(taken.token, "relay-b");
+    }
+    // The dead relay's settle records nothing.
+    let late = settle(pool, &held, MAX_ATTEMPTS, &all(&held, &Outcome::Delivered)).await?;
+    assert_eq!(
+        late,
+        Settled {
+            lost: 2,
+            ..Settled::default()
+        }
+    );
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_a_partition_whose_row_is_locked_instead_of_waiting() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let k = emit(pool, &key_in(pool, 7, "K").await?).await?;
+    let l = emit(pool, &key_in(pool, 8, "L").await?).await?;
+
+    // A settle of partition 7 in progress holds its row.
+    let mut settling = pool.begin().await?;
+    sqlx::query("SELECT part FROM outbox_partitions WHERE part = 7 FOR UPDATE")
+        .execute(&mut *settling)
+        .await?;
+    let other =
+        tokio::time::timeout(Duration::from_secs(5), claim(pool, "relay-a", 100, LEASE)).await??;
+    assert_eq!(part(&other), 8, "the claim took the free partition");
+    assert_eq!(ids(&other), vec![l]);
+    let nothing =
+        tokio::time::timeout(Duration::from_secs(5), claim(pool, "relay-a", 100, LEASE)).await??;
+    assert!(
+        nothing.feed.is_none(),
+        "partition 7 was skipped, not waited for"
+    );
+    settling.commit().await?;
+    let after = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&after), vec![k]);
     db.cleanup().await
 }
 
 // 3 ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settling_the_head_delivered_unparks_the_next_event_of_its_key() -> Result<()> {
+async fn settling_the_head_delivered_moves_the_frontier_and_the_next_events_follow() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 3).await?;
-    let parked = |states: &[Row]| states.iter().map(|s| s.parked).collect::<Vec<_>>();
-    assert_eq!(parked(&rows(pool, &k).await?), [false, true, true]);
+    let key = key_in(pool, 1, "K").await?;
+    let k = emit_n(pool, &key, 3).await?;
+    for state in rows(pool, &k).await? {
+        state.assert_fresh(false);
+    }
 
     let head = claim(pool, "relay-a", 1, LEASE).await?;
     assert_eq!(ids(&head), vec![k[0]]);
-    assert_eq!(parked(&rows(pool, &k).await?), [false, true, true]);
-
-    let settled = settle(
-        pool,
-        head.token,
-        MAX_ATTEMPTS,
-        &all(&head, &Outcome::Delivered),
-    )
-    .await?;
+    let settled = settle(pool, &head, MAX_ATTEMPTS, &all(&head, &Outcome::Delivered)).await?;
     assert_eq!(
         settled,
         Settled {
@@ -516,34 +627,74 @@ async fn settling_the_head_delivered_unparks_the_next_event_of_its_key() -> Resu
     let states = rows(pool, &k).await?;
     states[0].assert_delivered(1);
     states[1].assert_fresh(false);
-    states[2].assert_fresh(true);
-    assert!(rechecks(pool).await?.is_empty());
+    states[2].assert_fresh(false);
+    let frontier: i64 = sqlx::query_scalar("SELECT frontier FROM outbox_partitions WHERE part = 1")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(frontier, states[0].seq);
 
     let rest = claim(pool, "relay-b", 100, LEASE).await?;
     assert_eq!(ids(&rest), vec![k[1], k[2]]);
-    let states = rows(pool, &k).await?;
-    states[1].assert_leased(rest.token, "relay-b");
-    states[2].assert_leased(rest.token, "relay-b");
+    settle(pool, &rest, MAX_ATTEMPTS, &all(&rest, &Outcome::Delivered)).await?;
+    for state in rows(pool, &k).await? {
+        state.assert_delivered(1);
+    }
+    assert_nothing_to_claim(pool).await?;
+    // A new event on K is pending, not held, and goes out with the next claim.
+    let late = emit(pool, &key).await?;
+    row(pool, late).await?.assert_fresh(false);
+    let next = claim(pool, "relay-b", 100, LEASE).await?;
+    assert_eq!(ids(&next), vec![late]);
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_event_goes_again_at_the_next_claim() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let key = key_in(pool, 10, "K").await?;
+    let k = emit_n(pool, &key, 2).await?;
+    let first = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&first), k);
+    // The head is released (the lease ran short); the event after it has no outcome at all
+    // (counts as released).
+    let settled = settle(pool, &first, MAX_ATTEMPTS, &[(k[0], Outcome::Released)]).await?;
     assert_eq!(
-        parked(&states[1..]),
-        [false, true],
-        "leasing keeps the flags"
+        settled,
+        Settled {
+            released: 1,
+            ..Settled::default()
+        }
+    );
+    for state in rows(pool, &k).await? {
+        assert_eq!(state.status, "pending", "{state:?}");
+        assert_eq!(state.attempts, 0, "{state:?}");
+        assert_eq!(state.last_error, None, "{state:?}");
+        state.assert_unleased();
+    }
+    let head = row(pool, k[0]).await?;
+    assert!(
+        head.due_at
+            .is_some_and(|at| at <= Utc::now() + chrono::Duration::seconds(1))
     );
 
+    let again = claim(pool, "relay-b", 100, LEASE).await?;
+    assert_eq!(ids(&again), k, "the same events, in order");
+    assert_eq!(again.events[0].attempts, 0, "a release is no attempt");
     settle(
         pool,
-        rest.token,
+        &again,
         MAX_ATTEMPTS,
-        &all(&rest, &Outcome::Delivered),
+        &all(&again, &Outcome::Delivered),
     )
     .await?;
     for state in rows(pool, &k).await? {
         state.assert_delivered(1);
     }
-    assert!(claim(pool, "relay-a", 100, LEASE).await?.is_empty());
-    // A new event on K is now its head: born unparked.
-    let late = emit(pool, "K").await?;
-    row(pool, late).await?.assert_fresh(false);
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_held")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(held, 0, "a walk delivered to its end lets its scope go");
     db.cleanup().await
 }
 
@@ -553,8 +704,9 @@ async fn settling_the_head_delivered_unparks_the_next_event_of_its_key() -> Resu
 async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 3).await?;
-    let j = emit(pool, "J").await?;
+    let keys = keys_in(pool, 12, "K", 2).await?;
+    let k = emit_n(pool, &keys[0], 3).await?;
+    let j = emit(pool, &keys[1]).await?;
 
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&first), vec![k[0], k[1], k[2], j]);
@@ -566,7 +718,7 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
         (j, rejected()),
     ];
     let before: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
-    let settled = settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
+    let settled = settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
     assert_eq!(
         settled,
         Settled {
@@ -578,11 +730,14 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
     );
     let head = row(pool, k[0]).await?;
     assert_eq!(head.status, "pending");
-    assert!(head.parked, "a failed event is parked while it backs off");
+    assert!(
+        head.parked,
+        "a failed head holds its key while it backs off"
+    );
     assert_eq!(head.attempts, 1);
     assert_eq!(head.last_error.as_deref(), Some("nack from the broker"));
     head.assert_unleased();
-    let delay = (head.available_at - before).num_seconds();
+    let delay = (head.due_at.expect("a next try") - before).num_seconds();
     assert!((3590..=3610).contains(&delay), "retry in {delay} s");
     for state in rows(pool, &k[1..]).await? {
         state.assert_fresh(true);
@@ -592,17 +747,15 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
     assert_eq!(dead.status, "dead");
     assert_eq!(dead.attempts, 1);
     assert_eq!(dead.last_error.as_deref(), Some("message too large"));
+    assert_eq!(dead.due_at, None);
     dead.assert_unleased();
 
     // Nothing of K is claimable while its head backs off.
-    let nothing = claim(pool, "relay-a", 100, LEASE).await?;
-    assert!(nothing.is_empty(), "{:?}", ids(&nothing));
+    assert_nothing_to_claim(pool).await?;
 
-    // The backoff is over: the head comes back with its run; the limit of 2 attempts is hit.
-    sqlx::query("UPDATE outbox_attempts SET next_attempt_at = now() WHERE event_id = $1")
-        .bind(k[0])
-        .execute(pool)
-        .await?;
+    // The backoff is over: the head comes back with the rest of its key; the limit of 2
+    // attempts is hit.
+    make_due(pool, &keys[0]).await?;
     let second = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&second), k);
     assert_eq!(second.events[0].attempts, 1);
@@ -611,7 +764,7 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
         (k[1], Outcome::Released),
         (k[2], Outcome::Released),
     ];
-    let settled = settle(pool, second.token, 2, &outcomes).await?;
+    let settled = settle(pool, &second, 2, &outcomes).await?;
     assert_eq!(
         settled,
         Settled {
@@ -624,12 +777,12 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
     assert_eq!(head.status, "dead");
     assert_eq!(head.attempts, 2);
     assert_eq!(head.last_error.as_deref(), Some("nack from the broker"));
+    assert_eq!(head.due_at, None);
     head.assert_unleased();
     for state in rows(pool, &k[1..]).await? {
         state.assert_fresh(true);
     }
-    let nothing = claim(pool, "relay-a", 100, LEASE).await?;
-    assert!(nothing.is_empty(), "{:?}", ids(&nothing));
+    assert_nothing_to_claim(pool).await?;
     assert_eq!(count_status(pool, "dead").await?, 2);
     db.cleanup().await
 }
@@ -640,8 +793,10 @@ async fn failed_attempts_back_off_then_die_and_rejections_die_at_once() -> Resul
 async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 3).await?;
-    let l = emit_n(pool, "L", 2).await?;
+    let keys = keys_in(pool, 13, "K", 2).await?;
+    let (kk, lk) = (&keys[0], &keys[1]);
+    let k = emit_n(pool, kk, 3).await?;
+    let l = emit_n(pool, lk, 2).await?;
 
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&first), [k.clone(), l.clone()].concat());
@@ -652,37 +807,40 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
         (l[0], Outcome::Delivered),
         (l[1], Outcome::Delivered),
     ];
-    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
+    settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
 
-    // Other keys flow past the dead head.
-    let l3 = emit(pool, "L").await?;
+    // Other keys of the same partition flow past the dead head, and so does nothing of K.
+    let l3 = emit(pool, lk).await?;
+    let k4 = emit(pool, kk).await?;
     row(pool, l3).await?.assert_fresh(false);
+    row(pool, k4).await?.assert_fresh(true);
     let second = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&second), vec![l3]);
     settle(
         pool,
-        second.token,
+        &second,
         MAX_ATTEMPTS,
         &all(&second, &Outcome::Delivered),
     )
     .await?;
+    let k = [k, vec![k4]].concat();
 
     let blocked = blocked_keys(pool, 10, false).await?;
     assert_eq!(blocked.len(), 1, "{blocked:?}");
     let key = &blocked[0];
-    assert_eq!(key.ordering_key, "K");
+    assert_eq!(&key.ordering_key, kk);
     assert_eq!(key.head_id, k[0]);
     assert_eq!(key.event_type, "TICKET_CREATED");
     assert_eq!(key.status, "dead");
     assert_eq!(key.attempts, 1);
     assert_eq!(key.last_error.as_deref(), Some("message too large"));
     assert_eq!(key.retry_at, None);
-    assert_eq!(key.waiting, 2);
+    assert_eq!(key.waiting, 3);
 
     // The operator discards the dead head: K's next event is its head and goes out.
     let report = discard(
         pool,
-        &dead_filter(EventFilter::default().ordering_key("K")?),
+        &dead_filter(EventFilter::default().ordering_key(kk)?),
         "ops-test",
         false,
     )
@@ -707,16 +865,17 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
     let error = head.last_error.unwrap_or_default();
     assert!(error.contains("discarded by ops-test"), "{error}");
     assert!(error.contains("message too large"), "{error}");
-    let states = rows(pool, &k[1..]).await?;
-    states[0].assert_fresh(false);
-    states[1].assert_fresh(true);
+    for state in rows(pool, &k[1..]).await? {
+        assert_eq!(state.status, "pending", "{state:?}");
+        assert_eq!(state.attempts, 0, "{state:?}");
+    }
     assert!(blocked_keys(pool, 10, false).await?.is_empty());
 
     let third = claim(pool, "relay-a", 100, LEASE).await?;
-    assert_eq!(ids(&third), vec![k[1], k[2]]);
+    assert_eq!(ids(&third), k[1..].to_vec());
     settle(
         pool,
-        third.token,
+        &third,
         MAX_ATTEMPTS,
         &all(&third, &Outcome::Delivered),
     )
@@ -724,6 +883,7 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
     for state in rows(pool, &k[1..]).await? {
         state.assert_delivered(1);
     }
+    assert_eq!(row(pool, k[0]).await?.status, "discarded");
     // A discard of something not dead changes nothing and writes no audit record.
     let again = discard(
         pool,
@@ -736,6 +896,7 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
     )
     .await?;
     assert_eq!((again.count, again.audit_id), (0, None));
+    assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
 
@@ -743,14 +904,15 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
 async fn a_replayed_dead_head_is_pending_again_and_goes_out_first_in_its_key() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let m = emit_n(pool, "M", 3).await?;
+    let key = key_in(pool, 0, "M").await?;
+    let m = emit_n(pool, &key, 3).await?;
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     let outcomes = vec![
         (m[0], rejected()),
         (m[1], Outcome::Released),
         (m[2], Outcome::Released),
     ];
-    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
+    settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
     assert_eq!(row(pool, m[0]).await?.status, "dead");
 
     let report = replay(
@@ -769,11 +931,12 @@ async fn a_replayed_dead_head_is_pending_again_and_goes_out_first_in_its_key() -
         .fetch_one(pool)
         .await?;
     assert_eq!(action, "replay");
-    // Back to a fresh head: attempts reset, error cleared, unparked, unleased.
+    // The held head again, due at once: attempts reset, error cleared, unleased.
     let states = rows(pool, &m).await?;
-    states[0].assert_fresh(false);
-    states[1].assert_fresh(true);
-    states[2].assert_fresh(true);
+    for state in &states {
+        state.assert_fresh(true);
+    }
+    assert!(states[0].due_at.is_some());
 
     let second = claim(pool, "relay-b", 100, LEASE).await?;
     assert_eq!(
@@ -781,9 +944,10 @@ async fn a_replayed_dead_head_is_pending_again_and_goes_out_first_in_its_key() -
         m,
         "the replayed head first, then its key in order"
     );
+    assert_eq!(second.events[0].attempts, 0);
     settle(
         pool,
-        second.token,
+        &second,
         MAX_ATTEMPTS,
         &all(&second, &Outcome::Delivered),
     )
@@ -791,58 +955,73 @@ async fn a_replayed_dead_head_is_pending_again_and_goes_out_first_in_its_key() -
     for state in rows(pool, &m).await? {
         state.assert_delivered(1);
     }
+    assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
 
 // 6 ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_claims_own_token_settles_its_rows_even_with_one_relay_id() -> Result<()> {
+async fn only_the_claims_own_token_settles_its_partition_even_with_one_relay_id() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 2).await?;
-    let l = emit(pool, "L").await?;
+    let k = emit_n(pool, &key_in(pool, 2, "K").await?, 2).await?;
+    let l = emit(pool, &key_in(pool, 3, "L").await?).await?;
 
     // Two replicas configured with the same relay id.
-    let one = claim(pool, "relay", 1, LEASE).await?;
+    let one = claim(pool, "relay", 100, LEASE).await?;
     let two = claim(pool, "relay", 100, LEASE).await?;
     assert_ne!(one.token, two.token);
-    assert_eq!(ids(&one), vec![k[0]]);
-    assert_eq!(ids(&two), vec![l]);
+    let (kc, lc) = if part(&one) == 2 {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!(ids(&kc), k);
+    assert_eq!(ids(&lc), vec![l]);
     let before = rows(pool, &[k[0], k[1], l]).await?;
-    before[0].assert_leased(one.token, "relay");
-    before[2].assert_leased(two.token, "relay");
+    before[0].assert_leased(kc.token, "relay");
+    before[2].assert_leased(lc.token, "relay");
 
     // A token nobody holds changes nothing.
-    let stranger = settle(
+    let mut stranger = kc.clone();
+    stranger.token = Uuid::now_v7();
+    let settled = settle(
         pool,
-        Uuid::now_v7(),
+        &stranger,
         MAX_ATTEMPTS,
-        &[
-            (k[0], Outcome::Delivered),
-            (k[1], Outcome::Delivered),
-            (l, rejected()),
-        ],
+        &[(k[0], Outcome::Delivered), (k[1], rejected())],
     )
     .await?;
     assert_eq!(
-        stranger,
+        settled,
         Settled {
-            lost: 3,
+            lost: 2,
             ..Settled::default()
         }
     );
     let after = rows(pool, &[k[0], k[1], l]).await?;
     assert_eq!(format!("{before:?}"), format!("{after:?}"));
 
-    // Replica two settles everything it thinks it has: only its own row changes.
+    // L's claim settles outcomes it was given for events of the other partition too: only
+    // its own event changes.
     let settled = settle(
         pool,
-        two.token,
+        &lc,
         MAX_ATTEMPTS,
-        &[(k[0], Outcome::Delivered), (l, Outcome::Delivered)],
+        &[
+            (k[0], failed(Duration::from_secs(60))),
+            (l, Outcome::Delivered),
+        ],
     )
     .await?;
+    // A settle records outcomes only for events of its own claim: another claim's event is
+    // left alone (counted lost), its failures unrecorded.
+    row(pool, l).await?.assert_delivered(1);
+    let k0 = row(pool, k[0]).await?;
+    k0.assert_leased(kc.token, "relay");
+    assert_eq!(k0.attempts, 0, "{k0:?}");
+    assert_eq!(k0.last_error, None, "{k0:?}");
     assert_eq!(
         settled,
         Settled {
@@ -851,21 +1030,13 @@ async fn only_the_claims_own_token_settles_its_rows_even_with_one_relay_id() -> 
             ..Settled::default()
         }
     );
-    row(pool, k[0]).await?.assert_leased(one.token, "relay");
-    row(pool, k[1]).await?.assert_fresh(true);
-    row(pool, l).await?.assert_delivered(1);
 
-    // Replica one settles its head; K moves on.
-    let settled = settle(
-        pool,
-        one.token,
-        MAX_ATTEMPTS,
-        &all(&one, &Outcome::Delivered),
-    )
-    .await?;
-    assert_eq!(settled.delivered, 1);
-    row(pool, k[0]).await?.assert_delivered(1);
-    row(pool, k[1]).await?.assert_fresh(false);
+    // K's claim settles its events; K moves on.
+    let settled = settle(pool, &kc, MAX_ATTEMPTS, &all(&kc, &Outcome::Delivered)).await?;
+    assert_eq!(settled.delivered, 2);
+    for state in rows(pool, &k).await? {
+        state.assert_delivered(1);
+    }
     db.cleanup().await
 }
 
@@ -875,28 +1046,28 @@ async fn only_the_claims_own_token_settles_its_rows_even_with_one_relay_id() -> 
 async fn an_expired_lease_is_reaped_and_reclaimed_and_the_old_settle_is_lost() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 2).await?;
+    let k = emit_n(pool, &key_in(pool, 15, "K").await?, 2).await?;
 
     let old = claim(pool, "relay-a", 100, Duration::from_secs(1)).await?;
     assert_eq!(ids(&old), k);
     // Not expired yet: nothing for anyone else.
-    assert!(claim(pool, "relay-b", 100, LEASE).await?.is_empty());
+    assert!(claim(pool, "relay-b", 100, LEASE).await?.feed.is_none());
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let new = claim(pool, "relay-b", 100, LEASE).await?;
-    assert_eq!(ids(&new), k, "the same rows, re-claimed in order");
+    assert_eq!(ids(&new), k, "the same events, claimed again in order");
     assert_ne!(old.token, new.token);
     for state in rows(pool, &k).await? {
         state.assert_leased(new.token, "relay-b");
         assert_eq!(state.attempts, 0);
     }
 
-    // The old owner comes back and settles: nothing changes.
+    // The old owner comes back and settles (a failure and a rejection): nothing changes.
     let late = settle(
         pool,
-        old.token,
+        &old,
         MAX_ATTEMPTS,
-        &all(&old, &Outcome::Delivered),
+        &[(k[0], failed(Duration::from_secs(60))), (k[1], rejected())],
     )
     .await?;
     assert_eq!(
@@ -908,14 +1079,14 @@ async fn an_expired_lease_is_reaped_and_reclaimed_and_the_old_settle_is_lost() -
     );
     for state in rows(pool, &k).await? {
         state.assert_leased(new.token, "relay-b");
+        assert_eq!(state.attempts, 0, "{state:?}");
+        assert_eq!(state.last_error, None, "{state:?}");
     }
-    let settled = settle(
-        pool,
-        new.token,
-        MAX_ATTEMPTS,
-        &all(&new, &Outcome::Delivered),
-    )
-    .await?;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_attempts")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(attempts, 0, "a lost settle counts no failure");
+    let settled = settle(pool, &new, MAX_ATTEMPTS, &all(&new, &Outcome::Delivered)).await?;
     assert_eq!(settled.delivered, 2);
     for state in rows(pool, &k).await? {
         state.assert_delivered(1);
@@ -926,182 +1097,229 @@ async fn an_expired_lease_is_reaped_and_reclaimed_and_the_old_settle_is_lost() -
 // 8 ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lease_deadline_is_taken_after_the_claim_lock_wait() -> Result<()> {
+async fn a_held_scope_waits_while_other_scopes_of_its_partition_flow() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit(pool, "K").await?;
+    let keys = keys_in(pool, 6, "H", 2).await?;
+    let (kk, lk) = (&keys[0], &keys[1]);
+    let mut k = emit_n(pool, kk, 2).await?;
+    let l = emit(pool, lk).await?;
+    let first = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&first), vec![k[0], k[1], l]);
+    settle(
+        pool,
+        &first,
+        MAX_ATTEMPTS,
+        &[
+            (k[0], failed(Duration::from_secs(3600))),
+            (k[1], Outcome::Released),
+            (l, Outcome::Delivered),
+        ],
+    )
+    .await?;
 
-    let holder = hold_claim_lock(pool, false).await?;
-    let started = Instant::now();
-    let pending = spawn_claim(pool, "relay-a", 10, Duration::from_secs(5));
-    until_waiting(pool, "advisory").await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        !pending.is_finished(),
-        "the claim did not wait for the lock"
-    );
-    holder.commit().await?;
+    // New events of both keys: L's go out, K's wait behind its held head, round after round.
+    for _ in 0..2 {
+        k.push(emit(pool, kk).await?);
+        let l_next = emit(pool, lk).await?;
+        let c = claim(pool, "relay-a", 100, LEASE).await?;
+        assert_eq!(ids(&c), vec![l_next]);
+        settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+        row(pool, l_next).await?.assert_delivered(1);
+    }
+    let states = rows(pool, &k).await?;
+    assert_eq!(states[0].attempts, 1);
+    for state in &states {
+        assert_eq!(state.status, "pending", "{state:?}");
+        assert!(state.parked, "{state:?}");
+    }
+    assert_nothing_to_claim(pool).await?;
 
-    let claimed = pending.await??;
-    let (returned_at,): (DateTime<Utc>,) = sqlx::query_as("SELECT clock_timestamp()")
-        .fetch_one(pool)
-        .await?;
-    assert!(started.elapsed() >= Duration::from_secs(2));
-    assert_eq!(ids(&claimed), vec![k]);
-    let state = row(pool, k).await?;
-    state.assert_leased(claimed.token, "relay-a");
-    let left = (state.locked_until.unwrap() - returned_at).num_milliseconds() as f64 / 1000.0;
-    assert!(
-        (4.5..=5.0).contains(&left),
-        "lease left when the claim returned: {left:.3} s (about 3 s means the deadline was \
-         taken before the lock wait)"
-    );
+    // K's head is due: its walk takes all of K, in order, behind the frontier.
+    make_due(pool, kk).await?;
+    let c = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&c), k);
+    settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+    let states = rows(pool, &k).await?;
+    states[0].assert_delivered(2);
+    for state in &states[1..] {
+        state.assert_delivered(1);
+    }
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_event_holds_its_scope_until_due_while_others_flow() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let keys = keys_in(pool, 9, "S", 2).await?;
+    let (kk, lk) = (&keys[0], &keys[1]);
+    // K's first event may go in 4 seconds (room for a slow machine); its second is due at
+    // once but comes after it.
+    let scheduled: Uuid = sqlx::query_scalar(
+        "INSERT INTO outbox_events (event_type, payload, ordering_key, available_at)
+         VALUES ('TICKET_CREATED', '{}', $1, now() + interval '4 seconds') RETURNING id",
+    )
+    .bind(kk)
+    .fetch_one(pool)
+    .await?;
+    let behind = emit(pool, kk).await?;
+    let l = emit(pool, lk).await?;
+
+    let first = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(part(&first), 9);
+    assert_eq!(ids(&first), vec![l], "K waits for its scheduled head");
+    settle(
+        pool,
+        &first,
+        MAX_ATTEMPTS,
+        &all(&first, &Outcome::Delivered),
+    )
+    .await?;
+    let head = row(pool, scheduled).await?;
+    assert_eq!(head.status, "pending");
+    assert!(head.parked, "{head:?}");
+    assert_eq!(head.attempts, 0);
+    assert!(head.due_at.is_some_and(|at| at > Utc::now()), "{head:?}");
+    row(pool, behind).await?.assert_fresh(true);
+    let status = report(pool, 10).await?;
+    let blocked: Vec<(&str, &str, i64)> = status
+        .blocked_keys
+        .iter()
+        .map(|b| (b.ordering_key.as_str(), b.status.as_str(), b.waiting))
+        .collect();
+    assert_eq!(blocked, vec![(kk.as_str(), "scheduled", 1)]);
+
+    // Others flow meanwhile.
+    let l2 = emit(pool, lk).await?;
+    let second = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&second), vec![l2]);
+    settle(
+        pool,
+        &second,
+        MAX_ATTEMPTS,
+        &all(&second, &Outcome::Delivered),
+    )
+    .await?;
+    assert_nothing_to_claim(pool).await?;
+
+    // Once due, K goes out in order.
+    wait_until(
+        Duration::from_secs(10),
+        "the scheduled head to be due",
+        || async {
+            let due: bool =
+                sqlx::query_scalar("SELECT available_at <= now() FROM outbox_events WHERE id = $1")
+                    .bind(scheduled)
+                    .fetch_one(pool)
+                    .await?;
+            Ok(due)
+        },
+    )
+    .await?;
+    let third = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&third), vec![scheduled, behind]);
+    settle(
+        pool,
+        &third,
+        MAX_ATTEMPTS,
+        &all(&third, &Outcome::Delivered),
+    )
+    .await?;
+    for state in rows(pool, &[scheduled, behind]).await? {
+        state.assert_delivered(1);
+    }
+    assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
 
 // 9 ------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_wait_for_settles_and_settles_wait_for_claims() -> Result<()> {
+async fn an_open_writers_event_is_a_gap_and_goes_out_once_it_commits() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 2).await?;
-
-    // A settle (or operator change) in progress holds the lock shared: a claim waits.
-    let settling = hold_claim_lock(pool, true).await?;
-    let pending = spawn_claim(pool, "relay-a", 1, LEASE);
-    until_waiting(pool, "advisory").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!pending.is_finished(), "the claim ran during a settle");
-    row(pool, k[0]).await?.assert_fresh(false);
-    settling.commit().await?;
-    let claimed = pending.await??;
-    assert_eq!(ids(&claimed), vec![k[0]]);
-
-    // Settles share the lock with each other: a settle is not held up by another one.
-    let other_settle = hold_claim_lock(pool, true).await?;
-    let released = tokio::time::timeout(
-        Duration::from_secs(5),
-        settle(
-            pool,
-            claimed.token,
-            MAX_ATTEMPTS,
-            &all(&claimed, &Outcome::Released),
-        ),
+    let keys = keys_in(pool, 4, "G", 2).await?;
+    // A writer on K stays open; a later event of the same partition (L) is committed.
+    let mut writer = pool.begin().await?;
+    let written = emit_on(&mut writer, Some(&keys[0])).await?;
+    let l = emit(pool, &keys[1]).await?;
+    let first = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&first), vec![l]);
+    settle(
+        pool,
+        &first,
+        MAX_ATTEMPTS,
+        &all(&first, &Outcome::Delivered),
     )
-    .await??;
-    assert_eq!(released.released, 1);
-    other_settle.commit().await?;
+    .await?;
+    let gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_gaps WHERE part = 4")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(gaps, 1, "the open writer's seq is noted as a gap");
 
-    // A claim in progress holds it exclusively: a settle waits, and changes nothing meanwhile.
-    let claimed = claim(pool, "relay-a", 1, LEASE).await?;
-    assert_eq!(ids(&claimed), vec![k[0]]);
-    let claiming = hold_claim_lock(pool, false).await?;
-    let settle_task = {
-        let pool = pool.clone();
-        let outcomes = all(&claimed, &Outcome::Delivered);
-        let token = claimed.token;
-        tokio::spawn(async move { settle(&pool, token, MAX_ATTEMPTS, &outcomes).await })
-    };
-    until_waiting(pool, "advisory").await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!settle_task.is_finished(), "the settle ran during a claim");
-    row(pool, k[0])
-        .await?
-        .assert_leased(claimed.token, "relay-a");
-    claiming.commit().await?;
-    let settled = settle_task.await??;
-    assert_eq!(settled.delivered, 1);
-    row(pool, k[0]).await?.assert_delivered(1);
-    row(pool, k[1]).await?.assert_fresh(false);
+    writer.commit().await?;
+    let state = row(pool, written).await?;
+    assert_eq!(
+        state.status, "pending",
+        "a gap's event is pending {state:?}"
+    );
+    let second = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&second), vec![written]);
+    settle(
+        pool,
+        &second,
+        MAX_ATTEMPTS,
+        &all(&second, &Outcome::Delivered),
+    )
+    .await?;
+    row(pool, written).await?.assert_delivered(1);
+    let gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_gaps")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(gaps, 0, "a gap read is forgotten");
+
+    // A writer that rolls back leaves a gap that is forgotten once it has ended.
+    let mut rolled_back = pool.begin().await?;
+    emit_on(&mut rolled_back, Some(&keys[0])).await?;
+    let l2 = emit(pool, &keys[1]).await?;
+    rolled_back.rollback().await?;
+    let third = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&third), vec![l2]);
+    settle(
+        pool,
+        &third,
+        MAX_ATTEMPTS,
+        &all(&third, &Outcome::Delivered),
+    )
+    .await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the gap to be forgotten",
+        || async {
+            let c = claim(pool, "relay-a", 100, LEASE).await?;
+            assert!(c.is_empty(), "{:?}", ids(&c));
+            settle(pool, &c, MAX_ATTEMPTS, &[]).await?;
+            let gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_gaps")
+                .fetch_one(pool)
+                .await?;
+            Ok(gaps == 0)
+        },
+    )
+    .await?;
     db.cleanup().await
 }
 
 // 10 -----------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_writer_holding_the_key_during_a_settle_leaves_a_recheck_for_the_next_claim() -> Result<()>
-{
-    let db = TestDb::new().await?;
-    let pool = &db.pool;
-    let head = emit(pool, "K").await?;
-    let claimed = claim(pool, "relay-a", 100, LEASE).await?;
-    assert_eq!(ids(&claimed), vec![head]);
-
-    // A writer inserts on K and stays open: it holds K's key lock; its row is parked behind
-    // the (leased, undelivered) head.
-    let mut writer = pool.begin().await?;
-    let written = emit_on(&mut writer, Some("K")).await?;
-    let parked: bool = sqlx::query_scalar("SELECT parked FROM outbox_events WHERE id = $1")
-        .bind(written)
-        .fetch_one(&mut *writer)
-        .await?;
-    assert!(parked, "a writer behind an undelivered head is born parked");
-
-    // The settle cannot take K's lock: it notes K for a recheck instead of waiting.
-    let settled = tokio::time::timeout(
-        Duration::from_secs(5),
-        settle(
-            pool,
-            claimed.token,
-            MAX_ATTEMPTS,
-            &all(&claimed, &Outcome::Delivered),
-        ),
-    )
-    .await??;
-    assert_eq!(settled.delivered, 1);
-    row(pool, head).await?.assert_delivered(1);
-    assert_eq!(rechecks(pool).await?, vec!["K".to_owned()]);
-
-    // A claim while the writer is still open: the recheck stays, nothing of K is claimed.
-    assert!(claim(pool, "relay-a", 100, LEASE).await?.is_empty());
-    assert_eq!(rechecks(pool).await?, vec!["K".to_owned()]);
-
-    writer.commit().await?;
-    row(pool, written).await?.assert_fresh(true);
-    let next = claim(pool, "relay-b", 100, LEASE).await?;
-    assert_eq!(ids(&next), vec![written]);
-    assert!(rechecks(pool).await?.is_empty());
-    let state = row(pool, written).await?;
-    assert!(!state.parked, "the claim unparked the writer's event");
-    state.assert_leased(next.token, "relay-b");
-    db.cleanup().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_writer_after_a_committed_settle_writes_an_unparked_head() -> Result<()> {
-    let db = TestDb::new().await?;
-    let pool = &db.pool;
-    let head = emit(pool, "K").await?;
-    let claimed = claim(pool, "relay-a", 100, LEASE).await?;
-    settle(
-        pool,
-        claimed.token,
-        MAX_ATTEMPTS,
-        &all(&claimed, &Outcome::Delivered),
-    )
-    .await?;
-    row(pool, head).await?.assert_delivered(1);
-    assert!(rechecks(pool).await?.is_empty());
-
-    let mut writer = pool.begin().await?;
-    let written = emit_on(&mut writer, Some("K")).await?;
-    writer.commit().await?;
-    row(pool, written).await?.assert_fresh(false);
-    let next = claim(pool, "relay-b", 100, LEASE).await?;
-    assert_eq!(ids(&next), vec![written]);
-    db.cleanup().await
-}
-
-// 11 -----------------------------------------------------------------------------------------
-
 /// Inserts on `key` in `tx` from a task; returns the transaction and the new row's id.
 fn spawn_insert(
     mut tx: Transaction<'static, Postgres>,
-    key: &'static str,
+    key: String,
 ) -> tokio::task::JoinHandle<Result<(Transaction<'static, Postgres>, Uuid)>> {
     tokio::spawn(async move {
-        let id = emit_on(&mut tx, Some(key)).await?;
+        let id = emit_on(&mut tx, Some(&key)).await?;
         Ok((tx, id))
     })
 }
@@ -1115,7 +1333,7 @@ async fn writers_of_one_key_queue_and_draw_seq_in_commit_order() -> Result<()> {
     let mut t1 = pool.begin().await?;
     let first = emit_on(&mut t1, Some("K")).await?;
     let t2 = pool.begin().await?;
-    let second = spawn_insert(t2, "K");
+    let second = spawn_insert(t2, "K".to_owned());
     until_waiting(pool, "transactionid").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!second.is_finished(), "T2 inserted on K while T1 held it");
@@ -1126,19 +1344,20 @@ async fn writers_of_one_key_queue_and_draw_seq_in_commit_order() -> Result<()> {
     t2.commit().await?;
     let (one, two) = (row(pool, first).await?, row(pool, second).await?);
     assert!(two.seq > one.seq, "T2 {} after T1 {}", two.seq, one.seq);
+    assert_eq!(one.seq % 16, two.seq % 16, "a scope lies in one partition");
     // (`other` is another scope: its seq comes from its own partition's sequence, and says
     // nothing about when T2 drew.)
     let _ = row(pool, other).await?;
     one.assert_fresh(false);
-    two.assert_fresh(true);
+    two.assert_fresh(false);
 
     // The reverse: T4's transaction starts first (and writes another key, drawing a seq),
-    // but T3 takes K first; T4's insert on K waits and draws a later seq than T3's.
+    // but T3 takes L first; T4's insert on L waits and draws a later seq than T3's.
     let mut t4 = pool.begin().await?;
     let t4_other = emit_on(&mut t4, Some("J")).await?;
     let mut t3 = pool.begin().await?;
     let third = emit_on(&mut t3, Some("L")).await?;
-    let fourth = spawn_insert(t4, "L");
+    let fourth = spawn_insert(t4, "L".to_owned());
     until_waiting(pool, "transactionid").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!fourth.is_finished(), "T4 inserted on L while T3 held it");
@@ -1154,24 +1373,23 @@ async fn writers_of_one_key_queue_and_draw_seq_in_commit_order() -> Result<()> {
         three.seq
     );
     three.assert_fresh(false);
-    four.assert_fresh(true);
+    four.assert_fresh(false);
 
-    // A writer that rolls back releases the key; the waiter's row is then the head.
+    // A writer that rolls back releases the key; the waiter's row is then written.
     let mut t5 = pool.begin().await?;
     let _rolled_back = emit_on(&mut t5, Some("M")).await?;
     let t6 = pool.begin().await?;
-    let sixth = spawn_insert(t6, "M");
+    let sixth = spawn_insert(t6, "M".to_owned());
     until_waiting(pool, "transactionid").await?;
     t5.rollback().await?;
     let (t6, sixth) = tokio::time::timeout(Duration::from_secs(5), sixth).await???;
     t6.commit().await?;
     row(pool, sixth).await?.assert_fresh(false);
 
-    // Claims see K and L each in commit order.
-    let claimed = claim(pool, "relay-a", 100, LEASE).await?;
+    // Claims (one per partition) deliver K and L each in commit order, and M's event.
+    let delivered = drain(pool).await?;
     let of = |key: &str| -> Vec<Uuid> {
-        claimed
-            .events
+        delivered
             .iter()
             .filter(|e| e.ordering_key.as_deref() == Some(key))
             .map(|e| e.id)
@@ -1179,10 +1397,12 @@ async fn writers_of_one_key_queue_and_draw_seq_in_commit_order() -> Result<()> {
     };
     assert_eq!(of("K"), vec![first, second]);
     assert_eq!(of("L"), vec![third, fourth]);
+    assert_eq!(of("M"), vec![sixth]);
+    assert_eq!(delivered.len(), 7);
     db.cleanup().await
 }
 
-// 12 -----------------------------------------------------------------------------------------
+// 11 -----------------------------------------------------------------------------------------
 
 fn sql_state(error: &sqlx::Error) -> Option<String> {
     match error {
@@ -1211,15 +1431,26 @@ async fn rows_written_by_plain_sql_are_completed_and_checked_by_the_database() -
     assert_eq!(category, entry.category.name());
     assert_eq!(dedupe_key, id.to_string());
     assert!(seq > 0);
+    let k_part: i64 =
+        sqlx::query_scalar("SELECT hashtextextended(outbox_scope(NULL::uuid, 'k'), 0) & 15")
+            .fetch_one(pool)
+            .await?;
+    assert_eq!(
+        seq % 16,
+        k_part,
+        "a keyed event's seq names its scope's partition"
+    );
     assert!(!parked);
     assert_eq!((status.as_str(), attempts), ("pending", 0));
     assert_eq!(key_locks(pool).await?, vec!["k".to_owned()]);
-    // The second row of the key: a later seq, parked behind the first.
+    // The second row of the key: a later seq of the same partition; nothing on the row says
+    // it waits (the feed keeps the order).
     let second: Filled = sqlx::query_as(insert).fetch_one(pool).await?;
     assert!(second.1 > seq);
-    assert!(second.5, "the second event of 'k' is parked");
+    assert_eq!(second.1 % 16, k_part);
+    assert!(!second.5);
     assert_eq!(second.4, second.0.to_string());
-    // Without a key: unparked, no key lock.
+    // Without a key: no key lock.
     let unkeyed: (Option<String>, bool) = sqlx::query_as(
         "INSERT INTO outbox_events (event_type, payload)
          VALUES ('TICKET_CREATED', '{\"ticketId\": \"0190c7a6-0000-7000-8000-000000000003\"}')
@@ -1230,14 +1461,14 @@ async fn rows_written_by_plain_sql_are_completed_and_checked_by_the_database() -
     assert_eq!(unkeyed, (None, false));
     assert_eq!(key_locks(pool).await?, vec!["k".to_owned()]);
     // Columns a writer may not set are reset by the trigger.
-    let forged: (bool, Option<Uuid>, Option<String>) = sqlx::query_as(
-        "INSERT INTO outbox_events (event_type, payload, ordering_key, parked, claim_token, locked_by, locked_until)
-         VALUES ('TICKET_CREATED', '{}', 'forged', true, gen_random_uuid(), 'me', now() + interval '1 hour')
-         RETURNING parked, claim_token, locked_by",
+    let forged: (bool, Option<Uuid>, Option<String>, String) = sqlx::query_as(
+        "INSERT INTO outbox_events (event_type, payload, ordering_key, parked, claim_token, locked_by, locked_until, status)
+         VALUES ('TICKET_CREATED', '{}', 'forged', true, gen_random_uuid(), 'me', now() + interval '1 hour', 'dead')
+         RETURNING parked, claim_token, locked_by, status",
     )
     .fetch_one(pool)
     .await?;
-    assert_eq!(forged, (false, None, None));
+    assert_eq!(forged, (false, None, None, "pending".to_owned()));
 
     // Unknown event types are refused, even with a schema ref and category given.
     let unknown = sqlx::query(
@@ -1300,59 +1531,61 @@ async fn rows_written_by_plain_sql_are_completed_and_checked_by_the_database() -
     db.cleanup().await
 }
 
-// 13 -----------------------------------------------------------------------------------------
+// 12 -----------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_key_locks_go_only_for_keys_without_open_events_and_never_a_held_one() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let a = emit(pool, "A").await?; // delivered: idle
-    let b = emit(pool, "B").await?; // pending
-    let c = emit(pool, "C").await?; // dead
-    let d = emit(pool, "D").await?; // delivered, but a writer holds the key
+    let keys = keys_in(pool, 11, "I", 4).await?;
+    let (ka, kb, kc, kd) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+    let a = emit(pool, ka).await?; // delivered: idle
+    let b = emit(pool, kb).await?; // released: held, due
+    let c = emit(pool, kc).await?; // dead: held
+    let d = emit(pool, kd).await?; // delivered, but a writer holds the key
     let first = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&first), vec![a, b, c, d]);
     let outcomes = vec![
         (a, Outcome::Delivered),
         (b, Outcome::Released),
         (c, rejected()),
         (d, Outcome::Delivered),
     ];
-    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
-    row(pool, b).await?.assert_fresh(false);
-    assert_eq!(key_locks(pool).await?, ["A", "B", "C", "D"]);
+    settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
+    assert_eq!(row(pool, b).await?.status, "pending");
+    assert_eq!(key_locks(pool).await?, sorted(&[ka, kb, kc, kd]));
 
     let mut writer = pool.begin().await?;
-    let written = emit_on(&mut writer, Some("D")).await?;
+    let written = emit_on(&mut writer, Some(kd)).await?;
     let purged = tokio::time::timeout(Duration::from_secs(5), idle_key_locks(pool, 100)).await??;
     assert_eq!(purged, 1);
-    assert_eq!(key_locks(pool).await?, ["B", "C", "D"]);
+    assert_eq!(key_locks(pool).await?, sorted(&[kb, kc, kd]));
     writer.commit().await?;
     row(pool, written).await?.assert_fresh(false);
     // D now has a pending event: its lock stays.
     assert_eq!(idle_key_locks(pool, 100).await?, 0);
-    assert_eq!(key_locks(pool).await?, ["B", "C", "D"]);
+    assert_eq!(key_locks(pool).await?, sorted(&[kb, kc, kd]));
 
-    // A key whose lock was purged gets it back with its next event, which is its head.
-    let again = emit(pool, "A").await?;
+    // A key whose lock was purged gets it back with its next event.
+    let again = emit(pool, ka).await?;
     row(pool, again).await?.assert_fresh(false);
-    assert_eq!(key_locks(pool).await?, ["A", "B", "C", "D"]);
+    assert_eq!(key_locks(pool).await?, sorted(&[ka, kb, kc, kd]));
 
-    // Everything of D delivered: its lock goes; the batch size bounds one call.
-    let claimed = claim(pool, "relay-a", 100, LEASE).await?;
-    let outcomes: Vec<(Uuid, Outcome)> = claimed
-        .events
-        .iter()
-        .map(|e| (e.id, Outcome::Delivered))
-        .collect();
-    settle(pool, claimed.token, MAX_ATTEMPTS, &outcomes).await?;
+    // Everything but the dead key delivered: the locks go; the batch size bounds one call.
+    let delivered = drain(pool).await?;
+    assert_eq!(delivered.len(), 3, "B's walk, D's and A's new events");
     assert_eq!(count_status(pool, "pending").await?, 0);
     assert_eq!(idle_key_locks(pool, 1).await?, 1);
     assert_eq!(idle_key_locks(pool, 100).await?, 2);
-    assert_eq!(key_locks(pool).await?, ["C"], "the dead key keeps its lock");
+    assert_eq!(
+        key_locks(pool).await?,
+        vec![kc.clone()],
+        "the dead key keeps its lock"
+    );
     db.cleanup().await
 }
 
-// 14 -----------------------------------------------------------------------------------------
+// 13 -----------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
@@ -1371,9 +1604,12 @@ async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
     );
     assert!(empty.oldest_pending_age.abs() < f64::EPSILON);
 
-    let k1 = emit_n(pool, "K1", 3).await?; // dead head, two behind
-    let k3 = emit(pool, "K3").await?; // delivered
-    let k4 = emit_n(pool, "K4", 2).await?; // head retrying in an hour, one behind
+    let keys = keys_in(pool, 5, "G", 3).await?;
+    let (k1k, k3k, k4k) = (&keys[0], &keys[1], &keys[2]);
+    let k2k = key_in(pool, 10, "G2").await?;
+    let k1 = emit_n(pool, k1k, 3).await?; // dead head, two behind
+    let k3 = emit(pool, k3k).await?; // delivered
+    let k4 = emit_n(pool, k4k, 2).await?; // head retrying in an hour, one behind
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(first.len(), 6);
     let outcomes = vec![
@@ -1384,28 +1620,16 @@ async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
         (k4[0], failed(Duration::from_secs(3600))),
         (k4[1], Outcome::Released),
     ];
-    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
-    let k2 = emit_n(pool, "K2", 2).await?; // head in flight, one behind
+    settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
+    let k2 = emit_n(pool, &k2k, 2).await?; // head in flight, one behind
+    let in_flight = claim(pool, "relay-b", 1, LEASE).await?;
+    assert_eq!(ids(&in_flight), vec![k2[0]]);
     let mut conn = pool.acquire().await?;
     let unkeyed = emit_on(&mut conn, None).await?;
     drop(conn);
-    let in_flight = claim(pool, "relay-b", 1, LEASE).await?;
-    assert_eq!(ids(&in_flight), vec![k2[0]]);
-    row(pool, unkeyed).await?.assert_fresh(false);
+    assert_eq!(row(pool, unkeyed).await?.status, "pending");
 
-    let g = gauges(&mut *pool.acquire().await?).await?;
-    // Pending: K1's two, K2's two, K4's two, the unkeyed one.
-    assert_eq!(g.pending, 7, "{g:?}");
-    assert_eq!(g.in_flight, 1, "{g:?}");
-    assert_eq!(g.dead, 1, "{g:?}");
-    assert_eq!(g.blocked_keys, 1, "only dead heads block: {g:?}");
-    assert_eq!(g.blocked_events, 2, "{g:?}");
-    assert!(
-        g.oldest_pending_age >= 0.0 && g.oldest_pending_age < 60.0,
-        "{g:?}"
-    );
-
-    // The status report agrees, and lists the retrying key too.
+    // The status report counts from the view: K1's two, K2's two, K4's two, the unkeyed one.
     let status = report(pool, 10).await?;
     assert_eq!(
         (
@@ -1423,56 +1647,78 @@ async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
         .iter()
         .map(|k| (k.ordering_key.as_str(), k.status.as_str(), k.waiting))
         .collect();
-    assert_eq!(blocked, vec![("K1", "dead", 2), ("K4", "retrying", 1)]);
+    assert_eq!(
+        blocked,
+        vec![(k1k.as_str(), "dead", 2), (k4k.as_str(), "retrying", 1)]
+    );
     let retrying = &status.blocked_keys[1];
     assert_eq!(retrying.head_id, k4[0]);
     assert!(retrying.retry_at.is_some_and(|at| at > Utc::now()));
 
+    let g = gauges(&mut *pool.acquire().await?).await?;
+    assert_eq!(g.in_flight, 1, "{g:?}");
+    assert_eq!(g.dead, 1, "{g:?}");
+    assert_eq!(g.blocked_keys, 1, "only dead heads block: {g:?}");
+    assert_eq!(g.blocked_events, 2, "{g:?}");
+    assert!(
+        g.oldest_pending_age >= 0.0 && g.oldest_pending_age < 60.0,
+        "{g:?}"
+    );
+    // The pending gauge counts what the status report counts: the events after each
+    // frontier, those at or behind held heads (but dead heads), filled gaps and replays.
+    assert_eq!(g.pending, status.pending, "{g:?}");
+
     // Delivering the in-flight head and discarding the dead one empties the blocked figures.
     settle(
         pool,
-        in_flight.token,
+        &in_flight,
         MAX_ATTEMPTS,
         &all(&in_flight, &Outcome::Delivered),
     )
     .await?;
     discard(
         pool,
-        &dead_filter(EventFilter::default().ordering_key("K1")?),
+        &dead_filter(EventFilter::default().ordering_key(k1k)?),
         "ops-test",
         false,
     )
     .await?;
     let g = gauges(&mut *pool.acquire().await?).await?;
     assert_eq!(
-        (
-            g.pending,
-            g.in_flight,
-            g.dead,
-            g.blocked_keys,
-            g.blocked_events
-        ),
-        (6, 0, 0, 0, 0),
+        (g.in_flight, g.dead, g.blocked_keys, g.blocked_events),
+        (0, 0, 0, 0),
         "{g:?}"
     );
+    let status = report(pool, 10).await?;
+    assert_eq!(
+        (
+            status.pending,
+            status.in_flight,
+            status.dead,
+            status.discarded
+        ),
+        (6, 0, 0, 1)
+    );
+    // And again after the discard.
+    assert_eq!(g.pending, 6, "{g:?}");
     db.cleanup().await
 }
 
-// Regressions --------------------------------------------------------------------------------
+// Replays and retention ---------------------------------------------------------------------
 
 /// A key whose writers' lock was purged (no undelivered event left) gets events back through
-/// a replay of delivered events. A settle that later moves its head must still find a
-/// key-lock row to take (the replay recreates it; the claim's re-check would too), or an
-/// event parked behind the old head would never be unparked.
+/// a replay of delivered events: each goes out once more, on its own, and a failure of one
+/// does not lose the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let k = emit_n(pool, "K", 2).await?;
+    let key = key_in(pool, 14, "R").await?;
+    let k = emit_n(pool, &key, 3).await?;
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     settle(
         pool,
-        first.token,
+        &first,
         MAX_ATTEMPTS,
         &all(&first, &Outcome::Delivered),
     )
@@ -1482,7 +1728,10 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
         pool,
         &ReplayRequest {
             status: ReplayableStatus::Delivered,
-            filter: EventFilter::default().ordering_key("K")?,
+            filter: EventFilter {
+                ids: vec![k[0], k[1]],
+                ..EventFilter::default()
+            },
             limit: None,
             all: false,
         },
@@ -1491,71 +1740,300 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
     )
     .await?;
     assert_eq!(replayed.count, 2);
-    // The head fails and backs off; a claim meanwhile parks the second event behind it.
+    for state in rows(pool, &k[..2]).await? {
+        assert_eq!(state.status, "pending", "{state:?}");
+        assert_eq!(state.attempts, 0, "{state:?}");
+    }
+    row(pool, k[2]).await?.assert_delivered(1);
+
+    // The replayed events only, not the delivered one after them.
     let second = claim(pool, "relay-a", 100, LEASE).await?;
-    assert_eq!(ids(&second), k);
-    let outcomes = vec![
-        (k[0], failed(Duration::from_secs(3600))),
-        (k[1], Outcome::Released),
-    ];
-    settle(pool, second.token, MAX_ATTEMPTS, &outcomes).await?;
-    assert!(claim(pool, "relay-a", 100, LEASE).await?.is_empty());
-    assert!(row(pool, k[1]).await?.parked);
-    // The retry is due; the head goes out, the second event is released (lease ran short).
-    sqlx::query("UPDATE outbox_attempts SET next_attempt_at = now() WHERE event_id = $1")
+    assert_eq!(ids(&second), k[..2].to_vec());
+    let settled = settle(
+        pool,
+        &second,
+        MAX_ATTEMPTS,
+        &[
+            (k[0], failed(Duration::from_secs(3600))),
+            (k[1], Outcome::Released),
+        ],
+    )
+    .await?;
+    assert_eq!((settled.retrying, settled.released), (1, 1));
+    let head = row(pool, k[0]).await?;
+    assert_eq!((head.status.as_str(), head.attempts), ("pending", 1));
+    assert!(head.due_at.is_some_and(|at| at > Utc::now()));
+    // The released one goes again; the failed one once its retry is due.
+    let third = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&third), vec![k[1]]);
+    settle(
+        pool,
+        &third,
+        MAX_ATTEMPTS,
+        &all(&third, &Outcome::Delivered),
+    )
+    .await?;
+    assert_nothing_to_claim(pool).await?;
+    sqlx::query("UPDATE outbox_replays SET due_at = now() WHERE event_id = $1")
         .bind(k[0])
         .execute(pool)
         .await?;
-    let third = claim(pool, "relay-a", 100, LEASE).await?;
-    assert_eq!(ids(&third), k);
-    let outcomes = vec![(k[0], Outcome::Delivered), (k[1], Outcome::Released)];
-    settle(pool, third.token, MAX_ATTEMPTS, &outcomes).await?;
-    // Expected: the second event is the key's head now and is claimed.
     let fourth = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&fourth), vec![k[0]]);
+    assert_eq!(fourth.events[0].attempts, 1);
+    settle(
+        pool,
+        &fourth,
+        MAX_ATTEMPTS,
+        &all(&fourth, &Outcome::Delivered),
+    )
+    .await?;
+    let states = rows(pool, &k).await?;
+    states[0].assert_delivered(2);
+    states[1].assert_delivered(1);
+    states[2].assert_delivered(1);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_replays")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(left, 0);
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}
+
+/// Purge deletes delivered events below their partition's frontier, never a pending, held,
+/// dead or replayed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_only_delivered_events_below_the_frontier() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let keys = keys_in(pool, 8, "P", 3).await?;
+    let delivered = emit(pool, &keys[0]).await?;
+    let dead = emit_n(pool, &keys[1], 2).await?;
+    let retrying = emit(pool, &keys[2]).await?;
+    let first = claim(pool, "relay-a", 100, LEASE).await?;
+    settle(
+        pool,
+        &first,
+        MAX_ATTEMPTS,
+        &[
+            (delivered, Outcome::Delivered),
+            (dead[0], rejected()),
+            (dead[1], Outcome::Released),
+            (retrying, failed(Duration::from_secs(3600))),
+        ],
+    )
+    .await?;
+    let pending = emit(pool, &keys[0]).await?; // above the frontier
+    // Old enough for any retention.
+    sqlx::query("UPDATE outbox_events SET created_at = created_at - interval '2 days'")
+        .execute(pool)
+        .await?;
+    let purged =
+        outbox_relay::store::purge::finished_events(pool, Duration::from_secs(3600), 1000).await?;
+    assert_eq!(purged, 1);
+    let left: HashSet<Uuid> = sqlx::query_scalar("SELECT id FROM outbox_events")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     assert_eq!(
-        ids(&fourth),
-        vec![k[1]],
-        "stranded: {:?}, rechecks {:?}, key locks {:?}",
-        row(pool, k[1]).await?,
-        rechecks(pool).await?,
-        key_locks(pool).await?
+        left,
+        HashSet::from([dead[0], dead[1], retrying, pending]),
+        "only the delivered event goes"
     );
     db.cleanup().await
 }
 
-// Failures of events deleted outside the relay ---------------------------------------------
-
 /// A retrying or dead event deleted by hand (or by the application) leaves its failures in
-/// `outbox_attempts`; retention forgets them, and an event that failed and was then
-/// delivered keeps its count until it is purged with it.
+/// `outbox_attempts`; retention forgets them, and the scopes they held do not stay stranded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_forgets_the_failures_of_events_deleted_by_hand() -> Result<()> {
     let db = TestDb::new().await?;
     let pool = &db.pool;
-    let dead = emit_n(pool, "D", 1).await?;
-    let retrying = emit_n(pool, "R", 1).await?;
-    let kept = emit_n(pool, "K", 1).await?;
+    let keys = keys_in(pool, 7, "D", 3).await?;
+    let dead = emit(pool, &keys[0]).await?;
+    let retrying = emit(pool, &keys[1]).await?;
+    let kept = emit(pool, &keys[2]).await?;
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(first.len(), 3);
     let outcomes = vec![
-        (
-            dead[0],
-            Outcome::Rejected {
-                error: "message too large".to_owned(),
-            },
-        ),
-        (retrying[0], failed(Duration::from_secs(3600))),
-        (kept[0], failed(Duration::from_secs(3600))),
+        (dead, rejected()),
+        (retrying, failed(Duration::from_secs(3600))),
+        (kept, failed(Duration::from_secs(3600))),
     ];
-    settle(pool, first.token, MAX_ATTEMPTS, &outcomes).await?;
+    settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
     sqlx::query("DELETE FROM outbox_events WHERE id = ANY($1)")
-        .bind([dead[0], retrying[0]])
+        .bind([dead, retrying])
         .execute(pool)
         .await?;
     outbox_relay::store::purge::finished_events(pool, Duration::from_secs(3600), 1000).await?;
     let left: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM outbox_attempts")
         .fetch_all(pool)
         .await?;
-    assert_eq!(left, kept, "only the failures of an event that exists stay");
+    assert_eq!(
+        left,
+        vec![kept],
+        "only the failures of an event that exists stay"
+    );
+    // The retrying key's next event goes out once its (deleted) head is due.
+    let next = emit(pool, &keys[1]).await?;
+    make_due(pool, &keys[1]).await?;
+    let c = claim(pool, "relay-a", 100, LEASE).await?;
+    assert_eq!(ids(&c), vec![next]);
+    db.cleanup().await
+}
+
+// Hostile values -----------------------------------------------------------------------------
+
+/// Values a settle stores come from the broker (errors) and from the relay's configuration
+/// (delays, limits): none of them may make a settle fail, or the relay would retry it for
+/// ever while its partition waits. Each case runs in a partition of its own (a settle that
+/// fails leaves its partition leased), and every failure is reported at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_values_cannot_wedge_a_settle() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let mut wedged: Vec<String> = Vec::new();
+
+    // Each case: a key of its own partition, one event, a claim, a settle with `outcome`
+    // (with `max_attempts`); `prepare` runs on the event before the claim.
+    async fn case(
+        pool: &PgPool,
+        part: i64,
+        prepare: &str,
+        replayed: bool,
+        outcome: Outcome,
+        max_attempts: u32,
+    ) -> Result<std::result::Result<(Uuid, Settled), String>> {
+        let key = key_in(pool, part, "X").await?;
+        let id = emit(pool, &key).await?;
+        if replayed {
+            let c = claim(pool, "relay-h", 100, LEASE).await?;
+            assert_eq!(ids(&c), vec![id]);
+            settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+            replay(
+                pool,
+                &ReplayRequest {
+                    status: ReplayableStatus::Delivered,
+                    filter: EventFilter {
+                        ids: vec![id],
+                        ..EventFilter::default()
+                    },
+                    limit: None,
+                    all: false,
+                },
+                "ops-test",
+                false,
+            )
+            .await?;
+        }
+        if !prepare.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(prepare.to_owned()))
+                .bind(id)
+                .execute(pool)
+                .await?;
+        }
+        let c = claim(pool, "relay-h", 100, LEASE).await?;
+        assert_eq!(ids(&c), vec![id], "partition {part}");
+        Ok(settle(pool, &c, max_attempts, &[(id, outcome)])
+            .await
+            .map(|settled| (id, settled))
+            .map_err(|e| e.to_string()))
+    }
+
+    let huge: String = "ошибка брокера ☃ \u{7}\t".repeat(50_000);
+    let cases: Vec<(&str, i64, &str, bool, Outcome, u32)> = vec![
+        (
+            "failures at the counter's limit, the attempt limit at u32::MAX",
+            1,
+            "INSERT INTO outbox_attempts (event_id, failures, last_error) VALUES ($1, 2147483647, 'old')",
+            false,
+            failed(Duration::from_secs(1)),
+            u32::MAX,
+        ),
+        (
+            "an error of a megabyte",
+            2,
+            "",
+            false,
+            failed(Duration::from_secs(1)),
+            MAX_ATTEMPTS,
+        ),
+        (
+            "an error with a NUL byte",
+            3,
+            "",
+            false,
+            Outcome::Failed {
+                error: "reply text \0 from the broker".to_owned(),
+                retry_in: Duration::from_secs(1),
+            },
+            MAX_ATTEMPTS,
+        ),
+        (
+            "a rejection with a NUL byte",
+            4,
+            "",
+            false,
+            Outcome::Rejected {
+                error: "header \0 refused".to_owned(),
+            },
+            MAX_ATTEMPTS,
+        ),
+        (
+            "the longest retry",
+            5,
+            "",
+            false,
+            failed(Duration::MAX),
+            MAX_ATTEMPTS,
+        ),
+        (
+            "a replay failing with the longest retry",
+            6,
+            "",
+            true,
+            failed(Duration::MAX),
+            MAX_ATTEMPTS,
+        ),
+        (
+            "an attempt limit of 0",
+            7,
+            "",
+            false,
+            failed(Duration::from_secs(1)),
+            0,
+        ),
+    ];
+    for (name, part, prepare, replayed, outcome, max_attempts) in cases {
+        let outcome = if name == "an error of a megabyte" {
+            Outcome::Failed {
+                error: huge.clone(),
+                retry_in: Duration::from_secs(1),
+            }
+        } else {
+            outcome
+        };
+        match case(pool, part, prepare, replayed, outcome, max_attempts).await? {
+            Ok((id, settled)) => {
+                assert_eq!(settled.lost, 0, "{name}: {settled:?}");
+                let state = row(pool, id).await?;
+                assert!(
+                    ["pending", "dead"].contains(&state.status.as_str()),
+                    "{name}: {state:?}"
+                );
+                state.assert_unleased();
+            }
+            Err(error) => wedged.push(format!("{name}: {error}")),
+        }
+    }
+    // No value can fail a settle for ever: an error text with a NUL byte (PostgreSQL's text
+    // holds none) is stored with the character replaced, and a retry beyond the timestamp
+    // range is capped at a century on the database's clock.
+    assert!(
+        wedged.is_empty(),
+        "settles that failed:\n{}",
+        wedged.join("\n")
+    );
     db.cleanup().await
 }

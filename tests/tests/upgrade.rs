@@ -68,6 +68,21 @@ async fn database_before(version: i64) -> Result<TestDb> {
     Ok(db)
 }
 
+/// Applies the migrations before `version` (the ones an upgrade test checks the effect of;
+/// the test applies the rest before it starts today's relay).
+async fn migrate_before(pool: &PgPool, version: i64) -> Result<()> {
+    Migrator::with_migrations(
+        outbox_core::MIGRATOR
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect(),
+    )
+    .run(pool)
+    .await?;
+    Ok(())
+}
+
 /// `columns` of each event, in the order given: from the rows before engine v3's step 3,
 /// from `outbox_event_status` (which reads the failures, next tries and deaths the relay
 /// keeps in `outbox_attempts`) after it.
@@ -217,7 +232,7 @@ async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() ->
     .execute(&db.pool)
     .await?;
 
-    outbox_core::migrate(&db.pool).await?;
+    migrate_before(&db.pool, 20261206000004).await?;
 
     // The writer still writes (the sequence the trigger now draws from kept its grants).
     let as_writer = sqlx::postgres::PgPoolOptions::new()
@@ -258,6 +273,8 @@ async fn upgrading_with_events_in_every_state_loses_nothing_and_keeps_order() ->
         "seq continues after the upgrade: {next_seq} <= {max_seq}"
     );
 
+    // The rest of the way (later steps), then the relay of today.
+    outbox_core::migrate(&db.pool).await?;
     let broker = TestBroker::new(&["#"]).await?;
     let relay = RunningRelay::start(relay_config(&db, &broker));
     let expected = [
@@ -407,7 +424,7 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
         .collect();
     let old = states(&db.pool, &all).await?;
 
-    outbox_core::migrate(&db.pool).await?;
+    migrate_before(&db.pool, 20261206000007).await?;
 
     // States kept; no lease left on any row, none in the lease table; the row-lease index
     // gone, the ready index without the lease in its predicate.
@@ -476,6 +493,8 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
     .await?;
 
     // The relay delivers every pending event once, in order per scope.
+    // The rest of the way (later steps), then the relay of today.
+    outbox_core::migrate(&db.pool).await?;
     let broker = TestBroker::new(&["#"]).await?;
     let relay = RunningRelay::start(relay_config(&db, &broker));
     let expected: Vec<Uuid> = leased
@@ -512,9 +531,11 @@ async fn upgrading_from_step_one_moves_leases_off_the_rows_and_loses_nothing() -
         || {
             let pool = pool.clone();
             async move {
-                let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_leases")
-                    .fetch_one(&pool)
-                    .await?;
+                let leases: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM outbox_partitions WHERE token IS NOT NULL",
+                )
+                .fetch_one(&pool)
+                .await?;
                 Ok(leases == 0)
             }
         },
@@ -623,7 +644,7 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     let old = facts(&db.pool, &all).await?;
     let old_parked = states(&db.pool, &all).await?;
 
-    outbox_core::migrate(&db.pool).await?;
+    migrate_before(&db.pool, 20261206000007).await?;
 
     // Every event says the same through the status view; the failures of undelivered
     // events live in the relay's table now, not on their rows.
@@ -670,6 +691,8 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
 
     // The relay delivers every pending event once, in order, the retrying ones as their next
     // attempt (`x-attempt`) once their time comes; nothing dead, delivered or discarded.
+    // The rest of the way (later steps), then the relay of today.
+    outbox_core::migrate(&db.pool).await?;
     let broker = TestBroker::new(&["#"]).await?;
     let started = std::time::Instant::now();
     let relay = RunningRelay::start(relay_config(&db, &broker));
@@ -689,11 +712,11 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     let mut sorted = ids.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
     let position = |id: &Uuid| ids.iter().position(|x| *x == id.to_string());
     for id in &expected {
         assert!(position(id).is_some(), "{id} not delivered: {ids:?}");
     }
+    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
     assert!(position(&retrying) < position(&behind_retrying));
     for id in [delivered, dead, behind_dead, discarded] {
         assert!(position(&id).is_none(), "{id} must not be published");
@@ -780,7 +803,7 @@ async fn upgrading_to_partitioned_seqs_keeps_every_scope_in_order() -> Result<()
     .execute(&db.pool)
     .await?;
 
-    outbox_core::migrate(&db.pool).await?;
+    migrate_before(&db.pool, 20261206000008).await?;
 
     // The writer still writes (each partition's sequence has the old one's grants), and
     // what it writes comes after everything written before.
@@ -844,6 +867,8 @@ async fn upgrading_to_partitioned_seqs_keeps_every_scope_in_order() -> Result<()
 
     // The relay delivers every pending event once, each scope in order, old before new;
     // the dead head still holds the event behind it.
+    // The rest of the way (later steps), then the relay of today.
+    outbox_core::migrate(&db.pool).await?;
     let broker = TestBroker::new(&["#"]).await?;
     let relay = RunningRelay::start(relay_config(&db, &broker));
     let expected: Vec<Uuid> = old_keyed
@@ -880,6 +905,168 @@ async fn upgrading_to_partitioned_seqs_keeps_every_scope_in_order() -> Result<()
     for id in [dead, behind_dead] {
         assert!(!ids.contains(&id.to_string()), "{id} must wait");
     }
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+/// The migration of engine v3's step 4b (the partitioned feed).
+const PARTITIONED_FEED: i64 = 20261206000008;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_to_the_partitioned_feed_keeps_where_every_event_stands() -> Result<()> {
+    let db = database_before(PARTITIONED_FEED).await?;
+    let tenant = Uuid::now_v7();
+    let key = format!("ticket:{}", Uuid::now_v7());
+    let dead_key = format!("ticket:{}", Uuid::now_v7());
+    let retrying_key = format!("ticket:{}", Uuid::now_v7());
+    let scheduled_key = format!("ticket:{}", Uuid::now_v7());
+
+    // Delivered, then two pending on one scope (the first delivered by a step-4a relay).
+    let delivered = insert_in(
+        &db.pool,
+        Some(tenant),
+        Some(&key),
+        "status = 'delivered', delivered_at = now()",
+    )
+    .await?;
+    let pending = [
+        insert(&db.pool, Some(tenant), Some(&key)).await?,
+        insert(&db.pool, Some(tenant), Some(&key)).await?,
+    ];
+    // A dead head with one behind it.
+    let dead = insert(&db.pool, Some(tenant), Some(&dead_key)).await?;
+    let behind_dead = insert(&db.pool, Some(tenant), Some(&dead_key)).await?;
+    integration_tests::make_dead(&db.pool, &[dead], 10, Some("nacked")).await?;
+    // A head retrying in two seconds, one behind it.
+    let retrying = insert(&db.pool, Some(tenant), Some(&retrying_key)).await?;
+    let behind_retrying = insert(&db.pool, Some(tenant), Some(&retrying_key)).await?;
+    sqlx::query(
+        "INSERT INTO outbox_attempts (event_id, failures, last_error, next_attempt_at)
+         VALUES ($1, 2, 'timeout', now() + interval '2 seconds')",
+    )
+    .bind(retrying)
+    .execute(&db.pool)
+    .await?;
+    set(&db.pool, retrying, "parked = true").await?;
+    // Scheduled for two seconds from now; unkeyed pending; discarded.
+    let scheduled = insert_in(
+        &db.pool,
+        None,
+        Some(&scheduled_key),
+        "available_at = now() + interval '2 seconds'",
+    )
+    .await?;
+    let unkeyed = insert(&db.pool, Some(tenant), None).await?;
+    let discarded = insert_in(&db.pool, None, None, "status = 'discarded'").await?;
+    sqlx::query("INSERT INTO outbox_discarded (event_id) VALUES ($1)")
+        .bind(discarded)
+        .execute(&db.pool)
+        .await?;
+
+    let all = [
+        delivered,
+        pending[0],
+        pending[1],
+        dead,
+        behind_dead,
+        retrying,
+        behind_retrying,
+        scheduled,
+        unkeyed,
+        discarded,
+    ];
+    let old: Vec<(String, i32, Option<String>)> = facts(&db.pool, &all).await?;
+
+    outbox_core::migrate(&db.pool).await?;
+
+    // Each event says the same through the view; nothing is leased, every frontier is past
+    // every event written before.
+    assert_eq!(
+        facts(&db.pool, &all).await?,
+        old,
+        "what each event says changed"
+    );
+    let behind: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox_events e JOIN outbox_partitions p ON p.part = e.seq % 16
+          WHERE e.seq > p.frontier",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(
+        behind, 0,
+        "every event lies at or below its partition's frontier"
+    );
+
+    // The relay delivers what was pending, each scope in order, the retry and the
+    // scheduled one at their time; nothing dead, delivered or discarded.
+    let broker = TestBroker::new(&["#"]).await?;
+    let started = std::time::Instant::now();
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let expected = [
+        pending[0],
+        pending[1],
+        retrying,
+        behind_retrying,
+        scheduled,
+        unkeyed,
+    ];
+    let received = broker
+        .collect(expected.len(), Duration::from_secs(30))
+        .await?;
+    let waited = started.elapsed();
+    let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), expected.len(), "each once: {ids:?}");
+    let position = |id: &Uuid| ids.iter().position(|x| *x == id.to_string());
+    for id in &expected {
+        assert!(position(id).is_some(), "{id} not delivered: {ids:?}");
+    }
+    assert!(position(&pending[0]) < position(&pending[1]));
+    assert!(position(&retrying) < position(&behind_retrying));
+    for id in [delivered, dead, behind_dead, discarded] {
+        assert!(position(&id).is_none(), "{id} must not be published");
+    }
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the retry waited for its time"
+    );
+    let attempt_of = |id: Uuid| {
+        received
+            .iter()
+            .find(|m| m.message_id == id.to_string())
+            .and_then(|m| m.headers.get("x-attempt").cloned())
+    };
+    assert_eq!(attempt_of(retrying).as_deref(), Some("3"));
+
+    // New events after the upgrade go out through the feed, behind the old ones of their
+    // scope; the dead head still holds its own.
+    let fresh = insert(&db.pool, Some(tenant), Some(&key)).await?;
+    let held_back = insert(&db.pool, Some(tenant), Some(&dead_key)).await?;
+    let more = broker.collect(1, Duration::from_secs(10)).await?;
+    assert_eq!(more[0].message_id, fresh.to_string());
+    assert_eq!(
+        facts(&db.pool, &[held_back]).await?[0].0,
+        "pending",
+        "behind the dead head"
+    );
+
+    // Replaying the dead head sends it and what waits behind it, in order.
+    let (code, _, stderr) =
+        relay_cli(&db, &["replay", "--id", &dead.to_string(), "--actor", "t"]).await?;
+    assert_eq!(code, 0, "{stderr}");
+    let again = broker.collect(3, Duration::from_secs(30)).await?;
+    relay.stop().await?;
+    let again: Vec<String> = again.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(
+        again,
+        vec![
+            dead.to_string(),
+            behind_dead.to_string(),
+            held_back.to_string()
+        ]
+    );
     broker.cleanup().await?;
     db.cleanup().await
 }

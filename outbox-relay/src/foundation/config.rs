@@ -74,7 +74,7 @@ pub struct RelayConfig {
     pub retention: Option<Duration>,
     /// How often to refresh the backlog gauges.
     pub gauge_interval: Duration,
-    /// This instance's name on its leases (`outbox_leases.relay_id`).
+    /// This instance's name on its leases (`outbox_partitions.relay_id`).
     pub relay_id: String,
     /// The AMQP heartbeat the relay asks for (whole seconds, 1 to 65,535; the URL's own
     /// `heartbeat` wins). A broker link that stays silent for twice as long is dropped and

@@ -403,10 +403,14 @@ impl Lane {
                 }
             };
             if claim.is_empty() {
-                // A claim that only parked rows found more work behind them: look again now.
-                if claim.parked == 0 {
-                    wakeup.wait(&cancel, &mut idle).await;
+                // A partition leased with nothing to publish (its gaps resolved, its next
+                // events scheduled for later): its settle still moves its frontier and ends
+                // the lease; then look again at once.
+                if claim.feed.is_some() {
+                    settle_outcomes(&pool, &config, &claim, &[], &settle_failures, &cancel).await;
+                    continue;
                 }
+                wakeup.wait(&cancel, &mut idle).await;
                 continue;
             }
             idle.reset();
@@ -423,15 +427,8 @@ impl Lane {
 
             // 4. Settle the whole claim in one transaction.
             let settle_started = Instant::now();
-            let settled = settle_outcomes(
-                &pool,
-                &config,
-                claim.token,
-                &outcomes,
-                &settle_failures,
-                &cancel,
-            )
-            .await;
+            let settled =
+                settle_outcomes(&pool, &config, &claim, &outcomes, &settle_failures, &cancel).await;
             debug!(
                 lane = index,
                 batch = claim.len(),
@@ -632,7 +629,7 @@ fn failure(config: &RelayConfig, event: &ClaimedEvent, error: &PublishFailure) -
 async fn settle_outcomes(
     pool: &PgPool,
     config: &RelayConfig,
-    token: Uuid,
+    claim: &Claim,
     outcomes: &[(Uuid, Outcome)],
     failures: &std::sync::Mutex<Repeats>,
     cancel: &CancellationToken,
@@ -643,7 +640,7 @@ async fn settle_outcomes(
         match settle::settle_within(
             pool,
             config.db_timeout,
-            token,
+            claim,
             config.max_attempts,
             outcomes,
         )

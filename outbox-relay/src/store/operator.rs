@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ClaimLock, Status, begin_locked, heads_moved};
+use super::Status;
 use crate::engine::filter::EventFilter;
 
 pub use crate::engine::filter::Action;
@@ -49,11 +49,10 @@ pub struct Applied {
     pub audit_id: Option<i64>,
 }
 
-/// The `WHERE` clause of a filter over `outbox_events e LEFT JOIN outbox_attempts a`, with
-/// parameters `$1`..`$8`: the statement text never contains a value. A dead event is a
-/// `pending` row with a death in `outbox_attempts` (`$1` = `dead`); a `pending` one has none.
-const WHERE: &str = "e.status = CASE WHEN $1 = 'dead' THEN 'pending' ELSE $1 END
-   AND (e.status <> 'pending' OR (a.dead_at IS NOT NULL) = ($1 = 'dead'))
+/// The `WHERE` clause of a filter over `outbox_events e JOIN outbox_event_status s`, with
+/// parameters `$1`..`$8`: the statement text never contains a value. `$1` is the status
+/// the events must have (`outbox_event_status` derives it from the relay's tables).
+const WHERE: &str = "s.status = $1
    AND (cardinality($2::uuid[]) = 0 OR e.id = ANY($2::uuid[]))
    AND ($3::text IS NULL OR e.event_type = $3)
    AND ($4::text IS NULL OR e.category = $4)
@@ -62,10 +61,20 @@ const WHERE: &str = "e.status = CASE WHEN $1 = 'dead' THEN 'pending' ELSE $1 END
    AND ($7::timestamptz IS NULL OR e.created_at >= $7)
    AND ($8::timestamptz IS NULL OR e.created_at < $8)";
 
+/// The statement that opens an operator's change: READ COMMITTED, a durable commit (an
+/// operator's replay and its audit row must survive a crash of the database once the
+/// command has said so), the relay's marker.
+const OPERATOR_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
+
 /// Applies `action` to the events with status `from` that `filter` selects (at most
 /// `limit`, oldest first), recording `actor` and `audit` in `outbox_replay_audit`; with
 /// `dry_run`, only lists them, and records that (`dry_run` set). Nothing is recorded when
 /// nothing matched. Matching rows are locked, so concurrent commands cannot double an event.
+///
+/// A replayed dead event is its held scope's head again, due at once, its failures
+/// forgotten; a replayed delivered or discarded event goes out once more on its own
+/// (`outbox_replays`). A discarded dead event is noted in `outbox_discarded`, and its
+/// scope's head moves past it.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply(
     pool: &PgPool,
@@ -78,14 +87,12 @@ pub async fn apply(
     dry_run: bool,
 ) -> Result<Applied, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let mut tx = begin_locked(&mut conn, ClaimLock::SharedDurable).await?;
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, OPERATOR_BEGIN).await?;
     let select = format!(
-        "SELECT e.id, e.event_type, e.tenant_id, e.ordering_key, e.created_at,
-                GREATEST(e.attempts, LEAST(COALESCE(a.failures, 0), 2147483646)
-                         + CASE WHEN e.status = 'delivered' THEN 1 ELSE 0 END) AS attempts,
-                COALESCE(a.last_error, e.last_error) AS last_error
+        "SELECT e.id, e.event_type, e.tenant_id, e.ordering_key, e.created_at, s.attempts,
+                s.last_error
            FROM outbox_events e
-           LEFT JOIN outbox_attempts a ON a.event_id = e.id
+           JOIN outbox_event_status s ON s.id = e.id
           WHERE {WHERE}
           ORDER BY e.created_at, e.seq
           LIMIT $9
@@ -116,46 +123,48 @@ pub async fn apply(
         // A dry run changes no event; it is only recorded.
         _ if dry_run => {}
         Action::Replay => {
-            // A replayed discarded event is no longer discarded.
-            sqlx::query("DELETE FROM outbox_discarded WHERE event_id = ANY($1)")
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-            // A revived key may have lost its writers' lock row (purged when it went idle):
-            // settles then leave it to the claim's re-check, which recreates the row. (Not
-            // here: creating it could wait for a writer while holding the claim lock.)
             // Its failures are forgotten: it starts again with a full set of attempts.
             sqlx::query("DELETE FROM outbox_attempts WHERE event_id = ANY($1)")
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
-            // It is due now: every replayable event was claimed before, so the time the
-            // producer let it first go has passed. `LEAST` changes only a time a relay
-            // before engine v3's step 3 rewrote to a next try (it did so for dead events
-            // too). (`attempts` and `last_error` hold a count only on events delivered
-            // before that step.)
-            sqlx::query(
-                "UPDATE outbox_events
-                    SET status = 'pending', attempts = 0, last_error = NULL,
-                        delivered_at = NULL, parked = false,
-                        available_at = LEAST(available_at, now())
-                  WHERE id = ANY($1)",
-            )
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+            if from == Status::Dead {
+                // The dead head of a held scope goes again, at once; so does a dead replay.
+                sqlx::query(
+                    "UPDATE outbox_held h SET due_at = now(), updated_at = clock_timestamp()
+                       FROM outbox_events e
+                      WHERE e.id = ANY($1) AND h.due_at IS NULL AND h.head_seq = e.seq
+                        AND h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
+                                               '#' || e.id::text)",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox_replays SET due_at = now()
+                      WHERE event_id = ANY($1) AND due_at IS NULL",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                // Delivered or discarded: once more, on its own.
+                sqlx::query("DELETE FROM outbox_discarded WHERE event_id = ANY($1)")
+                    .bind(&ids)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO outbox_replays (event_id, part, due_at)
+                     SELECT e.id, (e.seq % 16)::integer, now()
+                       FROM outbox_events e WHERE e.id = ANY($1)
+                     ON CONFLICT (event_id) DO UPDATE SET due_at = now()",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         Action::Discard => {
-            let discarded: Vec<Uuid> = sqlx::query_scalar(
-                "UPDATE outbox_events e SET status = 'discarded', parked = false
-                  WHERE e.id = ANY($1) AND e.status = 'pending'
-                    AND EXISTS (SELECT 1 FROM outbox_attempts a
-                                 WHERE a.event_id = e.id AND a.dead_at IS NOT NULL)
-                 RETURNING e.id",
-            )
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
             // Who discarded it, beside why it died.
             sqlx::query(
                 "INSERT INTO outbox_attempts AS a (event_id, failures, last_error)
@@ -166,7 +175,7 @@ pub async fn apply(
                                           || COALESCE(a.last_error, 'none'), 2000),
                         next_attempt_at = NULL, updated_at = clock_timestamp()",
             )
-            .bind(&discarded)
+            .bind(&ids)
             .bind(actor)
             .execute(&mut *tx)
             .await?;
@@ -179,15 +188,30 @@ pub async fn apply(
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
-            let scopes: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT outbox_scope(tenant_id, ordering_key) FROM outbox_events
-                  WHERE id = ANY($1) AND ordering_key IS NOT NULL
-                  ORDER BY 1",
+            // The scope's head moves past it (an unkeyed event's hold ends); a dead replay
+            // is forgotten.
+            sqlx::query(
+                "WITH heads AS (
+                     SELECT h.scope, e.seq, e.ordering_key IS NULL AS unkeyed
+                       FROM outbox_events e
+                       JOIN outbox_held h
+                         ON h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
+                                               '#' || e.id::text)
+                        AND h.head_seq = e.seq AND h.due_at IS NULL
+                      WHERE e.id = ANY($1)),
+                 gone AS (DELETE FROM outbox_held h USING heads x
+                           WHERE h.scope = x.scope AND x.unkeyed)
+                 UPDATE outbox_held h SET head_seq = x.seq + 1, due_at = now(),
+                        updated_at = clock_timestamp()
+                   FROM heads x WHERE h.scope = x.scope AND NOT x.unkeyed",
             )
             .bind(&ids)
-            .fetch_all(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-            heads_moved(&mut tx, &scopes).await?;
+            sqlx::query("DELETE FROM outbox_replays WHERE event_id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     let audit_id: i64 = sqlx::query_scalar(
@@ -251,7 +275,7 @@ pub struct InspectedEvent {
     pub created_at: DateTime<Utc>,
     /// Waiting behind an earlier event of its scope.
     pub parked: bool,
-    /// The relay whose claim holds it (its scope's lease in `outbox_leases`).
+    /// The relay whose claim holds it (the lease of its partition in `outbox_partitions`).
     pub locked_by: Option<String>,
     /// Until when that lease runs.
     pub locked_until: Option<DateTime<Utc>>,
@@ -289,7 +313,8 @@ from_row!(InspectedEvent {
 
 /// One event's full row, or `None` when there is no such event. Where it stands (status,
 /// attempts, last error, next try, lease, discard time) comes from `outbox_event_status`,
-/// which reads the relay's tables (`outbox_attempts`, `outbox_leases`, `outbox_discarded`).
+/// which reads the relay's tables (`outbox_partitions`, `outbox_held`, `outbox_attempts`,
+/// `outbox_discarded`, `outbox_replays`).
 pub async fn inspect(pool: &PgPool, id: Uuid) -> Result<Option<InspectedEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT s.id, s.status, s.attempts, s.last_error,

@@ -30,16 +30,30 @@ impl Purgeable {
     fn delete_batch(self) -> &'static str {
         match self {
             Purgeable::Delivered => {
+                // Delivered: at or below its partition's frontier, neither held (at or behind
+                // its scope's held head), nor to be replayed, nor discarded, nor a gap; by
+                // age (`created_at`: no time of delivery is kept per event). Each partition
+                // from its oldest seq on.
                 "WITH doomed AS (
-                     SELECT id FROM outbox_events
-                      WHERE status = 'delivered'
-                        AND delivered_at < now() - make_interval(secs => $1)
-                      ORDER BY delivered_at
-                      LIMIT $2
-                        FOR UPDATE SKIP LOCKED),
+                     SELECT e.id FROM outbox_partitions p
+                      CROSS JOIN LATERAL (
+                            SELECT e.id, e.seq, e.tenant_id, e.ordering_key, e.created_at, e.status
+                              FROM outbox_events e
+                             WHERE e.seq % 16 = p.part AND e.seq <= p.frontier
+                             ORDER BY e.seq LIMIT $2) e
+                      WHERE e.created_at < now() - make_interval(secs => $1)
+                        AND e.status <> 'discarded'
+                        AND NOT EXISTS (SELECT 1 FROM outbox_held h
+                                         WHERE h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
+                                                                  '#' || e.id::text)
+                                           AND h.head_seq <= e.seq)
+                        AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
+                        AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
+                        AND NOT EXISTS (SELECT 1 FROM outbox_gaps g WHERE g.seq = e.seq)
+                      LIMIT $2),
                  gone AS (
                      DELETE FROM outbox_events o USING doomed d
-                      WHERE o.id = d.id AND o.status = 'delivered'
+                      WHERE o.id = d.id
                      RETURNING o.id),
                  forgotten AS (
                      DELETE FROM outbox_attempts a USING gone g WHERE a.event_id = g.id)
@@ -49,14 +63,14 @@ impl Purgeable {
                 "WITH doomed AS (
                      SELECT e.id FROM outbox_events e
                        LEFT JOIN outbox_discarded x ON x.event_id = e.id
-                      WHERE e.status IN ('dead', 'discarded') AND e.status = 'discarded'
+                      WHERE (x.event_id IS NOT NULL OR e.status = 'discarded')
                         AND COALESCE(x.discarded_at, e.created_at)
                             < now() - make_interval(secs => $1)
-                      LIMIT $2
-                        FOR UPDATE OF e SKIP LOCKED),
+                        AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
+                      LIMIT $2),
                  gone AS (
                      DELETE FROM outbox_events o USING doomed d
-                      WHERE o.id = d.id AND o.status = 'discarded'
+                      WHERE o.id = d.id
                      RETURNING o.id),
                  forgotten AS (
                      DELETE FROM outbox_discarded x USING gone g WHERE x.event_id = g.id),
@@ -79,15 +93,13 @@ impl Purgeable {
     fn count(self) -> &'static str {
         match self {
             Purgeable::Delivered => {
-                "SELECT count(*) FROM outbox_events
-                  WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => $1)"
+                "SELECT count(*) FROM outbox_event_status
+                  WHERE status = 'delivered' AND created_at < now() - make_interval(secs => $1)"
             }
             Purgeable::Discarded => {
-                "SELECT count(*) FROM outbox_events e
-                   LEFT JOIN outbox_discarded x ON x.event_id = e.id
-                  WHERE e.status IN ('dead', 'discarded') AND e.status = 'discarded'
-                    AND COALESCE(x.discarded_at, e.created_at)
-                        < now() - make_interval(secs => $1)"
+                "SELECT count(*) FROM outbox_event_status
+                  WHERE status = 'discarded'
+                    AND COALESCE(discarded_at, created_at) < now() - make_interval(secs => $1)"
             }
             Purgeable::Inbox => {
                 "SELECT count(*) FROM outbox_inbox
@@ -251,9 +263,11 @@ async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, s
     .await?;
     let locked: Vec<String> = sqlx::query_scalar(
         "SELECT k.ordering_key FROM outbox_key_locks k
-          WHERE NOT EXISTS (SELECT 1 FROM outbox_events e
+          WHERE NOT EXISTS (SELECT 1 FROM outbox_held h WHERE h.scope = k.ordering_key)
+            AND NOT EXISTS (SELECT 1 FROM outbox_events e
+                              JOIN outbox_partitions p ON p.part = e.seq % 16
                              WHERE outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
-                               AND e.status IN ('pending', 'dead'))
+                               AND e.seq > p.frontier)
           LIMIT $1
             FOR UPDATE SKIP LOCKED",
     )
@@ -264,9 +278,11 @@ async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, s
     let deleted = sqlx::query(
         "DELETE FROM outbox_key_locks k
           WHERE k.ordering_key = ANY($1::text[])
+            AND NOT EXISTS (SELECT 1 FROM outbox_held h WHERE h.scope = k.ordering_key)
             AND NOT EXISTS (SELECT 1 FROM outbox_events e
+                              JOIN outbox_partitions p ON p.part = e.seq % 16
                              WHERE outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
-                               AND e.status IN ('pending', 'dead'))",
+                               AND e.seq > p.frontier)",
     )
     .bind(&locked)
     .execute(&mut *tx)

@@ -121,19 +121,19 @@ from_row!(Totals {
 /// Reads the status; `top` bounds the per-type and blocked-key lists.
 pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error> {
     let totals: Totals = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NULL) AS pending,
-                (SELECT count(*) FROM outbox_leased_events
+        "SELECT count(*) FILTER (WHERE s.status = 'pending') AS pending,
+                (SELECT COALESCE(sum(claimed), 0)::bigint FROM outbox_partitions
                   WHERE leased_until >= statement_timestamp()) AS in_flight,
-                count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NULL
-                                   AND a.event_id IS NOT NULL) AS retrying,
-                count(*) FILTER (WHERE e.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NOT NULL) AS dead,
-                count(*) FILTER (WHERE e.status = 'discarded') AS discarded,
-                extract(epoch FROM now() - min(e.created_at)
-                        FILTER (WHERE e.status = 'pending' AND a.dead_at IS NULL))::float8
+                count(*) FILTER (WHERE s.status = 'pending' AND a.event_id IS NOT NULL
+                                   AND a.dead_at IS NULL) AS retrying,
+                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
+                count(*) FILTER (WHERE s.status = 'dead') AS dead,
+                count(*) FILTER (WHERE s.status = 'discarded') AS discarded,
+                extract(epoch FROM now() - min(s.created_at)
+                        FILTER (WHERE s.status = 'pending'))::float8
                     AS oldest_pending_age_seconds,
-                max(e.delivered_at) AS last_delivered_at
-           FROM outbox_events e LEFT JOIN outbox_attempts a ON a.event_id = e.id",
+                (SELECT max(advanced_at) FROM outbox_partitions) AS last_delivered_at
+           FROM outbox_event_status s LEFT JOIN outbox_attempts a ON a.event_id = s.id",
     )
     .fetch_one(pool)
     .await?;
@@ -142,12 +142,12 @@ pub async fn report(pool: &PgPool, top: i64) -> Result<StatusReport, sqlx::Error
     // spilled to disk, 0.6 s of the report's 1.3 s at a million rows.
     let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT e.event_type,
-                count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NULL) AS pending,
+                count(*) FILTER (WHERE e.status = 'pending') AS pending,
                 count(*) FILTER (WHERE e.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NOT NULL) AS dead,
+                count(*) FILTER (WHERE e.status = 'dead') AS dead,
                 count(*) FILTER (WHERE e.status = 'discarded') AS discarded,
                 count(*) OVER () AS types_total
-           FROM outbox_events e LEFT JOIN outbox_attempts a ON a.event_id = e.id
+           FROM outbox_event_status e
           GROUP BY e.event_type
           ORDER BY count(*) DESC, e.event_type
           LIMIT $1",
@@ -197,46 +197,27 @@ pub async fn blocked_keys(
 ) -> Result<Vec<BlockedKey>, sqlx::Error> {
     sqlx::query_as(
         "WITH heads AS (
-             (SELECT d.id, d.seq FROM outbox_attempts da JOIN outbox_events d ON d.id = da.event_id
-               WHERE da.dead_at IS NOT NULL AND d.status = 'pending' AND d.ordering_key IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM outbox_events b
-                                  WHERE outbox_scope(b.tenant_id, b.ordering_key)
-                                        = outbox_scope(d.tenant_id, d.ordering_key)
-                                    AND b.seq < d.seq
-                                    AND b.status IN ('pending', 'dead'))
-               ORDER BY d.created_at, d.seq LIMIT $1)
-             UNION ALL
-             (SELECT r.id, r.seq FROM outbox_attempts a JOIN outbox_events r ON r.id = a.event_id
-               WHERE $2 AND a.next_attempt_at > now()
-                 AND r.status = 'pending' AND r.ordering_key IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM outbox_events b
-                                  WHERE outbox_scope(b.tenant_id, b.ordering_key)
-                                        = outbox_scope(r.tenant_id, r.ordering_key)
-                                    AND b.seq < r.seq
-                                    AND b.status = 'pending')
-               ORDER BY a.next_attempt_at LIMIT $1)
-             UNION ALL
-             (SELECT s.id, s.seq FROM outbox_events s
-               WHERE $2 AND s.status = 'pending' AND NOT s.parked
-                 AND s.available_at > now() AND s.ordering_key IS NOT NULL
-                 AND NOT EXISTS (SELECT 1 FROM outbox_attempts a
-                                  WHERE a.event_id = s.id AND a.next_attempt_at IS NOT NULL)
-                 AND EXISTS (SELECT 1 FROM outbox_events x
-                              WHERE outbox_scope(x.tenant_id, x.ordering_key)
-                                    = outbox_scope(s.tenant_id, s.ordering_key)
-                                AND x.seq > s.seq
-                                AND x.status IN ('pending', 'dead'))
-               ORDER BY s.available_at LIMIT $1))
+             SELECT h.scope, h.head_seq, h.due_at, e.id
+               FROM outbox_held h
+               JOIN outbox_events e
+                 ON e.ordering_key IS NOT NULL
+                AND outbox_scope(e.tenant_id, e.ordering_key) = h.scope
+                AND e.seq = (SELECT min(f.seq) FROM outbox_events f
+                              WHERE outbox_scope(f.tenant_id, f.ordering_key) = h.scope
+                                AND f.seq >= h.head_seq AND f.status = 'pending'
+                                AND NOT EXISTS (SELECT 1 FROM outbox_discarded x
+                                                 WHERE x.event_id = f.id))
+              WHERE h.scope NOT LIKE '#%'
+                AND (h.due_at IS NULL OR ($2 AND h.due_at > now())))
          SELECT e.ordering_key, e.tenant_id, e.id AS head_id, e.event_type,
-                CASE WHEN a.dead_at IS NOT NULL THEN 'dead'
-                     WHEN a.next_attempt_at IS NULL THEN 'scheduled' ELSE 'retrying' END AS status,
+                CASE WHEN h.due_at IS NULL THEN 'dead'
+                     WHEN a.event_id IS NULL OR a.failures = 0 THEN 'scheduled'
+                     ELSE 'retrying' END AS status,
                 GREATEST(e.attempts, COALESCE(a.failures, 0)) AS attempts,
                 COALESCE(a.last_error, e.last_error) AS last_error,
-                CASE WHEN a.dead_at IS NULL
-                     THEN GREATEST(e.available_at, COALESCE(a.next_attempt_at, e.available_at))
-                     END AS retry_at,
+                h.due_at AS retry_at,
                 CASE WHEN w.n > $3
-                     THEN GREATEST(outbox_estimate_behind(outbox_scope(e.tenant_id, e.ordering_key), e.seq), w.n)
+                     THEN GREATEST(outbox_estimate_behind(h.scope, e.seq), w.n)
                      ELSE w.n END AS waiting
            FROM heads h
            JOIN outbox_events e ON e.id = h.id
@@ -244,11 +225,10 @@ pub async fn blocked_keys(
            CROSS JOIN LATERAL (
                 SELECT count(*) AS n FROM (
                     SELECT 1 FROM outbox_events x
-                     WHERE outbox_scope(x.tenant_id, x.ordering_key)
-                           = outbox_scope(e.tenant_id, e.ordering_key)
-                       AND x.seq > e.seq
-                       AND x.status IN ('pending', 'dead')
+                     WHERE outbox_scope(x.tenant_id, x.ordering_key) = h.scope
+                       AND x.seq > e.seq AND x.status = 'pending'
                      LIMIT $3 + 1) AS capped) AS w
+          WHERE h.due_at IS NULL OR ($2 AND (COALESCE(a.failures, 0) > 0 OR w.n > 0))
           ORDER BY e.created_at, e.seq
           LIMIT $1",
     )
@@ -285,23 +265,55 @@ pub struct Gauges {
 pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error> {
     let (pending, in_flight, oldest_pending_age, dead, dead_tuples): (i64, i64, f64, i64, i64) =
         sqlx::query_as(
-            "SELECT (SELECT CASE WHEN n > $1 THEN GREATEST(outbox_estimate_pending(), n) ELSE n END
-                       FROM (SELECT count(*) AS n FROM (SELECT 1 FROM outbox_events
-                              WHERE status = 'pending' LIMIT $1 + 1) AS p) AS c),
-                    (SELECT count(*) FROM (SELECT 1 FROM outbox_leased_events
-                              WHERE leased_until >= statement_timestamp() LIMIT $1) AS l),
-                    -- The oldest of: the first ready head (the ready index, by when it may go:
-                    -- seq says an event's partition, not its age) and the heads backing off.
+            "SELECT (SELECT COALESCE(sum(n), 0)::bigint FROM outbox_partitions p
+                      CROSS JOIN LATERAL (
+                            SELECT count(*) AS n FROM (
+                                SELECT 1 FROM outbox_events e
+                                 WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                                 LIMIT $1) AS capped) AS c)
+                    -- The events at or behind each held head, up to the frontier (above
+                    -- it they are counted above), but the dead heads themselves.
+                    + (SELECT COALESCE(sum(c.n), 0)::bigint FROM outbox_held h
+                        JOIN outbox_partitions p ON p.part = h.part
+                        CROSS JOIN LATERAL (
+                              SELECT count(*) AS n FROM (
+                                  SELECT 1 FROM outbox_events e
+                                   WHERE h.scope NOT LIKE '#%'
+                                     AND outbox_scope(e.tenant_id, e.ordering_key) = h.scope
+                                     AND e.seq >= h.head_seq AND e.seq <= p.frontier
+                                     AND e.status = 'pending'
+                                     AND NOT EXISTS (SELECT 1 FROM outbox_discarded x
+                                                      WHERE x.event_id = e.id)
+                                  UNION ALL
+                                  SELECT 1 FROM outbox_events e
+                                   WHERE h.scope LIKE '#%'
+                                     AND e.id = CASE WHEN h.scope LIKE '#%'
+                                                     THEN CAST(substr(h.scope, 2) AS uuid) END
+                                     AND e.status = 'pending'
+                                  LIMIT $1) AS capped) AS c)
+                    - (SELECT count(*) FROM outbox_held WHERE due_at IS NULL)
+                    -- Gaps filled since they were noted, and replays to send.
+                    + (SELECT count(*) FROM outbox_gaps g
+                        WHERE EXISTS (SELECT 1 FROM outbox_events e
+                                       WHERE e.seq % 16 = g.part AND e.seq = g.seq))
+                    + (SELECT count(*) FROM outbox_replays WHERE due_at IS NOT NULL),
+                    (SELECT COALESCE(sum(claimed), 0)::bigint FROM outbox_partitions
+                      WHERE leased_until >= statement_timestamp()),
+                    -- The oldest of: each partition's first event after its frontier, and
+                    -- the held heads that will go again.
                     COALESCE(extract(epoch FROM now() - LEAST(
-                        (SELECT p.created_at FROM outbox_events p
-                          WHERE p.status = 'pending' AND NOT p.parked
-                          ORDER BY p.available_at, p.seq LIMIT 1),
-                        (SELECT min(r.created_at) FROM outbox_attempts a
-                           JOIN outbox_events r ON r.id = a.event_id
-                          WHERE a.next_attempt_at IS NOT NULL AND r.status = 'pending')))::float8, 0),
-                    (SELECT count(*) FROM (SELECT 1 FROM outbox_attempts a
-                                             JOIN outbox_events d ON d.id = a.event_id
-                              WHERE a.dead_at IS NOT NULL AND d.status = 'pending' LIMIT $1) AS d),
+                        (SELECT min(f.created_at) FROM outbox_partitions p
+                          CROSS JOIN LATERAL (SELECT e.created_at FROM outbox_events e
+                                               WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                                               ORDER BY e.seq LIMIT 1) f),
+                        (SELECT min(e.created_at) FROM outbox_held h
+                           JOIN outbox_events e
+                             ON COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text) = h.scope
+                            AND e.seq = h.head_seq
+                          WHERE h.due_at IS NOT NULL)))::float8, 0),
+                    (SELECT count(*) FROM (SELECT 1 FROM outbox_held
+                              WHERE due_at IS NULL LIMIT $1) AS d)
+                    + (SELECT count(*) FROM outbox_replays WHERE due_at IS NULL),
                     COALESCE((SELECT n_dead_tup FROM pg_stat_user_tables
                                WHERE relid = 'outbox_events'::regclass), 0)",
         )
@@ -310,8 +322,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
         .await?;
     let blocked = blocked_keys(&mut *conn, 1_000, false).await?;
     Ok(Gauges {
-        // Dead events are parked `pending` rows (their death is in `outbox_attempts`).
-        pending: pending.saturating_sub(dead).max(0),
+        pending,
         in_flight,
         oldest_pending_age,
         dead,
