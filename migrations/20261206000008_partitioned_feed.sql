@@ -65,6 +65,12 @@ ALTER TABLE outbox_partitions SET (autovacuum_vacuum_scale_factor = 0,
                                    autovacuum_vacuum_threshold = 200,
                                    autovacuum_vacuum_cost_delay = 0, fillfactor = 50);
 
+-- The claim's ready index of the scopes' old parking: unused by the feed, and every new row
+-- would enter it (rows stay `pending` on the row now).
+DROP INDEX IF EXISTS outbox_events_ready;
+-- Likewise the index of pending rows (the old gauges' count): every row is `pending` now.
+DROP INDEX IF EXISTS outbox_events_pending;
+
 -- The feed: a partition's events in seq order.
 CREATE INDEX IF NOT EXISTS outbox_events_feed ON outbox_events ((seq % 16), seq);
 
@@ -143,6 +149,10 @@ DROP TRIGGER IF EXISTS outbox_events_closed_outside ON outbox_events;
 CREATE OR REPLACE FUNCTION outbox_events_free_held_head() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
+    -- A replay of a row that is gone has nothing to send.
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM outbox_replays WHERE event_id = OLD.id;
+    END IF;
     UPDATE outbox_held
        SET due_at = clock_timestamp(), updated_at = clock_timestamp()
      WHERE scope = COALESCE(outbox_scope(OLD.tenant_id, OLD.ordering_key), '#' || OLD.id::text)
@@ -169,6 +179,38 @@ CREATE TRIGGER outbox_events_closed_held_head
     WHEN (OLD.status = 'pending' AND NEW.status <> 'pending'
           AND current_setting('outbox.actor', true) IS DISTINCT FROM 'relay')
     EXECUTE FUNCTION outbox_events_free_held_head();
+
+-- Writers draw seqs only through the insert trigger: a SECURITY DEFINER function draws
+-- from the partition's sequence, and writer roles lose their USAGE on the sequences (a
+-- producer that could call nextval() could burn values by the million, each a gap for the
+-- relay to note and forget).
+CREATE OR REPLACE FUNCTION outbox_draw_seq(part integer) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER AS $$
+    SELECT nextval(('outbox_events_seq_p' || part)::regclass) * 16 + part
+$$;
+DO $$
+DECLARE
+    p integer;
+    g record;
+BEGIN
+    EXECUTE format('ALTER FUNCTION outbox_draw_seq(integer) SET search_path = %I, pg_catalog, pg_temp',
+                   current_schema());
+    FOR p IN 0..15 LOOP
+        FOR g IN
+            SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                 ELSE quote_ident(r.rolname) END AS grantee
+              FROM pg_class c
+             CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+              LEFT JOIN pg_roles r ON r.oid = a.grantee
+             WHERE c.oid = format('%I', 'outbox_events_seq_p' || p)::regclass
+               AND a.grantee <> c.relowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON SEQUENCE %I FROM %s', 'outbox_events_seq_p' || p,
+                           g.grantee);
+        END LOOP;
+    END LOOP;
+END;
+$$;
 
 -- The insert trigger without the parked probe: nothing reads `parked` any more (the feed
 -- and the held scopes replace it), so writers no longer walk their scope's index.
@@ -247,13 +289,13 @@ BEGIN
         INSERT INTO outbox_key_locks AS l (ordering_key)
             VALUES (outbox_scope(NEW.tenant_id, NEW.ordering_key))
             ON CONFLICT (ordering_key) DO UPDATE SET ordering_key = l.ordering_key WHERE false;
-        NEW.seq := nextval(('outbox_events_seq_p' || part)::regclass) * 16 + part;
+        NEW.seq := outbox_draw_seq(part);
     ELSE
         part := floor(random() * 16);
         -- The transaction's id before seq: a reader that sees this seq missing can tell when
         -- this writer has ended.
         PERFORM pg_current_xact_id();
-        NEW.seq := nextval(('outbox_events_seq_p' || part)::regclass) * 16 + part;
+        NEW.seq := outbox_draw_seq(part);
     END IF;
     RETURN NEW;
 END;

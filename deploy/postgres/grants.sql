@@ -34,8 +34,10 @@ GRANT INSERT (id, tenant_id, event_type, schema_ref, category, ordering_key, pay
 -- A service that cancels the scheduled events it wrote (a DELETE before they are due) needs
 -- `GRANT DELETE ON outbox_events` as well, and nothing more: the re-check that moves the
 -- scope's head on to the next event runs as the owner.
--- (The trigger draws `seq` from the sequence of the event's partition: 16 of them.)
-SELECT format('GRANT USAGE ON SEQUENCE %I TO %I', 'outbox_events_seq_p' || p, :'writer_role')
+-- (The trigger draws `seq` through outbox_draw_seq(), which runs as the owner: writers
+-- need no privilege on the 16 sequences, and grants of earlier versions of this file are
+-- taken back — a writer that could call nextval() could burn values by the million.)
+SELECT format('REVOKE ALL ON SEQUENCE %I FROM %I', 'outbox_events_seq_p' || p, :'writer_role')
   FROM generate_series(0, 15) AS p \gexec
 GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
 

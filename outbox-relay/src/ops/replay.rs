@@ -88,7 +88,10 @@ pub enum ReplayError {
 const SAMPLE: usize = 10;
 
 /// Replays (or, with `dry_run`, lists) the matching events, recording `actor` in the audit
-/// table. The events keep their `seq`, so they stay in order with their key's other events.
+/// table. A dead head goes again as its scope's head, the events waiting behind it after
+/// it; a delivered or discarded event goes out once more on its own (`outbox_replays`),
+/// with its original id, not ordered with its key's other events (consumers' inboxes
+/// drop what they already applied).
 pub async fn replay(
     pool: &PgPool,
     request: &ReplayRequest,

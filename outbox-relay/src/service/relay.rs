@@ -352,6 +352,8 @@ impl Lane {
         let mut db_retry = BackoffPolicy::RECONNECT.delay_iter();
         let mut refused_retry = BackoffPolicy::RECONNECT.delay_iter();
         let mut idle = wakeup.idle();
+        // Claims in a row that leased a partition and found nothing to publish.
+        let mut empty_in_a_row = 0_u32;
         while !cancel.is_cancelled() {
             // 1. The broker first: claiming rows we cannot publish would only park them. (An
             //    idle loop learns here that its link dropped, and says so before reconnecting.)
@@ -408,12 +410,19 @@ impl Lane {
                 // the lease; then look again at once.
                 if claim.feed.is_some() {
                     settle_outcomes(&pool, &config, &claim, &[], &settle_failures, &cancel).await;
-                    continue;
+                    // A few in a row (a partition whose only work is what its claim cannot
+                    // do yet) and the loop waits like an idle one, rather than spin.
+                    empty_in_a_row += 1;
+                    if empty_in_a_row < 3 {
+                        continue;
+                    }
                 }
+                empty_in_a_row = 0;
                 wakeup.wait(&cancel, &mut idle).await;
                 continue;
             }
             idle.reset();
+            empty_in_a_row = 0;
             metrics::histogram!(telemetry::BATCH_SIZE).record(claim.len() as f64);
             let claimed_in = claim_started.elapsed();
 

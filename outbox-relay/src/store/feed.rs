@@ -32,7 +32,7 @@ macro_rules! has_work {
         "(EXISTS (SELECT 1 FROM outbox_events e WHERE e.seq % 16 = c.part AND e.seq > c.frontier)
           OR EXISTS (SELECT 1 FROM outbox_held h
                       WHERE h.part = c.part AND h.due_at <= statement_timestamp())
-          OR EXISTS (SELECT 1 FROM outbox_replays r
+          OR EXISTS (SELECT 1 FROM outbox_replays r JOIN outbox_events e ON e.id = r.event_id
                       WHERE r.part = c.part AND r.due_at <= statement_timestamp())
           OR EXISTS (SELECT 1 FROM outbox_gaps g
                       WHERE g.part = c.part
@@ -110,12 +110,14 @@ pub const SEGMENT_SQL: &str = concat!(
     " FROM outbox_events e WHERE e.seq % 16 = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
 );
 
-/// The gaps of partition `$1`, with their rows where visible.
+/// The gaps of partition `$1` whose rows are visible now, lowest first, at most `$2`. (The
+/// gaps that will never fill are forgotten by the settle, all at once: they need no
+/// reading.)
 pub const GAPS_SQL: &str = concat!(
     "SELECT g.seq AS gap_seq, g.noted_xid::text::bigint AS noted_xid, ",
     row_columns!(),
     " FROM outbox_gaps g
-      LEFT JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
+      JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
      WHERE g.part = $1 ORDER BY g.seq LIMIT $2"
 );
 
@@ -172,6 +174,9 @@ pub const READ_STATEMENTS: [(&str, &str); 4] = [
 pub struct FeedClaim {
     /// The partition leased.
     pub part: i64,
+    /// The oldest transaction running when the claim read (`pg_snapshot_xmin`): the gaps
+    /// noted before it whose rows it did not see will never fill.
+    pub xmin: u64,
     /// The claim's decisions.
     pub plan: FeedPlan,
     /// The replayed events published (each on its own).
@@ -244,32 +249,35 @@ pub async fn read(
     } else {
         (room / 2).max(1)
     };
-    let segment_rows: Vec<PgRow> = sqlx::query(SEGMENT_SQL)
-        .bind(part)
-        .bind(frontier)
-        .bind(segment_limit)
-        .fetch_all(&mut *tx)
-        .await?;
-    room = room.saturating_sub(segment_rows.len() as i64);
+    // Gaps filled since they were noted come before anything later of their scopes: when
+    // there are more than this claim reads, it reads no segment (whose events could belong
+    // to the scopes of the gaps left for the next claim).
     let gap_rows: Vec<PgRow> = sqlx::query(GAPS_SQL)
         .bind(part)
-        .bind(GAPS_PER_CLAIM)
+        .bind(GAPS_PER_CLAIM.min(segment_limit))
         .fetch_all(&mut *tx)
         .await?;
+    let segment_rows: Vec<PgRow> = if gap_rows.len() as i64 >= GAPS_PER_CLAIM.min(segment_limit) {
+        Vec::new()
+    } else {
+        sqlx::query(SEGMENT_SQL)
+            .bind(part)
+            .bind(frontier)
+            .bind(segment_limit)
+            .fetch_all(&mut *tx)
+            .await?
+    };
+    room = room.saturating_sub(segment_rows.len() as i64 + gap_rows.len() as i64);
     let segment = segment_rows
         .iter()
         .map(feed_row)
         .collect::<Result<Vec<_>, _>>()?;
     let mut gaps = Vec::with_capacity(gap_rows.len());
     for row in &gap_rows {
-        let visible: Option<Uuid> = row.try_get("id")?;
         gaps.push(GapFound {
             seq: row.try_get("gap_seq")?,
             noted_xid: u64::try_from(row.try_get::<i64, _>("noted_xid")?).unwrap_or(u64::MAX),
-            row: match visible {
-                Some(_) => Some(feed_row(row)?),
-                None => None,
-            },
+            row: Some(feed_row(row)?),
         });
     }
     let scopes: Vec<&str> = segment
@@ -352,15 +360,7 @@ pub async fn read(
     let wanted: HashMap<Uuid, ()> = plan.publish.iter().map(|r| (r.id, ())).collect();
     let mut rows: Vec<PgRow> = Vec::with_capacity(plan.publish.len() + replay_rows.len());
     let mut seen = BTreeSet::new();
-    for row in walk_rows
-        .into_iter()
-        .chain(
-            gap_rows
-                .into_iter()
-                .filter(|r| r.try_get::<Option<Uuid>, _>("id").ok().flatten().is_some()),
-        )
-        .chain(segment_rows)
-    {
+    for row in walk_rows.into_iter().chain(gap_rows).chain(segment_rows) {
         let id: Uuid = row.try_get("id")?;
         if wanted.contains_key(&id) && seen.insert(id) {
             rows.push(row);
@@ -378,6 +378,7 @@ pub async fn read(
         rows,
         FeedClaim {
             part,
+            xmin: partition.xmin,
             plan,
             replays,
         },
@@ -399,9 +400,15 @@ const ADVANCE_SQL: &str = "UPDATE outbox_partitions
 
 /// Notes new gaps (`$1` seqs, `$2` part) with the settle's own transaction id — assigned
 /// after the claim's snapshot, so every writer that could still fill a gap has a smaller
-/// one — and forgets resolved ones (`$3`).
-const GAPS_WRITE_SQL: &str =
-    "WITH forgotten AS (DELETE FROM outbox_gaps WHERE seq = ANY($3::bigint[]))
+/// one — and forgets the ones the claim read (`$3`) and, all at once, those that will
+/// never fill: noted by a transaction older than every one running when the claim read
+/// (`$4`, its `xmin`), and still without a row (had one committed, the claim would have seen
+/// it, and the settle sees it too).
+const GAPS_WRITE_SQL: &str = "WITH read AS (DELETE FROM outbox_gaps WHERE seq = ANY($3::bigint[])),
+          never AS (DELETE FROM outbox_gaps g
+                     WHERE g.part = $2 AND g.noted_xid <= $4::text::xid8
+                       AND NOT EXISTS (SELECT 1 FROM outbox_events e
+                                        WHERE e.seq % 16 = g.part AND e.seq = g.seq))
      INSERT INTO outbox_gaps (seq, part, noted_xid)
      SELECT s, $2, pg_current_xact_id() FROM unnest($1::bigint[]) AS s
      ON CONFLICT (seq) DO NOTHING";
@@ -506,6 +513,7 @@ pub async fn settle(
         .bind(&claim.plan.new_gaps)
         .bind(i32::try_from(claim.part).unwrap_or(0))
         .bind(&claim.plan.forget_gaps)
+        .bind(claim.xmin.to_string())
         .execute(&mut *conn)
         .await?;
     // Failures, counted per event.

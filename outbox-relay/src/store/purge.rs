@@ -37,19 +37,21 @@ impl Purgeable {
                 "WITH doomed AS (
                      SELECT e.id FROM outbox_partitions p
                       CROSS JOIN LATERAL (
-                            SELECT e.id, e.seq, e.tenant_id, e.ordering_key, e.created_at, e.status
+                            -- The conditions inside, before the limit: a held scope's events
+                            -- at the bottom of a partition do not stop the rest of it.
+                            SELECT e.id
                               FROM outbox_events e
                              WHERE e.seq % 16 = p.part AND e.seq <= p.frontier
+                               AND e.created_at < now() - make_interval(secs => $1)
+                               AND e.status <> 'discarded'
+                               AND NOT EXISTS (SELECT 1 FROM outbox_held h
+                                                WHERE h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
+                                                                         '#' || e.id::text)
+                                                  AND h.head_seq <= e.seq)
+                               AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
+                               AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
+                               AND NOT EXISTS (SELECT 1 FROM outbox_gaps g WHERE g.seq = e.seq)
                              ORDER BY e.seq LIMIT $2) e
-                      WHERE e.created_at < now() - make_interval(secs => $1)
-                        AND e.status <> 'discarded'
-                        AND NOT EXISTS (SELECT 1 FROM outbox_held h
-                                         WHERE h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
-                                                                  '#' || e.id::text)
-                                           AND h.head_seq <= e.seq)
-                        AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
-                        AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
-                        AND NOT EXISTS (SELECT 1 FROM outbox_gaps g WHERE g.seq = e.seq)
                       LIMIT $2),
                  gone AS (
                      DELETE FROM outbox_events o USING doomed d

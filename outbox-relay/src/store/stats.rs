@@ -273,7 +273,8 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                                  LIMIT $1) AS capped) AS c)
                     -- The events at or behind each held head, up to the frontier (above
                     -- it they are counted above), but the dead heads themselves.
-                    + (SELECT COALESCE(sum(c.n), 0)::bigint FROM outbox_held h
+                    + (SELECT COALESCE(sum(c.n), 0)::bigint
+                         FROM (SELECT * FROM outbox_held LIMIT $1) AS h
                         JOIN outbox_partitions p ON p.part = h.part
                         CROSS JOIN LATERAL (
                               SELECT count(*) AS n FROM (
@@ -293,9 +294,10 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                                   LIMIT $1) AS capped) AS c)
                     - (SELECT count(*) FROM outbox_held WHERE due_at IS NULL)
                     -- Gaps filled since they were noted, and replays to send.
-                    + (SELECT count(*) FROM outbox_gaps g
+                    + (SELECT count(*) FROM (SELECT 1 FROM outbox_gaps g
                         WHERE EXISTS (SELECT 1 FROM outbox_events e
-                                       WHERE e.seq % 16 = g.part AND e.seq = g.seq))
+                                       WHERE e.seq % 16 = g.part AND e.seq = g.seq)
+                        LIMIT $1) AS filled)
                     + (SELECT count(*) FROM outbox_replays WHERE due_at IS NOT NULL),
                     (SELECT COALESCE(sum(claimed), 0)::bigint FROM outbox_partitions
                       WHERE leased_until >= statement_timestamp()),
