@@ -241,11 +241,17 @@ pub async fn blocked_head(pool: &PgPool, payloads: &Payloads, head: Head) -> Res
     Ok(id)
 }
 
-/// Empties the outbox tables (and restarts `seq`).
+/// Empties the outbox tables (and restarts `seq`, each partition's frontier with it).
 pub async fn truncate(pool: &PgPool) -> Result<()> {
-    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_key_recheck, outbox_leases, outbox_attempts, outbox_discarded RESTART IDENTITY")
+    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_key_recheck, outbox_attempts, outbox_discarded, outbox_held, outbox_gaps, outbox_replays RESTART IDENTITY")
         .execute(pool)
         .await?;
+    sqlx::query(
+        "UPDATE outbox_partitions SET frontier = part, token = NULL, owner = NULL,
+                relay_id = NULL, leased_until = NULL, claimed = 0",
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
