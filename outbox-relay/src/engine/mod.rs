@@ -1,6 +1,6 @@
 //! Pure decisions over plain data: no I/O, no clock of its own, no server needed to test.
 //!
-//! [`claim_plan`] decides what a claim takes from what its scan found. [`event`] is the
+//! [`event`] is the
 //! claimed event and its ordering scope, the type the store produces and
 //! the broker's message builder consumes. `waves` decides how a claim goes out: which
 //! events form each wave, which are held back or released when an earlier event of their
@@ -21,7 +21,6 @@
 //! This layer imports nothing from the rest of the crate.
 
 pub mod audit;
-pub mod claim_plan;
 pub mod event;
 pub mod feed_claim;
 pub mod feed_settle;

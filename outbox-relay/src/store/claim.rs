@@ -112,11 +112,6 @@ pub struct ClaimSteps {
     pub plan: Duration,
 }
 
-/// The statement that opens the lease's transaction: READ COMMITTED, no JIT, an
-/// asynchronous commit (a crash of the database that loses it only leaves the partition
-/// unleased), the idle timeout of the relay's transactions, the relay's marker.
-const ACQUIRE_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
-
 /// Claims up to `limit` events for `relay_id`, leased for `lease`.
 pub async fn claim(
     pool: &PgPool,
@@ -182,7 +177,7 @@ async fn claim_timed_on(
     let owner = crate::engine::lease::token_owner(token).map(crate::engine::lease::owner_lock_key);
 
     // 1. Lease a partition with work.
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, ACQUIRE_BEGIN).await?;
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
     let acquired = feed::acquire(&mut tx, token, owner, relay_id, lease).await?;
     tx.commit().await?;
     lap(&mut steps.acquire);

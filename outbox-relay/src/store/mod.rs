@@ -48,3 +48,38 @@ pub use crate::engine::status::Status;
 /// locks, a partition's row) may sit idle on the server before the server ends its
 /// session (`idle_in_transaction_session_timeout`, set per transaction).
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+
+/// The statement that opens a claim's lease or a settle: READ COMMITTED (whatever the
+/// database's default), no JIT (the statements are short), an asynchronous commit (a crash
+/// of the database may lose the last of them, which only puts their events back: a lease
+/// ends, events go out again with the same `message_id`), the server ending the session if
+/// the transaction sits idle for [`IDLE_IN_TRANSACTION_TIMEOUT`] (a client whose link went
+/// silent cannot hold writers' key locks or a partition's row), and `outbox.actor = relay`
+/// for the outbox's row triggers.
+pub(crate) const RELAY_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
+
+/// [`RELAY_BEGIN`] for an operator's change, with a durable commit: a replay and its audit
+/// row must survive a crash of the database once the command has said so.
+pub(crate) const OPERATOR_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_begin_statement_bounds_idle_time_and_marks_the_relay() {
+        for statement in [RELAY_BEGIN, OPERATOR_BEGIN] {
+            assert!(statement.starts_with("BEGIN ISOLATION LEVEL READ COMMITTED;"));
+            let idle = format!(
+                "set_config('idle_in_transaction_session_timeout', '{IDLE_IN_TRANSACTION_TIMEOUT}', true)"
+            );
+            assert!(statement.contains(&idle), "{statement}");
+            assert!(
+                statement.contains("set_config('outbox.actor', 'relay', true)"),
+                "{statement}"
+            );
+        }
+        assert!(RELAY_BEGIN.contains("set_config('synchronous_commit', 'off', true)"));
+        assert!(!OPERATOR_BEGIN.contains("synchronous_commit"));
+    }
+}

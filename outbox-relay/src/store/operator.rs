@@ -61,11 +61,6 @@ const WHERE: &str = "s.status = $1
    AND ($7::timestamptz IS NULL OR e.created_at >= $7)
    AND ($8::timestamptz IS NULL OR e.created_at < $8)";
 
-/// The statement that opens an operator's change: READ COMMITTED, a durable commit (an
-/// operator's replay and its audit row must survive a crash of the database once the
-/// command has said so), the relay's marker.
-const OPERATOR_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
-
 /// Applies `action` to the events with status `from` that `filter` selects (at most
 /// `limit`, oldest first), recording `actor` and `audit` in `outbox_replay_audit`; with
 /// `dry_run`, only lists them, and records that (`dry_run` set). Nothing is recorded when
@@ -87,7 +82,7 @@ pub async fn apply(
     dry_run: bool,
 ) -> Result<Applied, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, OPERATOR_BEGIN).await?;
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, super::OPERATOR_BEGIN).await?;
     let select = format!(
         "SELECT e.id, e.event_type, e.tenant_id, e.ordering_key, e.created_at, s.attempts,
                 s.last_error

@@ -35,11 +35,6 @@ pub struct Settled {
     pub lost: u64,
 }
 
-/// The statement that opens a settle: READ COMMITTED, no JIT, an asynchronous commit (a
-/// crash of the database may lose the last settles, which only puts their events back: they
-/// go out again, with the same `message_id`), the relay's idle timeout and marker.
-const SETTLE_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
-
 /// Records the outcomes of `claim`, all in one transaction.
 pub async fn settle(
     pool: &PgPool,
@@ -85,7 +80,7 @@ async fn settle_on(
     let Some(feed_claim) = &claim.feed else {
         return Ok(Settled::default());
     };
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, SETTLE_BEGIN).await?;
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
     let done = feed::settle(&mut tx, claim.token, feed_claim, max_attempts, outcomes).await?;
     tx.commit().await?;
     Ok(Settled {
