@@ -59,6 +59,8 @@ pub struct Proxy {
     cut: CancellationToken,
     resets: Arc<AtomicUsize>,
     accepted: Arc<AtomicUsize>,
+    /// Bytes read from clients so far, forwarded or held.
+    from_clients: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -73,13 +75,14 @@ impl Proxy {
         let reset = Arc::new(Mutex::new(CancellationToken::new()));
         let resets = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let from_clients = Arc::new(AtomicUsize::new(0));
         tokio::spawn(accept(
             listener,
             upstream,
             faults.subscribe(),
             reset.clone(),
             cut.clone(),
-            [resets.clone(), accepted.clone()],
+            [resets.clone(), accepted.clone(), from_clients.clone()],
         ));
         Ok(Proxy {
             addr,
@@ -88,6 +91,7 @@ impl Proxy {
             cut,
             resets,
             accepted,
+            from_clients,
         })
     }
 
@@ -179,6 +183,13 @@ impl Proxy {
         self.accepted.load(Ordering::Relaxed)
     }
 
+    /// How many bytes clients have sent through the proxy so far, those held while frozen
+    /// included: a test sees a client write (publish, query) into a silent server when
+    /// this grows by more than a heartbeat's few bytes.
+    pub fn bytes_from_clients(&self) -> usize {
+        self.from_clients.load(Ordering::Relaxed)
+    }
+
     /// Stops listening and closes every connection it forwarded, for good.
     pub fn cut(&self) {
         self.cut.cancel();
@@ -197,7 +208,7 @@ async fn accept(
     faults: watch::Receiver<Faults>,
     reset: Arc<Mutex<CancellationToken>>,
     cut: CancellationToken,
-    [resets, accepted]: [Arc<AtomicUsize>; 2],
+    [resets, accepted, from_clients]: [Arc<AtomicUsize>; 3],
 ) {
     loop {
         let client = tokio::select! {
@@ -215,6 +226,7 @@ async fn accept(
             faults.clone(),
             reset_token,
             resets.clone(),
+            from_clients.clone(),
         );
         tokio::spawn(cut.clone().run_until_cancelled_owned(link));
     }
@@ -228,6 +240,7 @@ async fn forward(
     mut faults: watch::Receiver<Faults>,
     reset: CancellationToken,
     resets: Arc<AtomicUsize>,
+    from_clients: Arc<AtomicUsize>,
 ) {
     let connected = tokio::select! {
         ready = faults.wait_for(|faults| !faults.frozen) => ready.is_ok(),
@@ -247,8 +260,13 @@ async fn forward(
         let (server_read, server_write) = server.split();
         let both = async {
             tokio::join!(
-                pump(client_read, server_write, faults.clone()),
-                pump(server_read, client_write, faults.clone()),
+                pump(
+                    client_read,
+                    server_write,
+                    faults.clone(),
+                    Some(from_clients)
+                ),
+                pump(server_read, client_write, faults.clone(), None),
             )
         };
         tokio::select! {
@@ -269,11 +287,13 @@ fn abort(stream: &TcpStream) {
 }
 
 /// Copies `from` to `to`: each chunk is due `latency` after it was read, and held while
-/// frozen. Reading goes on meanwhile (up to a bound), as a network would buffer.
+/// frozen. Reading goes on meanwhile (up to a bound), as a network would buffer. Bytes read
+/// are added to `counted`, if given.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     faults: watch::Receiver<Faults>,
+    counted: Option<Arc<AtomicUsize>>,
 ) {
     let (chunks, mut due) = mpsc::channel::<(Instant, Vec<u8>)>(256);
     let read = {
@@ -285,6 +305,9 @@ async fn pump(
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
+                if let Some(counted) = &counted {
+                    counted.fetch_add(n, Ordering::Relaxed);
+                }
                 let at = Instant::now() + faults.borrow().latency;
                 let chunk = buffer.get(..n).unwrap_or_default().to_vec();
                 if chunks.send((at, chunk)).await.is_err() {

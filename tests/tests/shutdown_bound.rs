@@ -38,17 +38,22 @@ async fn a_relay_stopped_while_its_confirms_hang_returns_within_the_shutdown_bou
         .await?;
 
         // The broker goes silent; events are claimed and published, and their confirms hang.
+        // A lease alone is not enough (the claim may still be reading, and a loop cancelled
+        // before it publishes ends at once): wait for the publishes themselves, bytes the
+        // relay sent into the frozen link, far more than a heartbeat's.
         proxy.freeze();
+        let before = proxy.bytes_from_clients();
         emit_tickets(&db.pool, 50, 50).await?;
-        wait_until(Duration::from_secs(30), "a claim in flight", || async {
-            let leased: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM outbox_partitions WHERE token IS NOT NULL",
-            )
-            .fetch_one(&db.pool)
-            .await?;
-            Ok(leased > 0)
+        wait_until(Duration::from_secs(30), "publishes in flight", || {
+            let sent = proxy.bytes_from_clients() - before;
+            async move { Ok(sent > 4_000) }
         })
         .await?;
+        let leased: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_partitions WHERE token IS NOT NULL")
+                .fetch_one(&db.pool)
+                .await?;
+        ensure!(leased > 0, "publishing without a lease");
 
         let stopping = Instant::now();
         stop.cancel();
