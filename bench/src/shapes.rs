@@ -188,9 +188,9 @@ pub struct Report {
 
 /// The claim's statements by name.
 const STATEMENTS: [(&str, &str); 7] = [
-    ("lease a partition", feed::ACQUIRE_SQL),
+    ("lease partitions", feed::ACQUIRE_SQL),
     ("snapshot", feed::SNAPSHOT_SQL),
-    ("segment", feed::SEGMENT_SQL),
+    ("segments", feed::SEGMENT_SQL),
     ("gaps", feed::GAPS_SQL),
     ("held scopes read", feed::HELD_SQL),
     ("due held scopes", feed::DUE_SQL),
@@ -334,7 +334,7 @@ async fn measure(
         step_medians.acquire, step_medians.read, step_medians.plan, step_medians.total
     );
     let plans = if args.explain {
-        claim::explain(&claim_pool, args.batch)
+        claim::explain(&claim_pool, args.batch, steps::partitions_per_claim())
             .await?
             .into_iter()
             .map(|(statement, plan)| Plan { statement, plan })

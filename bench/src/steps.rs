@@ -46,15 +46,16 @@ pub async fn end_leases(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// Runs one claim of up to `limit` rows and times its steps. Returns its times, its token
-/// and the ids it leased (to be released).
+/// Runs one claim of up to `limit` rows, from as many partitions as a relay with the
+/// default delivery loops leases per claim, and times its steps. Returns its times, its
+/// token and the ids it leased (to be released).
 pub async fn claim_in_steps(
     pool: &PgPool,
     relay_id: &str,
     limit: u32,
     lease: Duration,
 ) -> Result<(Steps, Uuid, Vec<Uuid>)> {
-    let (claim, steps) = claim_timed(pool, relay_id, limit, lease).await?;
+    let (claim, steps) = claim_timed(pool, relay_id, limit, lease, partitions_per_claim()).await?;
     let leased = claim
         .events
         .iter()
@@ -62,6 +63,13 @@ pub async fn claim_in_steps(
         .chain(claim.undecodable.iter().map(|row| row.id))
         .collect();
     Ok((steps.into(), claim.token, leased))
+}
+
+/// How many partitions a relay with the default delivery loops leases per claim.
+pub fn partitions_per_claim() -> u32 {
+    outbox_relay::engine::feed_claim::partitions_per_claim(
+        outbox_relay::foundation::config::DEFAULT_IN_FLIGHT_BATCHES,
+    )
 }
 
 /// Per-step medians.

@@ -72,6 +72,7 @@ async fn leases_end_with_the_session_of_the_relay_that_holds_them() -> Result<()
             Some(owner),
             100,
             hour,
+            16,
         )
         .await?;
         assert_eq!(claimed.events.len(), 3);

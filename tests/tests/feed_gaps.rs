@@ -32,8 +32,12 @@ async fn claim_all(db: &TestDb, p: i32) -> Result<Vec<Uuid>> {
     .fetch_one(&db.pool)
     .await?;
     let mut conn = db.pool.acquire().await?;
-    let (_rows, claim) = feed::read(&mut conn, i64::from(p), frontier, 500).await?;
-    let ids: Vec<Uuid> = claim.plan.publish.iter().map(|r| r.id).collect();
+    let (_rows, claim) = feed::read(&mut conn, &[(i64::from(p), frontier)], 500).await?;
+    let ids: Vec<Uuid> = claim
+        .parts
+        .iter()
+        .flat_map(|part| part.plan.publish.iter().map(|r| r.id))
+        .collect();
     let outcomes: Vec<(Uuid, Outcome)> = ids.iter().map(|i| (*i, Outcome::Delivered)).collect();
     let mut tx = db.pool.begin().await?;
     feed::settle(&mut tx, token, &claim, 10, &outcomes).await?;

@@ -23,7 +23,7 @@ use integration_tests::{TestDb, count_status, wait_until};
 use outbox_relay::engine::lease::{OWNER_LOCK_CLASS, owner_lock_key};
 use outbox_relay::ops::replay::{ReplayRequest, discard, replay};
 use outbox_relay::ops::{EventFilter, ReplayableStatus};
-use outbox_relay::store::claim::{Claim, ClaimedEvent, claim, claim_within};
+use outbox_relay::store::claim::{Claim, ClaimedEvent, claim, claim_partitions, claim_within};
 use outbox_relay::store::purge::idle_key_locks;
 use outbox_relay::store::settle::{Outcome, Settled, settle};
 use outbox_relay::store::stats::{blocked_keys, gauges, report};
@@ -194,9 +194,15 @@ fn ids(claim: &Claim) -> Vec<Uuid> {
     claim.events.iter().map(|e| e.id).collect()
 }
 
-/// The partition a claim leased (it must have leased one).
+/// The partition a claim leased (it must have leased exactly one).
 fn part(claim: &Claim) -> i64 {
-    let part = claim.feed.as_ref().expect("a partition leased").part;
+    let parts = claim
+        .feed
+        .as_ref()
+        .expect("a partition leased")
+        .partitions();
+    assert_eq!(parts.len(), 1, "one partition leased");
+    let part = parts[0];
     for event in &claim.events {
         assert_eq!(
             event.seq % 16,
@@ -535,7 +541,7 @@ async fn a_partition_whose_relay_is_gone_is_claimed_at_once() -> Result<()> {
         .bind(owner_lock_key(owner))
         .execute(&mut session)
         .await?;
-    let held = claim_within(pool, LEASE, "relay-a", Some(owner), 100, LEASE).await?;
+    let held = claim_within(pool, LEASE, "relay-a", Some(owner), 100, LEASE, 1).await?;
     assert_eq!(ids(&held), events);
     // While the relay lives, its partition stays leased.
     assert!(claim(pool, "relay-b", 100, LEASE).await?.feed.is_none());
@@ -2035,5 +2041,229 @@ async fn hostile_values_cannot_wedge_a_settle() -> Result<()> {
         "settles that failed:\n{}",
         wedged.join("\n")
     );
+    db.cleanup().await
+}
+
+/// The partitions a claim leased, in order (none: an empty list).
+fn parts_of(claim: &Claim) -> Vec<i64> {
+    claim
+        .feed
+        .as_ref()
+        .map(|feed| feed.partitions())
+        .unwrap_or_default()
+}
+
+/// The claimed events of key `key`'s events `of`, in the order the claim returned them.
+fn of_key(claim: &Claim, of: &[Uuid]) -> Vec<Uuid> {
+    claim
+        .events
+        .iter()
+        .map(|e| e.id)
+        .filter(|id| of.contains(id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_many_partitions_leases_free_ones_with_work_up_to_its_bound_and_shares_its_batch()
+-> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let mut keys = Vec::new();
+    for part in 1..=5 {
+        let key = key_in(pool, part, "M").await?;
+        keys.push((part, emit_n(pool, &key, 4).await?));
+    }
+
+    // Bound 3, batch 6: three partitions, two events of each (the batch shared), each
+    // partition's first two in order.
+    let first = claim_partitions(pool, "relay-a", 6, LEASE, 3).await?;
+    let first_parts = parts_of(&first);
+    assert_eq!(first_parts.len(), 3, "{first_parts:?}");
+    assert_eq!(first.events.len(), 6);
+    for (part, events) in &keys {
+        if first_parts.contains(part) {
+            assert_eq!(
+                of_key(&first, events),
+                events[..2].to_vec(),
+                "partition {part}"
+            );
+        }
+    }
+    // The other partitions are free: another relay's claim takes both, whole.
+    let second = claim_partitions(pool, "relay-b", 100, LEASE, 16).await?;
+    let second_parts = parts_of(&second);
+    assert_eq!(second_parts.len(), 2, "{second_parts:?}");
+    assert!(second_parts.iter().all(|p| !first_parts.contains(p)));
+    for (part, events) in &keys {
+        if second_parts.contains(part) {
+            assert_eq!(of_key(&second, events), *events, "partition {part}");
+        }
+    }
+    assert!(
+        claim_partitions(pool, "relay-c", 100, LEASE, 16)
+            .await?
+            .feed
+            .is_none()
+    );
+
+    // Both settle; the rest of the first claim's partitions follow, in order.
+    let done = settle(
+        pool,
+        &first,
+        MAX_ATTEMPTS,
+        &all(&first, &Outcome::Delivered),
+    )
+    .await?;
+    assert_eq!(done.delivered, 6);
+    let done = settle(
+        pool,
+        &second,
+        MAX_ATTEMPTS,
+        &all(&second, &Outcome::Delivered),
+    )
+    .await?;
+    assert_eq!(done.delivered, 8);
+    let rest = claim_partitions(pool, "relay-c", 100, LEASE, 16).await?;
+    assert_eq!(parts_of(&rest), first_parts);
+    for (part, events) in &keys {
+        if first_parts.contains(part) {
+            assert_eq!(
+                of_key(&rest, events),
+                events[2..].to_vec(),
+                "partition {part}"
+            );
+        }
+    }
+    settle(pool, &rest, MAX_ATTEMPTS, &all(&rest, &Outcome::Delivered)).await?;
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_records_the_partitions_its_claim_still_holds_and_loses_only_the_others()
+-> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let kept = emit_n(pool, &key_in(pool, 6, "S").await?, 2).await?;
+    let taken = emit_n(pool, &key_in(pool, 7, "T").await?, 2).await?;
+    let old = claim_partitions(pool, "relay-a", 100, LEASE, 16).await?;
+    assert_eq!(parts_of(&old), vec![6, 7]);
+    assert_eq!(old.events.len(), 4);
+
+    // Partition 7's lease runs out (the relay stalled) and another relay takes it.
+    sqlx::query(
+        "UPDATE outbox_partitions SET leased_until = now() - interval '1 second' WHERE part = 7",
+    )
+    .execute(pool)
+    .await?;
+    let new = claim_partitions(pool, "relay-b", 100, LEASE, 16).await?;
+    assert_eq!(parts_of(&new), vec![7]);
+    assert_eq!(ids(&new), taken);
+
+    // The old claim's settle records partition 6 and nothing of 7.
+    let outcomes: Vec<(Uuid, Outcome)> = old
+        .events
+        .iter()
+        .map(|e| {
+            if e.id == kept[0] {
+                (e.id, failed(Duration::ZERO))
+            } else {
+                (e.id, Outcome::Released)
+            }
+        })
+        .collect();
+    let late = settle(pool, &old, MAX_ATTEMPTS, &outcomes).await?;
+    assert_eq!(
+        late,
+        Settled {
+            retrying: 1,
+            released: 1,
+            lost: 2,
+            ..Settled::default()
+        },
+        "the head of partition 6 failed, the event behind it released"
+    );
+    let seven: (Option<Uuid>, i64) =
+        sqlx::query_as("SELECT token, frontier FROM outbox_partitions WHERE part = 7")
+            .fetch_one(pool)
+            .await?;
+    assert_eq!(
+        seven.0,
+        Some(new.token),
+        "partition 7 stays the new claim's"
+    );
+    for state in rows(pool, &taken).await? {
+        assert_eq!(state.attempts, 0, "{state:?}");
+    }
+    let done = settle(pool, &new, MAX_ATTEMPTS, &all(&new, &Outcome::Delivered)).await?;
+    assert_eq!(done.delivered, 2);
+
+    // Partition 6's scope went on holding at its failed head: it goes again, in order.
+    let again = claim_partitions(pool, "relay-a", 100, LEASE, 16).await?;
+    assert_eq!(parts_of(&again), vec![6]);
+    assert_eq!(ids(&again), kept);
+    assert_eq!(again.events[0].attempts, 1);
+    settle(
+        pool,
+        &again,
+        MAX_ATTEMPTS,
+        &all(&again, &Outcome::Delivered),
+    )
+    .await?;
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_claim_walks_the_due_held_scopes_of_all_its_partitions_each_in_order() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let eight = emit_n(pool, &key_in(pool, 8, "W").await?, 3).await?;
+    let nine = emit_n(pool, &key_in(pool, 9, "V").await?, 3).await?;
+    let unkeyed = {
+        let mut conn = pool.acquire().await?;
+        emit_on(&mut conn, None).await?
+    };
+    // Every head fails once (due again at once): three held scopes, in up to three
+    // partitions.
+    let first = claim_partitions(pool, "relay-a", 100, LEASE, 16).await?;
+    assert_eq!(first.events.len(), 7);
+    let heads = [eight[0], nine[0], unkeyed];
+    let outcomes: Vec<(Uuid, Outcome)> = first
+        .events
+        .iter()
+        .map(|e| {
+            if heads.contains(&e.id) {
+                (e.id, failed(Duration::ZERO))
+            } else {
+                (e.id, Outcome::Released)
+            }
+        })
+        .collect();
+    let done = settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
+    assert_eq!((done.retrying, done.released), (3, 4));
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_held")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(held, 3);
+
+    // One claim walks all three, each scope from its head in order.
+    let walked = claim_partitions(pool, "relay-a", 100, LEASE, 16).await?;
+    assert_eq!(of_key(&walked, &eight), eight);
+    assert_eq!(of_key(&walked, &nine), nine);
+    assert_eq!(of_key(&walked, &[unkeyed]), vec![unkeyed]);
+    assert_eq!(walked.events.len(), 7);
+    settle(
+        pool,
+        &walked,
+        MAX_ATTEMPTS,
+        &all(&walked, &Outcome::Delivered),
+    )
+    .await?;
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_held")
+        .fetch_one(pool)
+        .await?;
+    assert_eq!(held, 0, "every walk reached its scope's end");
+    assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }

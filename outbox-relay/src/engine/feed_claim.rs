@@ -263,6 +263,46 @@ pub fn plan(read: &PartitionRead) -> FeedPlan {
     plan
 }
 
+/// How many partitions one claim of a relay with `loops` delivery loops leases at most: the
+/// partitions shared among its loops (rounded up), so that one loop's claim serves many
+/// partitions in one batch (a partition with one new event does not wait for its own
+/// claim), while the other loops, and other relays, still find partitions free.
+pub fn partitions_per_claim(loops: u32) -> u32 {
+    let partitions = PARTITIONS as u32;
+    partitions.div_ceil(loops.max(1)).clamp(1, partitions)
+}
+
+/// How many events a claim that leased `parts` partitions reads from each at most: its
+/// batch `limit` shared evenly, rounded up, at least one.
+pub fn share(limit: i64, parts: usize) -> i64 {
+    let parts = i64::try_from(parts.max(1)).unwrap_or(i64::MAX);
+    let limit = limit.max(1);
+    limit.div_euclid(parts) + i64::from(limit.rem_euclid(parts) != 0)
+}
+
+/// The room of a partition's gaps and segment, out of `room`, when `due` held scopes are
+/// to be walked too: all of it without walks, half with (so neither starves the other).
+pub fn segment_room(room: i64, due: usize) -> i64 {
+    if due == 0 {
+        room.max(1)
+    } else {
+        (room / 2).max(1)
+    }
+}
+
+/// Of `due` walks in a partition with `room` left, how many this claim takes (the others
+/// stay due for the next claim) and how many events each reads at most (`walk_limit` a
+/// walk at most): every walk taken gets at least one, and together no more than `room`.
+pub fn walk_limits(room: i64, due: usize, walk_limit: i64) -> (usize, i64) {
+    let room = room.max(0);
+    let taken = due.min(usize::try_from(room).unwrap_or(usize::MAX));
+    if taken == 0 {
+        return (0, 0);
+    }
+    let each = room / i64::try_from(taken).unwrap_or(i64::MAX);
+    (taken, each.clamp(1, walk_limit.max(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +337,47 @@ mod tests {
 
     fn seqs(plan: &FeedPlan) -> Vec<i64> {
         plan.publish.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_relays_loops_share_the_partitions() {
+        assert_eq!(partitions_per_claim(1), 16);
+        assert_eq!(partitions_per_claim(3), 6);
+        assert_eq!(partitions_per_claim(4), 4);
+        assert_eq!(partitions_per_claim(16), 1);
+        assert_eq!(partitions_per_claim(64), 1);
+        assert_eq!(partitions_per_claim(0), 16);
+    }
+
+    #[test]
+    fn a_batch_is_shared_evenly_among_its_partitions() {
+        assert_eq!(share(500, 1), 500);
+        assert_eq!(share(500, 6), 84);
+        assert_eq!(share(500, 16), 32);
+        assert_eq!(share(4, 6), 1);
+        assert_eq!(share(0, 3), 1);
+        assert_eq!(share(10, 0), 10);
+        assert!((1..=16).all(|parts| share(500, parts) * parts as i64 >= 500));
+    }
+
+    #[test]
+    fn walks_share_the_room_left_and_those_without_room_wait() {
+        assert_eq!(segment_room(100, 0), 100);
+        assert_eq!(segment_room(100, 3), 50);
+        assert_eq!(segment_room(1, 3), 1);
+        assert_eq!(walk_limits(300, 2, 100), (2, 100));
+        assert_eq!(walk_limits(50, 5, 100), (5, 10));
+        assert_eq!(walk_limits(3, 5, 100), (3, 1));
+        assert_eq!(walk_limits(0, 5, 100), (0, 0));
+        assert_eq!(walk_limits(-4, 5, 100), (0, 0));
+        assert_eq!(walk_limits(10, 0, 100), (0, 0));
+        for room in 0..40 {
+            for due in 0..12 {
+                let (taken, each) = walk_limits(room, due, 100);
+                assert!(taken <= due && (taken as i64) * each <= room.max(0));
+                assert!(taken == 0 || each >= 1);
+            }
+        }
     }
 
     #[test]

@@ -354,6 +354,9 @@ impl Lane {
         let mut idle = wakeup.idle();
         // Claims in a row that leased a partition and found nothing to publish.
         let mut empty_in_a_row = 0_u32;
+        // One claim serves many partitions, and the loops share them.
+        let partitions_per_claim =
+            crate::engine::feed_claim::partitions_per_claim(config.in_flight_batches);
         while !cancel.is_cancelled() {
             // 1. The broker first: claiming rows we cannot publish would only park them. (An
             //    idle loop learns here that its link dropped, and says so before reconnecting.)
@@ -382,6 +385,7 @@ impl Lane {
                 owner,
                 config.batch_size,
                 config.lease,
+                partitions_per_claim,
             )
             .await
             {

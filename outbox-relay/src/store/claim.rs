@@ -1,13 +1,16 @@
-//! Claiming: lease one partition of the feed and take the events it may publish now.
+//! Claiming: lease partitions of the feed and take the events they may publish now.
 //!
 //! A claim (engine v3, step 4b; docs/delivery-engine.md):
-//! 1. forgets the relays that are gone (their ownership lock is free) and leases the free
-//!    partition with work that moved least recently (`outbox_partitions`: a token, the
-//!    owner's session, a deadline): one row written, in its own short transaction;
-//! 2. reads the partition in one `REPEATABLE READ` snapshot ([`feed::read`]): the segment
-//!    after its frontier, its gaps, the held scopes of what it read, the due held scopes with
-//!    their walks, the due replays;
-//! 3. lets [`crate::engine::feed_claim::plan`] decide what goes out, in seq order.
+//! 1. forgets the relays that are gone (their ownership lock is free) and leases, up to a
+//!    bound, the free partitions with work that moved least recently (`outbox_partitions`: a
+//!    token, the owner's session, a deadline): one row per partition written, in one short
+//!    transaction;
+//! 2. reads them in one `REPEATABLE READ` snapshot ([`feed::read`]), each statement over
+//!    all of them: the segments after their frontiers, their gaps, the held scopes of what it
+//!    read, the due held scopes with their walks, the due replays — each partition up to its
+//!    share of the batch;
+//! 3. lets [`crate::engine::feed_claim::plan`] decide, per partition, what goes out, in seq
+//!    order.
 //!
 //! No event row is written. A partition is worked by one claim at a time, and a scope lives
 //! in one partition, so per-scope order needs no lock between relays; several relays claim
@@ -56,7 +59,8 @@ pub struct Claim {
     /// Rows this claim found behind another event of their key and parked (always 0 on the
     /// feed, kept for the delivery loop's "look again at once").
     pub parked: u64,
-    /// The partition leased and what its settle writes (`None` when no partition had work).
+    /// The partitions leased and what their settle writes (`None` when no partition had
+    /// work).
     pub feed: Option<FeedClaim>,
 }
 
@@ -104,31 +108,47 @@ impl Claim {
 /// benchmarks: the claim's cost per step, from the claim itself).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClaimSteps {
-    /// Step 1: the partition's lease (with the forgetting of relays that are gone).
+    /// Step 1: the partitions' lease (with the forgetting of relays that are gone).
     pub acquire: Duration,
-    /// Step 2: the partition read in one snapshot (segment, gaps, held scopes, walks).
+    /// Step 2: the partitions read in one snapshot (segments, gaps, held scopes, walks).
     pub read: Duration,
     /// Step 3: the plan and the rows decoded.
     pub plan: Duration,
 }
 
-/// Claims up to `limit` events for `relay_id`, leased for `lease`.
+/// Claims up to `limit` events of one partition for `relay_id`, leased for `lease` (what
+/// a relay with 16 delivery loops would claim: see [`claim_partitions`]).
 pub async fn claim(
     pool: &PgPool,
     relay_id: &str,
     limit: u32,
     lease: Duration,
 ) -> Result<Claim, sqlx::Error> {
-    Ok(claim_timed(pool, relay_id, limit, lease).await?.0)
+    claim_partitions(pool, relay_id, limit, lease, 1).await
+}
+
+/// Claims up to `limit` events, from up to `partitions` partitions, for `relay_id`,
+/// leased for `lease`.
+pub async fn claim_partitions(
+    pool: &PgPool,
+    relay_id: &str,
+    limit: u32,
+    lease: Duration,
+    partitions: u32,
+) -> Result<Claim, sqlx::Error> {
+    Ok(claim_timed(pool, relay_id, limit, lease, partitions)
+        .await?
+        .0)
 }
 
 /// [`claim`] within `deadline` (taking a connection included): a database that stops
 /// answering fails the claim then, and its connection is closed, not given back to the
 /// pool (see [`within_deadline`]).
 ///
-/// With `owner`, the partition's lease names it: the lease then also ends when that
+/// With `owner`, the partitions' lease names it: the lease then also ends when that
 /// owner's advisory lock is released (its relay is gone), not only at its deadline. The
-/// caller must hold that lock.
+/// caller must hold that lock. At most `partitions` partitions are leased
+/// ([`crate::engine::feed_claim::partitions_per_claim`] says how many for a relay).
 pub async fn claim_within(
     pool: &PgPool,
     deadline: Duration,
@@ -136,13 +156,24 @@ pub async fn claim_within(
     owner: Option<u32>,
     limit: u32,
     lease: Duration,
+    partitions: u32,
 ) -> Result<Claim, sqlx::Error> {
     let token = match owner {
         Some(owner) => crate::engine::lease::owner_token(owner, Uuid::new_v4().as_u128()),
         None => Uuid::now_v7(),
     };
     within_deadline(pool, deadline, async |conn| {
-        Ok(claim_timed_on(conn, relay_id, token, limit, lease).await?.0)
+        let (claim, steps) =
+            claim_timed_on(conn, relay_id, token, limit, lease, partitions).await?;
+        tracing::debug!(
+            partitions = claim.feed.as_ref().map_or(0, |feed| feed.parts.len()),
+            events = claim.len(),
+            acquire_ms = steps.acquire.as_secs_f64() * 1e3,
+            read_ms = steps.read.as_secs_f64() * 1e3,
+            plan_ms = steps.plan.as_secs_f64() * 1e3,
+            "claimed"
+        );
+        Ok(claim)
     })
     .await
 }
@@ -153,9 +184,18 @@ pub async fn claim_timed(
     relay_id: &str,
     limit: u32,
     lease: Duration,
+    partitions: u32,
 ) -> Result<(Claim, ClaimSteps), sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    claim_timed_on(&mut conn, relay_id, Uuid::now_v7(), limit, lease).await
+    claim_timed_on(
+        &mut conn,
+        relay_id,
+        Uuid::now_v7(),
+        limit,
+        lease,
+        partitions,
+    )
+    .await
 }
 
 /// [`claim_timed`] on a connection the caller holds.
@@ -165,6 +205,7 @@ async fn claim_timed_on(
     token: Uuid,
     limit: u32,
     lease: Duration,
+    partitions: u32,
 ) -> Result<(Claim, ClaimSteps), sqlx::Error> {
     let limit = i64::from(limit.max(1));
     let mut steps = ClaimSteps::default();
@@ -176,25 +217,37 @@ async fn claim_timed_on(
     };
     let owner = crate::engine::lease::token_owner(token).map(crate::engine::lease::owner_lock_key);
 
-    // 1. Lease a partition with work.
+    // 1. Lease partitions with work.
     let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
-    let acquired = feed::acquire(&mut tx, token, owner, relay_id, lease).await?;
-    tx.commit().await?;
+    let leased = feed::acquire(&mut tx, token, owner, relay_id, lease, partitions).await?;
     lap(&mut steps.acquire);
-    let Some((part, frontier)) = acquired else {
+    if leased.is_empty() {
+        tx.commit().await?;
         return Ok((Claim::empty(token), steps));
-    };
-
-    // 2. Read it in one snapshot and decide.
-    let (rows, feed_claim) = feed::read(&mut *conn, part, frontier, limit).await?;
-    if !rows.is_empty() {
-        sqlx::query(feed::CLAIMED_SQL)
-            .bind(i32::try_from(part).unwrap_or(0))
-            .bind(token)
-            .bind(i32::try_from(rows.len()).unwrap_or(i32::MAX))
-            .execute(&mut *conn)
-            .await?;
     }
+
+    // 2. Read them in one snapshot and decide: most claims need only their segments, read
+    //    by one statement in the lease's transaction (its snapshot is taken after the
+    //    lease, so it sees whatever the partitions' previous settles wrote); the others are
+    //    read in full once the lease is committed.
+    let share = crate::engine::feed_claim::share(limit, leased.len());
+    let (rows, feed_claim) = match feed::read_fast(&mut tx, &leased, share).await? {
+        Some(found) => {
+            let decided = feed::decide(&leased, found)?;
+            count_claimed(&mut tx, token, &decided.1).await?;
+            tx.commit().await?;
+            decided
+        }
+        None => {
+            tx.commit().await?;
+            let found = feed::read_full(&mut *conn, &leased, share).await?;
+            let decided = feed::decide(&leased, found)?;
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
+            count_claimed(&mut tx, token, &decided.1).await?;
+            tx.commit().await?;
+            decided
+        }
+    };
     lap(&mut steps.read);
 
     let mut events = Vec::with_capacity(rows.len());
@@ -236,39 +289,78 @@ async fn claim_timed_on(
     Ok((claim, steps))
 }
 
-/// Runs the statements of one [`claim`] of up to `limit` events, each under
-/// `EXPLAIN (ANALYZE, BUFFERS, WAL)`, in a transaction that is rolled back: nothing is
-/// leased. Returns (statement, plan text) in the order the claim runs them, with the values
-/// the claim would bind (the partition with work that moved least recently, its frontier).
-pub async fn explain(pool: &PgPool, limit: u32) -> Result<Vec<(String, String)>, sqlx::Error> {
+/// Records in each partition's row how many events the claim `token` took there, for the
+/// gauges (nothing when it took none).
+async fn count_claimed(
+    conn: &mut PgConnection,
+    token: Uuid,
+    claim: &FeedClaim,
+) -> Result<(), sqlx::Error> {
+    let (counted, counts): (Vec<i32>, Vec<i32>) = claim
+        .parts
+        .iter()
+        .filter_map(|p| {
+            let n = p.plan.publish.len() + p.replays.len();
+            (n > 0).then(|| {
+                (
+                    i32::try_from(p.part).unwrap_or(0),
+                    i32::try_from(n).unwrap_or(i32::MAX),
+                )
+            })
+        })
+        .unzip();
+    if !counted.is_empty() {
+        sqlx::query(feed::CLAIMED_SQL)
+            .bind(&counted)
+            .bind(&counts)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs the statements of one claim of up to `limit` events from up to `partitions`
+/// partitions, each under `EXPLAIN (ANALYZE, BUFFERS, WAL)`, in a transaction that is
+/// rolled back: nothing is leased. Returns (statement, plan text) in the order the claim
+/// runs them, with the values the claim would bind (the partitions that moved least
+/// recently, their frontiers, each partition's share of `limit`).
+pub async fn explain(
+    pool: &PgPool,
+    limit: u32,
+    partitions: u32,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
     let limit = i64::from(limit.max(1));
     let mut conn = pool.acquire().await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let mut plans = Vec::new();
     plans.push((
-        "1. lease a partition".to_owned(),
+        "1. lease partitions".to_owned(),
         plan_of(
             &mut tx,
             sqlx::query(sqlx::AssertSqlSafe(explained(feed::ACQUIRE_SQL)))
                 .bind(Uuid::now_v7())
                 .bind(None::<i32>)
                 .bind("explain")
-                .bind(60.0_f64),
+                .bind(60.0_f64)
+                .bind(i64::from(partitions.max(1))),
         )
         .await?,
     ));
-    let (part, frontier): (i32, i64) =
-        sqlx::query_as("SELECT part, frontier FROM outbox_partitions ORDER BY advanced_at LIMIT 1")
-            .fetch_one(&mut *tx)
-            .await?;
+    let leased: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT part::bigint, frontier FROM outbox_partitions ORDER BY advanced_at LIMIT $1",
+    )
+    .bind(i64::from(partitions.max(1)))
+    .fetch_all(&mut *tx)
+    .await?;
+    let parts: Vec<i64> = leased.iter().map(|&(part, _)| part).collect();
+    let frontiers: Vec<i64> = leased.iter().map(|&(_, frontier)| frontier).collect();
+    let shares = vec![crate::engine::feed_claim::share(limit, parts.len()); parts.len()];
     for (name, statement) in feed::READ_STATEMENTS {
-        let query = sqlx::query(sqlx::AssertSqlSafe(explained(statement)));
+        let query = sqlx::query(sqlx::AssertSqlSafe(explained(statement))).bind(&parts);
         let query = match name {
-            "2. segment" => query.bind(i64::from(part)).bind(frontier).bind(limit),
-            "2. gaps" | "2. due held scopes" | "2. due replays" => {
-                query.bind(i64::from(part)).bind(limit)
-            }
-            _ => query,
+            "2. segments" => query.bind(&frontiers).bind(&shares),
+            _ => query.bind(&shares),
         };
         plans.push((name.to_owned(), plan_of(&mut tx, query).await?));
     }

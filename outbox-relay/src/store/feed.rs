@@ -1,7 +1,9 @@
-//! The partitioned feed (engine v3, step 4b): a claim leases one partition and reads it in
-//! one snapshot; [`crate::engine::feed_claim::plan`] decides what goes out; the settle moves
-//! the partition's frontier, notes and forgets gaps, and changes held scopes
-//! ([`crate::engine::feed_settle`]). Nothing here writes an event's row.
+//! The partitioned feed (engine v3, step 4b): a claim leases up to a bound of free
+//! partitions with work and reads them together in one snapshot, each statement over all of
+//! them at once (`unnest` of the partitions, a `LATERAL` read per partition);
+//! [`crate::engine::feed_claim::plan`] decides, per partition, what goes out; the settle
+//! moves the frontiers of the partitions the claim still holds, notes and forgets gaps, and
+//! changes held scopes ([`crate::engine::feed_settle`]). Nothing here writes an event's row.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -20,10 +22,10 @@ use crate::engine::outcome::Outcome;
 /// At most this many events of one held scope per walk.
 pub const WALK_LIMIT: i64 = 100;
 
-/// At most this many due held scopes walked per claim.
+/// At most this many due held scopes walked per partition of a claim.
 pub const WALKS_PER_CLAIM: i64 = 200;
 
-/// At most this many gaps looked at per claim.
+/// At most this many gaps looked at per partition of a claim.
 pub const GAPS_PER_CLAIM: i64 = 1000;
 
 /// Whether partition `c` has work a claim could do now (`c` is the alias of its row).
@@ -54,8 +56,9 @@ macro_rules! is_free {
 }
 
 /// Forgets the relays that are gone (their ownership lock is free), then leases the free
-/// partition with work that moved least recently: `$1` the token, `$2` the owner, `$3` the
-/// relay, `$4` the lease in seconds. Returns the partition and its frontier.
+/// partitions with work that moved least recently, at most `$5`: `$1` the token, `$2` the
+/// owner, `$3` the relay, `$4` the lease in seconds. Returns each partition and its
+/// frontier.
 pub const ACQUIRE_SQL: &str = concat!(
     "WITH gone AS (
          DELETE FROM outbox_relay_owners o
@@ -64,15 +67,15 @@ pub const ACQUIRE_SQL: &str = concat!(
      UPDATE outbox_partitions p
         SET token = $1, owner = $2, relay_id = $3,
             leased_until = clock_timestamp() + make_interval(secs => $4)
-      WHERE p.part = (SELECT c.part FROM outbox_partitions c
+      WHERE p.part = ANY (ARRAY(SELECT c.part FROM outbox_partitions c
                        WHERE ",
     is_free!(),
     " AND ",
     has_work!(),
     "
                        ORDER BY c.advanced_at
-                       LIMIT 1
-                         FOR UPDATE SKIP LOCKED)
+                       LIMIT $5
+                         FOR UPDATE SKIP LOCKED))
      RETURNING p.part, p.frontier"
 );
 
@@ -103,22 +106,28 @@ macro_rules! row_columns {
 /// The oldest transaction running when the snapshot was taken.
 pub const SNAPSHOT_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 
-/// The segment: `$1` partition, `$2` frontier, `$3` limit.
+/// The segments: after each partition's frontier, in seq order, at most its limit (`$1`
+/// partitions, `$2` frontiers, `$3` limits).
 pub const SEGMENT_SQL: &str = concat!(
-    "SELECT ",
+    "SELECT p.part AS feed_part, ",
     row_columns!(),
-    " FROM outbox_events e WHERE e.seq % 16 = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(part, frontier, lim)
+     CROSS JOIN LATERAL (SELECT * FROM outbox_events e
+                          WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                          ORDER BY e.seq LIMIT p.lim) e"
 );
 
-/// The gaps of partition `$1` whose rows are visible now, lowest first, at most `$2`. (The
-/// gaps that will never fill are forgotten by the settle, all at once: they need no
-/// reading.)
+/// The gaps of each partition (`$1`) whose rows are visible now, lowest first, at most its
+/// limit (`$2`). (The gaps that will never fill are forgotten by the settle, all at once:
+/// they need no reading.)
 pub const GAPS_SQL: &str = concat!(
-    "SELECT g.seq AS gap_seq, g.noted_xid::text::bigint AS noted_xid, ",
+    "SELECT p.part AS feed_part, e.gap_seq, e.noted_xid::text::bigint AS noted_xid, ",
     row_columns!(),
-    " FROM outbox_gaps g
-      JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
-     WHERE g.part = $1 ORDER BY g.seq LIMIT $2"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS p(part, lim)
+     CROSS JOIN LATERAL (SELECT g.seq AS gap_seq, g.noted_xid, e.*
+                           FROM outbox_gaps g
+                           JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
+                          WHERE g.part = p.part ORDER BY g.seq LIMIT p.lim) e"
 );
 
 /// The held scopes among `$1`.
@@ -126,44 +135,50 @@ pub const HELD_SQL: &str =
     "SELECT scope, head_seq, COALESCE(due_at <= statement_timestamp(), false) AS due
                           FROM outbox_held WHERE scope = ANY($1::text[])";
 
-/// The due held scopes of partition `$1`, soonest first, at most `$2`.
-pub const DUE_SQL: &str = "SELECT scope, head_seq, true AS due FROM outbox_held
-                        WHERE part = $1 AND due_at <= statement_timestamp()
-                        ORDER BY due_at LIMIT $2";
+/// The due held scopes of each partition (`$1`), soonest first, at most its limit (`$2`).
+pub const DUE_SQL: &str = "SELECT p.part AS feed_part, h.scope, h.head_seq, true AS due
+       FROM unnest($1::bigint[], $2::bigint[]) AS p(part, lim)
+      CROSS JOIN LATERAL (SELECT scope, head_seq FROM outbox_held
+                           WHERE part = p.part AND due_at <= statement_timestamp()
+                           ORDER BY due_at LIMIT p.lim) h";
 
-/// A keyed scope's walk: `$1` scope, `$2` head, `$3` bound, `$4` limit.
+/// Keyed scopes' walks: for each (`$1` scope, `$2` head, `$3` bound, `$4` limit), its
+/// pending events from the head up to the bound, in seq order.
 pub const WALK_KEYED_SQL: &str = concat!(
-    "SELECT ",
+    "SELECT w.scope AS walk_scope, ",
     row_columns!(),
-    " FROM outbox_events e
-     WHERE outbox_scope(e.tenant_id, e.ordering_key) = $1 AND e.seq >= $2 AND e.seq <= $3
-       AND e.status = 'pending'
-       AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
-     ORDER BY e.seq LIMIT $4"
+    " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS w(scope, head, bound, lim)
+     CROSS JOIN LATERAL (SELECT * FROM outbox_events e
+                          WHERE outbox_scope(e.tenant_id, e.ordering_key) = w.scope
+                            AND e.seq >= w.head AND e.seq <= w.bound
+                            AND e.status = 'pending'
+                            AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
+                          ORDER BY e.seq LIMIT w.lim) e"
 );
 
-/// An unkeyed event's walk: `$1` its id.
+/// Unkeyed events' walks: the events `$1`, each still to go.
 pub const WALK_ONE_SQL: &str = concat!(
-    "SELECT ",
+    "SELECT '#' || e.id::text AS walk_scope, ",
     row_columns!(),
     " FROM outbox_events e
-     WHERE e.id = $1 AND e.status = 'pending'
+     WHERE e.id = ANY($1::uuid[]) AND e.status = 'pending'
        AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)"
 );
 
-/// The due replays of partition `$1`.
+/// The due replays of each partition (`$1`), at most its limit (`$2`).
 pub const REPLAYS_SQL: &str = concat!(
-    "SELECT ",
+    "SELECT p.part AS feed_part, ",
     row_columns!(),
-    " FROM outbox_replays r JOIN outbox_events e ON e.id = r.event_id
-     WHERE r.part = $1 AND r.due_at <= statement_timestamp()
-     ORDER BY e.seq LIMIT $2"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS p(part, lim)
+     CROSS JOIN LATERAL (SELECT e.* FROM outbox_replays r JOIN outbox_events e ON e.id = r.event_id
+                          WHERE r.part = p.part AND r.due_at <= statement_timestamp()
+                          ORDER BY e.seq LIMIT p.lim) e"
 );
 
-/// The claim's reading statements that take only the partition, its frontier and a limit,
-/// by name (what `explain` and the benchmarks run).
+/// The claim's reading statements that take only the partitions, their frontiers and
+/// limits, by name (what `explain` and the benchmarks run).
 pub const READ_STATEMENTS: [(&str, &str); 4] = [
-    ("2. segment", SEGMENT_SQL),
+    ("2. segments", SEGMENT_SQL),
     ("2. gaps", GAPS_SQL),
     ("2. due held scopes", DUE_SQL),
     ("2. due replays", REPLAYS_SQL),
@@ -172,15 +187,29 @@ pub const READ_STATEMENTS: [(&str, &str); 4] = [
 /// What a settle of a feed claim needs besides the outcomes.
 #[derive(Debug, Clone, Default)]
 pub struct FeedClaim {
-    /// The partition leased.
-    pub part: i64,
     /// The oldest transaction running when the claim read (`pg_snapshot_xmin`): the gaps
     /// noted before it whose rows it did not see will never fill.
     pub xmin: u64,
-    /// The claim's decisions.
+    /// The partitions leased, each with its claim's decisions.
+    pub parts: Vec<PartitionClaim>,
+}
+
+/// One partition of a [`FeedClaim`].
+#[derive(Debug, Clone, Default)]
+pub struct PartitionClaim {
+    /// The partition.
+    pub part: i64,
+    /// The claim's decisions for it.
     pub plan: FeedPlan,
-    /// The replayed events published (each on its own).
+    /// Its replayed events published (each on its own).
     pub replays: Vec<Uuid>,
+}
+
+impl FeedClaim {
+    /// The partitions leased.
+    pub fn partitions(&self) -> Vec<i64> {
+        self.parts.iter().map(|p| p.part).collect()
+    }
 }
 
 fn feed_row(row: &PgRow) -> Result<FeedRow, sqlx::Error> {
@@ -192,226 +221,508 @@ fn feed_row(row: &PgRow) -> Result<FeedRow, sqlx::Error> {
     })
 }
 
-/// Leases a free partition with work; `None` when there is none.
+/// Leases up to `partitions` free partitions with work; none when there is none. Returns
+/// each partition leased with its frontier.
 pub async fn acquire(
     conn: &mut PgConnection,
     token: Uuid,
     owner: Option<i32>,
     relay_id: &str,
     lease: Duration,
-) -> Result<Option<(i64, i64)>, sqlx::Error> {
-    let row: Option<(i32, i64)> = sqlx::query_as(ACQUIRE_SQL)
+    partitions: u32,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(ACQUIRE_SQL)
         .bind(token)
         .bind(owner)
         .bind(relay_id)
         .bind(lease.as_secs_f64())
-        .fetch_optional(&mut *conn)
+        .bind(i64::from(partitions.max(1)))
+        .fetch_all(&mut *conn)
         .await?;
-    Ok(row.map(|(part, frontier)| (i64::from(part), frontier)))
+    let mut leased: Vec<(i64, i64)> = rows
+        .into_iter()
+        .map(|(part, frontier)| (i64::from(part), frontier))
+        .collect();
+    leased.sort_unstable();
+    Ok(leased)
 }
 
-/// Reads partition `part` from `frontier` in one snapshot and decides what goes out: the
-/// rows to publish (in seq order) and what the settle will need.
+/// Rows grouped by the partition in column `feed_part`.
+fn by_part(rows: Vec<PgRow>) -> Result<HashMap<i64, Vec<PgRow>>, sqlx::Error> {
+    let mut grouped: HashMap<i64, Vec<PgRow>> = HashMap::new();
+    for row in rows {
+        grouped
+            .entry(row.try_get::<i64, _>("feed_part")?)
+            .or_default()
+            .push(row);
+    }
+    Ok(grouped)
+}
+
+/// How many rows `grouped` holds for `part`.
+fn count_in(grouped: &HashMap<i64, Vec<PgRow>>, part: i64) -> i64 {
+    grouped.get(&part).map_or(0, |rows| rows.len() as i64)
+}
+
+/// What a claim read of its partitions, in one snapshot: per partition, the rows as the
+/// plan sees them and as they were read (to be decoded and published).
+#[derive(Default)]
+pub(crate) struct Found {
+    /// `pg_snapshot_xmin` of the snapshot.
+    xmin: i64,
+    segments: HashMap<i64, Vec<FeedRow>>,
+    segment_rows: HashMap<i64, Vec<PgRow>>,
+    gaps: HashMap<i64, Vec<GapFound>>,
+    gap_rows: HashMap<i64, Vec<PgRow>>,
+    held: HashMap<i64, Vec<HeldScope>>,
+    walks: HashMap<i64, Vec<Walk>>,
+    walk_rows: HashMap<i64, Vec<PgRow>>,
+    replay_rows: HashMap<i64, Vec<PgRow>>,
+}
+
+/// Reads the partitions `leased` (each with its frontier) in one snapshot, each up to its
+/// share of `limit`, and decides for each what goes out: the rows to publish (in seq order
+/// within each partition) and what the settle will need.
+///
+/// Most claims need only the segments and the held scopes among their events: one
+/// statement reads them ([`SEGMENTS_FAST_SQL`]), and says in the same snapshot whether any
+/// partition has more (a due held scope or replay, a filled gap); only then are the
+/// partitions read again, in full, in one `REPEATABLE READ` transaction.
 pub async fn read(
     conn: &mut PgConnection,
-    part: i64,
-    frontier: i64,
+    leased: &[(i64, i64)],
     limit: i64,
 ) -> Result<(Vec<PgRow>, FeedClaim), sqlx::Error> {
+    let share = feed_claim::share(limit, leased.len());
+    let found = match read_fast(conn, leased, share).await? {
+        Some(found) => found,
+        None => read_full(conn, leased, share).await?,
+    };
+    decide(leased, found)
+}
+
+/// The segments after each frontier (`$1` partitions, `$2` frontiers, `$3` limits), each
+/// event with its scope's held head if it has one (`held_head`, `held_due`), and per
+/// partition, in the same snapshot, whether it has more to read (`more`: a due held scope, a
+/// due replay, a gap whose row is visible) and the snapshot's `xmin`. A partition whose
+/// segment is empty returns one row without an event (`id` NULL).
+pub const SEGMENTS_FAST_SQL: &str = concat!(
+    "WITH p AS MATERIALIZED (
+         SELECT u.part, u.frontier, u.lim,
+                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
+                (EXISTS (SELECT 1 FROM outbox_held h
+                          WHERE h.part = u.part AND h.due_at <= statement_timestamp())
+                 OR EXISTS (SELECT 1 FROM outbox_replays r
+                             WHERE r.part = u.part AND r.due_at <= statement_timestamp())
+                 OR EXISTS (SELECT 1 FROM outbox_gaps g
+                              JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
+                             WHERE g.part = u.part)) AS more
+           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(part, frontier, lim))
+     SELECT p.part AS feed_part, p.snapshot_xmin, p.more,
+            h.head_seq AS held_head, COALESCE(h.due_at <= statement_timestamp(), false) AS held_due, ",
+    row_columns!(),
+    " FROM p
+     LEFT JOIN LATERAL (SELECT * FROM outbox_events e
+                         WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                         ORDER BY e.seq LIMIT p.lim) e ON true
+     LEFT JOIN outbox_held h
+            ON e.id IS NOT NULL
+           AND h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text)"
+);
+
+/// The fast read ([`SEGMENTS_FAST_SQL`]): `None` when a partition has more to read than its
+/// segment.
+pub(crate) async fn read_fast(
+    conn: &mut PgConnection,
+    leased: &[(i64, i64)],
+    share: i64,
+) -> Result<Option<Found>, sqlx::Error> {
+    let parts: Vec<i64> = leased.iter().map(|&(part, _)| part).collect();
+    let frontiers: Vec<i64> = leased.iter().map(|&(_, frontier)| frontier).collect();
+    let rows = sqlx::query(SEGMENTS_FAST_SQL)
+        .bind(&parts)
+        .bind(&frontiers)
+        .bind(vec![share; parts.len()])
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut found = Found::default();
+    let mut held_seen = BTreeSet::new();
+    let mut keyed: HashMap<i64, Vec<(FeedRow, PgRow)>> = HashMap::new();
+    for row in rows {
+        if row.try_get::<bool, _>("more")? {
+            return Ok(None);
+        }
+        found.xmin = row.try_get("snapshot_xmin")?;
+        if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
+            continue;
+        }
+        let part: i64 = row.try_get("feed_part")?;
+        let feed = feed_row(&row)?;
+        if let Some(head_seq) = row.try_get::<Option<i64>, _>("held_head")?
+            && held_seen.insert(feed.scope.clone())
+        {
+            found.held.entry(part).or_default().push(HeldScope {
+                scope: feed.scope.clone(),
+                head_seq,
+                due: row.try_get("held_due")?,
+            });
+        }
+        keyed.entry(part).or_default().push((feed, row));
+    }
+    for (part, mut rows) in keyed {
+        rows.sort_by_key(|(r, _)| r.seq);
+        let (feed_rows, pg_rows): (Vec<FeedRow>, Vec<PgRow>) = rows.into_iter().unzip();
+        found.segments.insert(part, feed_rows);
+        found.segment_rows.insert(part, pg_rows);
+    }
+    Ok(Some(found))
+}
+
+/// Reads the partitions `leased` in full, in one `REPEATABLE READ` snapshot, each up to
+/// `share` events.
+pub(crate) async fn read_full(
+    conn: &mut PgConnection,
+    leased: &[(i64, i64)],
+    share: i64,
+) -> Result<Found, sqlx::Error> {
+    let parts: Vec<i64> = leased.iter().map(|&(part, _)| part).collect();
+    let frontiers: Vec<i64> = leased.iter().map(|&(_, frontier)| frontier).collect();
     let mut tx = sqlx::Connection::begin_with(
         &mut *conn,
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     )
     .await?;
     let xmin: i64 = sqlx::query_scalar(SNAPSHOT_SQL).fetch_one(&mut *tx).await?;
-    // The batch's room: replays take at most a quarter of it; the due held scopes read
-    // first share what is left with the segment (half each), so neither starves the other.
-    let replay_rows: Vec<PgRow> = sqlx::query(REPLAYS_SQL)
-        .bind(part)
-        .bind((limit / 4).max(1))
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut room = limit.saturating_sub(replay_rows.len() as i64).max(1);
-    let due: Vec<HeldScope> = sqlx::query_as(DUE_SQL)
-        .bind(part)
-        .bind(WALKS_PER_CLAIM.min(room))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(scope, head_seq, due): (String, i64, bool)| HeldScope {
-            scope,
-            head_seq,
-            due,
+    // Each partition's room: replays take at most a quarter of it; the due held scopes read
+    // first share what is left with the gaps and the segment (half each), so neither starves
+    // the other.
+    let replay_rows = by_part(
+        sqlx::query(REPLAYS_SQL)
+            .bind(&parts)
+            .bind(vec![(share / 4).max(1); parts.len()])
+            .fetch_all(&mut *tx)
+            .await?,
+    )?;
+    let mut room: HashMap<i64, i64> = parts
+        .iter()
+        .map(|&part| {
+            (
+                part,
+                share.saturating_sub(count_in(&replay_rows, part)).max(1),
+            )
         })
         .collect();
-    let segment_limit = if due.is_empty() {
-        room
-    } else {
-        (room / 2).max(1)
-    };
-    // Gaps filled since they were noted come before anything later of their scopes: when
-    // there are more than this claim reads, it reads no segment (whose events could belong
-    // to the scopes of the gaps left for the next claim).
-    let gap_rows: Vec<PgRow> = sqlx::query(GAPS_SQL)
-        .bind(part)
-        .bind(GAPS_PER_CLAIM.min(segment_limit))
+    let due_limits: Vec<i64> = parts
+        .iter()
+        .map(|p| WALKS_PER_CLAIM.min(room.get(p).copied().unwrap_or(1)))
+        .collect();
+    let mut due: HashMap<i64, Vec<HeldScope>> = HashMap::new();
+    for row in sqlx::query(DUE_SQL)
+        .bind(&parts)
+        .bind(&due_limits)
         .fetch_all(&mut *tx)
-        .await?;
-    let segment_rows: Vec<PgRow> = if gap_rows.len() as i64 >= GAPS_PER_CLAIM.min(segment_limit) {
-        Vec::new()
-    } else {
-        sqlx::query(SEGMENT_SQL)
-            .bind(part)
-            .bind(frontier)
-            .bind(segment_limit)
-            .fetch_all(&mut *tx)
-            .await?
-    };
-    room = room.saturating_sub(segment_rows.len() as i64 + gap_rows.len() as i64);
-    let segment = segment_rows
-        .iter()
-        .map(feed_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut gaps = Vec::with_capacity(gap_rows.len());
-    for row in &gap_rows {
-        gaps.push(GapFound {
-            seq: row.try_get("gap_seq")?,
-            noted_xid: u64::try_from(row.try_get::<i64, _>("noted_xid")?).unwrap_or(u64::MAX),
-            row: Some(feed_row(row)?),
-        });
+        .await?
+    {
+        due.entry(row.try_get("feed_part")?)
+            .or_default()
+            .push(HeldScope {
+                scope: row.try_get("scope")?,
+                head_seq: row.try_get("head_seq")?,
+                due: true,
+            });
     }
-    let scopes: Vec<&str> = segment
+    let segment_rooms: Vec<i64> = parts
         .iter()
-        .map(|r| r.scope.as_str())
-        .chain(
-            gaps.iter()
-                .filter_map(|g| g.row.as_ref())
-                .map(|r| r.scope.as_str()),
-        )
+        .map(|p| {
+            feed_claim::segment_room(
+                room.get(p).copied().unwrap_or(1),
+                due.get(p).map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    // Gaps filled since they were noted come before anything later of their scopes: a
+    // partition with more than this claim reads gets no segment read (whose events could
+    // belong to the scopes of the gaps left for the next claim).
+    let gap_limits: Vec<i64> = segment_rooms
+        .iter()
+        .map(|&r| GAPS_PER_CLAIM.min(r))
+        .collect();
+    let gap_rows = by_part(
+        sqlx::query(GAPS_SQL)
+            .bind(&parts)
+            .bind(&gap_limits)
+            .fetch_all(&mut *tx)
+            .await?,
+    )?;
+    let segment_limits: Vec<i64> = parts
+        .iter()
+        .zip(segment_rooms.iter().zip(&gap_limits))
+        .map(|(p, (&segment_room, &gap_limit))| {
+            let gaps = count_in(&gap_rows, *p);
+            if gaps >= gap_limit { 0 } else { segment_room }
+        })
+        .collect();
+    let mut segment_rows = by_part(
+        sqlx::query(SEGMENT_SQL)
+            .bind(&parts)
+            .bind(&frontiers)
+            .bind(&segment_limits)
+            .fetch_all(&mut *tx)
+            .await?,
+    )?;
+    let mut segments: HashMap<i64, Vec<FeedRow>> = HashMap::new();
+    for (part, rows) in &mut segment_rows {
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in rows.drain(..) {
+            keyed.push((feed_row(&row)?, row));
+        }
+        keyed.sort_by_key(|(r, _)| r.seq);
+        let (feed_rows, pg_rows): (Vec<FeedRow>, Vec<PgRow>) = keyed.into_iter().unzip();
+        *rows = pg_rows;
+        if let Some(left) = room.get_mut(part) {
+            *left = left.saturating_sub(feed_rows.len() as i64);
+        }
+        segments.insert(*part, feed_rows);
+    }
+    let mut gaps: HashMap<i64, Vec<GapFound>> = HashMap::new();
+    for (part, rows) in &gap_rows {
+        if let Some(left) = room.get_mut(part) {
+            *left = left.saturating_sub(rows.len() as i64);
+        }
+        for row in rows {
+            gaps.entry(*part).or_default().push(GapFound {
+                seq: row.try_get("gap_seq")?,
+                noted_xid: u64::try_from(row.try_get::<i64, _>("noted_xid")?).unwrap_or(u64::MAX),
+                row: Some(feed_row(row)?),
+            });
+        }
+    }
+    // The held scopes among those read, each in the partition that read it.
+    let mut part_of_scope: HashMap<String, i64> = HashMap::new();
+    for (part, rows) in &segments {
+        for r in rows {
+            part_of_scope.insert(r.scope.clone(), *part);
+        }
+    }
+    for (part, found) in &gaps {
+        for r in found.iter().filter_map(|g| g.row.as_ref()) {
+            part_of_scope.insert(r.scope.clone(), *part);
+        }
+    }
+    let scopes: Vec<&str> = part_of_scope
+        .keys()
+        .map(String::as_str)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let held: Vec<HeldScope> = sqlx::query_as(HELD_SQL)
-        .bind(&scopes)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(scope, head_seq, due): (String, i64, bool)| HeldScope {
-            scope,
-            head_seq,
-            due,
-        })
-        .collect();
-    let bound = segment.last().map_or(frontier, |r| r.seq.max(frontier));
-    let mut walks = Vec::with_capacity(due.len());
-    let mut walk_rows: Vec<PgRow> = Vec::new();
-    for h in due {
-        // Within the batch's room: the walks not taken now stay due for the next claim.
-        let per_walk = WALK_LIMIT.min(room);
-        if per_walk <= 0 {
-            break;
-        }
-        let rows: Vec<PgRow> = match h.scope.strip_prefix('#') {
-            Some(id) => match Uuid::parse_str(id) {
-                Ok(id) => {
-                    sqlx::query(WALK_ONE_SQL)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await?
-                }
-                Err(_) => Vec::new(),
-            },
-            None => {
-                sqlx::query(WALK_KEYED_SQL)
-                    .bind(&h.scope)
-                    .bind(h.head_seq)
-                    .bind(bound)
-                    .bind(per_walk + 1)
-                    .fetch_all(&mut *tx)
-                    .await?
+    let mut held: HashMap<i64, Vec<HeldScope>> = HashMap::new();
+    if !scopes.is_empty() {
+        let found: Vec<(String, i64, bool)> = sqlx::query_as(HELD_SQL)
+            .bind(&scopes)
+            .fetch_all(&mut *tx)
+            .await?;
+        for (scope, head_seq, due) in found {
+            if let Some(&part) = part_of_scope.get(&scope) {
+                held.entry(part).or_default().push(HeldScope {
+                    scope,
+                    head_seq,
+                    due,
+                });
             }
-        };
-        let cut_short = rows.len() as i64 > per_walk;
-        let taken: Vec<PgRow> = rows
-            .into_iter()
-            .take(usize::try_from(per_walk).unwrap_or(0))
-            .collect();
-        room = room.saturating_sub(taken.len() as i64);
-        walks.push(Walk {
-            held: h,
-            rows: taken.iter().map(feed_row).collect::<Result<Vec<_>, _>>()?,
-            cut_short,
-        });
-        walk_rows.extend(taken);
+        }
+    }
+    // The walks of the due held scopes, within each partition's room left: the walks not
+    // taken now stay due for the next claim.
+    let mut walked: Vec<(i64, HeldScope, i64)> = Vec::new();
+    let (mut keyed_scopes, mut keyed_heads, mut keyed_bounds, mut keyed_limits) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut unkeyed: Vec<Uuid> = Vec::new();
+    for (&part, &frontier) in parts.iter().zip(&frontiers) {
+        let scopes = due.remove(&part).unwrap_or_default();
+        let (taken, each) = feed_claim::walk_limits(
+            room.get(&part).copied().unwrap_or(0),
+            scopes.len(),
+            WALK_LIMIT,
+        );
+        let bound = segments
+            .get(&part)
+            .and_then(|rows| rows.last())
+            .map_or(frontier, |r| r.seq.max(frontier));
+        for h in scopes.into_iter().take(taken) {
+            match h.scope.strip_prefix('#') {
+                Some(id) => {
+                    if let Ok(id) = Uuid::parse_str(id) {
+                        unkeyed.push(id);
+                    }
+                }
+                None => {
+                    keyed_scopes.push(h.scope.clone());
+                    keyed_heads.push(h.head_seq);
+                    keyed_bounds.push(bound);
+                    keyed_limits.push(each + 1);
+                }
+            }
+            walked.push((part, h, each));
+        }
+    }
+    let mut walk_rows: Vec<PgRow> = Vec::new();
+    if !keyed_scopes.is_empty() {
+        walk_rows.extend(
+            sqlx::query(WALK_KEYED_SQL)
+                .bind(&keyed_scopes)
+                .bind(&keyed_heads)
+                .bind(&keyed_bounds)
+                .bind(&keyed_limits)
+                .fetch_all(&mut *tx)
+                .await?,
+        );
+    }
+    if !unkeyed.is_empty() {
+        walk_rows.extend(
+            sqlx::query(WALK_ONE_SQL)
+                .bind(&unkeyed)
+                .fetch_all(&mut *tx)
+                .await?,
+        );
     }
     tx.commit().await?;
+    let mut rows_of_walk: HashMap<String, Vec<(FeedRow, PgRow)>> = HashMap::new();
+    for row in walk_rows {
+        let scope: String = row.try_get("walk_scope")?;
+        rows_of_walk
+            .entry(scope)
+            .or_default()
+            .push((feed_row(&row)?, row));
+    }
+    let mut walks: HashMap<i64, Vec<Walk>> = HashMap::new();
+    let mut walk_pg_rows: HashMap<i64, Vec<PgRow>> = HashMap::new();
+    for (part, h, each) in walked {
+        let mut rows = rows_of_walk.remove(&h.scope).unwrap_or_default();
+        rows.sort_by_key(|(r, _)| r.seq);
+        let cut_short = rows.len() as i64 > each;
+        rows.truncate(usize::try_from(each).unwrap_or(0));
+        let (feed_rows, pg_rows): (Vec<FeedRow>, Vec<PgRow>) = rows.into_iter().unzip();
+        walks.entry(part).or_default().push(Walk {
+            held: h,
+            rows: feed_rows,
+            cut_short,
+        });
+        walk_pg_rows.entry(part).or_default().extend(pg_rows);
+    }
 
-    let partition = PartitionRead {
-        part,
-        frontier,
-        xmin: u64::try_from(xmin).unwrap_or(0),
-        segment,
+    Ok(Found {
+        xmin,
+        segments,
+        segment_rows,
         gaps,
+        gap_rows,
         held,
         walks,
-    };
-    let plan = feed_claim::plan(&partition);
-    // The rows to publish, by id: each once (a replayed event goes out on its own).
-    let wanted: HashMap<Uuid, ()> = plan.publish.iter().map(|r| (r.id, ())).collect();
-    let mut rows: Vec<PgRow> = Vec::with_capacity(plan.publish.len() + replay_rows.len());
-    let mut seen = BTreeSet::new();
-    for row in walk_rows.into_iter().chain(gap_rows).chain(segment_rows) {
-        let id: Uuid = row.try_get("id")?;
-        if wanted.contains_key(&id) && seen.insert(id) {
-            rows.push(row);
-        }
-    }
-    let mut replays = Vec::new();
-    for row in replay_rows {
-        let id: Uuid = row.try_get("id")?;
-        if seen.insert(id) {
-            replays.push(id);
-            rows.push(row);
-        }
-    }
-    Ok((
-        rows,
-        FeedClaim {
-            part,
-            xmin: partition.xmin,
-            plan,
-            replays,
-        },
-    ))
+        walk_rows: walk_pg_rows,
+        replay_rows,
+    })
 }
 
-/// Counts the events the claim `$2` of partition `$1` took (`$3`), for the gauges.
-pub const CLAIMED_SQL: &str =
-    "UPDATE outbox_partitions SET claimed = $3 WHERE part = $1 AND token = $2";
+/// Each partition's plan from what its claim `found`, and the rows it publishes, by id:
+/// each once (a replayed event goes out on its own).
+pub(crate) fn decide(leased: &[(i64, i64)], found: Found) -> Result<(Vec<PgRow>, FeedClaim), sqlx::Error> {
+    let Found {
+        xmin,
+        mut segments,
+        mut segment_rows,
+        mut gaps,
+        mut gap_rows,
+        mut held,
+        mut walks,
+        mut walk_rows,
+        mut replay_rows,
+    } = found;
+    let xmin = u64::try_from(xmin).unwrap_or(0);
+    let mut claim = FeedClaim {
+        xmin,
+        parts: Vec::with_capacity(leased.len()),
+    };
+    let mut rows: Vec<PgRow> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for &(part, frontier) in leased {
+        let partition = PartitionRead {
+            part,
+            frontier,
+            xmin,
+            segment: segments.remove(&part).unwrap_or_default(),
+            gaps: gaps.remove(&part).unwrap_or_default(),
+            held: held.remove(&part).unwrap_or_default(),
+            walks: walks.remove(&part).unwrap_or_default(),
+        };
+        let plan = feed_claim::plan(&partition);
+        let wanted: BTreeSet<Uuid> = plan.publish.iter().map(|r| r.id).collect();
+        for row in walk_rows
+            .remove(&part)
+            .unwrap_or_default()
+            .into_iter()
+            .chain(gap_rows.remove(&part).unwrap_or_default())
+            .chain(segment_rows.remove(&part).unwrap_or_default())
+        {
+            let id: Uuid = row.try_get("id")?;
+            if wanted.contains(&id) && seen.insert(id) {
+                rows.push(row);
+            }
+        }
+        let mut replays = Vec::new();
+        for row in replay_rows.remove(&part).unwrap_or_default() {
+            let id: Uuid = row.try_get("id")?;
+            if seen.insert(id) {
+                replays.push(id);
+                rows.push(row);
+            }
+        }
+        claim.parts.push(PartitionClaim {
+            part,
+            plan,
+            replays,
+        });
+    }
+    Ok((rows, claim))
+}
 
-/// Ends the lease of `token` on `part` and moves the frontier: `$1` part, `$2` token, `$3`
-/// the new frontier. No row: the lease was lost (reaped, or taken by another relay).
-const ADVANCE_SQL: &str = "UPDATE outbox_partitions
-                              SET frontier = GREATEST(frontier, $3), token = NULL, owner = NULL,
-                                  relay_id = NULL, leased_until = NULL, claimed = 0,
-                                  advanced_at = clock_timestamp()
-                            WHERE part = $1 AND token = $2
-                           RETURNING 1";
+/// Counts the events the claim `$3` took in each partition (`$1` partitions, `$2` counts),
+/// for the gauges.
+pub const CLAIMED_SQL: &str = "UPDATE outbox_partitions p SET claimed = c.n
+       FROM unnest($1::int[], $2::int[]) AS c(part, n)
+      WHERE p.part = c.part AND p.token = $3";
 
-/// Notes new gaps (`$1` seqs, `$2` part) with the settle's own transaction id — assigned
-/// after the claim's snapshot, so every writer that could still fill a gap has a smaller
-/// one — and forgets the ones the claim read (`$3`) and, all at once, those that will
-/// never fill: noted by a transaction older than every one running when the claim read
-/// (`$4`, its `xmin`), and still without a row (had one committed, the claim would have seen
-/// it, and the settle sees it too).
-const GAPS_WRITE_SQL: &str = "WITH read AS (DELETE FROM outbox_gaps WHERE seq = ANY($3::bigint[])),
-          never AS (DELETE FROM outbox_gaps g
-                     WHERE g.part = $2 AND g.noted_xid <= $4::text::xid8
-                       AND NOT EXISTS (SELECT 1 FROM outbox_events e
-                                        WHERE e.seq % 16 = g.part AND e.seq = g.seq))
-     INSERT INTO outbox_gaps (seq, part, noted_xid)
-     SELECT s, $2, pg_current_xact_id() FROM unnest($1::bigint[]) AS s
-     ON CONFLICT (seq) DO NOTHING";
+/// Ends the leases of `token` and moves the frontiers (`$1` partitions, `$2` their new
+/// frontiers, `$3` the token), and in the partitions whose lease was still the claim's,
+/// writes the gaps: notes new ones (`$4` seqs) with the settle's own transaction id —
+/// assigned after the claim's snapshot, so every writer that could still fill a gap has a
+/// smaller one — and forgets the ones the claim read (`$5`) and, all at once, those that
+/// will never fill: noted by a transaction older than every one running when the claim
+/// read (`$6`, its `xmin`), and still without a row (had one committed, the claim would
+/// have seen it). Returns the partitions settled; one missing was lost (its lease ran out,
+/// or its relay was found gone, and another claim may hold it now): nothing of it is
+/// written.
+const ADVANCE_SQL: &str = "WITH advanced AS (
+         UPDATE outbox_partitions p
+            SET frontier = GREATEST(p.frontier, f.frontier), token = NULL, owner = NULL,
+                relay_id = NULL, leased_until = NULL, claimed = 0,
+                advanced_at = clock_timestamp()
+           FROM unnest($1::int[], $2::bigint[]) AS f(part, frontier)
+          WHERE p.part = f.part AND p.token = $3
+         RETURNING p.part),
+     read AS (
+         DELETE FROM outbox_gaps g
+          WHERE g.seq = ANY($5::bigint[]) AND g.part IN (SELECT part FROM advanced)),
+     never AS (
+         DELETE FROM outbox_gaps g
+          WHERE g.part IN (SELECT part FROM advanced) AND g.noted_xid <= $6::text::xid8
+            AND NOT EXISTS (SELECT 1 FROM outbox_events e
+                             WHERE e.seq % 16 = g.part AND e.seq = g.seq)),
+     noted AS (
+         INSERT INTO outbox_gaps (seq, part, noted_xid)
+         SELECT s, (s % 16)::int, pg_current_xact_id() FROM unnest($4::bigint[]) AS s
+          WHERE (s % 16)::int IN (SELECT part FROM advanced)
+         ON CONFLICT (seq) DO NOTHING)
+     SELECT part FROM advanced";
 
 /// Failures counted per event (`$1` ids, `$2` errors, `$3` whether rejected, `$4` the
 /// attempt limit): returns each event's id and whether it is now dead.
@@ -475,7 +786,9 @@ pub struct FeedSettled {
     pub lost: u64,
 }
 
-/// Settles the claim `token` of `claim.part`: all in the caller's transaction `conn`.
+/// Settles the claim `token`: all in the caller's transaction `conn`. Only the partitions
+/// whose lease is still the claim's are settled; the outcomes of the others' events are
+/// not recorded (their events go out again from the partition's next claim).
 pub async fn settle(
     conn: &mut PgConnection,
     token: Uuid,
@@ -484,38 +797,62 @@ pub async fn settle(
     outcomes: &[(Uuid, Outcome)],
 ) -> Result<FeedSettled, sqlx::Error> {
     let mut settled = FeedSettled::default();
-    // Only the claim's own events: an outcome for any other is not this settle's to record.
-    let own: std::collections::HashSet<Uuid> = claim
-        .plan
-        .publish
-        .iter()
-        .map(|r| r.id)
-        .chain(claim.replays.iter().copied())
-        .collect();
-    let outcomes: Vec<&(Uuid, Outcome)> = outcomes.iter().collect();
-    let before = outcomes.len();
-    let outcomes: Vec<&(Uuid, Outcome)> = outcomes
-        .into_iter()
-        .filter(|(id, _)| own.contains(id))
-        .collect();
-    settled.lost = (before - outcomes.len()) as u64;
-    let advanced: Option<i32> = sqlx::query_scalar(ADVANCE_SQL)
-        .bind(i32::try_from(claim.part).unwrap_or(0))
-        .bind(token)
-        .bind(claim.plan.frontier)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if advanced.is_none() {
-        settled.lost += outcomes.len() as u64;
+    if claim.parts.is_empty() {
+        settled.lost = outcomes.len() as u64;
         return Ok(settled);
     }
-    sqlx::query(GAPS_WRITE_SQL)
-        .bind(&claim.plan.new_gaps)
-        .bind(i32::try_from(claim.part).unwrap_or(0))
-        .bind(&claim.plan.forget_gaps)
+    let parts: Vec<i32> = claim
+        .parts
+        .iter()
+        .map(|p| i32::try_from(p.part).unwrap_or(0))
+        .collect();
+    let frontiers: Vec<i64> = claim.parts.iter().map(|p| p.plan.frontier).collect();
+    let new_gaps: Vec<i64> = claim
+        .parts
+        .iter()
+        .flat_map(|p| p.plan.new_gaps.iter().copied())
+        .collect();
+    let forget_gaps: Vec<i64> = claim
+        .parts
+        .iter()
+        .flat_map(|p| p.plan.forget_gaps.iter().copied())
+        .collect();
+    let advanced: BTreeSet<i64> = sqlx::query_scalar::<_, i32>(ADVANCE_SQL)
+        .bind(&parts)
+        .bind(&frontiers)
+        .bind(token)
+        .bind(&new_gaps)
+        .bind(&forget_gaps)
         .bind(claim.xmin.to_string())
-        .execute(&mut *conn)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let held_parts: Vec<&PartitionClaim> = claim
+        .parts
+        .iter()
+        .filter(|p| advanced.contains(&p.part))
+        .collect();
+    // Only the events of the partitions still held: an outcome for any other is not this
+    // settle's to record.
+    let own: std::collections::HashSet<Uuid> = held_parts
+        .iter()
+        .flat_map(|p| p.plan.publish.iter().map(|r| r.id).chain(p.replays.iter().copied()))
+        .collect();
+    let outcomes: Vec<&(Uuid, Outcome)> = outcomes
+        .iter()
+        .filter(|(id, _)| {
+            let mine = own.contains(id);
+            if !mine {
+                settled.lost += 1;
+            }
+            mine
+        })
+        .collect();
+    if held_parts.is_empty() {
+        return Ok(settled);
+    }
     // Failures, counted per event.
     let mut ids = Vec::new();
     let mut errors: Vec<String> = Vec::new();
@@ -562,21 +899,70 @@ pub async fn settle(
             }
         }
     }
-    // Held scopes.
-    let head_ids: HashMap<(String, i64), Uuid> = claim
+    for part in &held_parts {
+        hold_scopes(conn, part, &by_id, &dead).await?;
+    }
+    // Replays.
+    let replays: Vec<Uuid> = held_parts
+        .iter()
+        .flat_map(|p| p.replays.iter().copied())
+        .collect();
+    if !replays.is_empty() {
+        let mut done = Vec::new();
+        let mut again = Vec::new();
+        let mut delays = Vec::new();
+        let mut dead_again = Vec::new();
+        for id in &replays {
+            match by_id.get(id) {
+                Some(Outcome::Delivered) => done.push(*id),
+                Some(Outcome::Failed { retry_in, .. }) => {
+                    again.push(*id);
+                    delays.push(retry_in.as_secs_f64());
+                    dead_again.push(dead.get(id).copied().unwrap_or(false));
+                }
+                Some(Outcome::Rejected { .. }) => {
+                    again.push(*id);
+                    delays.push(0.0);
+                    dead_again.push(true);
+                }
+                Some(Outcome::Released) | None => {}
+            }
+        }
+        sqlx::query(REPLAYS_DONE_SQL)
+            .bind(&done)
+            .bind(&again)
+            .bind(&delays)
+            .bind(&dead_again)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(settled)
+}
+
+/// Writes the held-scope changes of one settled partition (`outbox_held`): a statement
+/// per scope that holds or is let go (a failure, a schedule, a walk's end), none for a
+/// partition whose events all went out.
+async fn hold_scopes(
+    conn: &mut PgConnection,
+    claim: &PartitionClaim,
+    by_id: &HashMap<Uuid, Outcome>,
+    dead: &HashMap<Uuid, bool>,
+) -> Result<(), sqlx::Error> {
+    let head_ids: HashMap<(&str, i64), Uuid> = claim
         .plan
         .publish
         .iter()
-        .map(|r| ((r.scope.clone(), r.seq), r.id))
+        .map(|r| ((r.scope.as_str(), r.seq), r.id))
         .collect();
     let part_of_scope = |scope: &str, seq: i64| -> i32 {
-        if scope.starts_with('#') {
-            feed_claim::partition_of(seq) as i32
+        let part = if scope.starts_with('#') {
+            feed_claim::partition_of(seq)
         } else {
-            claim.part as i32
-        }
+            claim.part
+        };
+        i32::try_from(part).unwrap_or(0)
     };
-    for change in feed_settle::held_changes(&claim.plan, &by_id) {
+    for change in feed_settle::held_changes(&claim.plan, by_id) {
         match change {
             HeldChange::Hold {
                 scope,
@@ -585,7 +971,7 @@ pub async fn settle(
                 expected_head,
             } => {
                 let head_dead = head_ids
-                    .get(&(scope.clone(), head_seq))
+                    .get(&(scope.as_str(), head_seq))
                     .and_then(|id| dead.get(id))
                     .copied()
                     .unwrap_or(false);
@@ -619,37 +1005,7 @@ pub async fn settle(
             }
         }
     }
-    // Replays.
-    if !claim.replays.is_empty() {
-        let mut done = Vec::new();
-        let mut again = Vec::new();
-        let mut delays = Vec::new();
-        let mut dead_again = Vec::new();
-        for id in &claim.replays {
-            match by_id.get(id) {
-                Some(Outcome::Delivered) => done.push(*id),
-                Some(Outcome::Failed { retry_in, .. }) => {
-                    again.push(*id);
-                    delays.push(retry_in.as_secs_f64());
-                    dead_again.push(dead.get(id).copied().unwrap_or(false));
-                }
-                Some(Outcome::Rejected { .. }) => {
-                    again.push(*id);
-                    delays.push(0.0);
-                    dead_again.push(true);
-                }
-                Some(Outcome::Released) | None => {}
-            }
-        }
-        sqlx::query(REPLAYS_DONE_SQL)
-            .bind(&done)
-            .bind(&again)
-            .bind(&delays)
-            .bind(&dead_again)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(settled)
+    Ok(())
 }
 
 /// An error text as the database can store it: PostgreSQL's text holds no NUL character.
