@@ -625,7 +625,10 @@ pub(crate) async fn read_full(
 
 /// Each partition's plan from what its claim `found`, and the rows it publishes, by id:
 /// each once (a replayed event goes out on its own).
-pub(crate) fn decide(leased: &[(i64, i64)], found: Found) -> Result<(Vec<PgRow>, FeedClaim), sqlx::Error> {
+pub(crate) fn decide(
+    leased: &[(i64, i64)],
+    found: Found,
+) -> Result<(Vec<PgRow>, FeedClaim), sqlx::Error> {
     let Found {
         xmin,
         mut segments,
@@ -838,7 +841,13 @@ pub async fn settle(
     // settle's to record.
     let own: std::collections::HashSet<Uuid> = held_parts
         .iter()
-        .flat_map(|p| p.plan.publish.iter().map(|r| r.id).chain(p.replays.iter().copied()))
+        .flat_map(|p| {
+            p.plan
+                .publish
+                .iter()
+                .map(|r| r.id)
+                .chain(p.replays.iter().copied())
+        })
         .collect();
     let outcomes: Vec<&(Uuid, Outcome)> = outcomes
         .iter()
