@@ -222,6 +222,11 @@ fn all(claim: &Claim, outcome: &Outcome) -> Vec<(Uuid, Outcome)> {
         .collect()
 }
 
+/// Settles every event of `claim` as delivered.
+async fn deliver_all(pool: &PgPool, claim: &Claim) -> Result<Settled> {
+    Ok(settle(pool, claim, MAX_ATTEMPTS, &all(claim, &Outcome::Delivered)).await?)
+}
+
 fn failed(retry_in: Duration) -> Outcome {
     Outcome::Failed {
         error: "nack from the broker".to_owned(),
@@ -259,7 +264,7 @@ async fn drain(pool: &PgPool) -> Result<Vec<ClaimedEvent>> {
         if c.feed.is_none() {
             return Ok(delivered);
         }
-        settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+        deliver_all(pool, &c).await?;
         delivered.extend(c.events);
     }
     panic!("the outbox did not drain");
@@ -368,7 +373,7 @@ async fn a_claim_takes_one_partition_in_seq_order_and_never_an_event_without_its
 
     // Partition 11 delivered; partition 3 released unpublished: each key is held at its
     // first event, due at once; nothing counted.
-    settle(pool, &p11, MAX_ATTEMPTS, &all(&p11, &Outcome::Delivered)).await?;
+    deliver_all(pool, &p11).await?;
     let released = settle(pool, &p3, MAX_ATTEMPTS, &all(&p3, &Outcome::Released)).await?;
     assert_eq!(
         released,
@@ -419,13 +424,7 @@ async fn a_claim_takes_one_partition_in_seq_order_and_never_an_event_without_its
             assert_eq!(got, prefix, "key {k}: not a run from its head");
             *start += got.len();
         }
-        let settled = settle(
-            pool,
-            &batch,
-            MAX_ATTEMPTS,
-            &all(&batch, &Outcome::Delivered),
-        )
-        .await?;
+        let settled = deliver_all(pool, &batch).await?;
         assert_eq!(settled.delivered, batch.len() as u64);
     }
     assert_eq!(next, vec![5, 5, 5], "every event delivered");
@@ -569,7 +568,7 @@ async fn a_partition_whose_relay_is_gone_is_claimed_at_once() -> Result<()> {
         state.assert_leased(taken.token, "relay-b");
     }
     // The dead relay's settle records nothing.
-    let late = settle(pool, &held, MAX_ATTEMPTS, &all(&held, &Outcome::Delivered)).await?;
+    let late = deliver_all(pool, &held).await?;
     assert_eq!(
         late,
         Settled {
@@ -622,7 +621,7 @@ async fn settling_the_head_delivered_moves_the_frontier_and_the_next_events_foll
 
     let head = claim(pool, "relay-a", 1, LEASE).await?;
     assert_eq!(ids(&head), vec![k[0]]);
-    let settled = settle(pool, &head, MAX_ATTEMPTS, &all(&head, &Outcome::Delivered)).await?;
+    let settled = deliver_all(pool, &head).await?;
     assert_eq!(
         settled,
         Settled {
@@ -641,7 +640,7 @@ async fn settling_the_head_delivered_moves_the_frontier_and_the_next_events_foll
 
     let rest = claim(pool, "relay-b", 100, LEASE).await?;
     assert_eq!(ids(&rest), vec![k[1], k[2]]);
-    settle(pool, &rest, MAX_ATTEMPTS, &all(&rest, &Outcome::Delivered)).await?;
+    deliver_all(pool, &rest).await?;
     for state in rows(pool, &k).await? {
         state.assert_delivered(1);
     }
@@ -687,13 +686,7 @@ async fn a_released_event_goes_again_at_the_next_claim() -> Result<()> {
     let again = claim(pool, "relay-b", 100, LEASE).await?;
     assert_eq!(ids(&again), k, "the same events, in order");
     assert_eq!(again.events[0].attempts, 0, "a release is no attempt");
-    settle(
-        pool,
-        &again,
-        MAX_ATTEMPTS,
-        &all(&again, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &again).await?;
     for state in rows(pool, &k).await? {
         state.assert_delivered(1);
     }
@@ -822,13 +815,7 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
     row(pool, k4).await?.assert_fresh(true);
     let second = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&second), vec![l3]);
-    settle(
-        pool,
-        &second,
-        MAX_ATTEMPTS,
-        &all(&second, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &second).await?;
     let k = [k, vec![k4]].concat();
 
     let blocked = blocked_keys(pool, 10, false).await?;
@@ -879,13 +866,7 @@ async fn a_dead_head_blocks_its_key_until_discarded_while_other_keys_flow() -> R
 
     let third = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&third), k[1..].to_vec());
-    settle(
-        pool,
-        &third,
-        MAX_ATTEMPTS,
-        &all(&third, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &third).await?;
     for state in rows(pool, &k[1..]).await? {
         state.assert_delivered(1);
     }
@@ -951,13 +932,7 @@ async fn a_replayed_dead_head_is_pending_again_and_goes_out_first_in_its_key() -
         "the replayed head first, then its key in order"
     );
     assert_eq!(second.events[0].attempts, 0);
-    settle(
-        pool,
-        &second,
-        MAX_ATTEMPTS,
-        &all(&second, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &second).await?;
     for state in rows(pool, &m).await? {
         state.assert_delivered(1);
     }
@@ -1038,7 +1013,7 @@ async fn only_the_claims_own_token_settles_its_partition_even_with_one_relay_id(
     );
 
     // K's claim settles its events; K moves on.
-    let settled = settle(pool, &kc, MAX_ATTEMPTS, &all(&kc, &Outcome::Delivered)).await?;
+    let settled = deliver_all(pool, &kc).await?;
     assert_eq!(settled.delivered, 2);
     for state in rows(pool, &k).await? {
         state.assert_delivered(1);
@@ -1092,7 +1067,7 @@ async fn an_expired_lease_is_reaped_and_reclaimed_and_the_old_settle_is_lost() -
         .fetch_one(pool)
         .await?;
     assert_eq!(attempts, 0, "a lost settle counts no failure");
-    let settled = settle(pool, &new, MAX_ATTEMPTS, &all(&new, &Outcome::Delivered)).await?;
+    let settled = deliver_all(pool, &new).await?;
     assert_eq!(settled.delivered, 2);
     for state in rows(pool, &k).await? {
         state.assert_delivered(1);
@@ -1130,7 +1105,7 @@ async fn a_held_scope_waits_while_other_scopes_of_its_partition_flow() -> Result
         let l_next = emit(pool, lk).await?;
         let c = claim(pool, "relay-a", 100, LEASE).await?;
         assert_eq!(ids(&c), vec![l_next]);
-        settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+        deliver_all(pool, &c).await?;
         row(pool, l_next).await?.assert_delivered(1);
     }
     let states = rows(pool, &k).await?;
@@ -1145,7 +1120,7 @@ async fn a_held_scope_waits_while_other_scopes_of_its_partition_flow() -> Result
     make_due(pool, kk).await?;
     let c = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&c), k);
-    settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+    deliver_all(pool, &c).await?;
     let states = rows(pool, &k).await?;
     states[0].assert_delivered(2);
     for state in &states[1..] {
@@ -1176,13 +1151,7 @@ async fn a_scheduled_event_holds_its_scope_until_due_while_others_flow() -> Resu
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(part(&first), 9);
     assert_eq!(ids(&first), vec![l], "K waits for its scheduled head");
-    settle(
-        pool,
-        &first,
-        MAX_ATTEMPTS,
-        &all(&first, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &first).await?;
     let head = row(pool, scheduled).await?;
     assert_eq!(head.status, "pending");
     assert!(head.parked, "{head:?}");
@@ -1201,13 +1170,7 @@ async fn a_scheduled_event_holds_its_scope_until_due_while_others_flow() -> Resu
     let l2 = emit(pool, lk).await?;
     let second = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&second), vec![l2]);
-    settle(
-        pool,
-        &second,
-        MAX_ATTEMPTS,
-        &all(&second, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &second).await?;
     assert_nothing_to_claim(pool).await?;
 
     // Once due, K goes out in order.
@@ -1226,13 +1189,7 @@ async fn a_scheduled_event_holds_its_scope_until_due_while_others_flow() -> Resu
     .await?;
     let third = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&third), vec![scheduled, behind]);
-    settle(
-        pool,
-        &third,
-        MAX_ATTEMPTS,
-        &all(&third, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &third).await?;
     for state in rows(pool, &[scheduled, behind]).await? {
         state.assert_delivered(1);
     }
@@ -1253,13 +1210,7 @@ async fn an_open_writers_event_is_a_gap_and_goes_out_once_it_commits() -> Result
     let l = emit(pool, &keys[1]).await?;
     let first = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&first), vec![l]);
-    settle(
-        pool,
-        &first,
-        MAX_ATTEMPTS,
-        &all(&first, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &first).await?;
     let gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_gaps WHERE part = 4")
         .fetch_one(pool)
         .await?;
@@ -1273,13 +1224,7 @@ async fn an_open_writers_event_is_a_gap_and_goes_out_once_it_commits() -> Result
     );
     let second = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&second), vec![written]);
-    settle(
-        pool,
-        &second,
-        MAX_ATTEMPTS,
-        &all(&second, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &second).await?;
     row(pool, written).await?.assert_delivered(1);
     let gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_gaps")
         .fetch_one(pool)
@@ -1293,13 +1238,7 @@ async fn an_open_writers_event_is_a_gap_and_goes_out_once_it_commits() -> Result
     rolled_back.rollback().await?;
     let third = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&third), vec![l2]);
-    settle(
-        pool,
-        &third,
-        MAX_ATTEMPTS,
-        &all(&third, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &third).await?;
     wait_until(
         Duration::from_secs(10),
         "the gap to be forgotten",
@@ -1675,13 +1614,7 @@ async fn gauges_count_pending_in_flight_dead_and_blocked() -> Result<()> {
     assert_eq!(g.pending, status.pending, "{g:?}");
 
     // Delivering the in-flight head and discarding the dead one empties the blocked figures.
-    settle(
-        pool,
-        &in_flight,
-        MAX_ATTEMPTS,
-        &all(&in_flight, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &in_flight).await?;
     discard(
         pool,
         &dead_filter(EventFilter::default().ordering_key(k1k)?),
@@ -1722,13 +1655,7 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
     let key = key_in(pool, 14, "R").await?;
     let k = emit_n(pool, &key, 3).await?;
     let first = claim(pool, "relay-a", 100, LEASE).await?;
-    settle(
-        pool,
-        &first,
-        MAX_ATTEMPTS,
-        &all(&first, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &first).await?;
     assert_eq!(idle_key_locks(pool, 10).await?, 1);
     let replayed = replay(
         pool,
@@ -1772,13 +1699,7 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
     // The released one goes again; the failed one once its retry is due.
     let third = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&third), vec![k[1]]);
-    settle(
-        pool,
-        &third,
-        MAX_ATTEMPTS,
-        &all(&third, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &third).await?;
     assert_nothing_to_claim(pool).await?;
     sqlx::query("UPDATE outbox_replays SET due_at = now() WHERE event_id = $1")
         .bind(k[0])
@@ -1787,13 +1708,7 @@ async fn replayed_events_of_a_key_whose_lock_was_purged_all_go_out() -> Result<(
     let fourth = claim(pool, "relay-a", 100, LEASE).await?;
     assert_eq!(ids(&fourth), vec![k[0]]);
     assert_eq!(fourth.events[0].attempts, 1);
-    settle(
-        pool,
-        &fourth,
-        MAX_ATTEMPTS,
-        &all(&fourth, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &fourth).await?;
     let states = rows(pool, &k).await?;
     states[0].assert_delivered(2);
     states[1].assert_delivered(1);
@@ -1916,7 +1831,7 @@ async fn hostile_values_cannot_wedge_a_settle() -> Result<()> {
         if replayed {
             let c = claim(pool, "relay-h", 100, LEASE).await?;
             assert_eq!(ids(&c), vec![id]);
-            settle(pool, &c, MAX_ATTEMPTS, &all(&c, &Outcome::Delivered)).await?;
+            deliver_all(pool, &c).await?;
             replay(
                 pool,
                 &ReplayRequest {
@@ -2107,21 +2022,9 @@ async fn a_claim_of_many_partitions_leases_free_ones_with_work_up_to_its_bound_a
     );
 
     // Both settle; the rest of the first claim's partitions follow, in order.
-    let done = settle(
-        pool,
-        &first,
-        MAX_ATTEMPTS,
-        &all(&first, &Outcome::Delivered),
-    )
-    .await?;
+    let done = deliver_all(pool, &first).await?;
     assert_eq!(done.delivered, 6);
-    let done = settle(
-        pool,
-        &second,
-        MAX_ATTEMPTS,
-        &all(&second, &Outcome::Delivered),
-    )
-    .await?;
+    let done = deliver_all(pool, &second).await?;
     assert_eq!(done.delivered, 8);
     let rest = claim_partitions(pool, "relay-c", 100, LEASE, 16).await?;
     assert_eq!(parts_of(&rest), first_parts);
@@ -2134,7 +2037,7 @@ async fn a_claim_of_many_partitions_leases_free_ones_with_work_up_to_its_bound_a
             );
         }
     }
-    settle(pool, &rest, MAX_ATTEMPTS, &all(&rest, &Outcome::Delivered)).await?;
+    deliver_all(pool, &rest).await?;
     assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
@@ -2195,7 +2098,7 @@ async fn a_settle_records_the_partitions_its_claim_still_holds_and_loses_only_th
     for state in rows(pool, &taken).await? {
         assert_eq!(state.attempts, 0, "{state:?}");
     }
-    let done = settle(pool, &new, MAX_ATTEMPTS, &all(&new, &Outcome::Delivered)).await?;
+    let done = deliver_all(pool, &new).await?;
     assert_eq!(done.delivered, 2);
 
     // Partition 6's scope went on holding at its failed head: it goes again, in order.
@@ -2203,13 +2106,7 @@ async fn a_settle_records_the_partitions_its_claim_still_holds_and_loses_only_th
     assert_eq!(parts_of(&again), vec![6]);
     assert_eq!(ids(&again), kept);
     assert_eq!(again.events[0].attempts, 1);
-    settle(
-        pool,
-        &again,
-        MAX_ATTEMPTS,
-        &all(&again, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &again).await?;
     assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
@@ -2253,13 +2150,7 @@ async fn one_claim_walks_the_due_held_scopes_of_all_its_partitions_each_in_order
     assert_eq!(of_key(&walked, &nine), nine);
     assert_eq!(of_key(&walked, &[unkeyed]), vec![unkeyed]);
     assert_eq!(walked.events.len(), 7);
-    settle(
-        pool,
-        &walked,
-        MAX_ATTEMPTS,
-        &all(&walked, &Outcome::Delivered),
-    )
-    .await?;
+    deliver_all(pool, &walked).await?;
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_held")
         .fetch_one(pool)
         .await?;
