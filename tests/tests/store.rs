@@ -2158,3 +2158,50 @@ async fn one_claim_walks_the_due_held_scopes_of_all_its_partitions_each_in_order
     assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_racing_for_the_same_partitions_never_fail_a_claim() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    // Work in every partition, claims that take a few partitions each and settle at once:
+    // a claim's snapshot often sees a partition row that another claim or settle changes
+    // before this claim locks it (PostgreSQL rechecks the row then).
+    let writer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            for n in 0..3000 {
+                emit(&pool, &format!("race-{}", n % 97)).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut relays = Vec::new();
+    for r in 0..6 {
+        let pool = pool.clone();
+        relays.push(tokio::spawn(async move {
+            let mut claims = 0_u32;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                let c = claim_partitions(&pool, &format!("relay-{r}"), 50, LEASE, 3).await?;
+                if c.feed.is_none() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                claims += 1;
+                deliver_all(&pool, &c).await?;
+            }
+            anyhow::Ok(claims)
+        }));
+    }
+    writer.await??;
+    let mut claims = 0;
+    for relay in relays {
+        claims += relay
+            .await?
+            .map_err(|e| anyhow::anyhow!("a claim failed: {e:#}"))?;
+    }
+    assert!(claims > 100, "only {claims} claims");
+    drain(pool).await?;
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}

@@ -217,8 +217,8 @@ async fn claim_timed_on(
     };
     let owner = crate::engine::lease::token_owner(token).map(crate::engine::lease::owner_lock_key);
 
-    // 1. Lease partitions with work.
-    let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
+    // 1. Forget the relays that are gone, and lease partitions with work.
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, super::CLAIM_BEGIN).await?;
     let leased = feed::acquire(&mut tx, token, owner, relay_id, lease, partitions).await?;
     lap(&mut steps.acquire);
     if leased.is_empty() {

@@ -44,27 +44,30 @@ macro_rules! has_work {
     };
 }
 
-/// Whether partition `c` is free: unleased, its lease run out, or its owner gone (`gone`
-/// holds the owners found gone by this statement).
+/// Whether partition `c` is free: unleased, its lease run out, or its owner gone (no
+/// longer registered in `outbox_relay_owners`).
 macro_rules! is_free {
     () => {
         "(c.token IS NULL OR c.leased_until < statement_timestamp()
-          OR c.owner IN (SELECT owner FROM gone)
           OR (c.owner IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM outbox_relay_owners o WHERE o.owner = c.owner)))"
     };
 }
 
-/// Forgets the relays that are gone (their ownership lock is free), then leases the free
-/// partitions with work that moved least recently, at most `$5`: `$1` the token, `$2` the
-/// owner, `$3` the relay, `$4` the lease in seconds. Returns each partition and its
-/// frontier.
+/// Forgets the relays that are gone: their registration, once their ownership lock is
+/// free (the lock is held until the transaction ends). The claim's transaction runs it
+/// before [`ACQUIRE_SQL`], as a statement of its own (the last of [`super::CLAIM_BEGIN`]): in a `WITH` of the lease's `UPDATE`, a
+/// row another claim changed meanwhile makes PostgreSQL recheck it, and the recheck may not
+/// run a data-modifying `WITH` ("ModifyTable should not be called during EvalPlanQual").
+pub const FORGET_GONE_SQL: &str =
+    "DELETE FROM outbox_relay_owners o WHERE pg_try_advisory_xact_lock(1869968482, o.owner)";
+
+/// Leases the free partitions with work that moved least recently, at most `$5`: `$1` the
+/// token, `$2` the owner, `$3` the relay, `$4` the lease in seconds. Returns each partition
+/// and its frontier. Run after [`FORGET_GONE_SQL`], in its transaction
+/// ([`super::CLAIM_BEGIN`]).
 pub const ACQUIRE_SQL: &str = concat!(
-    "WITH gone AS (
-         DELETE FROM outbox_relay_owners o
-          WHERE pg_try_advisory_xact_lock(1869968482, o.owner)
-         RETURNING o.owner)
-     UPDATE outbox_partitions p
+    "UPDATE outbox_partitions p
         SET token = $1, owner = $2, relay_id = $3,
             leased_until = clock_timestamp() + make_interval(secs => $4)
       WHERE p.part = ANY (ARRAY(SELECT c.part FROM outbox_partitions c
@@ -79,13 +82,14 @@ pub const ACQUIRE_SQL: &str = concat!(
      RETURNING p.part, p.frontier"
 );
 
-/// Whether a claim now would find work: a free partition with work.
+/// Whether a claim now would find work: a free partition with work (a partition whose
+/// owner is gone, though still registered, counts as free).
 pub const PROBE_SQL: &str = concat!(
     "WITH gone AS (SELECT o.owner FROM outbox_relay_owners o
                     WHERE pg_try_advisory_xact_lock(1869968482, o.owner))
-     SELECT EXISTS (SELECT 1 FROM outbox_partitions c WHERE ",
+     SELECT EXISTS (SELECT 1 FROM outbox_partitions c WHERE (c.owner IN (SELECT owner FROM gone) OR ",
     is_free!(),
-    " AND ",
+    ") AND ",
     has_work!(),
     ")"
 );
@@ -222,7 +226,8 @@ fn feed_row(row: &PgRow) -> Result<FeedRow, sqlx::Error> {
 }
 
 /// Leases up to `partitions` free partitions with work; none when there is none. Returns
-/// each partition leased with its frontier.
+/// each partition leased with its frontier. Runs in the caller's transaction, begun by
+/// [`super::CLAIM_BEGIN`] (which forgets the relays that are gone first).
 pub async fn acquire(
     conn: &mut PgConnection,
     token: Uuid,

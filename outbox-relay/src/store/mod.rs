@@ -58,6 +58,11 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 /// for the outbox's row triggers.
 pub(crate) const RELAY_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
 
+/// [`RELAY_BEGIN`] for a claim: then, in the same round trip, forget the relays that are
+/// gone ([`feed::FORGET_GONE_SQL`]), so that the lease that follows finds their partitions
+/// free.
+pub(crate) const CLAIM_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true); DELETE FROM outbox_relay_owners o WHERE pg_try_advisory_xact_lock(1869968482, o.owner)";
+
 /// [`RELAY_BEGIN`] for an operator's change, with a durable commit: a replay and its audit
 /// row must survive a crash of the database once the command has said so.
 pub(crate) const OPERATOR_BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT set_config('jit', 'off', true), set_config('idle_in_transaction_session_timeout', '10s', true), set_config('outbox.actor', 'relay', true)";
@@ -68,7 +73,7 @@ mod tests {
 
     #[test]
     fn every_begin_statement_bounds_idle_time_and_marks_the_relay() {
-        for statement in [RELAY_BEGIN, OPERATOR_BEGIN] {
+        for statement in [RELAY_BEGIN, CLAIM_BEGIN, OPERATOR_BEGIN] {
             assert!(statement.starts_with("BEGIN ISOLATION LEVEL READ COMMITTED;"));
             let idle = format!(
                 "set_config('idle_in_transaction_session_timeout', '{IDLE_IN_TRANSACTION_TIMEOUT}', true)"
@@ -80,6 +85,11 @@ mod tests {
             );
         }
         assert!(RELAY_BEGIN.contains("set_config('synchronous_commit', 'off', true)"));
+        assert_eq!(
+            CLAIM_BEGIN,
+            format!("{RELAY_BEGIN}; {}", feed::FORGET_GONE_SQL),
+            "a claim begins as every relay transaction, then forgets the relays that are gone"
+        );
         assert!(!OPERATOR_BEGIN.contains("synchronous_commit"));
     }
 }
