@@ -2205,3 +2205,53 @@ async fn relays_racing_for_the_same_partitions_never_fail_a_claim() -> Result<()
     assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_takes_its_partitions_in_turn_never_more_than_its_batch_and_a_backlog_gets_the_room_left()
+-> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    // A backlog on one key of partition 10; one event on each of partitions 11 to 13.
+    let hot = emit_n(pool, &key_in(pool, 10, "H").await?, 60).await?;
+    let mut single = Vec::new();
+    for part in 11..=13 {
+        single.push(emit(pool, &key_in(pool, part, "C").await?).await?);
+    }
+    // A batch of 40 over the four: each cold partition's event, and 37 of the backlog, in
+    // order (an even split would have taken 10 of it).
+    let first = claim_partitions(pool, "relay-a", 40, LEASE, 16).await?;
+    assert_eq!(parts_of(&first), vec![10, 11, 12, 13]);
+    assert_eq!(first.events.len(), 40);
+    assert_eq!(of_key(&first, &hot), hot[..37].to_vec());
+    assert_eq!(of_key(&first, &single), single);
+    deliver_all(pool, &first).await?;
+    // Four more partitions with 8 events each, a batch of 6: never more than the batch,
+    // taken in turn (each of the five partitions' first, then partition 0's second).
+    let mut keyed = Vec::new();
+    for part in 0..4 {
+        keyed.push(emit_n(pool, &key_in(pool, part, "E").await?, 8).await?);
+    }
+    let second = claim_partitions(pool, "relay-a", 6, LEASE, 16).await?;
+    assert_eq!(second.events.len(), 6);
+    let taken: Vec<usize> = keyed.iter().map(|k| of_key(&second, k).len()).collect();
+    assert_eq!(taken, vec![2, 1, 1, 1]);
+    assert_eq!(of_key(&second, &hot), hot[37..38].to_vec());
+    for k in &keyed {
+        let got = of_key(&second, k);
+        assert_eq!(
+            got,
+            k[..got.len()].to_vec(),
+            "a prefix of each partition's segment"
+        );
+    }
+    deliver_all(pool, &second).await?;
+    // A batch smaller than the partitions with work leases no more partitions than it holds
+    // events.
+    let third = claim_partitions(pool, "relay-a", 2, LEASE, 16).await?;
+    assert_eq!(parts_of(&third).len(), 2);
+    assert_eq!(third.events.len(), 2);
+    deliver_all(pool, &third).await?;
+    drain(pool).await?;
+    assert_nothing_to_claim(pool).await?;
+    db.cleanup().await
+}

@@ -272,12 +272,17 @@ pub fn partitions_per_claim(loops: u32) -> u32 {
     partitions.div_ceil(loops.max(1)).clamp(1, partitions)
 }
 
-/// How many events a claim that leased `parts` partitions reads from each at most: its
-/// batch `limit` shared evenly, rounded up, at least one.
-pub fn share(limit: i64, parts: usize) -> i64 {
-    let parts = i64::try_from(parts.max(1)).unwrap_or(i64::MAX);
-    let limit = limit.max(1);
-    limit.div_euclid(parts) + i64::from(limit.rem_euclid(parts) != 0)
+/// How many events a claim that leased `parts` partitions reads from each at most, when it
+/// shares its batch evenly (a full read: [`crate::store::feed`]): `limit` split so that
+/// the shares differ by one at most and add up to `limit` exactly, each at least one (a
+/// claim leases no more partitions than its batch holds events).
+pub fn shares(limit: i64, parts: usize) -> Vec<i64> {
+    let n = i64::try_from(parts).unwrap_or(i64::MAX).max(1);
+    let limit = limit.max(n);
+    (0..n)
+        .map(|i| limit / n + i64::from(i < limit % n))
+        .take(parts)
+        .collect()
 }
 
 /// The room of a partition's gaps and segment, out of `room`, when `due` held scopes are
@@ -350,14 +355,25 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_shared_evenly_among_its_partitions() {
-        assert_eq!(share(500, 1), 500);
-        assert_eq!(share(500, 6), 84);
-        assert_eq!(share(500, 16), 32);
-        assert_eq!(share(4, 6), 1);
-        assert_eq!(share(0, 3), 1);
-        assert_eq!(share(10, 0), 10);
-        assert!((1..=16).all(|parts| share(500, parts) * parts as i64 >= 500));
+    fn a_batch_is_shared_evenly_among_its_partitions_and_never_exceeded() {
+        assert_eq!(shares(500, 1), vec![500]);
+        assert_eq!(shares(500, 6), vec![84, 84, 83, 83, 83, 83]);
+        assert_eq!(shares(500, 16).iter().sum::<i64>(), 500);
+        assert_eq!(shares(4, 4), vec![1, 1, 1, 1]);
+        assert_eq!(shares(0, 1), vec![1]);
+        assert_eq!(shares(10, 0), Vec::<i64>::new());
+        for limit in 1..=600 {
+            for parts in 1..=16_usize.min(limit as usize) {
+                let split = shares(limit, parts);
+                assert_eq!(split.len(), parts);
+                assert_eq!(split.iter().sum::<i64>(), limit, "{limit} over {parts}");
+                let (min, max) = (split.iter().min(), split.iter().max());
+                assert!(
+                    max.zip(min)
+                        .is_some_and(|(max, min)| max - min <= 1 && *min >= 1)
+                );
+            }
+        }
     }
 
     #[test]

@@ -219,6 +219,8 @@ async fn claim_timed_on(
 
     // 1. Forget the relays that are gone, and lease partitions with work.
     let mut tx = sqlx::Connection::begin_with(&mut *conn, super::CLAIM_BEGIN).await?;
+    // No more partitions than the batch holds events: each leased partition gets one.
+    let partitions = partitions.min(u32::try_from(limit).unwrap_or(u32::MAX));
     let leased = feed::acquire(&mut tx, token, owner, relay_id, lease, partitions).await?;
     lap(&mut steps.acquire);
     if leased.is_empty() {
@@ -230,8 +232,7 @@ async fn claim_timed_on(
     //    by one statement in the lease's transaction (its snapshot is taken after the
     //    lease, so it sees whatever the partitions' previous settles wrote); the others are
     //    read in full once the lease is committed.
-    let share = crate::engine::feed_claim::share(limit, leased.len());
-    let (rows, feed_claim) = match feed::read_fast(&mut tx, &leased, share).await? {
+    let (rows, feed_claim) = match feed::read_fast(&mut tx, &leased, limit).await? {
         Some(found) => {
             let decided = feed::decide(&leased, found)?;
             count_claimed(&mut tx, token, &decided.1).await?;
@@ -240,7 +241,8 @@ async fn claim_timed_on(
         }
         None => {
             tx.commit().await?;
-            let found = feed::read_full(&mut *conn, &leased, share).await?;
+            let shares = crate::engine::feed_claim::shares(limit, leased.len());
+            let found = feed::read_full(&mut *conn, &leased, &shares).await?;
             let decided = feed::decide(&leased, found)?;
             let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
             count_claimed(&mut tx, token, &decided.1).await?;
@@ -355,7 +357,18 @@ pub async fn explain(
     .await?;
     let parts: Vec<i64> = leased.iter().map(|&(part, _)| part).collect();
     let frontiers: Vec<i64> = leased.iter().map(|&(_, frontier)| frontier).collect();
-    let shares = vec![crate::engine::feed_claim::share(limit, parts.len()); parts.len()];
+    let shares = crate::engine::feed_claim::shares(limit, parts.len());
+    plans.push((
+        "2. segments in turn, held heads, more to read (most claims)".to_owned(),
+        plan_of(
+            &mut tx,
+            sqlx::query(sqlx::AssertSqlSafe(explained(feed::SEGMENTS_FAST_SQL)))
+                .bind(&parts)
+                .bind(&frontiers)
+                .bind(limit),
+        )
+        .await?,
+    ));
     for (name, statement) in feed::READ_STATEMENTS {
         let query = sqlx::query(sqlx::AssertSqlSafe(explained(statement))).bind(&parts);
         let query = match name {

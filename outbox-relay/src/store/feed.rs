@@ -298,22 +298,24 @@ pub async fn read(
     leased: &[(i64, i64)],
     limit: i64,
 ) -> Result<(Vec<PgRow>, FeedClaim), sqlx::Error> {
-    let share = feed_claim::share(limit, leased.len());
-    let found = match read_fast(conn, leased, share).await? {
+    let found = match read_fast(conn, leased, limit).await? {
         Some(found) => found,
-        None => read_full(conn, leased, share).await?,
+        None => read_full(conn, leased, &feed_claim::shares(limit, leased.len())).await?,
     };
     decide(leased, found)
 }
 
-/// The segments after each frontier (`$1` partitions, `$2` frontiers, `$3` limits), each
-/// event with its scope's held head if it has one (`held_head`, `held_due`), and per
-/// partition, in the same snapshot, whether it has more to read (`more`: a due held scope, a
-/// due replay, a gap whose row is visible) and the snapshot's `xmin`. A partition whose
-/// segment is empty returns one row without an event (`id` NULL).
+/// The segments after each frontier (`$1` partitions, `$2` frontiers), `$3` events in all,
+/// taken from the partitions in turn (each partition's first event, then each one's second,
+/// and so on: a partition with a backlog gets the room the others leave, and each partition
+/// gives a prefix of its segment); each event with its scope's held head if it has one
+/// (`held_head`, `held_due`); and per partition, in the same snapshot, whether it has more to
+/// read (`more`: a due held scope, a due replay, a gap whose row is visible) and the
+/// snapshot's `xmin`. A partition none of whose events is taken returns one row without an
+/// event (`id` NULL).
 pub const SEGMENTS_FAST_SQL: &str = concat!(
     "WITH p AS MATERIALIZED (
-         SELECT u.part, u.frontier, u.lim,
+         SELECT u.part, u.frontier,
                 pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
                 (EXISTS (SELECT 1 FROM outbox_held h
                           WHERE h.part = u.part AND h.due_at <= statement_timestamp())
@@ -322,14 +324,20 @@ pub const SEGMENTS_FAST_SQL: &str = concat!(
                  OR EXISTS (SELECT 1 FROM outbox_gaps g
                               JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
                              WHERE g.part = u.part)) AS more
-           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(part, frontier, lim))
+           FROM unnest($1::bigint[], $2::bigint[]) AS u(part, frontier)),
+     taken AS (
+         SELECT c.part, c.seq FROM (
+             SELECT p.part, s.seq, row_number() OVER (PARTITION BY p.part ORDER BY s.seq) AS turn
+               FROM p CROSS JOIN LATERAL (SELECT e.seq FROM outbox_events e
+                                           WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                                           ORDER BY e.seq LIMIT $3) s) c
+          ORDER BY c.turn, c.part LIMIT $3)
      SELECT p.part AS feed_part, p.snapshot_xmin, p.more,
             h.head_seq AS held_head, COALESCE(h.due_at <= statement_timestamp(), false) AS held_due, ",
     row_columns!(),
     " FROM p
-     LEFT JOIN LATERAL (SELECT * FROM outbox_events e
-                         WHERE e.seq % 16 = p.part AND e.seq > p.frontier
-                         ORDER BY e.seq LIMIT p.lim) e ON true
+     LEFT JOIN taken t ON t.part = p.part
+     LEFT JOIN outbox_events e ON e.seq = t.seq
      LEFT JOIN outbox_held h
             ON e.id IS NOT NULL
            AND h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text)"
@@ -340,14 +348,14 @@ pub const SEGMENTS_FAST_SQL: &str = concat!(
 pub(crate) async fn read_fast(
     conn: &mut PgConnection,
     leased: &[(i64, i64)],
-    share: i64,
+    limit: i64,
 ) -> Result<Option<Found>, sqlx::Error> {
     let parts: Vec<i64> = leased.iter().map(|&(part, _)| part).collect();
     let frontiers: Vec<i64> = leased.iter().map(|&(_, frontier)| frontier).collect();
     let rows = sqlx::query(SEGMENTS_FAST_SQL)
         .bind(&parts)
         .bind(&frontiers)
-        .bind(vec![share; parts.len()])
+        .bind(limit.max(1))
         .fetch_all(&mut *conn)
         .await?;
     let mut found = Found::default();
@@ -383,13 +391,20 @@ pub(crate) async fn read_fast(
     Ok(Some(found))
 }
 
-/// Reads the partitions `leased` in full, in one `REPEATABLE READ` snapshot, each up to
-/// `share` events.
+/// Reads the partitions `leased` in full, in one `REPEATABLE READ` snapshot, each up to its
+/// share of the batch (`shares`, in the order of `leased`: an even split, as these claims
+/// are the rarer ones, with failures, schedules, replays or late commits to look at).
 pub(crate) async fn read_full(
     conn: &mut PgConnection,
     leased: &[(i64, i64)],
-    share: i64,
+    shares: &[i64],
 ) -> Result<Found, sqlx::Error> {
+    let share_of: HashMap<i64, i64> = leased
+        .iter()
+        .zip(shares)
+        .map(|(&(part, _), &share)| (part, share))
+        .collect();
+    let share = |part: &i64| share_of.get(part).copied().unwrap_or(1);
     let parts: Vec<i64> = leased.iter().map(|&(part, _)| part).collect();
     let frontiers: Vec<i64> = leased.iter().map(|&(_, frontier)| frontier).collect();
     let mut tx = sqlx::Connection::begin_with(
@@ -404,7 +419,12 @@ pub(crate) async fn read_full(
     let replay_rows = by_part(
         sqlx::query(REPLAYS_SQL)
             .bind(&parts)
-            .bind(vec![(share / 4).max(1); parts.len()])
+            .bind(
+                parts
+                    .iter()
+                    .map(|p| (share(p) / 4).max(1))
+                    .collect::<Vec<i64>>(),
+            )
             .fetch_all(&mut *tx)
             .await?,
     )?;
@@ -413,7 +433,9 @@ pub(crate) async fn read_full(
         .map(|&part| {
             (
                 part,
-                share.saturating_sub(count_in(&replay_rows, part)).max(1),
+                share(&part)
+                    .saturating_sub(count_in(&replay_rows, part))
+                    .max(1),
             )
         })
         .collect();
