@@ -2255,3 +2255,91 @@ async fn a_claim_takes_its_partitions_in_turn_never_more_than_its_batch_and_a_ba
     assert_nothing_to_claim(pool).await?;
     db.cleanup().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_held_scope_goes_out_however_small_the_batch_while_its_partition_keeps_streaming()
+-> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let held_key = key_in(pool, 3, "H").await?;
+    let busy_key = key_in(pool, 3, "B").await?;
+    let other_key = key_in(pool, 4, "O").await?;
+    let held = emit_n(pool, &held_key, 2).await?;
+    // Its head fails once, due again at once.
+    let first = claim_partitions(pool, "relay", 100, LEASE, 16).await?;
+    let outcomes: Vec<(Uuid, Outcome)> = first
+        .events
+        .iter()
+        .map(|e| {
+            if e.id == held[0] {
+                (e.id, failed(Duration::ZERO))
+            } else {
+                (e.id, Outcome::Released)
+            }
+        })
+        .collect();
+    settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
+    // Batches of 2 over 2 partitions (one event each), and a new event in both partitions
+    // before every claim: the walk still gets its turn.
+    let mut delivered = Vec::new();
+    for _ in 0..20 {
+        emit(pool, &busy_key).await?;
+        emit(pool, &other_key).await?;
+        let c = claim_partitions(pool, "relay", 2, LEASE, 2).await?;
+        deliver_all(pool, &c).await?;
+        delivered.extend(c.events.iter().map(|e| e.id));
+    }
+    let order: Vec<Uuid> = delivered
+        .iter()
+        .copied()
+        .filter(|id| held.contains(id))
+        .collect();
+    assert_eq!(
+        order,
+        held,
+        "the held scope went out, in order, among {} events",
+        delivered.len()
+    );
+    db.cleanup().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_gauge_counts_only_what_live_claims_took() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let five = key_in(pool, 5, "G").await?;
+    let six = key_in(pool, 6, "Q").await?;
+    let taken = emit_n(pool, &five, 3).await?;
+    let crashed = claim_partitions(pool, "relay-a", 100, LEASE, 16).await?;
+    assert_eq!(parts_of(&crashed), vec![5]);
+    // Relay A dies (its lease runs out); the application deletes those events and writes
+    // one for later; partition 6 gets events.
+    sqlx::query(
+        "UPDATE outbox_partitions SET leased_until = now() - interval '1 second' WHERE part = 5",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query("DELETE FROM outbox_events WHERE id = ANY($1)")
+        .bind(&taken)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO outbox_events (event_type, payload, ordering_key, available_at)
+         VALUES ('TICKET_CREATED', $2, $1, now() + interval '1 hour')",
+    )
+    .bind(&five)
+    .bind(serde_json::json!({"ticketId": Uuid::now_v7(), "tenantId": Uuid::now_v7()}))
+    .execute(pool)
+    .await?;
+    emit_n(pool, &six, 2).await?;
+    let b = claim_partitions(pool, "relay-b", 100, LEASE, 16).await?;
+    assert_eq!(parts_of(&b), vec![5, 6]);
+    assert_eq!(b.events.len(), 2);
+    assert_eq!(
+        gauges(&mut *pool.acquire().await?).await?.in_flight,
+        2,
+        "in flight: what relay B took, not what the dead relay had"
+    );
+    deliver_all(pool, &b).await?;
+    db.cleanup().await
+}

@@ -286,12 +286,15 @@ pub fn shares(limit: i64, parts: usize) -> Vec<i64> {
 }
 
 /// The room of a partition's gaps and segment, out of `room`, when `due` held scopes are
-/// to be walked too: all of it without walks, half with (so neither starves the other).
+/// to be walked too: all of it without walks, half with (so neither starves the other),
+/// and none when there is room for one event only: the walks' scopes then go first (the
+/// segment is read by the next claim; left to the segment, a partition that keeps getting
+/// new events would never walk them).
 pub fn segment_room(room: i64, due: usize) -> i64 {
-    if due == 0 {
-        room.max(1)
-    } else {
-        (room / 2).max(1)
+    match (due, room) {
+        (0, room) => room.max(1),
+        (_, ..=1) => 0,
+        (_, room) => room / 2,
     }
 }
 
@@ -380,7 +383,16 @@ mod tests {
     fn walks_share_the_room_left_and_those_without_room_wait() {
         assert_eq!(segment_room(100, 0), 100);
         assert_eq!(segment_room(100, 3), 50);
-        assert_eq!(segment_room(1, 3), 1);
+        assert_eq!(segment_room(1, 3), 0);
+        assert_eq!(segment_room(2, 3), 1);
+        assert_eq!(segment_room(1, 0), 1);
+        // With walks due, the walks always get some of the room.
+        for room in 1..50 {
+            for due in 1..5 {
+                let left = room - segment_room(room, due);
+                assert!(walk_limits(left, due, 100).0 >= 1, "room {room}, {due} due");
+            }
+        }
         assert_eq!(walk_limits(300, 2, 100), (2, 100));
         assert_eq!(walk_limits(50, 5, 100), (5, 10));
         assert_eq!(walk_limits(3, 5, 100), (3, 1));

@@ -31,7 +31,9 @@ pub const GAPS_PER_CLAIM: i64 = 1000;
 /// Whether partition `c` has work a claim could do now (`c` is the alias of its row).
 macro_rules! has_work {
     () => {
-        "(EXISTS (SELECT 1 FROM outbox_events e WHERE e.seq % 16 = c.part AND e.seq > c.frontier)
+        "((SELECT true FROM outbox_events e
+            WHERE e.seq % 16 = c.part AND (e.seq % 16, e.seq) > (c.part, c.frontier)
+            ORDER BY e.seq % 16, e.seq LIMIT 1) IS NOT NULL
           OR EXISTS (SELECT 1 FROM outbox_held h
                       WHERE h.part = c.part AND h.due_at <= statement_timestamp())
           OR EXISTS (SELECT 1 FROM outbox_replays r JOIN outbox_events e ON e.id = r.event_id
@@ -68,7 +70,7 @@ pub const FORGET_GONE_SQL: &str =
 /// ([`super::CLAIM_BEGIN`]).
 pub const ACQUIRE_SQL: &str = concat!(
     "UPDATE outbox_partitions p
-        SET token = $1, owner = $2, relay_id = $3,
+        SET token = $1, owner = $2, relay_id = $3, claimed = 0,
             leased_until = clock_timestamp() + make_interval(secs => $4)
       WHERE p.part = ANY (ARRAY(SELECT c.part FROM outbox_partitions c
                        WHERE ",
@@ -117,7 +119,7 @@ pub const SEGMENT_SQL: &str = concat!(
     row_columns!(),
     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(part, frontier, lim)
      CROSS JOIN LATERAL (SELECT * FROM outbox_events e
-                          WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                          WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
                           ORDER BY e.seq LIMIT p.lim) e"
 );
 
@@ -329,7 +331,7 @@ pub const SEGMENTS_FAST_SQL: &str = concat!(
          SELECT c.part, c.seq FROM (
              SELECT p.part, s.seq, row_number() OVER (PARTITION BY p.part ORDER BY s.seq) AS turn
                FROM p CROSS JOIN LATERAL (SELECT e.seq FROM outbox_events e
-                                           WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                                           WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
                                            ORDER BY e.seq LIMIT $3) s) c
           ORDER BY c.turn, c.part LIMIT $3)
      SELECT p.part AS feed_part, p.snapshot_xmin, p.more,
@@ -338,9 +340,13 @@ pub const SEGMENTS_FAST_SQL: &str = concat!(
     " FROM p
      LEFT JOIN taken t ON t.part = p.part
      LEFT JOIN outbox_events e ON e.seq = t.seq
-     LEFT JOIN outbox_held h
-            ON e.id IS NOT NULL
-           AND h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text)"
+     -- One index look-up per event (the LIMIT keeps the planner from hashing the whole
+     -- table of held scopes).
+     LEFT JOIN LATERAL (SELECT h.head_seq, h.due_at FROM outbox_held h
+                         WHERE e.id IS NOT NULL
+                           AND h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
+                                                  '#' || e.id::text)
+                         LIMIT 1) h ON true"
 );
 
 /// The fast read ([`SEGMENTS_FAST_SQL`]): `None` when a partition has more to read than its

@@ -269,7 +269,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                       CROSS JOIN LATERAL (
                             SELECT count(*) AS n FROM (
                                 SELECT 1 FROM outbox_events e
-                                 WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                                 WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
                                  LIMIT $1) AS capped) AS c)
                     -- The events at or behind each held head, up to the frontier (above
                     -- it they are counted above), but the dead heads themselves.
@@ -306,7 +306,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                     COALESCE(extract(epoch FROM now() - LEAST(
                         (SELECT min(f.created_at) FROM outbox_partitions p
                           CROSS JOIN LATERAL (SELECT e.created_at FROM outbox_events e
-                                               WHERE e.seq % 16 = p.part AND e.seq > p.frontier
+                                               WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
                                                ORDER BY e.seq LIMIT 1) f),
                         (SELECT min(e.created_at) FROM outbox_held h
                            JOIN outbox_events e
