@@ -222,6 +222,22 @@ fn all(claim: &Claim, outcome: &Outcome) -> Vec<(Uuid, Outcome)> {
         .collect()
 }
 
+/// Outcomes for every event of `claim`: `heads` failed (due again at once), the rest
+/// released unpublished.
+fn failing(claim: &Claim, heads: &[Uuid]) -> Vec<(Uuid, Outcome)> {
+    claim
+        .events
+        .iter()
+        .map(|e| {
+            if heads.contains(&e.id) {
+                (e.id, failed(Duration::ZERO))
+            } else {
+                (e.id, Outcome::Released)
+            }
+        })
+        .collect()
+}
+
 /// Settles every event of `claim` as delivered.
 async fn deliver_all(pool: &PgPool, claim: &Claim) -> Result<Settled> {
     Ok(settle(pool, claim, MAX_ATTEMPTS, &all(claim, &Outcome::Delivered)).await?)
@@ -2064,17 +2080,7 @@ async fn a_settle_records_the_partitions_its_claim_still_holds_and_loses_only_th
     assert_eq!(ids(&new), taken);
 
     // The old claim's settle records partition 6 and nothing of 7.
-    let outcomes: Vec<(Uuid, Outcome)> = old
-        .events
-        .iter()
-        .map(|e| {
-            if e.id == kept[0] {
-                (e.id, failed(Duration::ZERO))
-            } else {
-                (e.id, Outcome::Released)
-            }
-        })
-        .collect();
+    let outcomes = failing(&old, &[kept[0]]);
     let late = settle(pool, &old, MAX_ATTEMPTS, &outcomes).await?;
     assert_eq!(
         late,
@@ -2126,17 +2132,7 @@ async fn one_claim_walks_the_due_held_scopes_of_all_its_partitions_each_in_order
     let first = claim_partitions(pool, "relay-a", 100, LEASE, 16).await?;
     assert_eq!(first.events.len(), 7);
     let heads = [eight[0], nine[0], unkeyed];
-    let outcomes: Vec<(Uuid, Outcome)> = first
-        .events
-        .iter()
-        .map(|e| {
-            if heads.contains(&e.id) {
-                (e.id, failed(Duration::ZERO))
-            } else {
-                (e.id, Outcome::Released)
-            }
-        })
-        .collect();
+    let outcomes = failing(&first, &heads);
     let done = settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
     assert_eq!((done.retrying, done.released), (3, 4));
     let held: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_held")
@@ -2267,17 +2263,7 @@ async fn a_due_held_scope_goes_out_however_small_the_batch_while_its_partition_k
     let held = emit_n(pool, &held_key, 2).await?;
     // Its head fails once, due again at once.
     let first = claim_partitions(pool, "relay", 100, LEASE, 16).await?;
-    let outcomes: Vec<(Uuid, Outcome)> = first
-        .events
-        .iter()
-        .map(|e| {
-            if e.id == held[0] {
-                (e.id, failed(Duration::ZERO))
-            } else {
-                (e.id, Outcome::Released)
-            }
-        })
-        .collect();
+    let outcomes = failing(&first, &[held[0]]);
     settle(pool, &first, MAX_ATTEMPTS, &outcomes).await?;
     // Batches of 2 over 2 partitions (one event each), and a new event in both partitions
     // before every claim: the walk still gets its turn.
