@@ -58,16 +58,17 @@ macro_rules! is_free {
 
 /// Forgets the relays that are gone: their registration, once their ownership lock is
 /// free (the lock is held until the transaction ends). The claim's transaction runs it
-/// before [`ACQUIRE_SQL`], as a statement of its own (the last of [`super::CLAIM_BEGIN`]): in a `WITH` of the lease's `UPDATE`, a
-/// row another claim changed meanwhile makes PostgreSQL recheck it, and the recheck may not
-/// run a data-modifying `WITH` ("ModifyTable should not be called during EvalPlanQual").
+/// before [`ACQUIRE_SQL`], as a statement of its own (the last of the claim's `BEGIN`,
+/// `CLAIM_BEGIN`): in a `WITH` of the lease's `UPDATE`, a row another claim changed
+/// meanwhile makes PostgreSQL recheck it, and the recheck may not run a data-modifying
+/// `WITH` ("ModifyTable should not be called during EvalPlanQual").
 pub const FORGET_GONE_SQL: &str =
     "DELETE FROM outbox_relay_owners o WHERE pg_try_advisory_xact_lock(1869968482, o.owner)";
 
 /// Leases the free partitions with work that moved least recently, at most `$5`: `$1` the
 /// token, `$2` the owner, `$3` the relay, `$4` the lease in seconds. Returns each partition
-/// and its frontier. Run after [`FORGET_GONE_SQL`], in its transaction
-/// ([`super::CLAIM_BEGIN`]).
+/// and its frontier. Run after [`FORGET_GONE_SQL`], in its transaction (the claim's
+/// `BEGIN`, `CLAIM_BEGIN`).
 pub const ACQUIRE_SQL: &str = concat!(
     "UPDATE outbox_partitions p
         SET token = $1, owner = $2, relay_id = $3, claimed = 0,
@@ -228,8 +229,8 @@ fn feed_row(row: &PgRow) -> Result<FeedRow, sqlx::Error> {
 }
 
 /// Leases up to `partitions` free partitions with work; none when there is none. Returns
-/// each partition leased with its frontier. Runs in the caller's transaction, begun by
-/// [`super::CLAIM_BEGIN`] (which forgets the relays that are gone first).
+/// each partition leased with its frontier. Runs in the caller's transaction, begun by the
+/// claim's `BEGIN` (`CLAIM_BEGIN`, which forgets the relays that are gone first).
 pub async fn acquire(
     conn: &mut PgConnection,
     token: Uuid,
