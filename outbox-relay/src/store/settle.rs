@@ -19,21 +19,8 @@ use crate::store::feed;
 
 pub use crate::engine::outcome::Outcome;
 
-/// Counts of a settled claim.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Settled {
-    /// Events delivered.
-    pub delivered: u64,
-    /// Events that failed and will be retried.
-    pub retrying: u64,
-    /// Events now dead (attempt limit reached, or rejected).
-    pub dead: u64,
-    /// Events released unpublished.
-    pub released: u64,
-    /// Outcomes not recorded: the claim no longer held its partition (its lease ran out, or
-    /// its relay was found gone).
-    pub lost: u64,
-}
+/// Counts of a settled claim (the feed's own).
+pub use crate::store::feed::FeedSettled as Settled;
 
 /// Records the outcomes of `claim`, all in one transaction.
 pub async fn settle(
@@ -83,11 +70,5 @@ async fn settle_on(
     let mut tx = sqlx::Connection::begin_with(&mut *conn, super::RELAY_BEGIN).await?;
     let done = feed::settle(&mut tx, claim.token, feed_claim, max_attempts, outcomes).await?;
     tx.commit().await?;
-    Ok(Settled {
-        delivered: done.delivered,
-        retrying: done.retrying,
-        dead: done.dead,
-        released: done.released,
-        lost: done.lost,
-    })
+    Ok(done)
 }

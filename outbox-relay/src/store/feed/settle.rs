@@ -92,18 +92,19 @@ const REPLAYS_DONE_SQL: &str = "WITH done AS (DELETE FROM outbox_replays WHERE e
        FROM unnest($2::uuid[], $3::float8[], $4::bool[]) AS f(id, delay, dead)
       WHERE r.event_id = f.id";
 
-/// What a settle recorded.
+/// Counts of a settled claim.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FeedSettled {
     /// Events delivered.
     pub delivered: u64,
     /// Events that failed and will be retried.
     pub retrying: u64,
-    /// Events now dead.
+    /// Events now dead (attempt limit reached, or rejected).
     pub dead: u64,
     /// Events released unpublished.
     pub released: u64,
-    /// Outcomes not recorded: the partition's lease was lost.
+    /// Outcomes not recorded: the claim no longer held their partition (its lease ran out,
+    /// or its relay was found gone).
     pub lost: u64,
 }
 
