@@ -307,7 +307,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                         (SELECT min(f.created_at) FROM outbox_partitions p
                           CROSS JOIN LATERAL (SELECT e.created_at FROM outbox_events e
                                                WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
-                                               ORDER BY e.seq LIMIT 1) f),
+                                               ORDER BY e.seq % 16, e.seq LIMIT 1) f),
                         (SELECT min(e.created_at) FROM outbox_held h
                            JOIN outbox_events e
                              ON COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text) = h.scope

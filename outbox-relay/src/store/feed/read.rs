@@ -43,7 +43,7 @@ pub const SEGMENT_SQL: &str = concat!(
     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(part, frontier, lim)
      CROSS JOIN LATERAL (SELECT * FROM outbox_events e
                           WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
-                          ORDER BY e.seq LIMIT p.lim) e"
+                          ORDER BY e.seq % 16, e.seq LIMIT p.lim) e"
 );
 
 /// The gaps of each partition (`$1`) whose rows are visible now, lowest first, at most its
@@ -200,7 +200,7 @@ pub const SEGMENTS_FAST_SQL: &str = concat!(
              SELECT p.part, s.seq, row_number() OVER (PARTITION BY p.part ORDER BY s.seq) AS turn
                FROM p CROSS JOIN LATERAL (SELECT e.seq FROM outbox_events e
                                            WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
-                                           ORDER BY e.seq LIMIT $3) s) c
+                                           ORDER BY e.seq % 16, e.seq LIMIT $3) s) c
           ORDER BY c.turn, c.part LIMIT $3)
      SELECT p.part AS feed_part, p.snapshot_xmin, p.more,
             h.head_seq AS held_head, COALESCE(h.due_at <= statement_timestamp(), false) AS held_due, ",
