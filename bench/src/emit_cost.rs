@@ -423,7 +423,7 @@ async fn prepare_cell(scratch: &Scratch, mode: &str) -> Result<()> {
         .bind(mode)
         .execute(pool)
         .await?;
-    sqlx::query("TRUNCATE outbox_events, outbox_key_recheck, plain_events")
+    sqlx::query("TRUNCATE outbox_events, plain_events")
         .execute(pool)
         .await?;
     sqlx::raw_sql("VACUUM tickets").execute(pool).await?;

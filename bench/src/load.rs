@@ -1,9 +1,10 @@
 //! Writing backlogs through the real write path.
 //!
 //! Rows are inserted with `INSERT ... SELECT FROM generate_series`, so every row goes through
-//! `outbox_events_before_insert`: catalog check, the per-key lock in `outbox_key_locks`, `seq`
-//! drawn under it, and the `parked` flag. A blocked head is brought to its state by the
-//! relay's own `claim` and `settle`. Nothing is set by hand.
+//! `outbox_events_before_insert`: catalog check, the per-key lock in `outbox_key_locks`, and
+//! `seq` drawn under it from the sequence of the key's partition. A blocked head is brought
+//! to its state by the relay's own `claim` and `settle` (a held scope in `outbox_held`, or a
+//! partition leased by another relay). Nothing is set by hand.
 
 use std::time::{Duration, Instant};
 
@@ -194,11 +195,12 @@ pub async fn insert_range(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Head {
-    /// `dead` (settled as rejected).
+    /// Dead: settled as rejected, its scope held with no due time.
     Dead,
-    /// Leased by another relay for an hour (claimed, never settled).
+    /// Claimed by another relay and never settled: the head's partition stays leased to
+    /// that relay for an hour, with the partition's frontier in front of the head.
     Leased,
-    /// Pending, attempts 1, due in an hour (settled as a failed attempt).
+    /// Retrying: settled as a failed attempt (one failure), its scope held, due in an hour.
     Retrying,
 }
 
@@ -243,7 +245,7 @@ pub async fn blocked_head(pool: &PgPool, payloads: &Payloads, head: Head) -> Res
 
 /// Empties the outbox tables (and restarts `seq`, each partition's frontier with it).
 pub async fn truncate(pool: &PgPool) -> Result<()> {
-    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_key_recheck, outbox_attempts, outbox_discarded, outbox_held, outbox_gaps, outbox_replays RESTART IDENTITY")
+    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_attempts, outbox_discarded, outbox_held, outbox_gaps, outbox_replays RESTART IDENTITY")
         .execute(pool)
         .await?;
     sqlx::query(
@@ -266,76 +268,189 @@ pub async fn vacuum_analyze(pool: &PgPool) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// What the table holds, and whether the trigger's bookkeeping is consistent.
+/// What the outbox holds, as the relay's tables and the view `outbox_event_status` say, and
+/// whether it is consistent with the engine's rules.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TableState {
-    /// Pending rows.
+    /// Events the view says are pending (retrying, scheduled and behind held heads included).
     pub pending: i64,
-    /// Dead rows.
+    /// Events the view says are dead.
     pub dead: i64,
-    /// Pending rows that are parked.
-    pub parked: i64,
-    /// Rows in the ready index (pending, unparked, unleased), due now or later.
-    pub ready: i64,
-    /// Leased rows.
-    pub leased: i64,
-    /// Distinct ordering keys of undelivered rows.
+    /// Events the view says are delivered (below their partition's frontier, not held).
+    pub delivered: i64,
+    /// Distinct scopes (ordering keys, each unkeyed event its own) of undelivered events.
     pub keys: i64,
+    /// Held scopes whose head is dead (no due time).
+    pub held_dead: i64,
+    /// Held scopes whose head failed at least once and waits for its next try.
+    pub held_retrying: i64,
+    /// Held scopes whose head has not failed (not due yet, or released).
+    pub held_scheduled: i64,
+    /// Events behind a held scope's head (the head itself not counted).
+    pub behind_held: i64,
+    /// Undelivered events in partitions leased by a relay.
+    pub in_leased_partitions: i64,
+    /// Partitions with work: events after the frontier, a due held scope or replay, a gap.
+    pub partitions_with_work: i64,
+    /// Of those, the ones free to lease (unleased, or their lease over).
+    pub partitions_free_with_work: i64,
+    /// Partitions under a lease that has not run out.
+    pub partitions_leased: i64,
+    /// Rows of `outbox_gaps`.
+    pub gaps: i64,
     /// Rows of `outbox_key_locks`.
     pub key_locks: i64,
-    /// Keys whose undelivered rows do not have exactly their first row unparked (0 when the
-    /// trigger parked every row behind its key's head, and only those).
-    pub keys_misparked: i64,
+    /// Held scopes with an undelivered event (not a replay) in front of their head (0 when
+    /// every undelivered event of a blocked key lies at or behind its scope's held head).
+    pub keys_ahead_of_head: i64,
+    /// Held scopes whose head is not an undiscarded event of the scope.
+    pub heads_missing: i64,
+    /// Keyed events whose `seq` is not in their scope's partition, and held scopes filed
+    /// under another partition than their scope's (0 when the trigger drew every `seq` from
+    /// its scope's partition).
+    pub off_partition: i64,
     /// Size of `outbox_events` with its indexes, MiB.
     pub total_mib: f64,
-    /// Size of the ready index, MiB.
-    pub ready_index_mib: f64,
 }
 
-/// Reads the table's state (a few full scans: seconds on a million rows).
+impl TableState {
+    /// Every held scope.
+    pub fn held(&self) -> i64 {
+        self.held_dead + self.held_retrying + self.held_scheduled
+    }
+
+    /// Why the state breaks the engine's rules, if it does.
+    pub fn inconsistencies(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.keys_ahead_of_head > 0 {
+            found.push(format!(
+                "{} held scopes have undelivered events in front of their head",
+                self.keys_ahead_of_head
+            ));
+        }
+        if self.heads_missing > 0 {
+            found.push(format!(
+                "{} held scopes have no event at their head",
+                self.heads_missing
+            ));
+        }
+        if self.off_partition > 0 {
+            found.push(format!(
+                "{} keyed events or held scopes lie outside their scope's partition",
+                self.off_partition
+            ));
+        }
+        found
+    }
+}
+
+/// Counts by status, scopes, events behind held heads and in leased partitions, and the
+/// checks of the rules: one scan of the view (a few seconds on a million rows).
+const EVENTS_STATE_SQL: &str = "
+SELECT count(*) FILTER (WHERE s.status = 'pending'),
+       count(*) FILTER (WHERE s.status = 'dead'),
+       count(*) FILTER (WHERE s.status = 'delivered'),
+       count(DISTINCT COALESCE(s.scope, '#' || s.id::text))
+           FILTER (WHERE s.status IN ('pending', 'dead')),
+       count(*) FILTER (WHERE h.scope IS NOT NULL AND s.seq > h.head_seq),
+       count(*) FILTER (WHERE s.status IN ('pending', 'dead') AND s.leased_by IS NOT NULL),
+       count(DISTINCT h.scope)
+           FILTER (WHERE s.seq < h.head_seq AND s.status IN ('pending', 'dead')
+                     AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = s.id)),
+       count(*) FILTER (WHERE s.scope IS NOT NULL
+                          AND s.seq % 16 <> hashtextextended(s.scope, 0) & 15)
+  FROM outbox_event_status s
+  LEFT JOIN outbox_held h ON h.scope = s.scope";
+
+/// The held scopes by their head's state, and the heads that are not where the row says:
+/// the head is the first undiscarded event of the scope at or after `head_seq`, which must
+/// be `head_seq` itself (the settle and `discard` move the row past what is gone).
+const HELD_STATE_SQL: &str = "
+SELECT count(*) FILTER (WHERE h.due_at IS NULL),
+       count(*) FILTER (WHERE h.due_at IS NOT NULL AND COALESCE(a.failures, 0) > 0),
+       count(*) FILTER (WHERE h.due_at IS NOT NULL AND COALESCE(a.failures, 0) = 0),
+       count(*) FILTER (WHERE e.id IS NULL OR e.seq <> h.head_seq),
+       count(*) FILTER (WHERE h.scope NOT LIKE '#%'
+                          AND h.part <> hashtextextended(h.scope, 0) & 15)
+  FROM outbox_held h
+  LEFT JOIN LATERAL (
+       SELECT f.id, f.seq FROM outbox_events f
+        WHERE h.scope NOT LIKE '#%' AND f.ordering_key IS NOT NULL
+          AND outbox_scope(f.tenant_id, f.ordering_key) = h.scope AND f.seq >= h.head_seq
+          AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = f.id)
+       UNION ALL
+       -- An unkeyed event is held on its own, as `#<id>`.
+       SELECT f.id, f.seq FROM outbox_events f
+        WHERE f.id = CASE WHEN h.scope LIKE '#%' THEN substr(h.scope, 2)::uuid END
+          AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = f.id)
+        ORDER BY seq LIMIT 1) e ON true
+  LEFT JOIN outbox_attempts a ON a.event_id = e.id";
+
+/// The partitions: with work (as the claim's lease asks: events after the frontier, a due
+/// held scope or replay, a gap), free to lease, leased.
+const PARTITIONS_STATE_SQL: &str = "
+SELECT count(*) FILTER (WHERE w.work),
+       count(*) FILTER (WHERE w.work AND w.free),
+       count(*) FILTER (WHERE NOT w.free),
+       (SELECT count(*) FROM outbox_gaps)
+  FROM outbox_partitions c
+ CROSS JOIN LATERAL (
+       SELECT ((SELECT true FROM outbox_events e
+                 WHERE e.seq % 16 = c.part AND (e.seq % 16, e.seq) > (c.part, c.frontier)
+                 ORDER BY e.seq % 16, e.seq LIMIT 1) IS NOT NULL
+               OR EXISTS (SELECT 1 FROM outbox_held h
+                           WHERE h.part = c.part AND h.due_at <= statement_timestamp())
+               OR EXISTS (SELECT 1 FROM outbox_replays r
+                           WHERE r.part = c.part AND r.due_at <= statement_timestamp())
+               OR EXISTS (SELECT 1 FROM outbox_gaps g WHERE g.part = c.part)) AS work,
+              (c.token IS NULL OR c.leased_until < statement_timestamp()
+               OR (c.owner IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM outbox_relay_owners o
+                                    WHERE o.owner = c.owner))) AS free) w";
+
+/// Reads the outbox's state (a scan of the view and a few index probes: seconds on a
+/// million rows).
 pub async fn table_state(pool: &PgPool) -> Result<TableState> {
-    let (pending, dead, parked, ready, leased): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NULL),
-                count(*) FILTER (WHERE e.status = 'pending' AND a.dead_at IS NOT NULL),
-                count(*) FILTER (WHERE e.status = 'pending' AND e.parked),
-                count(*) FILTER (WHERE e.status = 'pending' AND NOT e.parked),
-                (SELECT COALESCE(sum(events), 0)::int8 FROM outbox_leases)
-           FROM outbox_events e LEFT JOIN outbox_attempts a ON a.event_id = e.id",
-    )
-    .fetch_one(pool)
-    .await?;
-    let (keys, keys_misparked): (i64, i64) = sqlx::query_as(
-        "SELECT count(*),
-                count(*) FILTER (WHERE unparked > 1 OR (first_parked <> held))
-           FROM (SELECT e.ordering_key,
-                        count(*) FILTER (WHERE NOT e.parked) AS unparked,
-                        (array_agg(e.parked ORDER BY e.seq))[1] AS first_parked,
-                        -- A dead or retrying head is parked (its state in outbox_attempts).
-                        (array_agg(a.dead_at IS NOT NULL OR a.next_attempt_at IS NOT NULL
-                                   ORDER BY e.seq))[1] AS held
-                   FROM outbox_events e LEFT JOIN outbox_attempts a ON a.event_id = e.id
-                  WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL
-                  GROUP BY e.ordering_key) AS k",
-    )
-    .fetch_one(pool)
-    .await?;
-    let (key_locks, total_mib, ready_index_mib): (i64, f64, f64) = sqlx::query_as(
+    type Events = (i64, i64, i64, i64, i64, i64, i64, i64);
+    let (pending, dead, delivered, keys, behind_held, in_leased_partitions, ahead, off_events): Events =
+        sqlx::query_as(EVENTS_STATE_SQL).fetch_one(pool).await?;
+    let (held_dead, held_retrying, held_scheduled, heads_missing, off_held): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(HELD_STATE_SQL).fetch_one(pool).await?;
+    let (partitions_with_work, partitions_free_with_work, partitions_leased, gaps): (
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(PARTITIONS_STATE_SQL).fetch_one(pool).await?;
+    let (key_locks, total_mib): (i64, f64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM outbox_key_locks),
-                pg_total_relation_size('outbox_events') / 1048576.0::float8,
-                pg_relation_size('outbox_events_ready') / 1048576.0::float8",
+                pg_total_relation_size('outbox_events') / 1048576.0::float8",
     )
     .fetch_one(pool)
     .await?;
     Ok(TableState {
         pending,
         dead,
-        parked,
-        ready,
-        leased,
+        delivered,
         keys,
+        held_dead,
+        held_retrying,
+        held_scheduled,
+        behind_held,
+        in_leased_partitions,
+        partitions_with_work,
+        partitions_free_with_work,
+        partitions_leased,
+        gaps,
         key_locks,
-        keys_misparked,
+        keys_ahead_of_head: ahead,
+        heads_missing,
+        off_partition: off_events + off_held,
         total_mib,
-        ready_index_mib,
     })
 }

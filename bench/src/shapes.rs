@@ -1,12 +1,18 @@
 //! `claim-shapes`: the cost of one claim on five backlog shapes.
 //!
 //! For each shape a fresh database is made, `--rows` pending rows are written through the insert
-//! trigger (a blocked head first, brought to its state by the relay's claim and settle), and
-//! `VACUUM ANALYZE` and a `CHECKPOINT` run. Then one untimed claim warms the connection (its
-//! statements are prepared, and it writes the full-page images of the pages it touches; its
-//! time is reported as `first_ms`) and `--claims` claims of `--batch` are timed
-//! one by one; after each, its rows are settled back as `Released` (untimed), so every claim
-//! sees the same shape. Claims run on a pool of one connection, like a relay's loop.
+//! trigger (a blocked head first, brought to its state by the relay's claim and settle: a held
+//! scope, or a partition another relay keeps leased), and `VACUUM ANALYZE` and a `CHECKPOINT`
+//! run. The outbox's state is then read from the relay's tables and the view
+//! `outbox_event_status` (pending, dead, held scopes, events behind held heads, partitions
+//! with work) and checked against the engine's rules: every undelivered event of a held scope
+//! at or behind its head, every keyed event in its scope's partition. Then one untimed claim
+//! warms the connection (its statements are prepared, and it writes the full-page images of
+//! the pages it touches; its time is reported as `first_ms`) and `--claims` claims of
+//! `--batch` are timed one by one (`outbox_relay::store::claim::claim`); after each, the
+//! partitions it leased are let go without a settle (untimed), so their frontiers stay and
+//! every claim sees the same shape. Claims run on a pool of one connection, like a relay's
+//! loop.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -83,7 +89,7 @@ fn shapes(rows: i64, keys: i64) -> Vec<Shape> {
             number: 3,
             name: "leased head",
             description: format!(
-                "a head leased by another relay for 1 h with 50 % of the rows behind it; 50 % on {keys} other keys"
+                "a head claimed by another relay and never settled, its partition leased for 1 h, with 50 % of the rows behind it; 50 % on {keys} other keys"
             ),
             head: Some(Head::Leased),
             plan: KeyPlan::mixed(keys, 1, 2),
@@ -99,7 +105,7 @@ fn shapes(rows: i64, keys: i64) -> Vec<Shape> {
             number: 5,
             name: "retrying head",
             description: format!(
-                "a head retrying in 1 h (pending, attempts 1) with 50 % of the rows behind it; 50 % on {keys} other keys"
+                "a head retrying in 1 h (one failure, its scope held) with 50 % of the rows behind it; 50 % on {keys} other keys"
             ),
             head: Some(Head::Retrying),
             plan: KeyPlan::mixed(keys, 1, 2),
@@ -136,7 +142,7 @@ pub struct ShapeResult {
     pub written: Written,
     /// `VACUUM ANALYZE` after writing, seconds.
     pub vacuum_seconds: f64,
-    /// The table before the claims.
+    /// The outbox before the claims, as the relay's tables and the view say.
     pub state: TableState,
     /// `CHECKPOINT` after the load, seconds.
     pub checkpoint_seconds: f64,
@@ -156,7 +162,7 @@ pub struct ShapeResult {
     pub claim: Summary,
     /// Rows claimed by each timed claim.
     pub rows_claimed: Vec<usize>,
-    /// Settling each claim back (untimed in `claim_ms`), ms each.
+    /// Letting each claim's partitions go again (untimed in `claim_ms`), ms each.
     pub release_ms: Vec<f64>,
     /// The same number of claims again, each step timed by the claim itself (see
     /// `steps.rs`), ms per step.
@@ -186,15 +192,23 @@ pub struct Report {
     pub shapes: Vec<ShapeResult>,
 }
 
-/// The claim's statements by name.
-const STATEMENTS: [(&str, &str); 7] = [
+/// The relay id of the timed claims.
+const RELAY_ID: &str = "bench";
+
+/// The claim's prepared statements by name: the lease, the one-statement read and the
+/// counts of most claims, then those of the full read (a due held scope or replay, a gap).
+const STATEMENTS: [(&str, &str); 11] = [
     ("lease partitions", feed::ACQUIRE_SQL),
+    ("fast read", feed::SEGMENTS_FAST_SQL),
+    ("claimed counts", feed::CLAIMED_SQL),
     ("snapshot", feed::SNAPSHOT_SQL),
-    ("segments", feed::SEGMENT_SQL),
-    ("gaps", feed::GAPS_SQL),
-    ("held scopes read", feed::HELD_SQL),
+    ("due replays", feed::REPLAYS_SQL),
     ("due held scopes", feed::DUE_SQL),
-    ("walk", feed::WALK_KEYED_SQL),
+    ("gaps", feed::GAPS_SQL),
+    ("segments", feed::SEGMENT_SQL),
+    ("held scopes read", feed::HELD_SQL),
+    ("keyed walk", feed::WALK_KEYED_SQL),
+    ("unkeyed walk", feed::WALK_ONE_SQL),
 ];
 
 /// Runs every (selected) shape.
@@ -257,19 +271,45 @@ async fn measure(
     let vacuum_seconds = load::vacuum_analyze(pool).await?;
     let state = load::table_state(pool).await?;
     eprintln!(
-        "  vacuum analyze {vacuum_seconds:.1} s; pending {}, parked {}, ready {}, keys {}, key locks {}, misparked keys {}, {:.0} MiB",
+        "  vacuum analyze {vacuum_seconds:.1} s; pending {}, dead {}, keys {}, held scopes {} (dead {}, retrying {}, scheduled {}), behind held heads {}, in leased partitions {}, partitions with work {} ({} free), gaps {}, key locks {}, {:.0} MiB",
         state.pending,
-        state.parked,
-        state.ready,
+        state.dead,
         state.keys,
+        state.held(),
+        state.held_dead,
+        state.held_retrying,
+        state.held_scheduled,
+        state.behind_held,
+        state.in_leased_partitions,
+        state.partitions_with_work,
+        state.partitions_free_with_work,
+        state.gaps,
         state.key_locks,
-        state.keys_misparked,
         state.total_mib
     );
+    let broken = state.inconsistencies();
     ensure!(
-        state.keys_misparked == 0,
-        "the trigger left {} keys without exactly their head unparked",
-        state.keys_misparked
+        broken.is_empty(),
+        "the outbox breaks the engine's rules: {}",
+        broken.join("; ")
+    );
+    let expected = match shape.head {
+        Some(Head::Dead) => (1, 0, 0),
+        Some(Head::Retrying) => (0, 1, 0),
+        Some(Head::Leased) | None => (0, 0, 0),
+    };
+    ensure!(
+        (state.held_dead, state.held_retrying, state.held_scheduled) == expected,
+        "expected held scopes (dead, retrying, scheduled) {expected:?}, found ({}, {}, {})",
+        state.held_dead,
+        state.held_retrying,
+        state.held_scheduled
+    );
+    let leased = i64::from(shape.head == Some(Head::Leased));
+    ensure!(
+        state.partitions_leased == leased,
+        "expected {leased} partitions leased by another relay, found {}",
+        state.partitions_leased
     );
 
     // The load's WAL would otherwise set off checkpoints during the timed claims; after this
@@ -286,7 +326,7 @@ async fn measure(
     let lease = Duration::from_secs(60);
     let wal_before = wal_position(pool).await?;
     let started = Instant::now();
-    let warm = claim::claim(&claim_pool, "bench", args.batch, lease).await?;
+    let warm = claim::claim(&claim_pool, RELAY_ID, args.batch, lease).await?;
     let first_ms = started.elapsed().as_secs_f64() * 1e3;
     let first_wal_kib = wal_since(pool, &wal_before).await?;
     release(pool, &warm).await?;
@@ -300,7 +340,7 @@ async fn measure(
         let wal_before = wal_position(pool).await?;
         claim_started_at.push(chrono::Utc::now().format("%H:%M:%S%.3f").to_string());
         let started = Instant::now();
-        let claimed = claim::claim(&claim_pool, "bench", args.batch, lease).await?;
+        let claimed = claim::claim(&claim_pool, RELAY_ID, args.batch, lease).await?;
         claim_ms.push(started.elapsed().as_secs_f64() * 1e3);
         claim_wal_kib.push(wal_since(pool, &wal_before).await?);
         rows_claimed.push(claimed.len());
@@ -322,11 +362,11 @@ async fn measure(
     let mut step_times = Vec::with_capacity(args.claims);
     for _ in 0..args.claims {
         let (times, _token, _ids) =
-            steps::claim_in_steps(&claim_pool, "bench", args.batch, lease).await?;
+            steps::claim_in_steps(&claim_pool, RELAY_ID, args.batch, lease).await?;
         step_times.push(times);
-        // The claim wrote only its partition's lease: end it, and the next claim reads the
+        // The claim wrote only its partitions' leases: end them, and the next claim reads the
         // same shape again.
-        steps::end_leases(pool).await?;
+        steps::end_leases(pool, RELAY_ID).await?;
     }
     let step_medians = steps::medians(&step_times);
     eprintln!(
@@ -379,10 +419,11 @@ async fn wal_since(pool: &PgPool, position: &str) -> Result<f64> {
     .await?)
 }
 
-/// Ends the claim's lease without settling it: its partition's frontier stays, so the next
-/// claim reads the same shape (a settle of released events would hold their scopes).
+/// Ends the claim's leases without settling it: its partitions' frontiers stay, so the next
+/// claim reads the same shape (a settle of released events would hold their scopes). The
+/// lease of the other relay (shape 3) stays.
 async fn release(pool: &PgPool, _claimed: &claim::Claim) -> Result<()> {
-    crate::steps::end_leases(pool).await
+    crate::steps::end_leases(pool, RELAY_ID).await
 }
 
 /// How often the claim's statements ran on generic and custom plans on this pool's one
@@ -416,11 +457,11 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "| # | shape | rows | write via trigger | ready rows | parked | first claim ms | min ms | median ms | p95 ms | max ms | rows/claim |"
+        "| # | shape | rows | write via trigger | held scopes | behind held heads | in leased partitions | partitions with work (free) | first claim ms | min ms | median ms | p95 ms | max ms | rows/claim |"
     );
     let _ = writeln!(
         out,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for r in &report.shapes {
         let rows_per_claim = summarize(
@@ -431,14 +472,17 @@ pub fn markdown(report: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.1} s ({:.0} rows/s) | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {} | {:.1} s ({:.0} rows/s) | {} | {} | {} | {} ({}) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.shape.number,
             r.shape.name,
             r.state.pending + r.state.dead,
             r.written.seconds,
             r.written.rate(),
-            r.state.ready,
-            r.state.parked,
+            held_scopes(&r.state),
+            r.state.behind_held,
+            r.state.in_leased_partitions,
+            r.state.partitions_with_work,
+            r.state.partitions_free_with_work,
             r.first_ms,
             r.claim.min,
             r.claim.median,
@@ -453,7 +497,7 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "| # | lease a partition | read it (one snapshot) | plan and decode | total |"
+        "| # | lease partitions | read them (one snapshot) | plan and decode | total |"
     );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
     for r in &report.shapes {
@@ -473,8 +517,15 @@ pub fn markdown(report: &Report) -> String {
         );
         let _ = writeln!(
             out,
-            "  table {:.0} MiB, ready index {:.2} MiB, key locks {}, vacuum analyze {:.1} s",
-            r.state.total_mib, r.state.ready_index_mib, r.state.key_locks, r.vacuum_seconds
+            "  pending {}, dead {}, delivered {}, scopes with undelivered events {}, gaps {}; table {:.0} MiB, key locks {}, vacuum analyze {:.1} s",
+            r.state.pending,
+            r.state.dead,
+            r.state.delivered,
+            r.state.keys,
+            r.state.gaps,
+            r.state.total_mib,
+            r.state.key_locks,
+            r.vacuum_seconds
         );
         let samples: Vec<String> = r.claim_ms.iter().map(|ms| format!("{ms:.1}")).collect();
         let _ = writeln!(out, "  claim ms: {}", samples.join(" "));
@@ -507,6 +558,24 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out);
     }
     out
+}
+
+/// The held scopes by their head's state ("none" when there are none).
+fn held_scopes(state: &TableState) -> String {
+    let parts: Vec<String> = [
+        (state.held_dead, "dead"),
+        (state.held_retrying, "retrying"),
+        (state.held_scheduled, "scheduled"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// A plan line with its array literals (the 500 ids a lease binds) shortened to a count.

@@ -114,7 +114,7 @@ pub struct Minute {
     pub received: usize,
     /// Commit returned → first receipt, ms.
     pub latency_ms: Percentiles,
-    /// `status = 'pending'` rows at the minute's end.
+    /// Events pending at the minute's end (`outbox_event_status`).
     pub pending_at_end: i64,
     /// Rows of `outbox_events` at the minute's end (what `--retention` leaves).
     pub rows_at_end: i64,

@@ -34,13 +34,16 @@ impl From<ClaimSteps> for Steps {
     }
 }
 
-/// Ends every partition's lease without moving its frontier (a bench that times claims of
-/// one shape again and again: the next claim reads the same events).
-pub async fn end_leases(pool: &PgPool) -> Result<()> {
+/// Ends the partition leases `relay_id` holds without moving their frontiers (a bench that
+/// times claims of one shape again and again: the next claim reads the same events).
+/// Leases of other relays stay.
+pub async fn end_leases(pool: &PgPool, relay_id: &str) -> Result<()> {
     sqlx::query(
         "UPDATE outbox_partitions SET token = NULL, owner = NULL, relay_id = NULL,
-                leased_until = NULL, claimed = 0",
+                leased_until = NULL, claimed = 0
+          WHERE relay_id = $1",
     )
+    .bind(relay_id)
     .execute(pool)
     .await?;
     Ok(())

@@ -32,8 +32,8 @@ GRANT INSERT (id, tenant_id, event_type, schema_ref, category, ordering_key, pay
               dedupe_key, occurred_at, created_at, available_at)
     ON outbox_events TO :"writer_role";
 -- A service that cancels the scheduled events it wrote (a DELETE before they are due) needs
--- `GRANT DELETE ON outbox_events` as well, and nothing more: the re-check that moves the
--- scope's head on to the next event runs as the owner.
+-- `GRANT DELETE ON outbox_events` as well, and nothing more: the trigger that moves a held
+-- scope on past a deleted head runs as the owner.
 -- (The trigger draws `seq` through outbox_draw_seq(), which runs as the owner: writers
 -- need no privilege on the 16 sequences, and grants of earlier versions of this file are
 -- taken back — a writer that could call nextval() could burn values by the million.)
@@ -47,7 +47,6 @@ GRANT SELECT, INSERT, UPDATE ON outbox_key_locks TO :"writer_role";
 REVOKE UPDATE ON outbox_events FROM :"relay_role";
 GRANT SELECT, DELETE ON outbox_events TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"relay_role";
-GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"relay_role";
 -- Its ownership session registers itself; claims forget relays that are gone.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_relay_owners TO :"relay_role";
 -- What is in flight (the events of leased partitions), for its gauges.
@@ -63,13 +62,17 @@ GRANT SELECT, UPDATE ON outbox_partitions TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_gaps TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON outbox_replays TO :"relay_role";
+-- Events older relays delivered behind what is now a held head: walks pass over them,
+-- retention forgets them.
+GRANT SELECT, DELETE ON outbox_delivered_behind TO :"relay_role";
 
 -- Operators (`status`, `inspect`, `replay`, `discard`, `purge`, `wakeup` to read the mode):
--- change event states, add audit records (the database stamps its own role on each), and
--- purge events and inbox records. They cannot edit or delete audit records.
+-- change event states (in the relay's tables), add audit records (the database stamps its
+-- own role on each), and purge events and inbox records. They cannot edit or delete audit
+-- records. (UPDATE on the events: a replay or discard locks the rows it selects, which
+-- PostgreSQL allows only with an UPDATE privilege; no operator command writes an event.)
 GRANT SELECT, UPDATE, DELETE ON outbox_events TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_key_locks TO :"operator_role";
-GRANT SELECT, INSERT, DELETE ON outbox_key_recheck TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_discarded TO :"operator_role";
 -- What is in flight, for `status` and `inspect`.
 GRANT SELECT ON outbox_leased_events TO :"operator_role";
@@ -80,6 +83,7 @@ GRANT SELECT ON outbox_event_status TO :"operator_role";
 -- moves a held head past the discarded event.
 GRANT SELECT ON outbox_partitions, outbox_gaps TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held, outbox_replays TO :"operator_role";
+GRANT SELECT, DELETE ON outbox_delivered_behind TO :"operator_role";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";
 -- (A purge locks the rows it deletes, which PostgreSQL allows only with an UPDATE
 -- privilege: the operator may update the inbox's timestamp, nothing else of it.)

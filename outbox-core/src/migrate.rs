@@ -64,7 +64,7 @@ fn no_transaction(sql: &str) -> bool {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 14] = [
+const MIGRATIONS: [(i64, &str, &str); 15] = [
     (
         20260101000001,
         "outbox events",
@@ -134,6 +134,11 @@ const MIGRATIONS: [(i64, &str, &str); 14] = [
         20261206000008,
         "partitioned feed",
         include_str!("../migrations/20261206000008_partitioned_feed.sql"),
+    ),
+    (
+        20261207000001,
+        "producer rows only",
+        include_str!("../migrations/20261207000001_producer_rows_only.sql"),
     ),
 ];
 

@@ -446,6 +446,21 @@ impl TestBroker {
 
     /// Consumes (and acks) messages until `count` arrived or none arrived for `idle`.
     pub async fn collect(&self, count: usize, idle: Duration) -> Result<Vec<Received>> {
+        Ok(self
+            .collect_timed(count, idle)
+            .await?
+            .into_iter()
+            .map(|(message, _)| message)
+            .collect())
+    }
+
+    /// [`TestBroker::collect`], each message with the wall-clock time it arrived (to check
+    /// that an event went out no earlier than it was due).
+    pub async fn collect_timed(
+        &self,
+        count: usize,
+        idle: Duration,
+    ) -> Result<Vec<(Received, chrono::DateTime<chrono::Utc>)>> {
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         let mut consumer = channel
@@ -463,7 +478,9 @@ impl TestBroker {
         while received.len() < count {
             match tokio::time::timeout(idle, consumer.next()).await {
                 Err(_) | Ok(None) => break,
-                Ok(Some(delivery)) => received.push(to_received(&delivery?)?),
+                Ok(Some(delivery)) => {
+                    received.push((to_received(&delivery?)?, chrono::Utc::now()));
+                }
             }
         }
         let _ = connection.close(200, "done".into()).await;

@@ -41,9 +41,9 @@ async fn fill_skewed(pool: &PgPool) -> Result<()> {
         .await?;
     sqlx::query(
         "INSERT INTO outbox_events (seq, event_type, schema_ref, category, ordering_key, payload,
-                                    dedupe_key, status)
+                                    dedupe_key)
          SELECT n * 16 + 3, 'TICKET_CREATED', c.payload_schema_ref, c.category, $1,
-                jsonb_build_object('ticketId', n, 'note', repeat('x', 200)), 'h' || n, 'pending'
+                jsonb_build_object('ticketId', n, 'note', repeat('x', 200)), 'h' || n
            FROM generate_series(1, 1000000) AS n
           CROSS JOIN (SELECT * FROM system_event_catalog WHERE event_type = 'TICKET_CREATED') c",
     )
@@ -52,9 +52,9 @@ async fn fill_skewed(pool: &PgPool) -> Result<()> {
     .await?;
     sqlx::raw_sql(
         "INSERT INTO outbox_events (seq, event_type, schema_ref, category, ordering_key, payload,
-                                    dedupe_key, status)
+                                    dedupe_key)
          SELECT n * 16 + p, 'TICKET_CREATED', c.payload_schema_ref, c.category, NULL,
-                jsonb_build_object('ticketId', n), 'c' || p || '/' || n, 'pending'
+                jsonb_build_object('ticketId', n), 'c' || p || '/' || n
            FROM generate_series(1, 50) AS n, (VALUES (0), (1), (2), (4), (5)) AS v(p)
           CROSS JOIN (SELECT * FROM system_event_catalog WHERE event_type = 'TICKET_CREATED') c;
          ALTER TABLE outbox_events ENABLE TRIGGER outbox_events_before_insert;

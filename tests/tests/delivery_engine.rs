@@ -349,11 +349,15 @@ async fn undelivered_rows(pool: &PgPool) -> Result<String> {
     )
     .fetch_all(pool)
     .await?;
-    let recheck: Vec<String> = sqlx::query_scalar("SELECT ordering_key FROM outbox_key_recheck")
-        .fetch_all(pool)
-        .await?;
+    let held: Vec<Value> = sqlx::query_scalar(
+        "SELECT jsonb_build_object('scope', scope, 'part', part, 'head_seq', head_seq,
+                                   'due_at', due_at)
+           FROM outbox_held ORDER BY scope LIMIT 40",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(format!(
-        "undelivered rows (first 40):\n{}\nkeys to re-check: {recheck:?}",
+        "undelivered rows (first 40):\n{}\nheld scopes (first 40): {held:?}",
         rows.iter()
             .map(Value::to_string)
             .collect::<Vec<_>>()

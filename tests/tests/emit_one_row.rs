@@ -17,15 +17,13 @@ use uuid::Uuid;
 async fn rows(db: &TestDb) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT concat_ws(' | ', tenant_id, event_type, schema_ref, category,
-                 coalesce(ordering_key, '<none>'), payload::text, headers::text, status,
-                 parked, attempts,
+                 coalesce(ordering_key, '<none>'), payload::text, headers::text,
                  CASE WHEN dedupe_key = id::text THEN '<id>' ELSE dedupe_key END,
                  CASE WHEN occurred_at = created_at THEN 'now' ELSE occurred_at::text END,
                  CASE WHEN available_at = created_at THEN 'now'
                       WHEN available_at > created_at
                       THEN 'now + ' || (available_at - created_at)::text
-                      ELSE available_at::text END,
-                 claim_token, locked_by, locked_until, last_error)
+                      ELSE available_at::text END)
            FROM outbox_events ORDER BY created_at, id",
     )
     .fetch_all(&db.pool)

@@ -146,7 +146,7 @@ async fn a_broker_blocking_publishers_cannot_hold_a_wave_past_its_lease() -> Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (delivered_while_blocked, attempted): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM outbox_events WHERE status = 'delivered'),
+        "SELECT (SELECT count(*) FROM outbox_event_status WHERE status = 'delivered'),
                 (SELECT count(*) FROM outbox_attempts WHERE failures > 0)",
     )
     .fetch_one(&db.pool)

@@ -65,8 +65,9 @@ async fn commit_stores_the_business_row_and_the_event_together() -> Result<()> {
         String,
         Option<Uuid>,
     ) = sqlx::query_as(
-        "SELECT event_type, schema_ref, category, ordering_key, payload, status, tenant_id
-           FROM outbox_events WHERE id = $1",
+        "SELECT e.event_type, e.schema_ref, e.category, e.ordering_key, e.payload, s.status,
+                e.tenant_id
+           FROM outbox_events e JOIN outbox_event_status s ON s.id = e.id WHERE e.id = $1",
     )
     .bind(id)
     .fetch_one(&db.pool)
@@ -223,11 +224,14 @@ async fn listeners_are_notified_on_commit_and_not_on_rollback() -> Result<()> {
     .await?;
     let note = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
     assert_eq!(note.channel(), "outbox_events");
-    let (id, schema_ref, category, dedupe_key, status): (Uuid, String, String, String, String) = sqlx::query_as(
-        "SELECT id, schema_ref, category, dedupe_key, status FROM outbox_events WHERE ordering_key = 'ticket:raw'",
-    )
-    .fetch_one(&db.pool)
-    .await?;
+    let (id, schema_ref, category, dedupe_key, status): (Uuid, String, String, String, String) =
+        sqlx::query_as(
+            "SELECT e.id, e.schema_ref, e.category, e.dedupe_key, s.status
+           FROM outbox_events e JOIN outbox_event_status s ON s.id = e.id
+          WHERE e.ordering_key = 'ticket:raw'",
+        )
+        .fetch_one(&db.pool)
+        .await?;
     assert_eq!(schema_ref, "payload.TicketCreated.v1");
     assert_eq!(category, "Tickets");
     assert_eq!(dedupe_key, id.to_string());

@@ -178,28 +178,17 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
     .fetch_one(&writer)
     .await?;
     ids.push(plain);
-    refused(&writer, "UPDATE outbox_events SET status = 'delivered'").await;
-    // Delivery state cannot even be named by a writer.
-    for column in [
-        "status",
-        "attempts",
-        "last_error",
-        "delivered_at",
-        "locked_by",
-        "locked_until",
-        "claim_token",
-        "parked",
-        "seq",
-    ] {
-        refused(
-            &writer,
-            &format!(
-                "INSERT INTO outbox_events (event_type, payload, {column})
-                 SELECT event_type, payload, {column} FROM outbox_events LIMIT 1"
-            ),
-        )
-        .await;
-    }
+    // A writer's rows are append-only.
+    refused(&writer, "UPDATE outbox_events SET available_at = now()").await;
+    refused(&writer, "UPDATE outbox_events SET payload = '{}'").await;
+    // The row has no delivery state to name (`producer_proof` checks its columns), and the
+    // one column the database fills in, `seq`, a writer cannot name.
+    refused(
+        &writer,
+        "INSERT INTO outbox_events (event_type, payload, seq)
+         SELECT event_type, payload, seq FROM outbox_events LIMIT 1",
+    )
+    .await;
     refused(&writer, "DELETE FROM outbox_events").await;
     // The relay's own state: failures, next tries, deaths, leases.
     refused(&writer, "SELECT * FROM outbox_attempts").await;
@@ -216,6 +205,7 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
         "outbox_gaps",
         "outbox_held",
         "outbox_replays",
+        "outbox_delivered_behind",
     ] {
         refused(&writer, &format!("SELECT * FROM {table}")).await;
         refused(&writer, &format!("DELETE FROM {table}")).await;

@@ -259,7 +259,7 @@ async fn purging_100k_delivered_rows_does_not_stall_the_relay() -> Result<()> {
     integration_tests::mark_delivered(&db.pool, &[], None).await?;
     // Rows purge must leave alone: a dead one, and an old pending one far in the future.
     let dead = outbox_core::emit(&mut *db.pool.acquire().await?, &invoice(tenant)).await?;
-    sqlx::query("UPDATE outbox_events SET delivered_at = NULL, created_at = now() - interval '30 days' WHERE id = $1")
+    sqlx::query("UPDATE outbox_events SET created_at = now() - interval '30 days' WHERE id = $1")
         .bind(dead)
         .execute(&db.pool)
         .await?;

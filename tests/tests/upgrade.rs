@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use integration_tests::{RunningRelay, TestBroker, TestDb, relay_cli, relay_config, wait_until};
 use serde_json::json;
 use sqlx::PgPool;
@@ -115,6 +116,37 @@ where
 /// (status, attempts, parked) of each event ([`columns_of`]).
 async fn states(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<(String, i32, bool)>> {
     columns_of(pool, ids, "status, attempts, parked").await
+}
+
+/// When each pending event may go out: `due_at` through `outbox_event_status` (engine v3's
+/// step 3 on), its row's `available_at` before (which a relay rewrote on a failure).
+async fn due_times(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<DateTime<Utc>>> {
+    let view: bool = sqlx::query_scalar("SELECT to_regclass('outbox_event_status') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let column = if view { "due_at" } else { "available_at" };
+    let due: Vec<(Option<DateTime<Utc>>,)> = columns_of(pool, ids, column).await?;
+    ids.iter()
+        .zip(due)
+        .map(|(id, (due,))| due.with_context(|| format!("{id} is not pending")))
+        .collect()
+}
+
+/// Checks that each of `ids` arrived (in `received`) no earlier than its `due` time (taken
+/// before the upgrade: the time a migration takes counts).
+fn went_out_on_time(
+    received: &[(integration_tests::Received, DateTime<Utc>)],
+    ids: &[Uuid],
+    due: &[DateTime<Utc>],
+) {
+    for (id, due) in ids.iter().zip(due) {
+        let at = received
+            .iter()
+            .find(|(m, _)| m.message_id == id.to_string())
+            .map(|(_, at)| *at)
+            .unwrap_or_else(|| panic!("{id} did not go out"));
+        assert!(at >= *due, "{id} went out at {at}, before its time {due}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,6 +675,8 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     ];
     let old = facts(&db.pool, &all).await?;
     let old_parked = states(&db.pool, &all).await?;
+    let timed = [retrying, unordered_retrying, scheduled];
+    let due = due_times(&db.pool, &timed).await?;
 
     migrate_before(&db.pool, 20261206000007).await?;
 
@@ -694,7 +728,6 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     // The rest of the way (later steps), then the relay of today.
     outbox_core::migrate(&db.pool).await?;
     let broker = TestBroker::new(&["#"]).await?;
-    let started = std::time::Instant::now();
     let relay = RunningRelay::start(relay_config(&db, &broker));
     let expected = [
         retrying,
@@ -704,10 +737,10 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
         scheduled,
         pending,
     ];
-    let received = broker
-        .collect(expected.len(), Duration::from_secs(30))
+    let timed_received = broker
+        .collect_timed(expected.len(), Duration::from_secs(30))
         .await?;
-    let waited = started.elapsed();
+    let received: Vec<_> = timed_received.iter().map(|(m, _)| m.clone()).collect();
     let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -730,10 +763,8 @@ async fn upgrading_from_step_two_moves_failures_off_the_rows_and_loses_nothing()
     assert_eq!(attempt_of(retrying).as_deref(), Some("3"));
     assert_eq!(attempt_of(unordered_retrying).as_deref(), Some("2"));
     assert_eq!(attempt_of(pending).as_deref(), Some("1"));
-    assert!(
-        waited >= Duration::from_secs(1),
-        "the retries waited for their time"
-    );
+    // The retries and the scheduled event waited for their time.
+    went_out_on_time(&timed_received, &timed, &due);
     relay.stop().await?;
 
     // What the events say after delivery: attempts counted from the failures.
@@ -976,8 +1007,10 @@ async fn upgrading_to_the_partitioned_feed_keeps_where_every_event_stands() -> R
         discarded,
     ];
     let old: Vec<(String, i32, Option<String>)> = facts(&db.pool, &all).await?;
+    let timed = [retrying, scheduled];
+    let due = due_times(&db.pool, &timed).await?;
 
-    outbox_core::migrate(&db.pool).await?;
+    migrate_before(&db.pool, PRODUCER_ROWS_ONLY).await?;
 
     // Each event says the same through the view; nothing is leased, every frontier is past
     // every event written before.
@@ -997,10 +1030,17 @@ async fn upgrading_to_the_partitioned_feed_keeps_where_every_event_stands() -> R
         "every event lies at or below its partition's frontier"
     );
 
+    // The rest of the way (later steps: the state columns go), then the relay of today.
+    outbox_core::migrate(&db.pool).await?;
+    assert_eq!(
+        facts(&db.pool, &all).await?,
+        old,
+        "what each event says changed on the way"
+    );
+
     // The relay delivers what was pending, each scope in order, the retry and the
     // scheduled one at their time; nothing dead, delivered or discarded.
     let broker = TestBroker::new(&["#"]).await?;
-    let started = std::time::Instant::now();
     let relay = RunningRelay::start(relay_config(&db, &broker));
     let expected = [
         pending[0],
@@ -1010,10 +1050,10 @@ async fn upgrading_to_the_partitioned_feed_keeps_where_every_event_stands() -> R
         scheduled,
         unkeyed,
     ];
-    let received = broker
-        .collect(expected.len(), Duration::from_secs(30))
+    let timed_received = broker
+        .collect_timed(expected.len(), Duration::from_secs(30))
         .await?;
-    let waited = started.elapsed();
+    let received: Vec<_> = timed_received.iter().map(|(m, _)| m.clone()).collect();
     let ids: Vec<String> = received.iter().map(|m| m.message_id.clone()).collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -1028,10 +1068,8 @@ async fn upgrading_to_the_partitioned_feed_keeps_where_every_event_stands() -> R
     for id in [delivered, dead, behind_dead, discarded] {
         assert!(position(&id).is_none(), "{id} must not be published");
     }
-    assert!(
-        waited >= Duration::from_secs(1),
-        "the retry waited for its time"
-    );
+    // The retry and the scheduled event waited for their time.
+    went_out_on_time(&timed_received, &timed, &due);
     let attempt_of = |id: Uuid| {
         received
             .iter()
@@ -1066,6 +1104,675 @@ async fn upgrading_to_the_partitioned_feed_keeps_where_every_event_stands() -> R
             behind_dead.to_string(),
             held_back.to_string()
         ]
+    );
+    broker.cleanup().await?;
+    db.cleanup().await
+}
+
+/// The migration of engine v3's step 5 (an event's row holds what its producer wrote).
+const PRODUCER_ROWS_ONLY: i64 = 20261207000001;
+
+/// Where an event stands through `outbox_event_status`: status, attempts, last error, due.
+type Standing = (String, i32, Option<String>, Option<DateTime<Utc>>);
+
+/// The [`Standing`] of each event.
+async fn standings(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Standing>> {
+    columns_of(pool, ids, "status, attempts, last_error, due_at").await
+}
+
+/// The seq of event `id`.
+async fn seq_of(pool: &PgPool, id: Uuid) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The scope's held head (`outbox_held`), as (head seq, dead), of the scope of event `id`.
+async fn held_of(pool: &PgPool, id: Uuid) -> Result<Option<(i64, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT h.head_seq, h.due_at IS NULL FROM outbox_held h
+           JOIN outbox_events e
+             ON h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text)
+          WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// When a held scope's head is due.
+enum Due {
+    /// This many seconds from now.
+    In(f64),
+    /// When its producer lets it go (`available_at`: a scheduled head).
+    Available,
+}
+
+/// Holds the scope of event `id` at it, as a step-4b relay did, due as `due` says.
+async fn hold_at(pool: &PgPool, id: Uuid, due: Due) -> Result<()> {
+    let (seconds, available) = match due {
+        Due::In(seconds) => (Some(seconds), false),
+        Due::Available => (None, true),
+    };
+    sqlx::query(
+        "INSERT INTO outbox_held AS h (scope, part, head_seq, due_at)
+         SELECT COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text),
+                CASE WHEN e.ordering_key IS NULL THEN (e.seq % 16)::integer
+                     ELSE (hashtextextended(outbox_scope(e.tenant_id, e.ordering_key), 0)
+                           & 15)::integer END,
+                e.seq,
+                CASE WHEN $3 THEN e.available_at ELSE now() + make_interval(secs => $2) END
+           FROM outbox_events e WHERE e.id = $1
+         ON CONFLICT (scope) DO UPDATE SET head_seq = EXCLUDED.head_seq, due_at = EXCLUDED.due_at",
+    )
+    .bind(id)
+    .bind(seconds)
+    .bind(available)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records `failures` failed attempts of event `id` (the last with `error`) in the relay's
+/// table; with `next_in`, the next try's time that many seconds from now.
+async fn failed(
+    pool: &PgPool,
+    id: Uuid,
+    failures: i32,
+    error: &str,
+    next_in: Option<f64>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox_attempts (event_id, failures, last_error, next_attempt_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+    )
+    .bind(id)
+    .bind(failures)
+    .bind(error)
+    .bind(next_in)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Discards the dead head `id` as step 4b's `discard` did (its statements, verbatim but for
+/// the audit record): noted in `outbox_discarded`, its scope's head moved to the seq after
+/// it, due at once.
+async fn discard_at_step_4b(pool: &PgPool, id: Uuid) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO outbox_attempts AS a (event_id, failures, last_error)
+         VALUES ($1, 0, 'discarded by t; last error: none')
+         ON CONFLICT (event_id) DO UPDATE
+            SET last_error = left('discarded by t; last error: ' || COALESCE(a.last_error, 'none'), 2000),
+                next_attempt_at = NULL, updated_at = clock_timestamp()",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO outbox_discarded (event_id) VALUES ($1)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "WITH heads AS (
+             SELECT h.scope, e.seq, e.ordering_key IS NULL AS unkeyed
+               FROM outbox_events e
+               JOIN outbox_held h
+                 ON h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
+                                       '#' || e.id::text)
+                AND h.head_seq = e.seq AND h.due_at IS NULL
+              WHERE e.id = $1),
+         gone AS (DELETE FROM outbox_held h USING heads x
+                   WHERE h.scope = x.scope AND x.unkeyed)
+         UPDATE outbox_held h SET head_seq = x.seq + 1, due_at = now(),
+                updated_at = clock_timestamp()
+           FROM heads x WHERE h.scope = x.scope AND NOT x.unkeyed",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Step 5 drops the state columns: every event, in every state a database of step 4b can
+/// hold (old rows' states on the rows included), stands where it stood through the view,
+/// and the relay sends exactly what was pending. Rows old relays delivered at or behind a
+/// held head are listed in `outbox_delivered_behind`, and the walks pass over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_to_producer_rows_only_keeps_where_every_event_stands() -> Result<()> {
+    // Rows of the engines before the feed: one sequence (a scope's events written one after
+    // the other take consecutive seqs), states on the rows.
+    let db = database_before(PARTITIONED_SEQ).await?;
+    let pool = &db.pool;
+    let tenant = Uuid::now_v7();
+    let other = Uuid::now_v7();
+    let key = |name: &str| format!("{name}:{}", Uuid::now_v7());
+    let delivered = "status = 'delivered', attempts = 1, delivered_at = now()";
+
+    // A scope where an old relay's replay made a delivered event pending again, in front of
+    // one delivered after it; one written since. (The first was delivered after two
+    // failures: its history is on its row.)
+    let r_key = key("replayed");
+    let r_before = insert_in(
+        pool,
+        Some(tenant),
+        Some(&r_key),
+        "status = 'delivered', attempts = 3, last_error = 'timeout', delivered_at = now()",
+    )
+    .await?;
+    let r_replayed = insert(pool, Some(tenant), Some(&r_key)).await?;
+    let r_after = insert_in(pool, Some(tenant), Some(&r_key), delivered).await?;
+    let r_new = insert(pool, Some(tenant), Some(&r_key)).await?;
+    // The same, the replayed event dead since; nothing after the delivered one.
+    let rd_key = key("replayed-dead");
+    let rd_replayed = insert(pool, Some(tenant), Some(&rd_key)).await?;
+    let rd_after = insert_in(pool, Some(tenant), Some(&rd_key), delivered).await?;
+    integration_tests::make_dead(pool, &[rd_replayed], 10, Some("nacked")).await?;
+    // The same, the replayed event retrying (below, at step 4b).
+    let rr_key = key("replayed-retrying");
+    let rr_replayed = insert(pool, None, Some(&rr_key)).await?;
+    let rr_after = insert_in(pool, None, Some(&rr_key), delivered).await?;
+    // The same, with an event that died before the replay behind the delivered one: the
+    // feed holds the scope at the replayed event, and the dead one behind it is only
+    // pending (a walk sends it).
+    let rw_key = key("replayed-then-dead");
+    let rw_replayed = insert(pool, Some(tenant), Some(&rw_key)).await?;
+    let rw_after = insert_in(pool, Some(tenant), Some(&rw_key), delivered).await?;
+    let rw_dead = insert(pool, Some(tenant), Some(&rw_key)).await?;
+    integration_tests::make_dead(pool, &[rw_dead], 10, Some("rejected")).await?;
+    // A replayed event that died, the delivered one right after it (the next seq), and a
+    // pending one: step 4b's `discard` of the dead head moves the scope's head to the next
+    // seq, the delivered row's.
+    let dh_key = key("discarded-head");
+    let dh_dead = insert(pool, Some(tenant), Some(&dh_key)).await?;
+    let dh_delivered = insert_in(pool, Some(tenant), Some(&dh_key), delivered).await?;
+    let dh_next = insert(pool, Some(tenant), Some(&dh_key)).await?;
+    integration_tests::make_dead(pool, &[dh_dead], 10, Some("nacked")).await?;
+    assert_eq!(
+        seq_of(pool, dh_delivered).await?,
+        seq_of(pool, dh_dead).await? + 1,
+        "one sequence: the delivered row takes the next seq"
+    );
+    // A row an operator set `discarded` by hand (not in outbox_discarded), and the next one.
+    let ld_key = key("discarded-by-hand");
+    let ld_discarded = insert_in(pool, Some(other), Some(&ld_key), "status = 'discarded'").await?;
+    let ld_next = insert(pool, Some(other), Some(&ld_key)).await?;
+    // Unkeyed: delivered, pending.
+    let u_delivered = insert_in(pool, None, None, delivered).await?;
+    let u_pending = insert(pool, None, None).await?;
+
+    // Steps 4a and 4b: the feed; then what a step-4b relay and its operators did.
+    migrate_before(pool, PRODUCER_ROWS_ONLY).await?;
+    let due_in = 5.0;
+    // The retrying replayed event failed twice (a step-4b relay keeps the next try on the
+    // held scope only).
+    failed(pool, rr_replayed, 2, "timeout", None).await?;
+    hold_at(pool, rr_replayed, Due::In(due_in)).await?;
+    discard_at_step_4b(pool, dh_dead).await?;
+    assert_eq!(
+        held_of(pool, dh_delivered).await?,
+        Some((seq_of(pool, dh_delivered).await?, false)),
+        "the discard left the scope's head at the delivered row"
+    );
+
+    // Events the feed read (below its frontier): delivered; a dead head with two behind it;
+    // a head retrying with one behind; an unkeyed event retrying; a dead head discarded, and
+    // the one behind it; a scheduled head its application closed by hand, and the one behind
+    // it; a delivered event replayed, and the one after it; an event its writer committed
+    // after the feed had passed its seq (a gap); a scheduled head with one behind it.
+    let d_key = key("dead");
+    let rt_key = key("retrying");
+    let x_key = key("discarded");
+    let lh_key = key("closed");
+    let rp_key = key("replay");
+    let del_below = insert(pool, Some(other), Some(&key("delivered"))).await?;
+    let d_dead = insert(pool, Some(tenant), Some(&d_key)).await?;
+    let d_behind = [
+        insert(pool, Some(tenant), Some(&d_key)).await?,
+        insert(pool, Some(tenant), Some(&d_key)).await?,
+    ];
+    let rt_head = insert(pool, None, Some(&rt_key)).await?;
+    let rt_behind = insert(pool, None, Some(&rt_key)).await?;
+    let u_held = insert(pool, None, None).await?;
+    let x_discarded = insert(pool, Some(other), Some(&x_key)).await?;
+    let x_after = insert(pool, Some(other), Some(&x_key)).await?;
+    let lh_head = insert_in(
+        pool,
+        Some(tenant),
+        Some(&lh_key),
+        "available_at = now() + interval '1 hour'",
+    )
+    .await?;
+    let lh_behind = insert(pool, Some(tenant), Some(&lh_key)).await?;
+    let rp_delivered = insert(pool, Some(tenant), Some(&rp_key)).await?;
+    let rp_after = insert(pool, Some(tenant), Some(&rp_key)).await?;
+    let gap = insert(pool, None, None).await?;
+    let hs_key = key("held-scheduled");
+    let hs_head = insert_in(
+        pool,
+        Some(other),
+        Some(&hs_key),
+        "available_at = now() + make_interval(secs => 5)",
+    )
+    .await?;
+    let hs_behind = insert(pool, Some(other), Some(&hs_key)).await?;
+    integration_tests::mark_delivered(
+        pool,
+        &[
+            del_below,
+            d_dead,
+            d_behind[0],
+            d_behind[1],
+            rt_head,
+            rt_behind,
+            u_held,
+            x_discarded,
+            x_after,
+            lh_head,
+            lh_behind,
+            rp_delivered,
+            rp_after,
+            gap,
+            hs_head,
+            hs_behind,
+        ],
+        None,
+    )
+    .await?;
+    integration_tests::make_dead(pool, &[d_dead], 10, Some("nacked")).await?;
+    failed(pool, rt_head, 2, "timeout", Some(due_in)).await?;
+    hold_at(pool, rt_head, Due::In(due_in)).await?;
+    failed(pool, u_held, 1, "returned", Some(due_in)).await?;
+    hold_at(pool, u_held, Due::In(due_in)).await?;
+    integration_tests::make_dead(pool, &[x_discarded], 10, Some("nacked")).await?;
+    discard_at_step_4b(pool, x_discarded).await?;
+    // Held when the feed found them not due, until their time; then the application closed
+    // one of them (the trigger of step 4b makes its scope due at once).
+    for id in [lh_head, hs_head] {
+        hold_at(pool, id, Due::Available).await?;
+    }
+    set(pool, lh_head, "status = 'discarded'").await?;
+    sqlx::query(
+        "INSERT INTO outbox_replays (event_id, part, due_at)
+         SELECT id, (seq % 16)::integer, now() FROM outbox_events WHERE id = $1",
+    )
+    .bind(rp_delivered)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO outbox_gaps (seq, part, noted_xid)
+         SELECT seq, (seq % 16)::integer, pg_current_xact_id() FROM outbox_events WHERE id = $1",
+    )
+    .bind(gap)
+    .execute(pool)
+    .await?;
+    // Events above the frontier: two pending on the dead scope's key of another tenant; a
+    // scheduled one with one behind it; unkeyed.
+    let pending = [
+        insert(pool, Some(other), Some(&d_key)).await?,
+        insert(pool, Some(other), Some(&d_key)).await?,
+    ];
+    let s_key = key("scheduled");
+    let s_head = insert_in(
+        pool,
+        None,
+        Some(&s_key),
+        "available_at = now() + make_interval(secs => 5)",
+    )
+    .await?;
+    let s_behind = insert(pool, None, Some(&s_key)).await?;
+    let u_new = insert(pool, None, None).await?;
+
+    // Each event by name (the messages of a failure name them).
+    let named = [
+        ("r_before", r_before),
+        ("r_replayed", r_replayed),
+        ("r_after", r_after),
+        ("r_new", r_new),
+        ("rd_replayed", rd_replayed),
+        ("rd_after", rd_after),
+        ("rr_replayed", rr_replayed),
+        ("rr_after", rr_after),
+        ("rw_replayed", rw_replayed),
+        ("rw_after", rw_after),
+        ("rw_dead", rw_dead),
+        ("dh_dead", dh_dead),
+        ("dh_delivered", dh_delivered),
+        ("dh_next", dh_next),
+        ("ld_discarded", ld_discarded),
+        ("ld_next", ld_next),
+        ("u_delivered", u_delivered),
+        ("u_pending", u_pending),
+        ("del_below", del_below),
+        ("d_dead", d_dead),
+        ("d_behind[0]", d_behind[0]),
+        ("d_behind[1]", d_behind[1]),
+        ("rt_head", rt_head),
+        ("rt_behind", rt_behind),
+        ("u_held", u_held),
+        ("x_discarded", x_discarded),
+        ("x_after", x_after),
+        ("lh_head", lh_head),
+        ("lh_behind", lh_behind),
+        ("rp_delivered", rp_delivered),
+        ("rp_after", rp_after),
+        ("gap", gap),
+        ("hs_head", hs_head),
+        ("hs_behind", hs_behind),
+        ("pending[0]", pending[0]),
+        ("pending[1]", pending[1]),
+        ("s_head", s_head),
+        ("s_behind", s_behind),
+        ("u_new", u_new),
+    ];
+    let all: Vec<Uuid> = named.iter().map(|&(_, id)| id).collect();
+    let name = |id: &str| {
+        named
+            .iter()
+            .find(|(_, x)| x.to_string() == id)
+            .map_or_else(|| id.to_owned(), |(n, _)| (*n).to_owned())
+    };
+    let old = standings(pool, &all).await?;
+    let status_of = |id: Uuid| {
+        let i = all.iter().position(|x| *x == id).unwrap();
+        old[i].0.as_str()
+    };
+    // The states the upgrade starts from.
+    for (id, status) in [
+        (r_before, "delivered"),
+        (r_replayed, "pending"),
+        (r_after, "delivered"),
+        (rd_replayed, "dead"),
+        (rw_dead, "pending"),
+        (dh_dead, "discarded"),
+        (dh_delivered, "delivered"),
+        (ld_discarded, "discarded"),
+        (d_dead, "dead"),
+        (d_behind[0], "pending"),
+        (x_discarded, "discarded"),
+        (lh_head, "discarded"),
+        (rp_delivered, "pending"),
+        (rp_after, "delivered"),
+        (gap, "pending"),
+        (del_below, "delivered"),
+    ] {
+        assert_eq!(
+            status_of(id),
+            status,
+            "{} before the upgrade: {old:?}",
+            name(&id.to_string())
+        );
+    }
+    assert_eq!(
+        (old[0].1, old[0].2.as_deref()),
+        (3, Some("timeout")),
+        "the history of an event delivered by an old relay"
+    );
+    let timed = [rt_head, rr_replayed, u_held, s_head, hs_head];
+    let due = due_times(pool, &timed).await?;
+    let ids_before: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+
+    outbox_core::migrate(pool).await?;
+
+    // Every event stands where it stood, through the view; no row is lost.
+    let new = standings(pool, &all).await?;
+    let changed: Vec<(String, &Standing, &Standing)> = all
+        .iter()
+        .zip(&old)
+        .zip(&new)
+        .filter(|((_, was), is)| was != is)
+        .map(|((id, was), is)| (name(&id.to_string()), was, is))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "changed (event, before, after): {changed:?}"
+    );
+    let ids_after: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM outbox_events ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    assert_eq!(ids_after, ids_before, "rows lost or added");
+    // The rows old relays delivered at or behind a held head are passed over by the walks
+    // (outbox_delivered_behind); the held scopes and the replays stay as they were.
+    let mut behind: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM outbox_delivered_behind ORDER BY event_id")
+            .fetch_all(pool)
+            .await?;
+    behind.sort();
+    let mut expected_behind = vec![r_after, rd_after, rr_after, rw_after, dh_delivered];
+    expected_behind.sort();
+    assert_eq!(behind, expected_behind);
+    let replays: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM outbox_replays")
+        .fetch_all(pool)
+        .await?;
+    assert_eq!(replays, vec![rp_delivered]);
+    assert_eq!(
+        held_of(pool, r_new).await?,
+        Some((seq_of(pool, r_replayed).await?, false))
+    );
+    assert_eq!(
+        held_of(pool, rd_after).await?,
+        Some((seq_of(pool, rd_replayed).await?, true))
+    );
+    assert_eq!(
+        held_of(pool, rw_dead).await?,
+        Some((seq_of(pool, rw_replayed).await?, false))
+    );
+    assert_eq!(
+        held_of(pool, dh_next).await?,
+        Some((seq_of(pool, dh_delivered).await?, false))
+    );
+    let discarded: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM outbox_discarded ORDER BY event_id")
+            .fetch_all(pool)
+            .await?;
+    let mut expected_discarded = vec![dh_dead, ld_discarded, x_discarded, lh_head];
+    expected_discarded.sort();
+    assert_eq!(discarded, expected_discarded);
+    // The row holds what its producer wrote: four indexes, no delivery state, no re-check
+    // table.
+    let mut indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'outbox_events'",
+    )
+    .fetch_all(pool)
+    .await?;
+    indexes.sort();
+    assert_eq!(
+        indexes,
+        [
+            "outbox_events_feed",
+            "outbox_events_pkey",
+            "outbox_events_scope",
+            "outbox_events_tenant_dedupe"
+        ]
+    );
+    let dropped: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+          WHERE table_schema = current_schema() AND table_name = 'outbox_events'
+            AND column_name IN ('status', 'attempts', 'last_error', 'delivered_at', 'parked',
+                                'locked_by', 'locked_until', 'claim_token')",
+    )
+    .fetch_all(pool)
+    .await?;
+    assert!(dropped.is_empty(), "{dropped:?}");
+    let recheck: bool = sqlx::query_scalar("SELECT to_regclass('outbox_key_recheck') IS NULL")
+        .fetch_one(pool)
+        .await?;
+    assert!(recheck, "the re-check table is gone");
+
+    // The relay sends what is pending, each once: each scope in order, the retrying and the
+    // scheduled events at their time; nothing delivered, dead or discarded.
+    let broker = TestBroker::new(&["#"]).await?;
+    let relay = RunningRelay::start(relay_config(&db, &broker));
+    let expected = [
+        r_replayed,
+        r_new,
+        rr_replayed,
+        rw_replayed,
+        rw_dead,
+        dh_next,
+        ld_next,
+        u_pending,
+        rt_head,
+        rt_behind,
+        u_held,
+        x_after,
+        lh_behind,
+        rp_delivered,
+        gap,
+        hs_head,
+        hs_behind,
+        pending[0],
+        pending[1],
+        s_head,
+        s_behind,
+        u_new,
+    ];
+    let received = broker
+        .collect_timed(expected.len(), Duration::from_secs(15))
+        .await?;
+    let ids: Vec<String> = received.iter().map(|(m, _)| m.message_id.clone()).collect();
+    let names: Vec<String> = ids.iter().map(|id| name(id)).collect();
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ids.len(), "each once: {names:?}");
+    let position = |id: &Uuid| ids.iter().position(|x| *x == id.to_string());
+    for id in &expected {
+        assert!(
+            position(id).is_some(),
+            "{} not delivered: {names:?}",
+            name(&id.to_string())
+        );
+    }
+    assert_eq!(ids.len(), expected.len(), "{names:?}");
+    for (first, then) in [
+        (r_replayed, r_new),
+        (rw_replayed, rw_dead),
+        (rt_head, rt_behind),
+        (s_head, s_behind),
+        (hs_head, hs_behind),
+        (pending[0], pending[1]),
+    ] {
+        assert!(
+            position(&first) < position(&then),
+            "{} before {}: {names:?}",
+            name(&first.to_string()),
+            name(&then.to_string())
+        );
+    }
+    went_out_on_time(&received, &timed, &due);
+    let attempt_of = |id: Uuid| {
+        received
+            .iter()
+            .find(|(m, _)| m.message_id == id.to_string())
+            .and_then(|(m, _)| m.headers.get("x-attempt").cloned())
+    };
+    assert_eq!(attempt_of(rt_head).as_deref(), Some("3"));
+    assert_eq!(attempt_of(rr_replayed).as_deref(), Some("3"));
+    assert_eq!(attempt_of(u_held).as_deref(), Some("2"));
+    assert_eq!(attempt_of(u_new).as_deref(), Some("1"));
+
+    // New events follow the old ones of their scope; the dead head still holds its own.
+    let r_fresh = insert(pool, Some(tenant), Some(&r_key)).await?;
+    let p_fresh = insert(pool, Some(other), Some(&d_key)).await?;
+    let s_fresh = insert(pool, None, Some(&s_key)).await?;
+    let d_fresh = insert(pool, Some(tenant), Some(&d_key)).await?;
+    let more = broker.collect(3, Duration::from_secs(10)).await?;
+    let mut more: Vec<String> = more.iter().map(|m| m.message_id.clone()).collect();
+    more.sort();
+    let mut fresh = vec![
+        r_fresh.to_string(),
+        p_fresh.to_string(),
+        s_fresh.to_string(),
+    ];
+    fresh.sort();
+    assert_eq!(more, fresh);
+    assert_eq!(
+        standings(pool, &[d_fresh]).await?[0].0,
+        "pending",
+        "behind the dead head"
+    );
+
+    // Replaying the dead head sends it and what waits behind it, in order; replaying the
+    // other dead head sends it, and not the row an old relay delivered behind it.
+    for id in [d_dead, rd_replayed] {
+        let (code, _, stderr) =
+            relay_cli(&db, &["replay", "--id", &id.to_string(), "--actor", "t"]).await?;
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let again = broker.collect(5, Duration::from_secs(15)).await?;
+    let again: Vec<String> = again.iter().map(|m| m.message_id.clone()).collect();
+    let in_scope: Vec<String> = again
+        .iter()
+        .filter(|id| **id != rd_replayed.to_string())
+        .cloned()
+        .collect();
+    assert_eq!(
+        in_scope,
+        [d_dead, d_behind[0], d_behind[1], d_fresh].map(|id| id.to_string()),
+        "{:?}",
+        again.iter().map(|id| name(id)).collect::<Vec<_>>()
+    );
+    assert!(
+        again.contains(&rd_replayed.to_string()),
+        "{:?}",
+        again.iter().map(|id| name(id)).collect::<Vec<_>>()
+    );
+
+    // Every event sent is delivered now, the others stand where they stood; nothing else
+    // goes out.
+    let sent: Vec<Uuid> = expected
+        .iter()
+        .copied()
+        .chain([
+            r_fresh,
+            p_fresh,
+            s_fresh,
+            d_fresh,
+            d_dead,
+            d_behind[0],
+            d_behind[1],
+            rd_replayed,
+        ])
+        .collect();
+    wait_until(
+        Duration::from_secs(10),
+        "every event sent is delivered",
+        || {
+            let pool = pool.clone();
+            let sent = sent.clone();
+            async move {
+                Ok(standings(&pool, &sent)
+                    .await?
+                    .iter()
+                    .all(|s| s.0 == "delivered"))
+            }
+        },
+    )
+    .await?;
+    relay.stop().await?;
+    let unsent: Vec<Uuid> = all
+        .iter()
+        .copied()
+        .filter(|id| !sent.contains(id))
+        .collect();
+    let now = standings(pool, &unsent).await?;
+    for (id, is) in unsent.iter().zip(&now) {
+        assert_eq!(is.0, status_of(*id), "{} changed", name(&id.to_string()));
+    }
+    assert!(
+        broker
+            .collect(1, Duration::from_millis(500))
+            .await?
+            .is_empty(),
+        "nothing else goes out"
     );
     broker.cleanup().await?;
     db.cleanup().await

@@ -56,9 +56,6 @@ pub struct Claim {
     /// Leased rows whose content cannot be read: settle them as permanent failures, and
     /// publish nothing behind them in their key.
     pub undecodable: Vec<Unreadable>,
-    /// Rows this claim found behind another event of their key and parked (always 0 on the
-    /// feed, kept for the delivery loop's "look again at once").
-    pub parked: u64,
     /// The partitions leased and what their settle writes (`None` when no partition had
     /// work).
     pub feed: Option<FeedClaim>,
@@ -88,7 +85,6 @@ impl Claim {
             token,
             events: Vec::new(),
             undecodable: Vec::new(),
-            parked: 0,
             feed: None,
         }
     }
@@ -285,7 +281,6 @@ async fn claim_timed_on(
         token,
         events,
         undecodable,
-        parked: 0,
         feed: Some(feed_claim),
     };
     Ok((claim, steps))

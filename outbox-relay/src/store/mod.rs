@@ -12,6 +12,7 @@
 //! | failures per event | `outbox_attempts` | settles, operators | [`feed`], [`operator`] |
 //! | events to send once more | `outbox_replays` | operators (replay), settles | [`operator`], [`feed`] |
 //! | discarded events | `outbox_discarded` | operators (discard) | [`operator`] |
+//! | events older relays delivered behind what is now a held head (the walks pass over them) | `outbox_delivered_behind` | the step-5 migration only; retention deletes | [`feed`], [`purge`] |
 //!
 //! `outbox_event_status` derives each event's status from them. A partition is worked by
 //! one claim at a time, and a scope lives in one partition, so per-scope order needs no

@@ -17,10 +17,9 @@ pub const MAX_BATCH: i64 = 100_000;
 /// What a purge deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purgeable {
-    /// Delivered events, by `delivered_at`.
+    /// Delivered events, by age (`created_at`: no time of delivery is kept per event).
     Delivered,
-    /// Discarded events, by when they were discarded (`outbox_discarded`; by `created_at`
-    /// for a row an operator set `discarded` by hand).
+    /// Discarded events, by when they were discarded (`outbox_discarded`).
     Discarded,
     /// Consumer inbox records, by `processed_at`.
     Inbox,
@@ -43,7 +42,6 @@ impl Purgeable {
                               FROM outbox_events e
                              WHERE e.seq % 16 = p.part AND e.seq <= p.frontier
                                AND e.created_at < now() - make_interval(secs => $1)
-                               AND e.status <> 'discarded'
                                AND NOT EXISTS (SELECT 1 FROM outbox_held h
                                                 WHERE h.scope = COALESCE(outbox_scope(e.tenant_id, e.ordering_key),
                                                                          '#' || e.id::text)
@@ -51,23 +49,23 @@ impl Purgeable {
                                AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
                                AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
                                AND NOT EXISTS (SELECT 1 FROM outbox_gaps g WHERE g.seq = e.seq)
-                             ORDER BY e.seq LIMIT $2) e
+                             ORDER BY e.seq % 16, e.seq LIMIT $2) e
                       LIMIT $2),
                  gone AS (
                      DELETE FROM outbox_events o USING doomed d
                       WHERE o.id = d.id
                      RETURNING o.id),
                  forgotten AS (
-                     DELETE FROM outbox_attempts a USING gone g WHERE a.event_id = g.id)
+                     DELETE FROM outbox_attempts a USING gone g WHERE a.event_id = g.id),
+                 passed_over AS (
+                     DELETE FROM outbox_delivered_behind d USING gone g WHERE d.event_id = g.id)
                  SELECT count(*) FROM gone"
             }
             Purgeable::Discarded => {
                 "WITH doomed AS (
-                     SELECT e.id FROM outbox_events e
-                       LEFT JOIN outbox_discarded x ON x.event_id = e.id
-                      WHERE (x.event_id IS NOT NULL OR e.status = 'discarded')
-                        AND COALESCE(x.discarded_at, e.created_at)
-                            < now() - make_interval(secs => $1)
+                     SELECT e.id FROM outbox_discarded x
+                       JOIN outbox_events e ON e.id = x.event_id
+                      WHERE x.discarded_at < now() - make_interval(secs => $1)
                         AND NOT EXISTS (SELECT 1 FROM outbox_replays r WHERE r.event_id = e.id)
                       LIMIT $2),
                  gone AS (
@@ -101,7 +99,7 @@ impl Purgeable {
             Purgeable::Discarded => {
                 "SELECT count(*) FROM outbox_event_status
                   WHERE status = 'discarded'
-                    AND COALESCE(discarded_at, created_at) < now() - make_interval(secs => $1)"
+                    AND discarded_at < now() - make_interval(secs => $1)"
             }
             Purgeable::Inbox => {
                 "SELECT count(*) FROM outbox_inbox
@@ -268,7 +266,8 @@ async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, s
           WHERE NOT EXISTS (SELECT 1 FROM outbox_held h WHERE h.scope = k.ordering_key)
             AND NOT EXISTS (SELECT 1 FROM outbox_events e
                               JOIN outbox_partitions p ON p.part = e.seq % 16
-                             WHERE outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
+                             WHERE e.ordering_key IS NOT NULL
+                               AND outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
                                AND e.seq > p.frontier)
           LIMIT $1
             FOR UPDATE SKIP LOCKED",
@@ -283,7 +282,8 @@ async fn idle_key_locks_on(conn: &mut PgConnection, batch: i64) -> Result<u64, s
             AND NOT EXISTS (SELECT 1 FROM outbox_held h WHERE h.scope = k.ordering_key)
             AND NOT EXISTS (SELECT 1 FROM outbox_events e
                               JOIN outbox_partitions p ON p.part = e.seq % 16
-                             WHERE outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
+                             WHERE e.ordering_key IS NOT NULL
+                               AND outbox_scope(e.tenant_id, e.ordering_key) = k.ordering_key
                                AND e.seq > p.frontier)",
     )
     .bind(&locked)

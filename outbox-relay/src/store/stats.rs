@@ -197,24 +197,28 @@ pub async fn blocked_keys(
 ) -> Result<Vec<BlockedKey>, sqlx::Error> {
     sqlx::query_as(
         "WITH heads AS (
-             SELECT h.scope, h.head_seq, h.due_at, e.id
+             SELECT h.scope, h.head_seq, h.due_at, f.id
                FROM outbox_held h
-               JOIN outbox_events e
-                 ON e.ordering_key IS NOT NULL
-                AND outbox_scope(e.tenant_id, e.ordering_key) = h.scope
-                AND e.seq = (SELECT min(f.seq) FROM outbox_events f
-                              WHERE outbox_scope(f.tenant_id, f.ordering_key) = h.scope
-                                AND f.seq >= h.head_seq AND f.status = 'pending'
-                                AND NOT EXISTS (SELECT 1 FROM outbox_discarded x
-                                                 WHERE x.event_id = f.id))
+              -- Each held scope's first event through the scope index (a join on the
+              -- scope and a `min(seq)` made the planner hash the whole table).
+              CROSS JOIN LATERAL (
+                    SELECT f.id FROM outbox_events f
+                     WHERE f.ordering_key IS NOT NULL
+                       AND outbox_scope(f.tenant_id, f.ordering_key) = h.scope
+                       AND f.seq >= h.head_seq
+                       AND NOT EXISTS (SELECT 1 FROM outbox_discarded x
+                                        WHERE x.event_id = f.id)
+                       AND NOT EXISTS (SELECT 1 FROM outbox_delivered_behind d
+                                        WHERE d.event_id = f.id)
+                     ORDER BY f.seq LIMIT 1) f
               WHERE h.scope NOT LIKE '#%'
                 AND (h.due_at IS NULL OR ($2 AND h.due_at > now())))
          SELECT e.ordering_key, e.tenant_id, e.id AS head_id, e.event_type,
                 CASE WHEN h.due_at IS NULL THEN 'dead'
                      WHEN a.event_id IS NULL OR a.failures = 0 THEN 'scheduled'
                      ELSE 'retrying' END AS status,
-                GREATEST(e.attempts, COALESCE(a.failures, 0)) AS attempts,
-                COALESCE(a.last_error, e.last_error) AS last_error,
+                COALESCE(a.failures, 0) AS attempts,
+                a.last_error,
                 h.due_at AS retry_at,
                 CASE WHEN w.n > $3
                      THEN GREATEST(outbox_estimate_behind(h.scope, e.seq), w.n)
@@ -225,8 +229,11 @@ pub async fn blocked_keys(
            CROSS JOIN LATERAL (
                 SELECT count(*) AS n FROM (
                     SELECT 1 FROM outbox_events x
-                     WHERE outbox_scope(x.tenant_id, x.ordering_key) = h.scope
-                       AND x.seq > e.seq AND x.status = 'pending'
+                     WHERE x.ordering_key IS NOT NULL
+                       AND outbox_scope(x.tenant_id, x.ordering_key) = h.scope
+                       AND x.seq > e.seq
+                       AND NOT EXISTS (SELECT 1 FROM outbox_delivered_behind d
+                                        WHERE d.event_id = x.id)
                      LIMIT $3 + 1) AS capped) AS w
           WHERE h.due_at IS NULL OR ($2 AND (COALESCE(a.failures, 0) > 0 OR w.n > 0))
           ORDER BY e.created_at, e.seq
@@ -280,17 +287,18 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                               SELECT count(*) AS n FROM (
                                   SELECT 1 FROM outbox_events e
                                    WHERE h.scope NOT LIKE '#%'
+                                     AND e.ordering_key IS NOT NULL
                                      AND outbox_scope(e.tenant_id, e.ordering_key) = h.scope
                                      AND e.seq >= h.head_seq AND e.seq <= p.frontier
-                                     AND e.status = 'pending'
                                      AND NOT EXISTS (SELECT 1 FROM outbox_discarded x
                                                       WHERE x.event_id = e.id)
+                                     AND NOT EXISTS (SELECT 1 FROM outbox_delivered_behind d
+                                                      WHERE d.event_id = e.id)
                                   UNION ALL
                                   SELECT 1 FROM outbox_events e
                                    WHERE h.scope LIKE '#%'
                                      AND e.id = CASE WHEN h.scope LIKE '#%'
                                                      THEN CAST(substr(h.scope, 2) AS uuid) END
-                                     AND e.status = 'pending'
                                   LIMIT $1) AS capped) AS c)
                     - (SELECT count(*) FROM outbox_held WHERE due_at IS NULL)
                     -- Gaps filled since they were noted, and replays to send.
@@ -311,7 +319,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                         (SELECT min(e.created_at) FROM outbox_held h
                            JOIN outbox_events e
                              ON COALESCE(outbox_scope(e.tenant_id, e.ordering_key), '#' || e.id::text) = h.scope
-                            AND e.seq = h.head_seq
+                            AND e.seq % 16 = h.head_seq % 16 AND e.seq = h.head_seq
                           WHERE h.due_at IS NOT NULL)))::float8, 0),
                     (SELECT count(*) FROM (SELECT 1 FROM outbox_held
                               WHERE due_at IS NULL LIMIT $1) AS d)

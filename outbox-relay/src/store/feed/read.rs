@@ -78,10 +78,12 @@ pub const WALK_KEYED_SQL: &str = concat!(
     row_columns!(),
     " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS w(scope, head, bound, lim)
      CROSS JOIN LATERAL (SELECT * FROM outbox_events e
-                          WHERE outbox_scope(e.tenant_id, e.ordering_key) = w.scope
+                          WHERE e.ordering_key IS NOT NULL
+                            AND outbox_scope(e.tenant_id, e.ordering_key) = w.scope
                             AND e.seq >= w.head AND e.seq <= w.bound
-                            AND e.status = 'pending'
                             AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)
+                            AND NOT EXISTS (SELECT 1 FROM outbox_delivered_behind d
+                                             WHERE d.event_id = e.id)
                           ORDER BY e.seq LIMIT w.lim) e"
 );
 
@@ -90,7 +92,7 @@ pub const WALK_ONE_SQL: &str = concat!(
     "SELECT '#' || e.id::text AS walk_scope, ",
     row_columns!(),
     " FROM outbox_events e
-     WHERE e.id = ANY($1::uuid[]) AND e.status = 'pending'
+     WHERE e.id = ANY($1::uuid[])
        AND NOT EXISTS (SELECT 1 FROM outbox_discarded x WHERE x.event_id = e.id)"
 );
 
@@ -207,7 +209,7 @@ pub const SEGMENTS_FAST_SQL: &str = concat!(
     row_columns!(),
     " FROM p
      LEFT JOIN taken t ON t.part = p.part
-     LEFT JOIN outbox_events e ON e.seq = t.seq
+     LEFT JOIN outbox_events e ON e.seq % 16 = t.part AND e.seq = t.seq
      -- One index look-up per event (the LIMIT keeps the planner from hashing the whole
      -- table of held scopes).
      LEFT JOIN LATERAL (SELECT h.head_seq, h.due_at FROM outbox_held h
