@@ -29,6 +29,7 @@ pub mod tls;
 pub mod containers;
 pub mod fleet;
 pub mod guides;
+pub mod upgrade_kit;
 
 /// `DATABASE_URL`, or (feature `containers`, a Docker engine reachable) the PostgreSQL
 /// container's, or the relay's default.

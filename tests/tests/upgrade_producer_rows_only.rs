@@ -13,10 +13,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use integration_tests::{RunningRelay, TestBroker, TestDb, relay_config};
-use serde_json::json;
+use integration_tests::upgrade_kit::{
+    database_before, discard_at_step_4b, insert, migrate_before, seq_of, set,
+};
+use integration_tests::{RunningRelay, TestBroker, relay_config};
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 /// Step 4a: per-partition sequences (before it, one sequence: consecutive seqs).
@@ -24,85 +25,10 @@ const PARTITIONED_SEQ: i64 = 20261206000007;
 /// Step 5: the state columns go.
 const PRODUCER_ROWS_ONLY: i64 = 20261207000001;
 
-async fn insert(pool: &PgPool, tenant: Option<Uuid>, key: Option<&str>) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO outbox_events (event_type, payload, tenant_id, ordering_key)
-         VALUES ('TICKET_UPDATED', $1, $2, $3) RETURNING id",
-    )
-    .bind(json!({"ticketId": Uuid::now_v7(), "updatedFields": ["status"]}))
-    .bind(tenant)
-    .bind(key)
-    .fetch_one(pool)
-    .await?)
-}
-
-async fn set(pool: &PgPool, id: Uuid, assignments: &str) -> Result<()> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE outbox_events SET {assignments} WHERE id = $1"
-    )))
-    .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-async fn seq_of(pool: &PgPool, id: Uuid) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT seq FROM outbox_events WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
-/// A new database at the schema before migration `version`, the catalog filled.
-async fn database_before(version: i64) -> Result<TestDb> {
-    let db = TestDb::empty().await?;
-    migrate_before(&db.pool, version).await?;
-    outbox_core::sync_catalog(&db.pool).await?;
-    Ok(db)
-}
-
-async fn migrate_before(pool: &PgPool, version: i64) -> Result<()> {
-    Migrator::with_migrations(
-        outbox_core::MIGRATOR
-            .iter()
-            .filter(|m| m.version < version)
-            .cloned()
-            .collect(),
-    )
-    .run(pool)
-    .await?;
-    Ok(())
-}
-
 /// What a step-4b relay's settle wrote when `id`, its scope's held head, failed for the last
 /// time: the scope held dead at it, its death in `outbox_attempts`.
 async fn died_under_step_4b(pool: &PgPool, id: Uuid) -> Result<()> {
     integration_tests::make_dead(pool, &[id], 10, Some("nacked")).await
-}
-
-/// What `outbox-relay discard` of a dead held head did under step 4b (and does today,
-/// `store::operator::apply`): noted as discarded, its keyed scope's head moved past it
-/// (`seq + 1`), due at once.
-async fn discarded_under_step_4b(pool: &PgPool, id: Uuid) -> Result<()> {
-    sqlx::query("INSERT INTO outbox_discarded (event_id) VALUES ($1)")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    let moved = sqlx::query(
-        "UPDATE outbox_held h SET head_seq = e.seq + 1, due_at = now(),
-                updated_at = clock_timestamp()
-           FROM outbox_events e
-          WHERE e.id = $1 AND h.due_at IS NULL AND h.head_seq = e.seq
-            AND h.scope = outbox_scope(e.tenant_id, e.ordering_key)",
-    )
-    .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    assert_eq!(moved, 1, "the discarded head's scope moved on");
-    Ok(())
 }
 
 /// The ids the broker received within `idle` of each other, at most `count`.
@@ -156,7 +82,7 @@ async fn a_delivered_event_at_a_moved_head_is_not_published_again_after_the_upgr
     // stopped for the upgrade before any walks the scope again.
     migrate_before(&db.pool, PRODUCER_ROWS_ONLY).await?;
     died_under_step_4b(&db.pool, first).await?;
-    discarded_under_step_4b(&db.pool, first).await?;
+    discard_at_step_4b(&db.pool, first).await?;
     // A later event of the scope, written under step 4b.
     let later = insert(&db.pool, Some(tenant), Some(&key)).await?;
 
@@ -185,9 +111,10 @@ async fn a_delivered_event_at_a_moved_head_is_not_published_again_after_the_upgr
 /// Before step 4b an operator could move an event out of `pending` by hand (README, "Nothing
 /// done outside the relay strands a scope"): here the third event of a scope whose head is
 /// dead, marked `delivered` by hand. The second event was never delivered and waits behind
-/// the dead head (under step 4b as before). After the upgrade it must still wait: the
-/// migration turns "pending in front of a delivered row" into a replay, sent on its own,
-/// which overtakes the dead head.
+/// the dead head (under step 4b as before). After the upgrade it must still wait. (A first
+/// version of the migration turned "pending in front of a delivered row" into a replay,
+/// sent on its own, which overtook the dead head; the delivered row is now passed over by
+/// the walk instead, `outbox_delivered_behind`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_behind_a_dead_head_still_waits_after_the_upgrade() -> Result<()> {
     let db = database_before(PARTITIONED_SEQ).await?;
