@@ -13,8 +13,8 @@ use catalog_types::{
     CatalogEvent, TicketAssigned, TicketMessageAdded, TicketStatusChanged, TicketTimeEntryAdded,
     TicketUpdated,
 };
-use outbox_relay::store::claim;
 use outbox_relay::store::settle::{self, Outcome};
+use outbox_relay::store::{claim, feed};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -290,7 +290,8 @@ pub struct TableState {
     pub behind_held: i64,
     /// Undelivered events in partitions leased by a relay.
     pub in_leased_partitions: i64,
-    /// Partitions with work: events after the frontier, a due held scope or replay, a gap.
+    /// Partitions with work, as the claim's lease judges it (events after the frontier, a due
+    /// held scope or replay, a gap it can resolve).
     pub partitions_with_work: i64,
     /// Of those, the ones free to lease (unleased, or their lease over).
     pub partitions_free_with_work: i64,
@@ -386,27 +387,20 @@ SELECT count(*) FILTER (WHERE h.due_at IS NULL),
         ORDER BY seq LIMIT 1) e ON true
   LEFT JOIN outbox_attempts a ON a.event_id = e.id";
 
-/// The partitions: with work (as the claim's lease asks: events after the frontier, a due
-/// held scope or replay, a gap), free to lease, leased.
-const PARTITIONS_STATE_SQL: &str = "
-SELECT count(*) FILTER (WHERE w.work),
-       count(*) FILTER (WHERE w.work AND w.free),
-       count(*) FILTER (WHERE NOT w.free),
-       (SELECT count(*) FROM outbox_gaps)
-  FROM outbox_partitions c
- CROSS JOIN LATERAL (
-       SELECT ((SELECT true FROM outbox_events e
-                 WHERE e.seq % 16 = c.part AND (e.seq % 16, e.seq) > (c.part, c.frontier)
-                 ORDER BY e.seq % 16, e.seq LIMIT 1) IS NOT NULL
-               OR EXISTS (SELECT 1 FROM outbox_held h
-                           WHERE h.part = c.part AND h.due_at <= statement_timestamp())
-               OR EXISTS (SELECT 1 FROM outbox_replays r
-                           WHERE r.part = c.part AND r.due_at <= statement_timestamp())
-               OR EXISTS (SELECT 1 FROM outbox_gaps g WHERE g.part = c.part)) AS work,
-              (c.token IS NULL OR c.leased_until < statement_timestamp()
-               OR (c.owner IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM outbox_relay_owners o
-                                    WHERE o.owner = c.owner))) AS free) w";
+/// The partitions: with work, free to lease (both by the lease's own conditions,
+/// `feed::HAS_WORK_SQL` and `feed::IS_FREE_SQL`), leased; and the gaps.
+fn partitions_state_sql() -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE w.work),
+                count(*) FILTER (WHERE w.work AND w.free),
+                count(*) FILTER (WHERE NOT w.free),
+                (SELECT count(*) FROM outbox_gaps)
+           FROM outbox_partitions c
+          CROSS JOIN LATERAL (SELECT {} AS work, {} AS free) w",
+        feed::HAS_WORK_SQL,
+        feed::IS_FREE_SQL
+    )
+}
 
 /// Reads the outbox's state (a scan of the view and a few index probes: seconds on a
 /// million rows).
@@ -426,7 +420,9 @@ pub async fn table_state(pool: &PgPool) -> Result<TableState> {
         i64,
         i64,
         i64,
-    ) = sqlx::query_as(PARTITIONS_STATE_SQL).fetch_one(pool).await?;
+    ) = sqlx::query_as(sqlx::AssertSqlSafe(partitions_state_sql()))
+        .fetch_one(pool)
+        .await?;
     let (key_locks, total_mib): (i64, f64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM outbox_key_locks),
                 pg_total_relation_size('outbox_events') / 1048576.0::float8",

@@ -34,6 +34,14 @@ macro_rules! is_free {
     };
 }
 
+/// The lease's own condition for partition `c` having work (`c` the alias of its
+/// `outbox_partitions` row), for tools that report what a claim would find
+/// (`outbox-bench claim-shapes`) without restating it.
+pub const HAS_WORK_SQL: &str = has_work!();
+
+/// The lease's own condition for partition `c` being free to lease, as [`HAS_WORK_SQL`].
+pub const IS_FREE_SQL: &str = is_free!();
+
 /// Forgets the relays that are gone: their registration, once their ownership lock is
 /// free (the lock is held until the transaction ends). The claim's transaction runs it
 /// before [`ACQUIRE_SQL`], as a statement of its own (the last of the claim's `BEGIN`,

@@ -13,7 +13,9 @@ mod read;
 mod settle;
 
 pub use claimed::{FeedClaim, PartitionClaim};
-pub use lease::{ACQUIRE_SQL, CLAIMED_SQL, FORGET_GONE_SQL, PROBE_SQL, acquire};
+pub use lease::{
+    ACQUIRE_SQL, CLAIMED_SQL, FORGET_GONE_SQL, HAS_WORK_SQL, IS_FREE_SQL, PROBE_SQL, acquire,
+};
 pub use read::{
     DUE_SQL, GAPS_PER_CLAIM, GAPS_SQL, HELD_SQL, READ_STATEMENTS, REPLAYS_SQL, SEGMENT_SQL,
     SEGMENTS_FAST_SQL, SNAPSHOT_SQL, WALK_KEYED_SQL, WALK_LIMIT, WALK_ONE_SQL, WALKS_PER_CLAIM,
