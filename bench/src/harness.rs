@@ -145,7 +145,7 @@ pub async fn wait_delivered(
         let waiting: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM outbox_partitions p
                              WHERE EXISTS (SELECT 1 FROM outbox_events e
-                                            WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)))
+                                            WHERE e.seq % 16 = p.part AND e.seq > p.frontier))
                  OR EXISTS (SELECT 1 FROM outbox_held WHERE due_at IS NOT NULL)
                  OR EXISTS (SELECT 1 FROM outbox_gaps)",
         )

@@ -49,6 +49,11 @@ pub struct Args {
     /// Tickets (ordering keys) the events are spread over.
     #[arg(long, default_value_t = 2_000)]
     pub keys: usize,
+    /// Events of a transaction left open for the whole run (written before the timed
+    /// events, rolled back after them), as a backfill still running would: its seqs are
+    /// gaps below every partition's frontier while the timed events go out. 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub open_transaction_events: i64,
 }
 
 /// Order statistics of a set of durations, milliseconds.
@@ -112,6 +117,9 @@ pub struct Report {
     pub received_before_commit_returned: usize,
     /// The p99 it should stay under, ms (issue target, at 1,000 events/s).
     pub target_p99_ms: f64,
+    /// Events of the transaction left open during the run (0: none).
+    #[serde(default)]
+    pub open_transaction_events: i64,
 }
 
 /// Runs `latency` in a database, exchange and queue of its own.
@@ -146,7 +154,23 @@ async fn measure(
     let count = Arc::new(AtomicUsize::new(0));
     let consumer = tokio::spawn(receive(deliveries, Arc::clone(&count), stop.clone()));
     let relays = Relays::start(scratch, amqp_url, &broker.exchange, 1);
-    let outcome = produce_and_wait(args, scratch, &count).await;
+    let open = match args.open_transaction_events {
+        0 => None,
+        events => Some(open_transaction(scratch, events).await),
+    };
+    let outcome = match open {
+        Some(Err(error)) => Err(error),
+        Some(Ok(mut conn)) => {
+            let outcome = produce_and_wait(args, scratch, &count).await;
+            let rolled_back = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+            outcome.and_then(|o| {
+                rolled_back
+                    .map(|_| o)
+                    .context("rolling back the open transaction")
+            })
+        }
+        None => produce_and_wait(args, scratch, &count).await,
+    };
     stop.cancel();
     let stopped = relays.stop().await;
     let received = consumer.await?;
@@ -154,6 +178,32 @@ async fn measure(
     stopped?;
     let received = received?;
     report(args, &commits, &received, transactions, max_lag, elapsed)
+}
+
+/// A connection whose transaction wrote `events` unkeyed events and stays open (the caller
+/// rolls it back).
+async fn open_transaction(scratch: &Scratch, events: i64) -> Result<sqlx::PgConnection> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&scratch.url)
+        .await
+        .context("connecting the open transaction")?;
+    let started = Instant::now();
+    sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
+    sqlx::query(
+        "INSERT INTO outbox_events (event_type, payload)
+         SELECT 'TICKET_UPDATED', jsonb_build_object('ticketId', gen_random_uuid(),
+                                                     'updatedFields', jsonb_build_array('status'))
+           FROM generate_series(1, $1)",
+    )
+    .bind(events)
+    .execute(&mut conn)
+    .await
+    .context("writing the open transaction's events")?;
+    eprintln!(
+        "  a transaction of {events} events written in {:.1} s, left open for the run",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(conn)
 }
 
 /// What the producers hand back: (event id, commit returned) per event, transaction ms per
@@ -368,6 +418,7 @@ fn report(
         max_schedule_lag_ms: max_lag.as_secs_f64() * 1e3,
         received_before_commit_returned: early,
         target_p99_ms: 10.0,
+        open_transaction_events: args.open_transaction_events,
     };
     let l = &report.latency_ms;
     eprintln!(
@@ -386,8 +437,12 @@ fn report(
 
 /// The report as Markdown.
 pub fn markdown(report: &Report) -> String {
+    let open = match report.open_transaction_events {
+        0 => String::new(),
+        n => format!(", while a transaction of {n} events stays open"),
+    };
     let caption = format!(
-        "latency: one-event transactions (`outbox_core::emit`) at {:.0}/s for {:.0} s on {} connections, {} keys; one in-process relay (defaults); commit returned → consumer received",
+        "latency: one-event transactions (`outbox_core::emit`) at {:.0}/s for {:.0} s on {} connections, {} keys{open}; one in-process relay (defaults); commit returned → consumer received",
         report.target_rate, report.seconds, report.connections, report.keys
     );
     let l = &report.latency_ms;

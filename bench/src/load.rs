@@ -245,7 +245,7 @@ pub async fn blocked_head(pool: &PgPool, payloads: &Payloads, head: Head) -> Res
 
 /// Empties the outbox tables (and restarts `seq`, each partition's frontier with it).
 pub async fn truncate(pool: &PgPool) -> Result<()> {
-    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_attempts, outbox_discarded, outbox_held, outbox_gaps, outbox_replays RESTART IDENTITY")
+    sqlx::query("TRUNCATE outbox_events, outbox_key_locks, outbox_attempts, outbox_discarded, outbox_held, outbox_gaps, outbox_gap_groups, outbox_replays RESTART IDENTITY")
         .execute(pool)
         .await?;
     sqlx::query(

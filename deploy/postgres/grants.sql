@@ -56,10 +56,12 @@ GRANT SELECT, DELETE ON outbox_discarded TO :"relay_role";
 -- Its settles count failures and schedule retries here; retention forgets them.
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_attempts TO :"relay_role";
 GRANT SELECT ON outbox_event_status TO :"relay_role";
--- The partitioned feed: each partition's frontier and lease, the gaps below the frontiers,
--- the held scopes, the replays operators ask for.
+-- The partitioned feed: each partition's frontier and lease, the gaps below the frontiers
+-- and their groups (what may still fill them), the held scopes, the replays operators ask
+-- for.
 GRANT SELECT, UPDATE ON outbox_partitions TO :"relay_role";
 GRANT SELECT, INSERT, DELETE ON outbox_gaps TO :"relay_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_gap_groups TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON outbox_replays TO :"relay_role";
 -- Events older relays delivered behind what is now a held head: walks pass over them,
@@ -81,7 +83,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_attempts TO :"operator_role";
 GRANT SELECT ON outbox_event_status TO :"operator_role";
 -- A replay makes a dead head due again or asks for a delivered event once more; a discard
 -- moves a held head past the discarded event.
-GRANT SELECT ON outbox_partitions, outbox_gaps TO :"operator_role";
+GRANT SELECT ON outbox_partitions, outbox_gaps, outbox_gap_groups TO :"operator_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held, outbox_replays TO :"operator_role";
 GRANT SELECT, DELETE ON outbox_delivered_behind TO :"operator_role";
 GRANT SELECT, INSERT ON outbox_replay_audit TO :"operator_role";

@@ -64,7 +64,7 @@ fn no_transaction(sql: &str) -> bool {
 /// `sqlx::migrate!`, whose macro compiles the whole PostgreSQL driver a second time for the
 /// compiler (about a minute of CPU on a clean build); a test holds this list to the
 /// directory, checksums included, so the two cannot drift.
-const MIGRATIONS: [(i64, &str, &str); 15] = [
+const MIGRATIONS: [(i64, &str, &str); 16] = [
     (
         20260101000001,
         "outbox events",
@@ -139,6 +139,11 @@ const MIGRATIONS: [(i64, &str, &str); 15] = [
         20261207000001,
         "producer rows only",
         include_str!("../migrations/20261207000001_producer_rows_only.sql"),
+    ),
+    (
+        20261207000002,
+        "gap groups",
+        include_str!("../migrations/20261207000002_gap_groups.sql"),
     ),
 ];
 

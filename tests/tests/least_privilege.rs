@@ -203,6 +203,7 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
     for table in [
         "outbox_partitions",
         "outbox_gaps",
+        "outbox_gap_groups",
         "outbox_held",
         "outbox_replays",
         "outbox_delivered_behind",

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use integration_tests::TestDb;
-use outbox_relay::engine::feed_claim::{self, FeedRow, GapFound, PartitionRead};
+use outbox_relay::engine::feed_claim::{self, FeedRow, GapGroupRead, PartitionRead};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -197,20 +197,33 @@ async fn read_round(pool: &PgPool, p: i64, cursor: &mut Cursor, limit: i64) -> R
         "a row off partition {p}"
     );
 
+    // Every gap group read in full (the relay reads only the groups a transaction that
+    // could fill them has left since; reading all of them is what it may skip).
+    let mut groups: BTreeMap<u64, Vec<FeedRow>> = cursor
+        .gaps
+        .values()
+        .map(|noted| (*noted, Vec::new()))
+        .collect();
+    for row in visible {
+        if let Some(noted) = cursor.gaps.get(&row.seq) {
+            groups.entry(*noted).or_default().push(row);
+        }
+    }
+    let groups = groups
+        .into_iter()
+        .map(|(noted_xid, mut rows)| {
+            rows.sort_by_key(|r| r.seq);
+            GapGroupRead { noted_xid, rows }
+        })
+        .collect();
+    let taken = feed_claim::take_gaps(groups, false, usize::MAX);
+    ensure!(taken.complete, "every group read in full");
     let read = PartitionRead {
         part: p,
         frontier: cursor.frontier,
-        xmin: u64::try_from(xmin)?,
         segment,
-        gaps: cursor
-            .gaps
-            .iter()
-            .map(|(seq, noted_xid)| GapFound {
-                seq: *seq,
-                noted_xid: *noted_xid,
-                row: visible.iter().find(|r| r.seq == *seq).cloned(),
-            })
-            .collect(),
+        gaps: taken.rows,
+        gap_groups: taken.groups,
         held: Vec::new(),
         walks: Vec::new(),
     };
@@ -218,6 +231,14 @@ async fn read_round(pool: &PgPool, p: i64, cursor: &mut Cursor, limit: i64) -> R
     for seq in &plan.forget_gaps {
         cursor.gaps.remove(seq);
     }
+    // A group read in full is forgotten once no transaction it waits for runs: the relay
+    // keeps those running when it was noted (every one older than its settle) and narrows
+    // them to those still running; here, once the oldest running transaction is younger
+    // than the settle.
+    let xmin = u64::try_from(xmin)?;
+    cursor
+        .gaps
+        .retain(|_, noted| !(plan.read_groups.contains(noted) && xmin >= *noted));
     for seq in &plan.new_gaps {
         cursor.gaps.insert(*seq, u64::try_from(noted)?);
     }

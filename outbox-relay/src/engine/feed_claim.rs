@@ -9,7 +9,11 @@
 //! read, or is a *gap* (a seq missing below one that was visible: its writer was still
 //! open, or rolled back). A claim reads, in one snapshot:
 //! - the segment: the partition's events after the frontier, in seq order, up to a limit;
-//! - the gaps noted earlier, with their rows where these are now visible;
+//! - the gaps noted earlier that may have filled, with their rows where these are now
+//!   visible: the gaps one settle notes form a *group*, which remembers the transactions
+//!   that could still commit them, and only a *due* group is read (one of those has ended
+//!   since it was last read in full, or it never was) — a transaction that stays open
+//!   costs the claims nothing until it ends ([`take_gaps`]);
 //! - the *held* scopes (a scope whose head cannot go now: backing off after a failure,
 //!   dead, scheduled for later, or released unpublished) of the events it read, and the
 //!   held scopes that are due, each with its *walk*: its events from the held head on,
@@ -17,7 +21,8 @@
 //!
 //! [`plan`] then decides what goes out, in seq order (within a scope, seq order is commit
 //! order: the writers' scope lock is taken before the draw), where the frontier moves, which
-//! gaps are noted and which forgotten, and which scopes become held because their next
+//! gaps are noted and which forgotten (with which groups, or narrowed to the transactions
+//! still running), and which scopes become held because their next
 //! event is not due yet. Two facts make it safe to hold back only the gaps, not whole
 //! scopes. A gap's writer had its transaction id before it drew, so before the gap was
 //! seen; the gap is noted with a transaction id assigned *after* the snapshot that saw it
@@ -56,16 +61,70 @@ pub struct FeedRow {
     pub not_before: Option<DateTime<Utc>>,
 }
 
-/// A gap noted by an earlier claim, as this claim found it.
+/// A due gap group (the gaps one settle noted in the partition) as a claim read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GapFound {
-    /// The missing seq.
-    pub seq: i64,
-    /// A transaction id assigned after the snapshot that noted it (the settle's): every
-    /// writer that could still commit it has a smaller one.
+pub struct GapGroupRead {
+    /// The transaction id of the settle that noted it, assigned after the snapshot that saw
+    /// its gaps: every writer that could still commit one of them has a smaller one.
     pub noted_xid: u64,
-    /// Its row, if it is visible now.
-    pub row: Option<FeedRow>,
+    /// The rows of its gaps that are visible now, in seq order, at most the read's limit.
+    pub rows: Vec<FeedRow>,
+}
+
+/// A gap group a claim read, and whether it read all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapGroup {
+    /// The transaction id of the settle that noted it.
+    pub noted_xid: u64,
+    /// Whether the claim took every row of it that is visible in its snapshot.
+    pub complete: bool,
+}
+
+/// What a claim takes of the due gap groups it read in a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GapsTaken {
+    /// The rows taken, in seq order: a prefix of every gap row visible in the snapshot.
+    pub rows: Vec<FeedRow>,
+    /// The groups read, each complete or not.
+    pub groups: Vec<GapGroup>,
+    /// Whether every visible gap row of the partition was taken: only then may the claim
+    /// read the segment (whose events could belong to the scopes of a gap row left out).
+    pub complete: bool,
+}
+
+/// Takes the rows of the due gap groups `groups` of a partition, read in the order they
+/// were noted (which is seq order: a settle notes gaps only above the frontier the settles
+/// before it left), each read up to `limit` rows; `more_groups` when more groups were due
+/// than read. At most `limit` rows in all. A group whose read came back full may have more,
+/// and a group cut short by the room left is not complete either; the groups after one
+/// that is not complete are not taken at all, so what is taken is a prefix in seq order.
+/// (A group that is not due has no visible row: every transaction that could commit one
+/// of its gaps still runs.)
+pub fn take_gaps(groups: Vec<GapGroupRead>, more_groups: bool, limit: usize) -> GapsTaken {
+    let mut taken = GapsTaken {
+        complete: !more_groups,
+        ..GapsTaken::default()
+    };
+    let mut room = limit;
+    for group in groups {
+        let full = group.rows.len() >= limit;
+        if full || group.rows.len() > room {
+            taken.rows.extend(group.rows.into_iter().take(room));
+            taken.groups.push(GapGroup {
+                noted_xid: group.noted_xid,
+                complete: false,
+            });
+            taken.complete = false;
+            break;
+        }
+        room -= group.rows.len();
+        taken.rows.extend(group.rows);
+        taken.groups.push(GapGroup {
+            noted_xid: group.noted_xid,
+            complete: true,
+        });
+    }
+    taken
 }
 
 /// A held scope of the partition, as this claim found it.
@@ -100,12 +159,13 @@ pub struct PartitionRead {
     pub part: i64,
     /// Its frontier when the claim began.
     pub frontier: i64,
-    /// `pg_snapshot_xmin` of the claim's snapshot: the oldest transaction still running.
-    pub xmin: u64,
     /// The segment: events after the frontier, in seq order.
     pub segment: Vec<FeedRow>,
-    /// The gaps noted before.
-    pub gaps: Vec<GapFound>,
+    /// The rows of gaps noted before that are visible now, in seq order (of the due gap
+    /// groups read: [`take_gaps`]).
+    pub gaps: Vec<FeedRow>,
+    /// The due gap groups read.
+    pub gap_groups: Vec<GapGroup>,
     /// Every held scope among the scopes of the segment's and the gaps' rows.
     pub held: Vec<HeldScope>,
     /// The walks of the due held scopes.
@@ -147,9 +207,13 @@ pub struct FeedPlan {
     /// Seqs missing in the segment (below its last seq), to note as gaps with a transaction
     /// id assigned after the claim's snapshot (the settle's).
     pub new_gaps: Vec<i64>,
-    /// Gaps to forget: read now (visible) or never to be (every writer that could have held
-    /// them has ended), and those now covered by their scope's held head.
+    /// Gaps to forget: read now (visible), including those now covered by their scope's
+    /// held head.
     pub forget_gaps: Vec<i64>,
+    /// Gap groups read in full (every gap row of theirs visible in the claim's snapshot
+    /// taken): from now on each waits only for the transactions still running in that
+    /// snapshot, and is forgotten with its gaps when none is, or no gap of it is left.
+    pub read_groups: Vec<u64>,
     /// Scopes to hold because their next event is not due yet.
     pub schedules: Vec<Schedule>,
     /// Where each walk leaves its scope.
@@ -207,16 +271,16 @@ pub fn plan(read: &PartitionRead) -> FeedPlan {
     // Then every other row the claim read, in seq order: the visible gaps (all below the
     // frontier), then the segment (above it).
     let mut others: Vec<&FeedRow> = Vec::new();
-    for gap in &read.gaps {
-        match &gap.row {
-            Some(row) => {
-                plan.forget_gaps.push(gap.seq);
-                others.push(row);
-            }
-            None if read.xmin >= gap.noted_xid => plan.forget_gaps.push(gap.seq),
-            None => {}
-        }
+    for row in &read.gaps {
+        plan.forget_gaps.push(row.seq);
+        others.push(row);
     }
+    plan.read_groups = read
+        .gap_groups
+        .iter()
+        .filter(|g| g.complete)
+        .map(|g| g.noted_xid)
+        .collect();
     others.extend(read.segment.iter());
     others.sort_by_key(|row| row.seq);
     for row in others {
@@ -335,9 +399,9 @@ mod tests {
         PartitionRead {
             part,
             frontier,
-            xmin: 100,
             segment,
             gaps: Vec::new(),
+            gap_groups: Vec::new(),
             held: Vec::new(),
             walks: Vec::new(),
         }
@@ -441,36 +505,100 @@ mod tests {
     #[test]
     fn a_visible_gap_goes_out_before_the_later_events_of_its_scope() {
         let mut r = read(3, 51, vec![row(67, "a"), row(83, "b")]);
-        r.gaps = vec![GapFound {
-            seq: 35,
-            noted_xid: 105,
-            row: Some(row(35, "a")),
-        }];
+        r.gaps = vec![row(35, "a")];
         let plan = plan(&r);
         assert_eq!(seqs(&plan), vec![35, 67, 83]);
         assert_eq!(plan.forget_gaps, vec![35]);
     }
 
+    fn group(noted_xid: u64, rows: &[i64]) -> GapGroupRead {
+        GapGroupRead {
+            noted_xid,
+            rows: rows.iter().map(|&seq| row(seq, "s")).collect(),
+        }
+    }
+
+    fn taken_seqs(taken: &GapsTaken) -> Vec<i64> {
+        taken.rows.iter().map(|r| r.seq).collect()
+    }
+
     #[test]
-    fn an_invisible_gap_is_kept_while_a_writer_that_could_hold_it_runs() {
+    fn gap_groups_read_in_full_are_taken_whole_and_the_partition_is_complete() {
+        let taken = take_gaps(
+            vec![group(7, &[19, 51]), group(9, &[]), group(12, &[99])],
+            false,
+            10,
+        );
+        assert_eq!(taken_seqs(&taken), vec![19, 51, 99]);
+        assert!(taken.complete);
+        assert!(taken.groups.iter().all(|g| g.complete));
+        assert_eq!(
+            taken.groups.iter().map(|g| g.noted_xid).collect::<Vec<_>>(),
+            vec![7, 9, 12]
+        );
+    }
+
+    #[test]
+    fn a_group_cut_short_ends_what_is_taken_and_leaves_the_partition_incomplete() {
+        // The room runs out inside the second group: its first row only, and no later group.
+        let taken = take_gaps(
+            vec![group(7, &[19, 51]), group(9, &[67, 83]), group(12, &[99])],
+            false,
+            3,
+        );
+        assert_eq!(taken_seqs(&taken), vec![19, 51, 67]);
+        assert!(!taken.complete);
+        assert_eq!(
+            taken.groups,
+            vec![
+                GapGroup {
+                    noted_xid: 7,
+                    complete: true
+                },
+                GapGroup {
+                    noted_xid: 9,
+                    complete: false
+                }
+            ]
+        );
+        // A read that came back full may have more rows: not complete.
+        let taken = take_gaps(vec![group(7, &[19, 51])], false, 2);
+        assert_eq!(taken_seqs(&taken), vec![19, 51]);
+        assert!(!taken.complete && !taken.groups[0].complete);
+        // No room at all: nothing is taken, nothing is complete.
+        let taken = take_gaps(vec![group(7, &[])], false, 0);
+        assert!(taken.rows.is_empty() && !taken.complete && !taken.groups[0].complete);
+    }
+
+    #[test]
+    fn more_groups_due_than_read_leave_the_partition_incomplete() {
+        let taken = take_gaps(vec![group(7, &[19])], true, 10);
+        assert_eq!(taken_seqs(&taken), vec![19]);
+        assert!(taken.groups[0].complete);
+        assert!(!taken.complete);
+        assert!(take_gaps(Vec::new(), false, 10).complete);
+    }
+
+    #[test]
+    fn only_the_groups_read_in_full_are_narrowed() {
         let mut r = read(3, 51, Vec::new());
-        r.gaps = vec![
-            // Noted by transaction 105: transaction 100, older, still runs.
-            GapFound {
-                seq: 19,
-                noted_xid: 105,
-                row: None,
-            },
-            // Noted by transaction 100: every transaction older than it has ended.
-            GapFound {
-                seq: 35,
+        r.gap_groups = vec![
+            GapGroup {
                 noted_xid: 100,
-                row: None,
+                complete: true,
+            },
+            GapGroup {
+                noted_xid: 105,
+                complete: true,
+            },
+            GapGroup {
+                noted_xid: 110,
+                complete: false,
             },
         ];
         let plan = plan(&r);
-        assert_eq!(plan.forget_gaps, vec![35]);
-        assert!(plan.publish.is_empty());
+        assert_eq!(plan.read_groups, vec![100, 105]);
+        assert!(plan.publish.is_empty() && plan.forget_gaps.is_empty());
     }
 
     #[test]

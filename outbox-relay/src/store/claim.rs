@@ -29,7 +29,7 @@ use crate::foundation::db::within_deadline;
 use crate::store::feed::{self, FeedClaim};
 
 /// Runs [`feed::PROBE_SQL`]: whether a claim now would find work (a free partition with
-/// events after its frontier, a due held scope or replay, or a gap that can be resolved).
+/// events after its frontier, a due held scope or replay, or a due gap group).
 /// Index probes, 16 partitions, no lock held after it.
 pub async fn work_waiting(pool: &PgPool) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(feed::PROBE_SQL).fetch_one(pool).await
@@ -368,6 +368,7 @@ pub async fn explain(
         let query = sqlx::query(sqlx::AssertSqlSafe(explained(statement))).bind(&parts);
         let query = match name {
             "2. segments" => query.bind(&frontiers).bind(&shares),
+            "2. gaps" => query.bind(&shares).bind(feed::GAP_GROUPS_PER_CLAIM + 1),
             _ => query.bind(&shares),
         };
         plans.push((name.to_owned(), plan_of(&mut tx, query).await?));

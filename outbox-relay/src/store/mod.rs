@@ -7,7 +7,7 @@
 //! | what | table | written by | where |
 //! | --- | --- | --- | --- |
 //! | how far each partition of the feed has been read, and which loop leases it | `outbox_partitions` | claims (the lease), settles (the frontier) | [`feed`] |
-//! | seqs missing below a frontier | `outbox_gaps` | settles | [`feed`] |
+//! | seqs missing below a frontier, and per group of them (those one settle noted) the transactions that could still fill them | `outbox_gaps`, `outbox_gap_groups` | settles | [`feed`] |
 //! | scopes whose head cannot go now (backing off, dead, scheduled, released) | `outbox_held` | settles, operators | [`feed`], [`operator`] |
 //! | failures per event | `outbox_attempts` | settles, operators | [`feed`], [`operator`] |
 //! | events to send once more | `outbox_replays` | operators (replay), settles | [`operator`], [`feed`] |
@@ -32,6 +32,26 @@ macro_rules! from_row {
                 })
             }
         }
+    };
+}
+
+/// Whether the gap group `g` (an alias of an `outbox_gap_groups` row) is *due*: a claim
+/// reading in the current snapshot could find a gap of it filled or never to be filled,
+/// because it was never read in full (`recheck`) or a transaction that might commit one of
+/// its gaps has ended since it was (`pg_visible_in_snapshot`: ended before the snapshot).
+/// While every such transaction still runs, no gap of the group can be visible, and claims
+/// leave it alone (migration `20261207000002`). A literal, for `concat!`.
+macro_rules! gap_group_due {
+    ($g:literal) => {
+        concat!(
+            "(",
+            $g,
+            ".recheck OR cardinality(",
+            $g,
+            ".waiting) = 0 OR EXISTS (SELECT 1 FROM unnest(",
+            $g,
+            ".waiting) AS gw(xid) WHERE pg_visible_in_snapshot(gw.xid, pg_current_snapshot())))"
+        )
     };
 }
 

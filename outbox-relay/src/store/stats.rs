@@ -271,12 +271,12 @@ pub struct Gauges {
 /// ([`crate::foundation::db::within_deadline`]), so a silent database cannot hold the connection.
 pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error> {
     let (pending, in_flight, oldest_pending_age, dead, dead_tuples): (i64, i64, f64, i64, i64) =
-        sqlx::query_as(
+        sqlx::query_as(concat!(
             "SELECT (SELECT COALESCE(sum(n), 0)::bigint FROM outbox_partitions p
                       CROSS JOIN LATERAL (
                             SELECT count(*) AS n FROM (
                                 SELECT 1 FROM outbox_events e
-                                 WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
+                                 WHERE e.seq % 16 = p.part AND e.seq > p.frontier
                                  LIMIT $1) AS capped) AS c)
                     -- The events at or behind each held head, up to the frontier (above
                     -- it they are counted above), but the dead heads themselves.
@@ -301,9 +301,13 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                                                      THEN CAST(substr(h.scope, 2) AS uuid) END
                                   LIMIT $1) AS capped) AS c)
                     - (SELECT count(*) FROM outbox_held WHERE due_at IS NULL)
-                    -- Gaps filled since they were noted, and replays to send.
-                    + (SELECT count(*) FROM (SELECT 1 FROM outbox_gaps g
-                        WHERE EXISTS (SELECT 1 FROM outbox_events e
+                    -- Gaps filled since they were noted (only a due group's can be),
+                    -- and replays to send.
+                    + (SELECT count(*) FROM (SELECT 1 FROM outbox_gap_groups gg
+                        JOIN outbox_gaps g ON g.part = gg.part AND g.noted_xid = gg.noted_xid
+                        WHERE ",
+            gap_group_due!("gg"),
+            " AND EXISTS (SELECT 1 FROM outbox_events e
                                        WHERE e.seq % 16 = g.part AND e.seq = g.seq)
                         LIMIT $1) AS filled)
                     + (SELECT count(*) FROM outbox_replays WHERE due_at IS NOT NULL),
@@ -314,7 +318,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                     COALESCE(extract(epoch FROM now() - LEAST(
                         (SELECT min(f.created_at) FROM outbox_partitions p
                           CROSS JOIN LATERAL (SELECT e.created_at FROM outbox_events e
-                                               WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
+                                               WHERE e.seq % 16 = p.part AND e.seq > p.frontier
                                                ORDER BY e.seq % 16, e.seq LIMIT 1) f),
                         (SELECT min(e.created_at) FROM outbox_held h
                            JOIN outbox_events e
@@ -326,7 +330,7 @@ pub async fn gauges(conn: &mut sqlx::PgConnection) -> Result<Gauges, sqlx::Error
                     + (SELECT count(*) FROM outbox_replays WHERE due_at IS NULL),
                     COALESCE((SELECT n_dead_tup FROM pg_stat_user_tables
                                WHERE relid = 'outbox_events'::regclass), 0)",
-        )
+        ))
         .bind(EXACT_UP_TO)
         .fetch_one(&mut *conn)
         .await?;

@@ -7,9 +7,9 @@ use crate::engine::feed_claim::FeedPlan;
 /// What a settle of a feed claim needs besides the outcomes.
 #[derive(Debug, Clone, Default)]
 pub struct FeedClaim {
-    /// The oldest transaction running when the claim read (`pg_snapshot_xmin`): the gaps
-    /// noted before it whose rows it did not see will never fill.
-    pub xmin: u64,
+    /// The claim's snapshot (`pg_snapshot` as text), when it read gap groups: a group read
+    /// in full waits from then on only for the transactions running in it.
+    pub snapshot: Option<String>,
     /// The partitions leased, each with its claim's decisions.
     pub parts: Vec<PartitionClaim>,
 }

@@ -6,21 +6,24 @@ use std::time::Duration;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Whether partition `c` has work a claim could do now (`c` is the alias of its row).
+/// Whether partition `c` has work a claim could do now (`c` is the alias of its row). A due
+/// gap group is work whether or not a gap of it filled: the claim that reads it forgets
+/// what will never fill and narrows what the group waits for.
 macro_rules! has_work {
     () => {
-        "((SELECT true FROM outbox_events e
-            WHERE e.seq % 16 = c.part AND (e.seq % 16, e.seq) > (c.part, c.frontier)
+        concat!(
+            "((SELECT true FROM outbox_events e
+            WHERE e.seq % 16 = c.part AND e.seq > c.frontier
             ORDER BY e.seq % 16, e.seq LIMIT 1) IS NOT NULL
           OR EXISTS (SELECT 1 FROM outbox_held h
                       WHERE h.part = c.part AND h.due_at <= statement_timestamp())
           OR EXISTS (SELECT 1 FROM outbox_replays r JOIN outbox_events e ON e.id = r.event_id
                       WHERE r.part = c.part AND r.due_at <= statement_timestamp())
-          OR EXISTS (SELECT 1 FROM outbox_gaps g
-                      WHERE g.part = c.part
-                        AND (pg_snapshot_xmin(pg_current_snapshot()) >= g.noted_xid
-                             OR EXISTS (SELECT 1 FROM outbox_events e
-                                         WHERE e.seq % 16 = g.part AND e.seq = g.seq))))"
+          OR EXISTS (SELECT 1 FROM outbox_gap_groups gg
+                      WHERE gg.part = c.part AND ",
+            gap_group_due!("gg"),
+            "))"
+        )
     };
 }
 

@@ -1,6 +1,6 @@
 //! The read of leased partitions in one snapshot, and the decision of what goes out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -8,7 +8,9 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::claimed::{FeedClaim, PartitionClaim};
-use crate::engine::feed_claim::{self, FeedRow, GapFound, HeldScope, PartitionRead, Walk};
+use crate::engine::feed_claim::{
+    self, FeedRow, GapGroup, GapGroupRead, HeldScope, PartitionRead, Walk,
+};
 
 /// At most this many events of one held scope per walk.
 pub const WALK_LIMIT: i64 = 100;
@@ -16,8 +18,12 @@ pub const WALK_LIMIT: i64 = 100;
 /// At most this many due held scopes walked per partition of a claim.
 pub const WALKS_PER_CLAIM: i64 = 200;
 
-/// At most this many gaps looked at per partition of a claim.
+/// At most this many filled gaps taken per partition of a claim.
 pub const GAPS_PER_CLAIM: i64 = 1000;
+
+/// At most this many due gap groups read per partition of a claim (each up to the
+/// partition's limit of filled gaps; the groups left are read by the next claims).
+pub const GAP_GROUPS_PER_CLAIM: i64 = 8;
 
 /// The columns a claim reads of an event row `e`.
 macro_rules! row_columns {
@@ -32,8 +38,9 @@ macro_rules! row_columns {
     };
 }
 
-/// The oldest transaction running when the snapshot was taken.
-pub const SNAPSHOT_SQL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+/// The snapshot (which transactions were running: the settle narrows what the gap groups
+/// read in full wait for).
+pub const SNAPSHOT_SQL: &str = "SELECT pg_current_snapshot()::text";
 
 /// The segments: after each partition's frontier, in seq order, at most its limit (`$1`
 /// partitions, `$2` frontiers, `$3` limits).
@@ -42,21 +49,28 @@ pub const SEGMENT_SQL: &str = concat!(
     row_columns!(),
     " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS p(part, frontier, lim)
      CROSS JOIN LATERAL (SELECT * FROM outbox_events e
-                          WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
+                          WHERE e.seq % 16 = p.part AND e.seq > p.frontier
                           ORDER BY e.seq % 16, e.seq LIMIT p.lim) e"
 );
 
-/// The gaps of each partition (`$1`) whose rows are visible now, lowest first, at most its
-/// limit (`$2`). (The gaps that will never fill are forgotten by the settle, all at once:
-/// they need no reading.)
+/// The due gap groups of each partition (`$1`) in the order noted, at most `$3`, each with
+/// the rows of its gaps that are visible now, lowest first, at most the partition's limit
+/// (`$2`); a group none of whose gaps is visible returns one row without an event (`id`
+/// NULL). Groups that are not due are not looked at: every transaction that could fill
+/// one of their gaps still runs.
 pub const GAPS_SQL: &str = concat!(
-    "SELECT p.part AS feed_part, e.gap_seq, e.noted_xid::text::bigint AS noted_xid, ",
+    "SELECT p.part AS feed_part, gg.noted_xid::text::bigint AS group_xid, ",
     row_columns!(),
     " FROM unnest($1::bigint[], $2::bigint[]) AS p(part, lim)
-     CROSS JOIN LATERAL (SELECT g.seq AS gap_seq, g.noted_xid, e.*
-                           FROM outbox_gaps g
-                           JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
-                          WHERE g.part = p.part ORDER BY g.seq LIMIT p.lim) e"
+     CROSS JOIN LATERAL (SELECT gg.noted_xid FROM outbox_gap_groups gg
+                          WHERE gg.part = p.part AND ",
+    gap_group_due!("gg"),
+    " ORDER BY gg.noted_xid LIMIT $3) gg
+     LEFT JOIN LATERAL (SELECT e.*
+                          FROM outbox_gaps g
+                          JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
+                         WHERE g.part = p.part AND g.noted_xid = gg.noted_xid
+                         ORDER BY g.seq LIMIT p.lim) e ON true"
 );
 
 /// The held scopes among `$1`.
@@ -141,15 +155,52 @@ fn count_in(grouped: &HashMap<i64, Vec<PgRow>>, part: i64) -> i64 {
     grouped.get(&part).map_or(0, |rows| rows.len() as i64)
 }
 
+/// What a claim takes of one partition's rows of [`GAPS_SQL`] (`limit` its limit of filled
+/// gaps): [`feed_claim::take_gaps`] over the groups in the order noted, and the rows taken
+/// as read.
+fn take_gap_rows(
+    rows: Vec<PgRow>,
+    limit: usize,
+) -> Result<(feed_claim::GapsTaken, Vec<PgRow>), sqlx::Error> {
+    let mut by_group: BTreeMap<u64, Vec<FeedRow>> = BTreeMap::new();
+    let mut read: HashMap<i64, PgRow> = HashMap::new();
+    for row in rows {
+        let noted_xid = u64::try_from(row.try_get::<i64, _>("group_xid")?).unwrap_or(u64::MAX);
+        let group = by_group.entry(noted_xid).or_default();
+        if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+            let feed = feed_row(&row)?;
+            group.push(feed.clone());
+            read.insert(feed.seq, row);
+        }
+    }
+    let mut groups: Vec<GapGroupRead> = by_group
+        .into_iter()
+        .map(|(noted_xid, mut rows)| {
+            rows.sort_by_key(|r| r.seq);
+            GapGroupRead { noted_xid, rows }
+        })
+        .collect();
+    let more = groups.len() > usize::try_from(GAP_GROUPS_PER_CLAIM).unwrap_or(usize::MAX);
+    groups.truncate(usize::try_from(GAP_GROUPS_PER_CLAIM).unwrap_or(usize::MAX));
+    let taken = feed_claim::take_gaps(groups, more, limit);
+    let pg_rows = taken
+        .rows
+        .iter()
+        .filter_map(|r| read.remove(&r.seq))
+        .collect();
+    Ok((taken, pg_rows))
+}
+
 /// What a claim read of its partitions, in one snapshot: per partition, the rows as the
 /// plan sees them and as they were read (to be decoded and published).
 #[derive(Default)]
 pub(crate) struct Found {
-    /// `pg_snapshot_xmin` of the snapshot.
-    xmin: i64,
+    /// The snapshot, when the claim read gap groups.
+    snapshot: Option<String>,
     segments: HashMap<i64, Vec<FeedRow>>,
     segment_rows: HashMap<i64, Vec<PgRow>>,
-    gaps: HashMap<i64, Vec<GapFound>>,
+    gaps: HashMap<i64, Vec<FeedRow>>,
+    gap_groups: HashMap<i64, Vec<GapGroup>>,
     gap_rows: HashMap<i64, Vec<PgRow>>,
     held: HashMap<i64, Vec<HeldScope>>,
     walks: HashMap<i64, Vec<Walk>>,
@@ -182,29 +233,28 @@ pub async fn read(
 /// and so on: a partition with a backlog gets the room the others leave, and each partition
 /// gives a prefix of its segment); each event with its scope's held head if it has one
 /// (`held_head`, `held_due`); and per partition, in the same snapshot, whether it has more to
-/// read (`more`: a due held scope, a due replay, a gap whose row is visible) and the
-/// snapshot's `xmin`. A partition none of whose events is taken returns one row without an
+/// read (`more`: a due held scope, a due replay, a due gap group). A partition none of whose events is taken returns one row without an
 /// event (`id` NULL).
 pub const SEGMENTS_FAST_SQL: &str = concat!(
     "WITH p AS MATERIALIZED (
          SELECT u.part, u.frontier,
-                pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS snapshot_xmin,
                 (EXISTS (SELECT 1 FROM outbox_held h
                           WHERE h.part = u.part AND h.due_at <= statement_timestamp())
                  OR EXISTS (SELECT 1 FROM outbox_replays r
                              WHERE r.part = u.part AND r.due_at <= statement_timestamp())
-                 OR EXISTS (SELECT 1 FROM outbox_gaps g
-                              JOIN outbox_events e ON e.seq % 16 = g.part AND e.seq = g.seq
-                             WHERE g.part = u.part)) AS more
+                 OR EXISTS (SELECT 1 FROM outbox_gap_groups gg
+                             WHERE gg.part = u.part AND ",
+    gap_group_due!("gg"),
+    ")) AS more
            FROM unnest($1::bigint[], $2::bigint[]) AS u(part, frontier)),
      taken AS (
          SELECT c.part, c.seq FROM (
              SELECT p.part, s.seq, row_number() OVER (PARTITION BY p.part ORDER BY s.seq) AS turn
                FROM p CROSS JOIN LATERAL (SELECT e.seq FROM outbox_events e
-                                           WHERE e.seq % 16 = p.part AND (e.seq % 16, e.seq) > (p.part, p.frontier)
+                                           WHERE e.seq % 16 = p.part AND e.seq > p.frontier
                                            ORDER BY e.seq % 16, e.seq LIMIT $3) s) c
           ORDER BY c.turn, c.part LIMIT $3)
-     SELECT p.part AS feed_part, p.snapshot_xmin, p.more,
+     SELECT p.part AS feed_part, p.more,
             h.head_seq AS held_head, COALESCE(h.due_at <= statement_timestamp(), false) AS held_due, ",
     row_columns!(),
     " FROM p
@@ -241,7 +291,6 @@ pub(crate) async fn read_fast(
         if row.try_get::<bool, _>("more")? {
             return Ok(None);
         }
-        found.xmin = row.try_get("snapshot_xmin")?;
         if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
             continue;
         }
@@ -288,7 +337,7 @@ pub(crate) async fn read_full(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     )
     .await?;
-    let xmin: i64 = sqlx::query_scalar(SNAPSHOT_SQL).fetch_one(&mut *tx).await?;
+    let snapshot: String = sqlx::query_scalar(SNAPSHOT_SQL).fetch_one(&mut *tx).await?;
     // Each partition's room: replays take at most a quarter of it; the due held scopes read
     // first share what is left with the gaps and the segment (half each), so neither starves
     // the other.
@@ -344,25 +393,41 @@ pub(crate) async fn read_full(
         })
         .collect();
     // Gaps filled since they were noted come before anything later of their scopes: a
-    // partition with more than this claim reads gets no segment read (whose events could
-    // belong to the scopes of the gaps left for the next claim).
+    // partition whose filled gaps this claim does not take all gets no segment read (whose
+    // events could belong to the scopes of the gaps left for the next claim).
     let gap_limits: Vec<i64> = segment_rooms
         .iter()
-        .map(|&r| GAPS_PER_CLAIM.min(r))
+        .map(|&r| GAPS_PER_CLAIM.min(r).max(0))
         .collect();
-    let gap_rows = by_part(
+    let mut gap_rows: HashMap<i64, Vec<PgRow>> = HashMap::new();
+    let mut gaps: HashMap<i64, Vec<FeedRow>> = HashMap::new();
+    let mut gap_groups: HashMap<i64, Vec<GapGroup>> = HashMap::new();
+    let mut gaps_complete: HashMap<i64, bool> = HashMap::new();
+    let mut read_groups = by_part(
         sqlx::query(GAPS_SQL)
             .bind(&parts)
             .bind(&gap_limits)
+            .bind(GAP_GROUPS_PER_CLAIM + 1)
             .fetch_all(&mut *tx)
             .await?,
     )?;
+    for (&part, &limit) in parts.iter().zip(&gap_limits) {
+        let rows = read_groups.remove(&part).unwrap_or_default();
+        let (taken, pg_rows) = take_gap_rows(rows, usize::try_from(limit).unwrap_or(0))?;
+        gaps_complete.insert(part, taken.complete);
+        gaps.insert(part, taken.rows);
+        gap_groups.insert(part, taken.groups);
+        gap_rows.insert(part, pg_rows);
+    }
     let segment_limits: Vec<i64> = parts
         .iter()
-        .zip(segment_rooms.iter().zip(&gap_limits))
-        .map(|(p, (&segment_room, &gap_limit))| {
-            let gaps = count_in(&gap_rows, *p);
-            if gaps >= gap_limit { 0 } else { segment_room }
+        .zip(&segment_rooms)
+        .map(|(p, &segment_room)| {
+            if gaps_complete.get(p).copied().unwrap_or(false) {
+                segment_room
+            } else {
+                0
+            }
         })
         .collect();
     let mut segment_rows = by_part(
@@ -387,17 +452,9 @@ pub(crate) async fn read_full(
         }
         segments.insert(*part, feed_rows);
     }
-    let mut gaps: HashMap<i64, Vec<GapFound>> = HashMap::new();
     for (part, rows) in &gap_rows {
         if let Some(left) = room.get_mut(part) {
             *left = left.saturating_sub(rows.len() as i64);
-        }
-        for row in rows {
-            gaps.entry(*part).or_default().push(GapFound {
-                seq: row.try_get("gap_seq")?,
-                noted_xid: u64::try_from(row.try_get::<i64, _>("noted_xid")?).unwrap_or(u64::MAX),
-                row: Some(feed_row(row)?),
-            });
         }
     }
     // The held scopes among those read, each in the partition that read it.
@@ -408,7 +465,7 @@ pub(crate) async fn read_full(
         }
     }
     for (part, found) in &gaps {
-        for r in found.iter().filter_map(|g| g.row.as_ref()) {
+        for r in found {
             part_of_scope.insert(r.scope.clone(), *part);
         }
     }
@@ -514,10 +571,11 @@ pub(crate) async fn read_full(
     }
 
     Ok(Found {
-        xmin,
+        snapshot: Some(snapshot),
         segments,
         segment_rows,
         gaps,
+        gap_groups,
         gap_rows,
         held,
         walks,
@@ -533,19 +591,19 @@ pub(crate) fn decide(
     found: Found,
 ) -> Result<(Vec<PgRow>, FeedClaim), sqlx::Error> {
     let Found {
-        xmin,
+        snapshot,
         mut segments,
         mut segment_rows,
         mut gaps,
+        mut gap_groups,
         mut gap_rows,
         mut held,
         mut walks,
         mut walk_rows,
         mut replay_rows,
     } = found;
-    let xmin = u64::try_from(xmin).unwrap_or(0);
     let mut claim = FeedClaim {
-        xmin,
+        snapshot,
         parts: Vec::with_capacity(leased.len()),
     };
     let mut rows: Vec<PgRow> = Vec::new();
@@ -554,9 +612,9 @@ pub(crate) fn decide(
         let partition = PartitionRead {
             part,
             frontier,
-            xmin,
             segment: segments.remove(&part).unwrap_or_default(),
             gaps: gaps.remove(&part).unwrap_or_default(),
+            gap_groups: gap_groups.remove(&part).unwrap_or_default(),
             held: held.remove(&part).unwrap_or_default(),
             walks: walks.remove(&part).unwrap_or_default(),
         };

@@ -14,14 +14,20 @@ use crate::engine::outcome::Outcome;
 
 /// Ends the leases of `token` and moves the frontiers (`$1` partitions, `$2` their new
 /// frontiers, `$3` the token), and in the partitions whose lease was still the claim's,
-/// writes the gaps: notes new ones (`$4` seqs) with the settle's own transaction id —
-/// assigned after the claim's snapshot, so every writer that could still fill a gap has a
-/// smaller one — and forgets the ones the claim read (`$5`) and, all at once, those that
-/// will never fill: noted by a transaction older than every one running when the claim
-/// read (`$6`, its `xmin`), and still without a row (had one committed, the claim would
-/// have seen it). Returns the partitions settled; one missing was lost (its lease ran out,
-/// or its relay was found gone, and another claim may hold it now): nothing of it is
-/// written.
+/// writes the gaps:
+/// - notes new ones (`$4` seqs), one group per partition, with the settle's own transaction
+///   id — assigned after the claim's snapshot, so every writer that could still fill a gap
+///   has a smaller one — waiting for every transaction running now that is older than the
+///   settle (the snapshot's running ones, and every id handed out from its `xmax` on: none
+///   of those had ended when the snapshot was taken), and due at the next claim
+///   (`recheck`: a writer may have ended between the claim's snapshot and this one);
+/// - forgets the gaps the claim read (`$5`);
+/// - narrows each group the claim read in full (`$6` partitions, `$7` noted ids) to the
+///   transactions still running in the claim's snapshot (`$8`), and forgets it with its
+///   gaps when none is (what is left of it will never fill) or no gap of it is left.
+///
+/// Returns the partitions settled; one missing was lost (its lease ran out, or its relay
+/// was found gone, and another claim may hold it now): nothing of it is written.
 const ADVANCE_SQL: &str = "WITH advanced AS (
          UPDATE outbox_partitions p
             SET frontier = GREATEST(p.frontier, f.frontier), token = NULL, owner = NULL,
@@ -33,17 +39,74 @@ const ADVANCE_SQL: &str = "WITH advanced AS (
      read AS (
          DELETE FROM outbox_gaps g
           WHERE g.seq = ANY($5::bigint[]) AND g.part IN (SELECT part FROM advanced)),
-     never AS (
-         DELETE FROM outbox_gaps g
-          WHERE g.part IN (SELECT part FROM advanced) AND g.noted_xid <= $6::text::xid8
-            AND NOT EXISTS (SELECT 1 FROM outbox_events e
-                             WHERE e.seq % 16 = g.part AND e.seq = g.seq)),
+     narrowing AS (
+         SELECT gg.part, gg.noted_xid,
+                ARRAY(SELECT w FROM unnest(gg.waiting) AS w
+                       WHERE NOT pg_visible_in_snapshot(w, $8::text::pg_snapshot)) AS still,
+                EXISTS (SELECT 1 FROM outbox_gaps g
+                         WHERE g.part = gg.part AND g.noted_xid = gg.noted_xid
+                           AND g.seq <> ALL($5::bigint[])) AS gaps_left
+           FROM unnest($6::int[], $7::bigint[]) AS f(part, noted)
+           JOIN outbox_gap_groups gg ON gg.part = f.part AND gg.noted_xid = f.noted::text::xid8
+          WHERE gg.part IN (SELECT part FROM advanced)),
+     done AS (
+         DELETE FROM outbox_gap_groups gg USING narrowing n
+          WHERE gg.part = n.part AND gg.noted_xid = n.noted_xid
+            AND (cardinality(n.still) = 0 OR NOT n.gaps_left)),
+     narrowed AS (
+         UPDATE outbox_gap_groups gg SET waiting = n.still, recheck = false
+           FROM narrowing n
+          WHERE gg.part = n.part AND gg.noted_xid = n.noted_xid
+            AND cardinality(n.still) > 0 AND n.gaps_left),
+     grouped AS (
+         INSERT INTO outbox_gap_groups (part, noted_xid, waiting)
+         SELECT DISTINCT (s % 16)::int, pg_current_xact_id(),
+                ARRAY(SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+                      UNION
+                      SELECT i::text::xid8
+                        FROM generate_series(pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+                                             pg_current_xact_id()::text::bigint - 1) AS i)
+           FROM unnest($4::bigint[]) AS s
+          WHERE (s % 16)::int IN (SELECT part FROM advanced)
+         ON CONFLICT (part, noted_xid) DO NOTHING),
      noted AS (
          INSERT INTO outbox_gaps (seq, part, noted_xid)
          SELECT s, (s % 16)::int, pg_current_xact_id() FROM unnest($4::bigint[]) AS s
           WHERE (s % 16)::int IN (SELECT part FROM advanced)
          ON CONFLICT (seq) DO NOTHING)
      SELECT part FROM advanced";
+
+/// Merges the gap groups of the partitions `$1`: each group read in full since it was
+/// noted that waits for nothing its predecessor in the partition does not (that one read in
+/// full too) joins it, its gaps moving there; a run of such groups joins its first. So a
+/// transaction that stays open while settles keep noting its seqs (a backfill still
+/// writing) leaves one group per partition behind, not one per settle. (Neighbours in seq
+/// order merge, so the groups still lie in seq order; what the merged group waits for
+/// covers every writer of its gaps.) Run after [`ADVANCE_SQL`] in the same transaction,
+/// when it narrowed a group.
+const MERGE_SQL: &str = "WITH g AS (
+         SELECT part, noted_xid, waiting, recheck,
+                lag(waiting) OVER w AS prev_waiting, lag(recheck) OVER w AS prev_recheck
+           FROM outbox_gap_groups
+          WHERE part = ANY($1::int[])
+         WINDOW w AS (PARTITION BY part ORDER BY noted_xid)),
+     runs AS (
+         SELECT part, noted_xid,
+                sum(CASE WHEN NOT recheck AND prev_recheck IS FALSE AND waiting <@ prev_waiting
+                         THEN 0 ELSE 1 END) OVER (PARTITION BY part ORDER BY noted_xid) AS run
+           FROM g),
+     heads AS (
+         SELECT part, noted_xid,
+                first_value(noted_xid) OVER (PARTITION BY part, run ORDER BY noted_xid) AS head
+           FROM runs),
+     moved AS (
+         UPDATE outbox_gaps x SET noted_xid = h.head
+           FROM heads h
+          WHERE x.part = h.part AND x.noted_xid = h.noted_xid AND h.head <> h.noted_xid),
+     merged AS (
+         DELETE FROM outbox_gap_groups gg USING heads h
+          WHERE gg.part = h.part AND gg.noted_xid = h.noted_xid AND h.head <> h.noted_xid)
+     SELECT count(*) FROM heads WHERE head <> noted_xid";
 
 /// Failures counted per event (`$1` ids, `$2` errors, `$3` whether rejected, `$4` the
 /// attempt limit): returns each event's id and whether it is now dead.
@@ -139,13 +202,30 @@ pub async fn settle(
         .iter()
         .flat_map(|p| p.plan.forget_gaps.iter().copied())
         .collect();
+    // The groups read in full (only a full read reads groups, and it keeps its snapshot).
+    let (group_parts, read_groups): (Vec<i32>, Vec<i64>) = match &claim.snapshot {
+        Some(_) => claim
+            .parts
+            .iter()
+            .flat_map(|p| {
+                let part = i32::try_from(p.part).unwrap_or(0);
+                p.plan
+                    .read_groups
+                    .iter()
+                    .map(move |&noted| (part, i64::try_from(noted).unwrap_or(i64::MAX)))
+            })
+            .unzip(),
+        None => (Vec::new(), Vec::new()),
+    };
     let advanced: BTreeSet<i64> = sqlx::query_scalar::<_, i32>(ADVANCE_SQL)
         .bind(&parts)
         .bind(&frontiers)
         .bind(token)
         .bind(&new_gaps)
         .bind(&forget_gaps)
-        .bind(claim.xmin.to_string())
+        .bind(&group_parts)
+        .bind(&read_groups)
+        .bind(claim.snapshot.as_deref())
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
@@ -156,6 +236,19 @@ pub async fn settle(
         .iter()
         .filter(|p| advanced.contains(&p.part))
         .collect();
+    let narrowed: Vec<i32> = group_parts
+        .iter()
+        .copied()
+        .filter(|p| advanced.contains(&i64::from(*p)))
+        .collect::<BTreeSet<i32>>()
+        .into_iter()
+        .collect();
+    if !narrowed.is_empty() {
+        sqlx::query(MERGE_SQL)
+            .bind(&narrowed)
+            .execute(&mut *conn)
+            .await?;
+    }
     // Only the events of the partitions still held: an outcome for any other is not this
     // settle's to record.
     let own: std::collections::HashSet<Uuid> = held_parts
