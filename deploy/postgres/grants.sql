@@ -60,7 +60,7 @@ GRANT SELECT ON outbox_event_status TO :"relay_role";
 -- and their groups (what may still fill them), the held scopes, the replays operators ask
 -- for.
 GRANT SELECT, UPDATE ON outbox_partitions TO :"relay_role";
-GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_gaps TO :"relay_role";
+GRANT SELECT, INSERT, DELETE, UPDATE (noted_xid) ON outbox_gaps TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_gap_groups TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox_held TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON outbox_replays TO :"relay_role";

@@ -323,6 +323,59 @@ async fn a_transaction_that_keeps_writing_leaves_one_group_per_partition() -> Re
     db.cleanup().await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_is_not_moved_into_a_small_one_noted_before_it() -> Result<()> {
+    let db = TestDb::new().await?;
+    let pool = &db.pool;
+    let keys = keys_in_one_partition(pool, None, "merge-bound", 4).await?;
+    // A long transaction has its id first (as after a business write).
+    let mut long = pool.begin().await?;
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *long)
+        .await?;
+    // A small group of its partition waits for it: a writer's seq noted while it ran, the
+    // writer rolled back since.
+    let mut short = pool.begin().await?;
+    insert_keyed(&mut short, &keys[0]).await?;
+    let mut conn = pool.acquire().await?;
+    insert_keyed(&mut conn, &keys[1]).await?;
+    drain(pool).await?;
+    short.rollback().await?;
+    drain(pool).await?;
+    // The long transaction writes more than a merge moves, on one scope of that partition;
+    // a later event commits, and its seqs become a group read in full that waits for no more
+    // than the small one: it stays where it is rather than move into it.
+    let big: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO outbox_events (event_type, payload, ordering_key)
+         SELECT 'TICKET_UPDATED', jsonb_build_object('ticketId', gen_random_uuid(),
+                                                     'updatedFields', jsonb_build_array('status')), $1
+           FROM generate_series(1, 10001)
+         RETURNING id",
+    )
+    .bind(&keys[2])
+    .fetch_all(&mut *long)
+    .await?;
+    insert_keyed(&mut conn, &keys[3]).await?;
+    drop(conn);
+    drain(pool).await?;
+    settle_down(pool).await?;
+    let sizes: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(g.seq) FROM outbox_gap_groups gg
+           LEFT JOIN outbox_gaps g ON g.part = gg.part AND g.noted_xid = gg.noted_xid
+          GROUP BY gg.part, gg.noted_xid ORDER BY gg.part, gg.noted_xid",
+    )
+    .fetch_all(pool)
+    .await?;
+    assert!(
+        sizes.contains(&10_001),
+        "the long transaction's gaps stay in their own group: {sizes:?}"
+    );
+    long.commit().await?;
+    let delivered = ids(&drain(pool).await?);
+    assert_eq!(delivered, big, "in order, each once");
+    db.cleanup().await
+}
+
 /// The migration that brings the groups.
 const GAP_GROUPS: i64 = 20261207000002;
 

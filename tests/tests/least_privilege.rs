@@ -225,6 +225,40 @@ async fn run_as_roles(db: &TestDb, broker: &TestBroker, roles: &Roles) -> Result
         async move { Ok(count_status(&pool, "delivered").await? == expected) }
     })
     .await?;
+    // A writer that commits late: its seq is a gap below a later event of its partition,
+    // which goes out first; once it commits, the relay reads the gap's group in full and
+    // settles it (narrowing, merging) under its role.
+    let keys = integration_tests::keys_in_one_partition(&db.pool, None, "late", 2).await?;
+    let insert = "INSERT INTO outbox_events (event_type, payload, ordering_key)
+                  VALUES ('TICKET_UPDATED', $1, $2) RETURNING id";
+    let payload = || serde_json::json!({"tenantId": Uuid::now_v7(), "ticketId": Uuid::now_v7()});
+    let mut late_tx = writer.begin().await?;
+    let late: Uuid = sqlx::query_scalar(insert)
+        .bind(payload())
+        .bind(&keys[0])
+        .fetch_one(&mut *late_tx)
+        .await?;
+    let other: Uuid = sqlx::query_scalar(insert)
+        .bind(payload())
+        .bind(&keys[1])
+        .fetch_one(&writer)
+        .await?;
+    wait_until(Duration::from_secs(60), "the later event delivered", || {
+        let pool = pool.clone();
+        async move { Ok(count_status(&pool, "delivered").await? == expected + 1) }
+    })
+    .await?;
+    let gaps: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_gaps")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(gaps, 1, "the late writer's seq is a gap");
+    late_tx.commit().await?;
+    wait_until(Duration::from_secs(60), "the late event delivered", || {
+        let pool = pool.clone();
+        async move { Ok(count_status(&pool, "delivered").await? == expected + 2) }
+    })
+    .await?;
+    ids.extend([late, other]);
     relay.stop().await?;
     let relay_pool = pool_as(db, &roles.relay).await?;
     // Retention (--retention) deletes under the relay's role too.

@@ -82,17 +82,23 @@ const ADVANCE_SQL: &str = "WITH advanced AS (
 /// transaction that stays open while settles keep noting its seqs (a backfill still
 /// writing) leaves one group per partition behind, not one per settle. (Neighbours in seq
 /// order merge, so the groups still lie in seq order; what the merged group waits for
-/// covers every writer of its gaps.) Run after [`ADVANCE_SQL`] in the same transaction,
-/// when it narrowed a group.
+/// covers every writer of its gaps.) A group of more than `$2` gaps is not moved (it
+/// starts a run of its own, and later ones may join it): a merge moves few rows, never all
+/// of a backfill's. Run after [`ADVANCE_SQL`] in the same transaction, when it narrowed a
+/// group.
 const MERGE_SQL: &str = "WITH g AS (
-         SELECT part, noted_xid, waiting, recheck,
-                lag(waiting) OVER w AS prev_waiting, lag(recheck) OVER w AS prev_recheck
-           FROM outbox_gap_groups
-          WHERE part = ANY($1::int[])
-         WINDOW w AS (PARTITION BY part ORDER BY noted_xid)),
+         SELECT gg.part, gg.noted_xid, gg.waiting, gg.recheck,
+                lag(gg.waiting) OVER w AS prev_waiting, lag(gg.recheck) OVER w AS prev_recheck,
+                (SELECT count(*) FROM (SELECT 1 FROM outbox_gaps x
+                                        WHERE x.part = gg.part AND x.noted_xid = gg.noted_xid
+                                        LIMIT $2 + 1) AS n) > $2 AS big
+           FROM outbox_gap_groups gg
+          WHERE gg.part = ANY($1::int[])
+         WINDOW w AS (PARTITION BY gg.part ORDER BY gg.noted_xid)),
      runs AS (
          SELECT part, noted_xid,
                 sum(CASE WHEN NOT recheck AND prev_recheck IS FALSE AND waiting <@ prev_waiting
+                              AND NOT big
                          THEN 0 ELSE 1 END) OVER (PARTITION BY part ORDER BY noted_xid) AS run
            FROM g),
      heads AS (
@@ -107,6 +113,9 @@ const MERGE_SQL: &str = "WITH g AS (
          DELETE FROM outbox_gap_groups gg USING heads h
           WHERE gg.part = h.part AND gg.noted_xid = h.noted_xid AND h.head <> h.noted_xid)
      SELECT count(*) FROM heads WHERE head <> noted_xid";
+
+/// The most gaps a merge moves from one group ([`MERGE_SQL`]).
+const MERGE_AT_MOST: i64 = 10_000;
 
 /// Failures counted per event (`$1` ids, `$2` errors, `$3` whether rejected, `$4` the
 /// attempt limit): returns each event's id and whether it is now dead.
@@ -246,6 +255,7 @@ pub async fn settle(
     if !narrowed.is_empty() {
         sqlx::query(MERGE_SQL)
             .bind(&narrowed)
+            .bind(MERGE_AT_MOST)
             .execute(&mut *conn)
             .await?;
     }
