@@ -118,6 +118,28 @@ fn ids(events: &[ClaimedEvent]) -> Vec<Uuid> {
     events.iter().map(|e| e.id).collect()
 }
 
+/// Commits `long` and drains the outbox: each of `written` goes out once, and no gap or
+/// group is left.
+async fn commit_and_drain(
+    pool: &PgPool,
+    long: sqlx::Transaction<'_, sqlx::Postgres>,
+    written: Vec<Uuid>,
+) -> Result<()> {
+    long.commit().await?;
+    let delivered = ids(&drain(pool).await?);
+    assert_eq!(delivered.len(), written.len(), "each once");
+    assert_eq!(
+        delivered.into_iter().collect::<HashSet<_>>(),
+        written.into_iter().collect::<HashSet<_>>()
+    );
+    assert_eq!(count(pool, "SELECT count(*) FROM outbox_gaps").await?, 0);
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM outbox_gap_groups").await?,
+        0
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_transactions_gaps_are_read_again_only_when_a_writer_that_could_fill_them_ends()
 -> Result<()> {
@@ -193,18 +215,7 @@ async fn an_open_transactions_gaps_are_read_again_only_when_a_writer_that_could_
     settle_down(pool).await?;
 
     // The long transaction commits: each of its events goes out once; nothing is left.
-    long.commit().await?;
-    let delivered = ids(&drain(pool).await?);
-    assert_eq!(delivered.len(), long_ids.len(), "each once");
-    assert_eq!(
-        delivered.into_iter().collect::<HashSet<_>>(),
-        long_ids.into_iter().collect::<HashSet<_>>()
-    );
-    assert_eq!(count(pool, "SELECT count(*) FROM outbox_gaps").await?, 0);
-    assert_eq!(
-        count(pool, "SELECT count(*) FROM outbox_gap_groups").await?,
-        0
-    );
+    commit_and_drain(pool, long, long_ids).await?;
     assert_eq!(
         count(
             pool,
@@ -308,18 +319,7 @@ async fn a_transaction_that_keeps_writing_leaves_one_group_per_partition() -> Re
     );
     assert!(count(pool, "SELECT count(*) FROM outbox_gap_groups").await? <= 16);
 
-    long.commit().await?;
-    let delivered = ids(&drain(pool).await?);
-    assert_eq!(delivered.len(), written.len(), "each once");
-    assert_eq!(
-        delivered.into_iter().collect::<HashSet<_>>(),
-        written.into_iter().collect::<HashSet<_>>()
-    );
-    assert_eq!(count(pool, "SELECT count(*) FROM outbox_gaps").await?, 0);
-    assert_eq!(
-        count(pool, "SELECT count(*) FROM outbox_gap_groups").await?,
-        0
-    );
+    commit_and_drain(pool, long, written).await?;
     db.cleanup().await
 }
 
