@@ -30,7 +30,10 @@ pub async fn declare(
     config.validate()?;
     let connection = connect(config).await?;
     let outcome = declare_on(&connection, config, topology).await;
-    let _ = connection.close(200, "declared".into()).await;
+    // Bounded, as the consumer's own close: a close handshake the broker never answers
+    // must not hang the caller once everything is declared.
+    let _ =
+        tokio::time::timeout(config.ack_timeout, connection.close(200, "declared".into())).await;
     outcome
 }
 
